@@ -1,0 +1,23 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
+# Both create .venv on first use; it is rebuilt when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e ".[test]"
+	@$(BIN)/python -c "import torch, sys; v = torch.__version__; print('torch', v); sys.exit(0 if v.endswith('+cpu') or torch.cuda.is_available() else 'torch is not the local CPU build: ' + v)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/stsfl demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Everything that touches patient data: readers, preprocessing, the local trainer, the ClientApp."""

@@ -1,0 +1,1 @@
+"""What server and client share: configs, the network, losses, blending, metrics, serialisation."""

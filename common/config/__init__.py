@@ -1,0 +1,37 @@
+"""Typed, validated configuration loaded from YAML (see configs/)."""
+
+from .federation import FederationConfig
+from .loader import ConfigError, StrictModel, bundled_path, load_config, parse_config, read_yaml
+from .preset import ModelPreset
+from .schema import ClinicalSchema, ClinicalVariable, Endpoint
+from .site import SiteConfig
+
+
+def load_schema(path=None) -> ClinicalSchema:
+    """The clinical schema at `path`, or the bundled configs/schema.yaml."""
+    return load_config(path or bundled_path("schema.yaml"), ClinicalSchema)
+
+
+def load_preset(name_or_path: str) -> ModelPreset:
+    """A model preset by bundled name (`paper`, `cpu-small`) or by YAML path."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        return load_config(name_or_path, ModelPreset)
+    return load_config(bundled_path(f"presets/{name_or_path}.yaml"), ModelPreset)
+
+
+__all__ = [
+    "ClinicalSchema",
+    "ClinicalVariable",
+    "ConfigError",
+    "Endpoint",
+    "FederationConfig",
+    "ModelPreset",
+    "SiteConfig",
+    "StrictModel",
+    "bundled_path",
+    "load_config",
+    "load_preset",
+    "load_schema",
+    "parse_config",
+    "read_yaml",
+]

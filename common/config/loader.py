@@ -1,0 +1,92 @@
+"""Load YAML into typed, validated config objects; every error names the file and key path."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message is meant for the user, not a traceback."""
+
+
+class StrictModel(BaseModel):
+    """Base of every config object: unknown keys are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<top level>"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; allowed keys are listed in the documented example)"
+    if kind == "missing":
+        return "required value is missing"
+    if kind == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    return f"expected {error['msg'].removeprefix('Input should be ')}, got {shown}"
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    """One line per problem: `<file>: <key.path>: <what was expected>`."""
+    lines = [f"{source}: {_key_path(e['loc'])}: {_describe(e)}" for e in err.errors()]
+    return "invalid configuration\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: Any, model: type[ConfigT], source: str) -> ConfigT:
+    """Validate already-parsed YAML data against `model`; `source` names the file in errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: <top level>: expected a mapping of keys, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file, turning I/O and syntax errors into a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read configuration file ({err.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+
+
+def load_config(path: str | Path, model: type[ConfigT]) -> ConfigT:
+    """Read and validate one YAML file into `model`."""
+    return parse_config(read_yaml(path), model, str(path))
+
+
+def bundled_path(name: str) -> Path:
+    """Path of a YAML file shipped in configs/ (e.g. 'schema.yaml', 'presets/cpu-small.yaml')."""
+    root = resources.files("stsfl.configs")
+    path = Path(str(root.joinpath(name)))
+    if not path.is_file():
+        raise ConfigError(f"no bundled configuration named {name!r} under {root}")
+    return path

@@ -1,0 +1,70 @@
+"""The federation-wide clinical schema: variables, their types and category sets, and the endpoints."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .loader import StrictModel
+
+
+class ClinicalVariable(StrictModel):
+    """One clinical column. `categorical` needs its category set; `binary` is stored as 0/1."""
+
+    name: str
+    kind: Literal["continuous", "categorical", "binary"]
+    description: str = ""
+    unit: str | None = None
+    categories: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+    sarculator: bool = Field(False, description="one of the 4 Sarculator nomogram variables")
+
+    @model_validator(mode="after")
+    def _categories_match_kind(self) -> "ClinicalVariable":
+        if self.kind == "categorical" and not self.categories:
+            raise ValueError(f"a categorical variable needs `categories` (variable {self.name!r})")
+        if self.kind != "categorical" and self.categories:
+            raise ValueError(f"only categorical variables take `categories` (variable {self.name!r})")
+        if self.categories and len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"duplicate category in variable {self.name!r}")
+        return self
+
+
+class Endpoint(StrictModel):
+    """A survival endpoint: a (time in days, event 0/1) column pair."""
+
+    name: str
+    label: str
+    time_column: str
+    event_column: str
+
+
+class ClinicalSchema(StrictModel):
+    """Clinical variables and endpoints every site's clinical.csv must follow."""
+
+    patient_id_column: str = "patient_id"
+    variables: list[ClinicalVariable]
+    endpoints: list[Endpoint]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "ClinicalSchema":
+        columns = [self.patient_id_column] + [v.name for v in self.variables]
+        columns += [c for e in self.endpoints for c in (e.time_column, e.event_column)]
+        duplicated = sorted({c for c in columns if columns.count(c) > 1})
+        if duplicated:
+            raise ValueError(f"column names used twice: {', '.join(duplicated)}")
+        if len({e.name for e in self.endpoints}) != len(self.endpoints):
+            raise ValueError("endpoint names must be unique")
+        return self
+
+    def variable(self, name: str) -> ClinicalVariable:
+        for var in self.variables:
+            if var.name == name:
+                return var
+        raise KeyError(name)
+
+    @property
+    def endpoint_names(self) -> list[str]:
+        return [e.name for e in self.endpoints]

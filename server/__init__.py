@@ -1,0 +1,1 @@
+"""The coordinator: ServerApp, strategies, federated blending, validation, checkpoints, reports."""

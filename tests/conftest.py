@@ -1,0 +1,23 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def tcga_brca_dir() -> Path:
+    path = SHARED_DIR / "data" / "tcga_brca"
+    if not path.is_dir():
+        pytest.skip(f"shared TCGA-BRCA data not found at {path}")
+    return path
