@@ -2,22 +2,78 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from .loader import StrictModel
 
+StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedbn"]
+
+
+class StrategyParams(StrictModel):
+    """Strategy hyper-parameters; each strategy reads the ones it needs.
+
+    prox_mu: FedProx proximal weight (mu/2 ||w - w_global||^2, added by the client's trainer).
+    server_lr, beta_1, beta_2, tau: FedAdam's server optimiser (Reddi et al. 2021; Flower's names
+    eta, beta_1, beta_2, tau)."""
+
+    prox_mu: float = Field(0.01, ge=0.0)
+    server_lr: PositiveFloat = 0.01
+    beta_1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta_2: float = Field(0.99, ge=0.0, lt=1.0)
+    tau: PositiveFloat = 1e-3
+
+
+class NetworkConfig(StrictModel):
+    """Where the SuperLink listens. port 0 = any free port (printed at start)."""
+
+    host: str = "127.0.0.1"
+    port: NonNegativeInt = 0
+
 
 class FederationConfig(StrictModel):
-    """Who takes part, which strategy, how long."""
+    """Who takes part, which strategy, how long, where results go."""
 
     name: str = "sts-federation"
     preset: str = "cpu-small"
+    schema_file: Path | None = Field(None, description="clinical schema; default: the bundled configs/schema.yaml")
     sites: list[str]
     holdout: list[str] = []
-    strategy: Literal["fedavg", "fedprox", "fedadam", "fedbn"] = "fedavg"
+    strategy: StrategyName = "fedavg"
+    strategy_params: StrategyParams = StrategyParams()
+    weighting: Literal["events", "patients"] = Field(
+        "events", description="weight of a site's update in the average (see stsfl.server.strategies)"
+    )
     rounds: PositiveInt = 3
     local_epochs: PositiveInt = 1
+    learning_rate: PositiveFloat = 1e-3
     seed: int = 0
-    min_sites: PositiveInt = Field(1, description="quorum: a round completes with at least this many sites")
+    min_sites: PositiveInt = Field(1, description="quorum: a round completes with at least this many training sites")
+    round_timeout_s: PositiveFloat = Field(600.0, description="how long a round waits for the sites' replies")
+    wait_for_sites_s: PositiveFloat = Field(300.0, description="how long to wait for every site to connect")
+    eval_every: PositiveInt = Field(1, description="held-out evaluation every N rounds (and always after the last)")
+    blending: bool = Field(True, description="federated gradient blending of the per-modality heads")
+    results_dir: Path = Path("results")
+    network: NetworkConfig = NetworkConfig()
+
+    @model_validator(mode="after")
+    def _sites_consistent(self) -> "FederationConfig":
+        if len(set(self.sites)) != len(self.sites):
+            raise ValueError("a site is listed twice in `sites`")
+        unknown = [s for s in self.holdout if s not in self.sites]
+        if unknown:
+            raise ValueError(f"holdout site(s) {', '.join(unknown)} are not listed in `sites`")
+        if not self.training_sites:
+            raise ValueError("every site is held out: at least one site must train")
+        if self.min_sites > len(self.training_sites):
+            raise ValueError(
+                f"min_sites={self.min_sites} but only {len(self.training_sites)} site(s) train "
+                f"({', '.join(self.training_sites)})"
+            )
+        return self
+
+    @property
+    def training_sites(self) -> list[str]:
+        return [s for s in self.sites if s not in self.holdout]

@@ -1,0 +1,54 @@
+"""What travels between our ServerApp and ClientApp: message types and record keys.
+
+Every message the server sends holds an ArrayRecord "arrays" (model parameters, absent for
+queries) and a ConfigRecord "config". Every reply holds a ConfigRecord "site" with the site's
+name (taken from the SuperNode's node-config, never from patient data), a MetricRecord
+"metrics" (aggregates only: counts, losses, C-indices), and, for training, the ArrayRecord
+"arrays". Larger structured values (federated clinical statistics, blend weights) travel as
+JSON strings inside ConfigRecords: they are small and this keeps one schema in Python.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flwr.app import ConfigRecord
+
+# Message types (`<category>.<action>`, see flwr.clientapp.ClientApp).
+MSG_STATS = "query.stats"  # site name + per-site clinical sums/counts + event counts
+MSG_TRAIN = "train"  # local training from the global model; reply: new weights + losses
+MSG_EVALUATE = "evaluate"  # evaluate the global model on a site's evaluation split
+
+# Record keys.
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+SITE = "site"
+STATS = "stats"
+
+# node-config keys a SuperNode is started with (see `sts-client`).
+NODE_SITE_NAME = "site-name"
+NODE_SITE_CONFIG = "site-config"
+
+# MetricRecord keys every train reply carries.
+NUM_PATIENTS = "num-patients"
+NUM_EVENTS = "num-events"
+WEIGHT = "weight"  # the aggregation weight the server asked for (events or patients)
+
+
+def site_record(name: str) -> ConfigRecord:
+    return ConfigRecord({"site-name": name})
+
+
+def reply_site_name(content: Any) -> str:
+    """The site name in a reply's content (RecordDict)."""
+    return str(content[SITE]["site-name"])
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def from_json(text: str) -> Any:
+    return json.loads(text)

@@ -1,0 +1,218 @@
+"""Start and stop the Flower processes of a federation (SuperLink, SuperNode) and submit runs.
+
+Shared by `sts-server` (SuperLink + `flwr run`), `sts-client` (SuperNode), the demo and the
+integration tests, so every launcher uses the same flags. Facts about flwr 1.41 this relies on:
+
+- a SuperLink serves its Fleet, Control and Runtime APIs over HTTP on one port (`--port`;
+  `--fleet-api-address` / `--control-api-address` are ignored), and spawns `flower-superexec`
+  by name (so the venv's bin must be on PATH); it watches its parent and ends with it;
+- runtime dependency installation (`uv sync` of the app's pyproject) is on by default for the
+  SuperLink: we turn it off, the app's code is the `stsfl` package installed next to Flower;
+- `flwr run APP_DIR CONNECTION` reads connections from `$FLWR_HOME/config.toml`; the connection
+  named `local` would be a managed simulation, so we write an explicit one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .console import UserError
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def flower_bin(name: str) -> str:
+    """Path of a Flower console script (`flower-superlink`, `flower-supernode`, `flwr`) of this venv."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if not found:
+        raise UserError(f"cannot find the Flower command {name!r}; is flwr installed in this environment?")
+    return found
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Block until something accepts TCP connections on host:port; fail early if `proc` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise UserError(f"process {proc.args[0]} exited with code {proc.returncode} before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise UserError(f"nothing is listening on {host}:{port} after {timeout:.0f} s")
+
+
+@dataclass
+class FlowerProcess:
+    """A Flower process we started: its Popen handle and log file. `stop()` ends it by PID."""
+
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group we created (the process and the ClientApp/ServerApp
+        subprocesses it spawned), then SIGKILL what is left after `timeout`."""
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once (simulates a crash)."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            self.proc.wait(5)
+
+
+def _spawn(name: str, cmd: list[str], log_path: Path, env: dict[str, str] | None) -> FlowerProcess:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns the descriptor for its lifetime
+    # A new session: the process and its children form one group we can stop by PID.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    log.close()
+    return FlowerProcess(name=name, proc=proc, log_path=log_path)
+
+
+def flower_env(flwr_home: Path | None = None, task_poll_interval: float | None = None) -> dict[str, str]:
+    """The environment for Flower processes: FLWR_HOME and, for tests, a faster SuperExec poll."""
+    env = dict(os.environ)
+    # The SuperLink and SuperNode spawn `flower-superexec` by name: this venv's bin must be on PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    if task_poll_interval is not None:
+        env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(task_poll_interval)
+    return env
+
+
+def start_superlink(
+    host: str,
+    port: int,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    database: Path | None = None,
+    startup_timeout: float = 60.0,
+) -> FlowerProcess:
+    """Start an insecure SuperLink on host:port (its Fleet, Control and Runtime APIs share that
+    one HTTP port in flwr 1.41) and wait until it listens. `database` keeps its state on disk."""
+    cmd = [
+        flower_bin("flower-superlink"),
+        "--insecure",
+        "--disable-runtime-dependency-installation",
+        "--host", host,
+        "--port", str(port),
+    ]
+    if database is not None:
+        cmd += ["--database", str(database)]
+    link = _spawn("superlink", cmd, log_path, env)
+    try:
+        wait_for_port(host, port, startup_timeout, link.proc)
+    except UserError:
+        link.stop()
+        raise UserError(f"the SuperLink did not start on {host}:{port}; see its log {log_path}") from None
+    return link
+
+
+def node_config_arg(values: dict[str, str | int | float]) -> str:
+    """`--node-config` value: space-separated key=value, strings quoted TOML-style."""
+    parts = []
+    for key, value in values.items():
+        if isinstance(value, str):
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'{key}="{escaped}"')
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def start_supernode(
+    superlink: str,
+    node_config: dict[str, str | int | float],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    clientappio_port: int = 0,
+    host: str = "127.0.0.1",
+) -> FlowerProcess:
+    """Start an insecure SuperNode that connects to the SuperLink Fleet API at `superlink` (HOST:PORT)."""
+    port = clientappio_port or free_port(host)
+    cmd = [
+        flower_bin("flower-supernode"),
+        "--insecure",
+        "--superlink", superlink,
+        "--host", host,
+        "--port", str(port),
+        "--node-config", node_config_arg(node_config),
+    ]
+    node = _spawn("supernode", cmd, log_path, env)
+    wait_for_port(host, port, 60.0, node.proc)
+    return node
+
+
+def write_connection(flwr_home: Path, name: str, control_address: str) -> Path:
+    """Write `$FLWR_HOME/config.toml` with one explicit insecure connection `name` (the default)."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "config.toml"
+    path.write_text(
+        f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{control_address}"\ninsecure = true\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def app_dir() -> Path:
+    """The Flower App directory (the one holding pyproject.toml with [tool.flwr.app])."""
+    from importlib import resources
+
+    # The distribution ships its pyproject next to the packages only in a source checkout;
+    # the app directory is the repository root (parent of common/).
+    root = Path(str(resources.files("stsfl.common"))).parent
+    if not (root / "pyproject.toml").is_file():
+        raise UserError(f"the Flower App (pyproject.toml with [tool.flwr.app]) is not at {root}")
+    return root
+
+
+def flwr_run_command(connection: str, run_config: dict[str, str | int | float], stream: bool = True) -> list[str]:
+    """`flwr run APP_DIR CONNECTION --run-config ...` for our app."""
+    cmd = [flower_bin("flwr"), "run", str(app_dir()), connection]
+    if run_config:
+        cmd += ["--run-config", node_config_arg(run_config)]
+    if stream:
+        cmd.append("--stream")
+    return cmd

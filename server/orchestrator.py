@@ -1,0 +1,276 @@
+"""The federation's round loop, run inside our ServerApp (one call per `flwr run`).
+
+Phases, in the order they happen:
+1. wait for the sites of the config (timeout, names the missing ones);
+2. statistics: every site (training and held out) answers one query with its clinical sums and
+   counts and its event counts; the server combines them (global standardisation, category sets);
+3. rounds 1..R: training sites get the global weights + round config (seed, local epochs,
+   learning rate, prox-mu, blend weights, statistics); each replies with new weights and
+   aggregates (patients, events, per-head train / validation losses, timings). The round
+   completes when `min_sites` training sites replied within `round_timeout_s`;
+4. every `eval_every` rounds and after the last: all sites evaluate the global model (training
+   sites on their validation split: the fused-head loss used for model selection; held-out
+   centres on all their patients: C-index, td-AUC, IBS, events);
+5. after each round: checkpoint (atomic) and results files.
+
+Resuming (`resume=True`) reloads the checkpoint and continues after its round; per-round seeds
+are `seed + round`, so the continuation is the same computation as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from stsfl.common.config import FederationConfig
+from stsfl.common.fed_protocol import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    MSG_EVALUATE,
+    MSG_TRAIN,
+    NUM_EVENTS,
+    reply_site_name,
+    to_json,
+)
+from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, numpy_to_arrays
+
+from .checkpoint import ServerState, load_checkpoint, save_checkpoint
+from .model_hooks import FederationHooks
+from .results import ResultsFolder
+from .sites import SiteDirectory
+from .strategies import Aggregator
+
+# Fused-head validation loss reported by training sites at evaluation: the model-selection score.
+SELECTION_METRIC = "val-loss-fused"
+
+
+class QuorumError(RuntimeError):
+    """Fewer than `min_sites` training sites replied in a round."""
+
+
+def _weighted_mean(per_site: dict[str, dict[str, float]], key: str, weight_key: str = NUM_EVENTS) -> float | None:
+    pairs = [(m[key], max(float(m.get(weight_key, 0.0)), 0.0)) for m in per_site.values() if key in m]
+    total = sum(w for _, w in pairs)
+    if not pairs:
+        return None
+    if total <= 0:
+        return float(np.mean([v for v, _ in pairs]))
+    return float(sum(v * w for v, w in pairs) / total)
+
+
+class Federation:
+    """One federation run: `run()` executes phases 1-5 and returns the summary."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        fed: FederationConfig,
+        config_path: Path,
+        results_dir: Path,
+        hooks: FederationHooks,
+        log: Callable[[str], None] = print,
+        resume: bool = False,
+    ):
+        self.grid = grid
+        self.fed = fed
+        self.config_path = Path(config_path)
+        self.results = ResultsFolder(results_dir)
+        self.hooks = hooks
+        self.log = log
+        self.resume = resume
+        self.aggregator = Aggregator(fed)
+        self.query_timeout = min(fed.round_timeout_s, 120.0)
+        self.sites = SiteDirectory(grid, fed.sites, self._base_config(), log)
+
+    # ----------------------------------------------------------------- configs sent to sites
+    def _base_config(self) -> ConfigRecord:
+        return ConfigRecord({"federation": self.fed.name, "schema": to_json(self.hooks.schema_json())})
+
+    def _round_config(self, state: ServerState, server_round: int) -> ConfigRecord:
+        cfg = self._base_config()
+        cfg.update(
+            {
+                "server-round": server_round,
+                "seed": self.fed.seed + server_round,
+                "local-epochs": self.fed.local_epochs,
+                "learning-rate": self.fed.learning_rate,
+                "prox-mu": self.aggregator.client_prox_mu,
+                "keep-norm-local": self.aggregator.keeps_norm_local,
+                "blend-weights": to_json(state.meta.get("blend_weights")),
+                "statistics": to_json(state.meta["statistics"]),
+            }
+        )
+        return cfg
+
+    # ----------------------------------------------------------------- phases
+    def _statistics_phase(self) -> ServerState:
+        """Combine every site's sums and counts; build the initial global model from them."""
+        per_site = {site: self.sites.statistics[site] for site in self.fed.sites}
+        statistics = self.hooks.combine_statistics(per_site)
+        self.results.write_json("statistics.json", {"global": statistics, "per_site_counts": self.hooks.site_counts(per_site)})
+        arrays = self.hooks.initial_arrays(statistics, self.fed.seed)
+        self.log(f"statistics phase: {len(per_site)} sites; model with {sum(a.size for a in arrays.values()):,} values")
+        return ServerState(
+            round=0,
+            global_arrays=arrays,
+            meta={"statistics": statistics, "blend_weights": None, "history": [], "best_round": None,
+                  "best_score": None},
+        )
+
+    def _send(self, kind: str, sites: list[str], arrays: Any, cfg: ConfigRecord, server_round: int) -> tuple[dict, dict]:
+        """Send one message per site; return (site -> reply, site -> failure reason)."""
+        messages = []
+        for site in sites:
+            content = RecordDict({CONFIG: cfg} if arrays is None else {ARRAYS: arrays, CONFIG: cfg})
+            messages.append(
+                Message(content, dst_node_id=self.sites.node_of[site], message_type=kind,
+                        ttl=self.fed.round_timeout_s, group_id=str(server_round))
+            )
+        replies = list(self.grid.send_and_receive(messages, timeout=self.fed.round_timeout_s))
+        by_node = {node: site for site, node in self.sites.node_of.items()}
+        ok, failed = {}, {}
+        for reply in replies:
+            site = by_node.get(reply.metadata.src_node_id, str(reply.metadata.src_node_id))
+            if reply.has_error():
+                failed[site] = reply.error.reason
+            else:
+                ok[reply_site_name(reply.content)] = reply
+        for site in sites:
+            if site not in ok and site not in failed:
+                failed[site] = f"no reply within {self.fed.round_timeout_s:.0f} s"
+        for site, reason in failed.items():
+            self.log(f"round {server_round}: site {site} did not {kind.split('.')[0]}: {reason}")
+            self.sites.forget(site)
+        return ok, failed
+
+    def _train_round(self, state: ServerState, server_round: int) -> dict[str, Any]:
+        training = self.fed.training_sites
+        self.sites.refresh(self.query_timeout)
+        if len(training) - len(self.sites.missing(training)) < self.fed.min_sites:
+            self.sites.wait_for(training, self.fed.wait_for_sites_s, self.query_timeout, at_least=self.fed.min_sites)
+        present = [s for s in training if s in self.sites.node_of]
+        global_record = numpy_to_arrays(state.global_arrays)
+        t0 = time.monotonic()
+        ok, failed = self._send(MSG_TRAIN, present, global_record, self._round_config(state, server_round), server_round)
+        t_wait = time.monotonic() - t0
+        if len(ok) < self.fed.min_sites:
+            raise QuorumError(
+                f"round {server_round}: {len(ok)} training site(s) replied ({', '.join(sorted(ok)) or 'none'}), "
+                f"quorum is min_sites={self.fed.min_sites}; failed: "
+                + "; ".join(f"{s}: {r}" for s, r in sorted(failed.items()))
+            )
+        t1 = time.monotonic()
+        new_global, _ = self.aggregator.aggregate(server_round, global_record, [ok[s] for s in sorted(ok)])
+        t_agg = time.monotonic() - t1
+        per_site = {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
+        bytes_down = arrays_nbytes(global_record)
+        for site, reply in ok.items():
+            per_site[site]["bytes-down"] = float(bytes_down)
+            per_site[site]["bytes-up"] = float(arrays_nbytes(reply.content[ARRAYS]))
+        blend = self.hooks.blend_weights(per_site, state.meta.get("blend_weights"))
+        state.global_arrays = arrays_to_numpy(new_global)
+        state.meta["blend_weights"] = blend
+        return {
+            "round": server_round,
+            "sites_train": sorted(ok),
+            "sites_failed": failed,
+            "train_sites": per_site,
+            "blend_weights": blend,
+            "float32_bytes": float32_nbytes(global_record),
+            "time_wait_s": t_wait,
+            "time_aggregate_s": t_agg,
+        }
+
+    def _evaluate(self, state: ServerState, server_round: int) -> dict[str, dict[str, float]]:
+        """Every connected site evaluates the current global model (training sites: validation split)."""
+        self.sites.refresh(self.query_timeout)
+        present = [s for s in self.fed.sites if s in self.sites.node_of]
+        cfg = self._round_config(state, server_round)
+        cfg["holdout-sites"] = to_json(self.fed.holdout)
+        ok, _ = self._send(MSG_EVALUATE, present, numpy_to_arrays(state.global_arrays), cfg, server_round)
+        return {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
+
+    def _select(self, state: ServerState, record: dict[str, Any]) -> None:
+        """Keep the global model with the lowest fused-head validation loss of the training sites."""
+        train_eval = {s: m for s, m in record["evaluate_sites"].items() if s in self.fed.training_sites}
+        score = _weighted_mean(train_eval, SELECTION_METRIC)
+        record["selection_score"] = score
+        best = state.meta.get("best_score")
+        if score is not None and (best is None or score < best):
+            state.meta["best_score"] = score
+            state.meta["best_round"] = record["round"]
+            state.best_arrays = {k: v.copy() for k, v in state.global_arrays.items()}
+
+    def _progress_line(self, record: dict[str, Any]) -> str:
+        parts = [f"round {record['round']}/{self.fed.rounds}", f"sites {len(record['sites_train'])}/{len(self.fed.training_sites)}"]
+        loss = _weighted_mean(record["train_sites"], "train-loss-fused")
+        if loss is not None:
+            parts.append(f"train loss {loss:.4f}")
+        if record.get("selection_score") is not None:
+            parts.append(f"val loss {record['selection_score']:.4f}")
+        for site in self.fed.holdout:
+            metrics = record.get("evaluate_sites", {}).get(site, {})
+            cs = [f"{k.removeprefix('c-harrell-')} {v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("c-harrell-")]
+            if cs:
+                parts.append(f"held-out {site} C-index " + ", ".join(cs))
+        return " | ".join(parts)
+
+    # ----------------------------------------------------------------- main
+    def run(self) -> dict[str, Any]:
+        fed = self.fed
+        self.results.copy_config(self.config_path)
+        self.results.write_status("waiting-for-sites", expected=fed.sites)
+        self.sites.wait_for(fed.sites, fed.wait_for_sites_s, self.query_timeout)
+        if self.resume:
+            state = load_checkpoint(self.results.root)
+            self.aggregator.load_state(state.strategy_state)
+            self.log(f"resuming after round {state.round} of {fed.rounds}")
+        else:
+            self.results.write_status("statistics")
+            state = self._statistics_phase()
+            save_checkpoint(self.results.root, state)
+        for server_round in range(state.round + 1, fed.rounds + 1):
+            self.results.write_status("training", round=server_round, completed_rounds=state.round)
+            t0 = time.monotonic()
+            record = self._train_round(state, server_round)
+            if server_round % fed.eval_every == 0 or server_round == fed.rounds:
+                record["evaluate_sites"] = self._evaluate(state, server_round)
+                self._select(state, record)
+            record["time_round_s"] = time.monotonic() - t0
+            state.round = server_round
+            state.meta["history"].append(record)
+            state.strategy_state = self.aggregator.state()
+            save_checkpoint(self.results.root, state)
+            self.results.write_history(state.meta["history"])
+            self.log(self._progress_line(record))
+        return self._finish(state)
+
+    def _finish(self, state: ServerState) -> dict[str, Any]:
+        history = state.meta["history"]
+        best_round = state.meta.get("best_round")
+        selected = next((r for r in history if r["round"] == best_round), history[-1])
+        summary = {
+            "federation": self.fed.name,
+            "strategy": self.fed.strategy,
+            "rounds": self.fed.rounds,
+            "training_sites": self.fed.training_sites,
+            "holdout_sites": self.fed.holdout,
+            "selected_round": selected["round"],
+            "selection": f"lowest events-weighted {SELECTION_METRIC} of the training sites",
+            "holdout_selected": {s: selected.get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
+            "holdout_final": {s: history[-1].get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
+            "blend_weights": state.meta.get("blend_weights"),
+        }
+        self.results.write_model("model_final.npz", state.global_arrays)
+        self.results.write_model("model_selected.npz", state.best_arrays or state.global_arrays)
+        self.results.write_json("summary.json", summary)
+        self.results.write_status("done", completed_rounds=state.round)
+        self.log(f"done: selected round {summary['selected_round']}; results in {self.results.root}")
+        return summary

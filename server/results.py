@@ -1,0 +1,85 @@
+"""The results folder of one federation run.
+
+    <results>/federation.yaml      the configuration the run used (copy)
+    <results>/status.json          phase, last complete round, and the error if the run stopped
+    <results>/statistics.json      federated statistics: clinical standardisation, category sets,
+                                   patients and events per site and endpoint
+    <results>/site_metrics.csv     one row per (round, phase, site, metric): train losses, validation
+                                   and held-out metrics - every site, every round
+    <results>/rounds.jsonl         one JSON object per round (sites responding, aggregated metrics,
+                                   blend weights, bytes, timings)
+    <results>/summary.json         the final result: best round, held-out metrics of the selected model
+    <results>/checkpoint.npz       see stsfl.server.checkpoint
+    <results>/model_final.npz, model_selected.npz   global weights after the last / selected round
+
+Files are rewritten from the in-memory history after each round, so a resumed run produces the
+same files as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SITE_METRIC_FIELDS = ("round", "phase", "site", "metric", "value")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class ResultsFolder:
+    """Writes the files above; `history` is the list of per-round records kept in the checkpoint."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def copy_config(self, config_path: Path) -> None:
+        target = self.root / "federation.yaml"
+        if Path(config_path).resolve() != target.resolve():
+            shutil.copyfile(config_path, target)
+
+    def write_status(self, phase: str, **fields: Any) -> None:
+        _atomic_write_text(self.root / "status.json", json.dumps({"phase": phase, **fields}, indent=2) + "\n")
+
+    def write_json(self, name: str, data: Any) -> None:
+        _atomic_write_text(self.root / name, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        """site_metrics.csv and rounds.jsonl from the per-round records."""
+        rows = []
+        for record in history:
+            for phase in ("train", "evaluate"):
+                for site, metrics in sorted(record.get(f"{phase}_sites", {}).items()):
+                    for metric, value in sorted(metrics.items()):
+                        rows.append((record["round"], phase, site, metric, value))
+        tmp = self.root / ".site_metrics.csv.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(SITE_METRIC_FIELDS)
+            writer.writerows(rows)
+        os.replace(tmp, self.root / "site_metrics.csv")
+        _atomic_write_text(
+            self.root / "rounds.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
+        )
+
+    def write_model(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        tmp = self.root / f".{name}.tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, self.root / name)
+
+
+def read_site_metrics(root: Path) -> list[dict[str, Any]]:
+    """site_metrics.csv as dicts (round as int, value as float)."""
+    with open(Path(root) / "site_metrics.csv", newline="", encoding="utf-8") as fh:
+        return [dict(r, round=int(r["round"]), value=float(r["value"])) for r in csv.DictReader(fh)]

@@ -1,0 +1,121 @@
+"""Server-side aggregation for FedAvg, FedProx, FedAdam and FedBN, on Flower's message strategies.
+
+We use the aggregation of `flwr.serverapp.strategy` (FedAvg / FedProx / FedAdam `aggregate_train`)
+but drive the rounds ourselves (stsfl.server.orchestrator): only training sites get train
+messages (held-out centres never train), the round config carries blend weights and federated
+statistics, and the whole server state is checkpointed between rounds. What each strategy means
+on the two sides:
+
+- FedAvg: weighted mean of the sites' weights.
+- FedProx: the same server step; the client adds mu/2 ||w - w_global||^2 to its loss
+  (`prox-mu` in the train config).
+- FedAdam: the weighted mean gives a pseudo-gradient (mean - global), which an Adam step on the
+  server applies (Reddi et al. 2021); its moments m_t, v_t are strategy state we checkpoint.
+- FedBN: the same server step as FedAvg, but every site keeps its own normalisation-layer
+  parameters and running statistics on disk and never loads the server's (Li et al. 2021).
+  The server still averages them, and only the held-out centres (which never trained) use
+  that average.
+
+Weighting. A site's update is weighted by its number of training *events* (summed over the
+endpoints) by default, or by patients (`weighting: patients`). Why events: our Cox loss is the
+negative log partial likelihood averaged over a site's events, and the pooled model we want to
+match is the Cox model stratified by centre, whose log likelihood is the sum over centres of
+(events_k x mean loss_k). Weighting by events therefore makes one round of FedAvg with one
+full-batch gradient step per site exactly one gradient step on the pooled stratified likelihood
+(tested in tests/integration/test_equivalence.py); weighting by patients over-counts centres with
+heavy censoring, which carry less information about the hazard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+
+from stsfl.common.config import FederationConfig
+from stsfl.common.fed_protocol import ARRAYS, CONFIG, METRICS, NUM_EVENTS, NUM_PATIENTS
+from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
+
+
+class Aggregator:
+    """One strategy's server step: `aggregate(round, global_arrays, replies) -> new global arrays`.
+
+    State that must survive a restart (FedAdam's moments) is exposed by `state()` /
+    `load_state()` as name -> numpy array."""
+
+    def __init__(self, fed: FederationConfig):
+        self.name = fed.strategy
+        key = NUM_EVENTS if fed.weighting == "events" else NUM_PATIENTS
+        common = dict(
+            min_train_nodes=1,
+            min_evaluate_nodes=1,
+            min_available_nodes=1,
+            weighted_by_key=key,
+            arrayrecord_key=ARRAYS,
+            configrecord_key=CONFIG,
+        )
+        params = fed.strategy_params
+        if fed.strategy == "fedadam":
+            self.strategy: FedAvg = FedAdam(
+                **common, eta=params.server_lr, beta_1=params.beta_1, beta_2=params.beta_2, tau=params.tau
+            )
+        elif fed.strategy == "fedprox":
+            self.strategy = FedProx(**common, proximal_mu=params.prox_mu)
+        else:  # fedavg, fedbn: the server step is a weighted mean
+            self.strategy = FedAvg(**common)
+        self.weight_key = key
+
+    @property
+    def client_prox_mu(self) -> float:
+        """Proximal weight the clients add to their loss (0 unless FedProx)."""
+        return float(getattr(self.strategy, "proximal_mu", 0.0))
+
+    @property
+    def keeps_norm_local(self) -> bool:
+        return self.name == "fedbn"
+
+    def aggregate(
+        self, server_round: int, global_arrays: ArrayRecord, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord, MetricRecord | None]:
+        """New global arrays from the train replies (every reply already valid and from a training site)."""
+        replies = list(replies)
+        total_weight = sum(float(r.content[METRICS][self.weight_key]) for r in replies)
+        if total_weight <= 0:
+            raise ValueError(
+                f"the responding sites have no {self.weight_key.replace('num-', '')} to weight their updates; "
+                "use `weighting: patients` or check the sites' endpoints"
+            )
+        if isinstance(self.strategy, FedAdam):
+            # What FedOpt.configure_train records before a round: the global model the deltas refer to.
+            self.strategy.current_arrays = arrays_to_numpy(global_arrays)
+        arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        if arrays is None:
+            raise ValueError(f"round {server_round}: the strategy could not aggregate the replies")
+        return _restore_dtypes(arrays, global_arrays), metrics
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Checkpointable state: FedAdam's first and second moments, keyed `m/<name>`, `v/<name>`."""
+        out: dict[str, np.ndarray] = {}
+        for prefix in ("m", "v"):
+            moments = getattr(self.strategy, f"{prefix}_t", None) or {}
+            out.update({f"{prefix}/{k}": np.asarray(v) for k, v in moments.items()})
+        return out
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for prefix in ("m", "v"):
+            moments = {k[len(prefix) + 1 :]: np.asarray(v) for k, v in state.items() if k.startswith(f"{prefix}/")}
+            if moments and hasattr(self.strategy, f"{prefix}_t"):
+                setattr(self.strategy, f"{prefix}_t", moments)
+
+
+def _restore_dtypes(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
+    """Weighted means turn integer buffers (BatchNorm's num_batches_tracked) into floats: round them back."""
+    ref = arrays_to_numpy(reference)
+    out = {}
+    for name, value in arrays_to_numpy(arrays).items():
+        dtype = ref[name].dtype if name in ref else value.dtype
+        out[name] = np.rint(value).astype(dtype) if np.issubdtype(dtype, np.integer) else value.astype(dtype, copy=False)
+    return numpy_to_arrays(out)
