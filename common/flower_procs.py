@@ -14,6 +14,7 @@ integration tests, so every launcher uses the same flags. Facts about flwr 1.41 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -150,16 +151,28 @@ def start_superlink(
     return link
 
 
-def node_config_arg(values: dict[str, str | int | float]) -> str:
-    """`--node-config` value: space-separated key=value, strings quoted TOML-style."""
+def toml_pairs(values: dict[str, str | int | float | bool]) -> str:
+    """`--node-config` / `--run-config` value: space-separated TOML `key=value` pairs."""
     parts = []
     for key, value in values.items():
-        if isinstance(value, str):
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-            parts.append(f'{key}="{escaped}"')
-        else:
-            parts.append(f"{key}={value}")
+        if isinstance(value, bool):
+            parts.append(f"{key}={'true' if value else 'false'}")
+        else:  # a JSON string or number is a valid TOML basic string / number
+            parts.append(f"{key}={json.dumps(value)}")
     return " ".join(parts)
+
+
+def supernode_command(superlink: str, node_config: dict[str, str | int | float], port: int, host: str = "127.0.0.1") -> list[str]:
+    """`flower-supernode` command for an insecure SuperNode that connects to the Fleet API at
+    `superlink` (HOST:PORT) and serves its ClientApp IO API on host:port."""
+    return [
+        flower_bin("flower-supernode"),
+        "--insecure",
+        "--superlink", superlink,
+        "--host", host,
+        "--port", str(port),
+        "--node-config", toml_pairs(node_config),
+    ]
 
 
 def start_supernode(
@@ -167,20 +180,12 @@ def start_supernode(
     node_config: dict[str, str | int | float],
     log_path: Path,
     env: dict[str, str] | None = None,
-    clientappio_port: int = 0,
+    port: int = 0,
     host: str = "127.0.0.1",
 ) -> FlowerProcess:
-    """Start an insecure SuperNode that connects to the SuperLink Fleet API at `superlink` (HOST:PORT)."""
-    port = clientappio_port or free_port(host)
-    cmd = [
-        flower_bin("flower-supernode"),
-        "--insecure",
-        "--superlink", superlink,
-        "--host", host,
-        "--port", str(port),
-        "--node-config", node_config_arg(node_config),
-    ]
-    node = _spawn("supernode", cmd, log_path, env)
+    """Start a SuperNode in the background (log to `log_path`) and wait until its local API listens."""
+    port = port or free_port(host)
+    node = _spawn("supernode", supernode_command(superlink, node_config, port, host), log_path, env)
     wait_for_port(host, port, 60.0, node.proc)
     return node
 
@@ -208,11 +213,11 @@ def app_dir() -> Path:
     return root
 
 
-def flwr_run_command(connection: str, run_config: dict[str, str | int | float], stream: bool = True) -> list[str]:
+def flwr_run_command(connection: str, run_config: dict[str, str | int | float | bool], stream: bool = True) -> list[str]:
     """`flwr run APP_DIR CONNECTION --run-config ...` for our app."""
     cmd = [flower_bin("flwr"), "run", str(app_dir()), connection]
     if run_config:
-        cmd += ["--run-config", node_config_arg(run_config)]
+        cmd += ["--run-config", toml_pairs(run_config)]
     if stream:
         cmd.append("--stream")
     return cmd

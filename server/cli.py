@@ -1,11 +1,122 @@
-"""`sts-server`: the coordinator's command (start a federation, resume it, report on it)."""
+"""`sts-server`: the coordinator's command.
+
+    sts-server --config federation.yaml [--results DIR] [--port P]   start a federation
+    sts-server --resume RESULTS_DIR                                   continue a stopped one
+    sts-server check-config --config federation.yaml                  validate the YAML
+
+Starting a federation: a SuperLink on the configured host and port (a free port when 0) logging
+to <results>/superlink.log; our ServerApp submitted with `flwr run --stream`; its progress lines
+(round, sites responding, losses, held-out C-index) on screen and everything in
+<results>/server.log; the SuperLink is stopped at the end, also on errors and Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 from stsfl.common.config import FederationConfig, load_config
-from stsfl.common.console import console, run_cli
+from stsfl.common.console import UserError, console, run_cli
+from stsfl.common.flower_procs import (
+    flower_env,
+    flwr_run_command,
+    free_port,
+    start_superlink,
+    write_connection,
+)
+
+CONNECTION = "stsfl"
+PROGRESS_PREFIX = "[stsfl] "
+
+
+def run_federation(
+    config_path: Path,
+    results_dir: Path | None = None,
+    port: int | None = None,
+    resume: bool = False,
+    task_poll_interval: float | None = None,
+    echo=None,
+) -> dict:
+    """Run (or resume) one federation end to end; returns the summary (results/summary.json).
+
+    `echo(line)` receives the progress lines (default: print them on the console)."""
+    config_path = Path(config_path).resolve()
+    fed = load_config(config_path, FederationConfig)
+    results = Path(results_dir or fed.results_dir).resolve()
+    if resume and not (results / "checkpoint.npz").is_file():
+        raise UserError(f"{results}: no checkpoint.npz, nothing to resume")
+    results.mkdir(parents=True, exist_ok=True)
+    echo = echo or (lambda line: console.print(line, highlight=False))
+    host = fed.network.host
+    port = port if port is not None else fed.network.port
+    port = port or free_port(host)
+    flwr_home = results / ".flwr"
+    env = flower_env(flwr_home, task_poll_interval)
+    link = start_superlink(host, port, results / "superlink.log", env)
+    try:
+        echo(f"SuperLink listening on {host}:{port} (log: {results / 'superlink.log'})")
+        echo(f"sites join with: sts-client --site <site.yaml> --server {host}:{port}")
+        write_connection(flwr_home, CONNECTION, f"{host}:{port}")
+        run_config = {"federation-config": str(config_path), "results-dir": str(results), "resume": resume}
+        cmd = flwr_run_command(CONNECTION, run_config)
+        _stream(cmd, env, results / "server.log", echo)
+    finally:
+        link.stop()
+    status = _read_json(results / "status.json")
+    if status.get("phase") != "done":
+        raise UserError(
+            f"the federation did not finish (phase {status.get('phase', 'unknown')!r}): "
+            f"{status.get('error', 'see ' + str(results / 'server.log'))}"
+        )
+    return _read_json(results / "summary.json")
+
+
+def _stream(cmd: list[str], env: dict, log_path: Path, echo) -> None:
+    """Run `flwr run --stream`: every line to the log file, our progress lines to `echo`."""
+    with open(log_path, "a", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                if PROGRESS_PREFIX in line:
+                    echo(line.split(PROGRESS_PREFIX, 1)[1].rstrip())
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _print_summary(summary: dict) -> None:
+    console.print(f"selected round {summary['selected_round']} ({summary['selection']})")
+    for site, metrics in (summary.get("holdout_selected") or {}).items():
+        if metrics:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()) if k.startswith(("c-", "ibs", "auc")))
+            console.print(f"held-out {site}: {shown}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.resume:
+        results = Path(args.resume)
+        summary = run_federation(results / "federation.yaml", results, args.port, resume=True)
+    else:
+        if not args.config:
+            raise UserError("give --config federation.yaml (or --resume RESULTS_DIR)")
+        summary = run_federation(Path(args.config), Path(args.results) if args.results else None, args.port)
+    _print_summary(summary)
+    return 0
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -15,8 +126,13 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sts-server", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="sts-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="federation YAML")
+    parser.add_argument("--resume", metavar="RESULTS_DIR", help="continue the run in this results folder")
+    parser.add_argument("--results", help="results folder (default: results_dir of the YAML)")
+    parser.add_argument("--port", type=int, help="SuperLink port (default: network.port of the YAML; 0 = free)")
+    parser.set_defaults(func=_cmd_run)
+    sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate the federation YAML")
     check.add_argument("--config", required=True)
     check.set_defaults(func=_cmd_check_config)
@@ -29,4 +145,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

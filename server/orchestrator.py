@@ -91,7 +91,14 @@ class Federation:
 
     # ----------------------------------------------------------------- configs sent to sites
     def _base_config(self) -> ConfigRecord:
-        return ConfigRecord({"federation": self.fed.name, "schema": to_json(self.hooks.schema_json())})
+        return ConfigRecord(
+            {
+                "federation": self.fed.name,
+                "task": self.fed.task,
+                "run-seed": self.fed.seed,
+                "schema": to_json(self.hooks.schema_json()),
+            }
+        )
 
     def _round_config(self, state: ServerState, server_round: int) -> ConfigRecord:
         cfg = self._base_config()
@@ -101,6 +108,7 @@ class Federation:
                 "seed": self.fed.seed + server_round,
                 "local-epochs": self.fed.local_epochs,
                 "learning-rate": self.fed.learning_rate,
+                "client-optimizer": self.fed.client_optimizer,
                 "prox-mu": self.aggregator.client_prox_mu,
                 "keep-norm-local": self.aggregator.keeps_norm_local,
                 "blend-weights": to_json(state.meta.get("blend_weights")),

@@ -41,6 +41,9 @@ class FederationConfig(StrictModel):
     schema_file: Path | None = Field(None, description="clinical schema; default: the bundled configs/schema.yaml")
     sites: list[str]
     holdout: list[str] = []
+    task: Literal["multimodal", "linear-cox"] = Field(
+        "multimodal", description="multimodal Cox network (the product) or clinical-only linear Cox (tabular sites)"
+    )
     strategy: StrategyName = "fedavg"
     strategy_params: StrategyParams = StrategyParams()
     weighting: Literal["events", "patients"] = Field(
@@ -49,6 +52,7 @@ class FederationConfig(StrictModel):
     rounds: PositiveInt = 3
     local_epochs: PositiveInt = 1
     learning_rate: PositiveFloat = 1e-3
+    client_optimizer: Literal["adam", "sgd"] = "adam"
     seed: int = 0
     min_sites: PositiveInt = Field(1, description="quorum: a round completes with at least this many training sites")
     round_timeout_s: PositiveFloat = Field(600.0, description="how long a round waits for the sites' replies")

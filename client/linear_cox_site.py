@@ -1,0 +1,157 @@
+"""A clinical-only site: one CSV of numeric features and follow-up, a linear Cox model.
+
+CSV contract (FLamby's TCGA-BRCA layout): a patient id in the first column, numeric feature
+columns, `E` (event 1 / censored 0) and `T` (time in days), optionally `fold` (`train` / `test`;
+default all `train`). Non-test rows are split once, by a hash of patient id and run seed, into
+training (80 %) and validation (20 %). A held-out centre evaluates on all its rows.
+
+Local training is full-batch: the risk set of the Cox partial likelihood is the site's whole
+training split (a stratified-by-centre Cox model), one optimiser step per local epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stsfl.common.cox import cox_ph_loss
+from stsfl.common.linear_cox import build_linear_cox
+from stsfl.common.moments import site_moments
+
+EVENT, TIME, FOLD = "E", "T", "fold"
+VALIDATION_FRACTION = 0.2
+
+
+@dataclass
+class Split:
+    """x [N, D] float32 (raw features), time [N], event [N]."""
+
+    x: torch.Tensor
+    time: torch.Tensor
+    event: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def events(self) -> int:
+        return int(self.event.sum().item())
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """The site CSV, checked: numeric features, E in {0,1}, T > 0; errors name the file and column."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError) as err:
+        raise ValueError(f"{path}: cannot read the site table ({err})") from None
+    for column in (EVENT, TIME):
+        if column not in frame.columns:
+            raise ValueError(f"{path}: missing column {column!r} (expected patient id, features, E, T[, fold])")
+    features = feature_columns(frame)
+    bad = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise ValueError(f"{path}: non-numeric feature column(s) {', '.join(bad[:5])}")
+    if not frame[EVENT].isin([0, 1]).all():
+        raise ValueError(f"{path}: column E must be 0 or 1")
+    if (frame[TIME] <= 0).any() or frame[TIME].isna().any():
+        raise ValueError(f"{path}: column T must be positive days for every patient")
+    return frame
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns[1:] if c not in (EVENT, TIME, FOLD)]
+
+
+def _in_validation(pid: str, seed: int) -> bool:
+    digest = hashlib.sha256(f"{seed}:{pid}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") / 2**32 < VALIDATION_FRACTION
+
+
+def _split(frame: pd.DataFrame, features: list[str]) -> Split:
+    return Split(
+        x=torch.tensor(frame[features].to_numpy(dtype=np.float64), dtype=torch.float32),
+        time=torch.tensor(frame[TIME].to_numpy(dtype=np.float64), dtype=torch.float32),
+        event=torch.tensor(frame[EVENT].to_numpy(dtype=np.float64), dtype=torch.float32),
+    )
+
+
+class LinearCoxSite:
+    """The site's data and the linear Cox model's local train / evaluate steps."""
+
+    def __init__(self, csv_path: Path, run_seed: int):
+        frame = read_table(csv_path)
+        self.features = feature_columns(frame)
+        fold = frame[FOLD].astype(str) if FOLD in frame.columns else pd.Series("train", index=frame.index)
+        pid = frame.iloc[:, 0].astype(str)
+        is_val = pid.map(lambda p: _in_validation(p, run_seed)) & (fold != "test")
+        self.all = _split(frame, self.features)
+        self.train = _split(frame[(fold != "test") & ~is_val], self.features)
+        self.val = _split(frame[is_val], self.features)
+        self.test = _split(frame[fold == "test"], self.features)
+
+    def statistics(self) -> dict:
+        """Feature moments of the training split, patient and event counts (aggregates only)."""
+        return {
+            "moments": site_moments(self.train.x.double().numpy()),
+            "features": self.features,
+            "counts": {"patients": len(self.train), "events": {"os": self.train.events}},
+        }
+
+    @staticmethod
+    def build_model(statistics: dict, seed: int) -> torch.nn.Module:
+        return build_linear_cox(len(statistics["mean"]), seed)
+
+    @staticmethod
+    def _standardise(split: Split, statistics: dict) -> torch.Tensor:
+        mean = torch.tensor(statistics["mean"], dtype=torch.float32)
+        std = torch.tensor(statistics["std"], dtype=torch.float32)
+        return (split.x - mean) / std
+
+    def loss(self, model: torch.nn.Module, split: Split, statistics: dict) -> torch.Tensor:
+        """Mean negative log partial likelihood over the split's events (its whole risk set)."""
+        risk = model(self._standardise(split, statistics)).squeeze(-1)
+        return cox_ph_loss(risk, split.time, split.event)
+
+    def fit(self, model: torch.nn.Module, statistics: dict, epochs: int, lr: float, optimizer: str, prox_mu: float) -> dict[str, float]:
+        """`epochs` full-batch steps from the global weights (+ FedProx term); returns loss aggregates."""
+        global_params = [p.detach().clone() for p in model.parameters()]
+        opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+        opt = opt_cls(model.parameters(), lr=lr)
+        with torch.no_grad():
+            pre_train = float(self.loss(model, self.train, statistics))
+            pre_val = float(self.loss(model, self.val, statistics)) if self.val.events else float("nan")
+        for _ in range(epochs):
+            opt.zero_grad()
+            loss = self.loss(model, self.train, statistics)
+            if prox_mu > 0:
+                loss = loss + prox_mu / 2 * sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            post_train = float(self.loss(model, self.train, statistics))
+            post_val = float(self.loss(model, self.val, statistics)) if self.val.events else float("nan")
+        return {
+            "train-loss-fused-pre": pre_train,
+            "val-loss-fused-pre": pre_val,
+            "train-loss-fused": post_train,
+            "val-loss-fused": post_val,
+        }
+
+    def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool) -> dict[str, float]:
+        """Validation loss (training sites) and C-index on the evaluation split (test rows, or all rows of a held-out centre)."""
+        from lifelines.utils import concordance_index
+
+        split = self.all if holdout else self.test
+        metrics: dict[str, float] = {"eval-patients": float(len(split)), "eval-events-os": float(split.events)}
+        with torch.no_grad():
+            if not holdout and self.val.events:
+                metrics["val-loss-fused"] = float(self.loss(model, self.val, statistics))
+            if split.events and len(split) > 1:
+                risk = model(self._standardise(split, statistics)).squeeze(-1).numpy()
+                metrics["c-harrell-os"] = float(concordance_index(split.time.numpy(), -risk, split.event.numpy()))
+        return metrics

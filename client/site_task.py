@@ -1,0 +1,119 @@
+"""What a site does for each message, independent of Flower: statistics, train, evaluate.
+
+`SiteTask` holds the site's configuration and local state folder; the data and model specifics
+live in a site implementation chosen by the federation's `task` (sent in every message config):
+`linear-cox` -> stsfl.client.linear_cox_site.LinearCoxSite. FedBN is handled here for every
+task: with `keep-norm-local`, normalisation-layer tensors are restored from this site's own
+copy of the previous round (never from the server) and saved again after training, one file per
+round, so a resumed federation sees the same local state as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord
+
+from stsfl.common.config import SiteConfig, load_config
+from stsfl.common.fed_protocol import NUM_EVENTS, NUM_PATIENTS, from_json
+from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
+
+
+class SiteTask:
+    """One site's side of the protocol."""
+
+    def __init__(self, name: str, site: SiteConfig, site_yaml: Path):
+        self.name = name
+        self.site = site
+        self.site_yaml = site_yaml
+
+    @classmethod
+    def from_node_config(cls, name: str, site_yaml: str) -> "SiteTask":
+        path = Path(site_yaml)
+        site = load_config(path, SiteConfig)
+        if site.name != name:
+            raise ValueError(f"{path}: site name {site.name!r} differs from the SuperNode's site-name {name!r}")
+        return cls(name, site, path)
+
+    # ------------------------------------------------------------------ helpers
+    def _root(self) -> Path:
+        root = Path(self.site.root)
+        return root if root.is_absolute() else (self.site_yaml.parent / root).resolve()
+
+    def _state_dir(self, federation: str) -> Path:
+        base = Path(self.site.cache_dir) if self.site.cache_dir else self._root() / ".stsfl"
+        path = base / "federations" / federation
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _impl(self, cfg: ConfigRecord):
+        task = str(cfg.get("task", "multimodal"))
+        if task == "linear-cox":
+            from .linear_cox_site import LinearCoxSite
+
+            return LinearCoxSite(self._root() / self.site.layout.clinical_csv, int(cfg.get("run-seed", 0)))
+        raise ValueError(f"task {task!r} is not available at this site")
+
+    def _model(self, impl, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[torch.nn.Module, dict]:
+        statistics = from_json(str(cfg["statistics"]))
+        model = impl.build_model(statistics, int(cfg.get("run-seed", 0)))
+        load_arrays(model, arrays)
+        return model, statistics
+
+    def _norm_path(self, cfg: ConfigRecord, server_round: int) -> Path:
+        return self._state_dir(str(cfg["federation"])) / f"norm_round{server_round}.pt"
+
+    # ------------------------------------------------------------------ protocol
+    def statistics(self, cfg: ConfigRecord) -> dict[str, Any]:
+        return self._impl(cfg).statistics()
+
+    def train(self, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[ArrayRecord, dict[str, float]]:
+        t0 = time.perf_counter()
+        impl = self._impl(cfg)
+        model, statistics = self._model(impl, arrays, cfg)
+        server_round = int(cfg["server-round"])
+        keep_local = bool(cfg.get("keep-norm-local", False))
+        norm_keys = normalisation_keys(model)
+        if keep_local and norm_keys:
+            previous = self._norm_path(cfg, server_round - 1)
+            if previous.is_file():
+                model.load_state_dict({**model.state_dict(), **torch.load(previous)})
+        t1 = time.perf_counter()
+        torch.manual_seed(int(cfg["seed"]))
+        metrics = impl.fit(
+            model,
+            statistics,
+            epochs=int(cfg["local-epochs"]),
+            lr=float(cfg["learning-rate"]),
+            optimizer=str(cfg.get("client-optimizer", "adam")),
+            prox_mu=float(cfg.get("prox-mu", 0.0)),
+        )
+        t2 = time.perf_counter()
+        state = model.state_dict()
+        if keep_local and norm_keys:
+            torch.save({k: v for k, v in state.items() if k in norm_keys}, self._norm_path(cfg, server_round))
+        reply = state_dict_to_arrays(state)
+        counts = impl.statistics()["counts"]
+        metrics.update(
+            {
+                NUM_PATIENTS: float(counts["patients"]),
+                NUM_EVENTS: float(sum(counts["events"].values())),
+                "time-load-s": t1 - t0,
+                "time-train-s": t2 - t1,
+                "time-serialise-s": time.perf_counter() - t2,
+            }
+        )
+        return reply, metrics
+
+    def evaluate(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, float]:
+        impl = self._impl(cfg)
+        model, statistics = self._model(impl, arrays, cfg)
+        model.eval()
+        holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
+        metrics = impl.evaluate(model, statistics, holdout=holdout)
+        counts = impl.statistics()["counts"]
+        metrics[NUM_EVENTS] = float(sum(counts["events"].values()))
+        return metrics
