@@ -175,7 +175,7 @@ class Federation:
                 + "; ".join(f"{s}: {r}" for s, r in sorted(failed.items()))
             )
         t1 = time.monotonic()
-        new_global, _ = self.aggregator.aggregate(server_round, global_record, [ok[s] for s in sorted(ok)])
+        new_global, _ = self.aggregator.aggregate(server_round, global_record, [ok[s].content for s in sorted(ok)])
         t_agg = time.monotonic() - t1
         per_site = {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
         bytes_down = arrays_nbytes(global_record)

@@ -29,10 +29,11 @@ heavy censoring, which carry less information about the hazard.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 from stsfl.common.config import FederationConfig
@@ -78,10 +79,10 @@ class Aggregator:
         return self.name == "fedbn"
 
     def aggregate(
-        self, server_round: int, global_arrays: ArrayRecord, replies: Iterable[Message]
+        self, server_round: int, global_arrays: ArrayRecord, replies: Iterable[RecordDict]
     ) -> tuple[ArrayRecord, MetricRecord | None]:
-        """New global arrays from the train replies (every reply already valid and from a training site)."""
-        replies = list(replies)
+        """New global arrays from the contents of the train replies (all valid, all from training sites)."""
+        replies = [_Reply(content) for content in replies]
         total_weight = sum(float(r.content[METRICS][self.weight_key]) for r in replies)
         if total_weight <= 0:
             raise ValueError(
@@ -109,6 +110,17 @@ class Aggregator:
             moments = {k[len(prefix) + 1 :]: np.asarray(v) for k, v in state.items() if k.startswith(f"{prefix}/")}
             if moments and hasattr(self.strategy, f"{prefix}_t"):
                 setattr(self.strategy, f"{prefix}_t", moments)
+
+
+@dataclass
+class _Reply:
+    """The part of a reply Message that Flower's `aggregate_train` reads (valid replies only), so the
+    same server step runs on replies from the Grid and in the in-process benchmarks."""
+
+    content: RecordDict
+
+    def has_error(self) -> bool:
+        return False
 
 
 def _restore_dtypes(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:

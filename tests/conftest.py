@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+# ../shared next to the checkout (also from a worktree one level deeper, e.g. /work/wt/<branch>).
+SHARED_DIR = next(
+    (p / "shared" for p in REPO_ROOT.parents if (p / "shared" / "data").is_dir()), REPO_ROOT.parent / "shared"
+)
 
 
 @pytest.fixture(scope="session")
