@@ -6,7 +6,8 @@
 Joining starts a Flower SuperNode for this site. The SuperNode carries node-config
 `site-name` (the YAML's `name`) and `site-config` (the YAML's absolute path); our ClientApp
 reads its data through them. The SuperNode's output goes to the screen and to
-<log-dir>/sts-client-<site>.log.
+<log-dir>/sts-client-<site>.log. When the SuperNode exits (its SuperLink went away, e.g. the
+coordinator restarted to resume a run), a new one is started, so a site stays joined.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from stsfl.common.config import SiteConfig, load_config
 from stsfl.common.console import UserError, console, run_cli
 from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME
 from stsfl.common.flower_procs import flower_env, free_port, supernode_command
+
+RECONNECT_DELAY_S = 2.0
 
 
 def site_node_config(site_yaml: Path) -> dict[str, str]:
@@ -39,25 +43,42 @@ def _cmd_join(args: argparse.Namespace) -> int:
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"sts-client-{node_config[NODE_SITE_NAME]}.log"
-    cmd = supernode_command(args.server, node_config, args.port or free_port())
     console.print(f"site {node_config[NODE_SITE_NAME]} joining {args.server} (log: {log_path})")
     # SIGTERM must stop the SuperNode too: turn it into SystemExit so the `finally` below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    proc = subprocess.Popen(
-        cmd, env=flower_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
+    while True:
+        # A fresh local port each time: a previous SuperNode's SuperExec may still be polling the old one.
+        cmd = supernode_command(args.server, node_config, args.port or free_port())
+        code = _run_supernode(cmd, log_path)
+        if not args.reconnect:
+            return code
+        # A SuperNode exits when its SuperLink goes away (e.g. the coordinator restarts to
+        # resume a run): start a new one, which registers again once the SuperLink is back.
+        message = f"SuperNode exited with code {code}; reconnecting to {args.server} in {RECONNECT_DELAY_S:.0f} s\n"
         with open(log_path, "a", encoding="utf-8") as log:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                sys.stderr.write(line)
-        return proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
+            log.write(message)
+        sys.stderr.write(message)
+        time.sleep(RECONNECT_DELAY_S)
+
+
+def _run_supernode(cmd: list[str], log_path: Path) -> int:
+    """Run one SuperNode to its end; its output goes to the log file and is echoed to the screen.
+
+    The output goes to the file, not a pipe: the SuperNode's SuperExec child inherits the stream
+    and can outlive it, so end-of-pipe would not tell that the SuperNode has exited."""
+    with open(log_path, "ab") as log, open(log_path, "rb") as tail:
+        tail.seek(0, os.SEEK_END)
+        proc = subprocess.Popen(cmd, env=flower_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while proc.poll() is None:
+                time.sleep(0.5)
+                sys.stderr.write(tail.read().decode("utf-8", "replace"))
+            sys.stderr.write(tail.read().decode("utf-8", "replace"))
+            return proc.returncode
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(15)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -71,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--site", help="site YAML")
     parser.add_argument("--server", help="HOST:PORT of the coordinator's SuperLink")
     parser.add_argument("--port", type=int, default=0, help="local port of the SuperNode's ClientApp API (default: free)")
+    parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
+                        help="exit when the SuperNode exits instead of starting a new one")
     parser.add_argument("--log-dir", default="logs", help="where sts-client-<site>.log goes (default: ./logs)")
     parser.set_defaults(func=_cmd_join)
     sub = parser.add_subparsers(dest="command")

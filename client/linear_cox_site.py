@@ -3,7 +3,7 @@
 CSV contract (FLamby's TCGA-BRCA layout): a patient id in the first column, numeric feature
 columns, `E` (event 1 / censored 0) and `T` (time in days), optionally `fold` (`train` / `test`;
 default all `train`). Non-test rows are split once, by a hash of patient id and run seed, into
-training (80 %) and validation (20 %). A held-out centre evaluates on all its rows.
+training (80 %) and validation (20 %; `validation-fraction` in the round config). A held-out centre evaluates on all its rows.
 
 Local training is full-batch: the risk set of the Cox partial likelihood is the site's whole
 training split (a stratified-by-centre Cox model), one optimiser step per local epoch.
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stsfl.common.cox import cox_ph_loss
+from stsfl.common.cox import cox_loss
 from stsfl.common.linear_cox import build_linear_cox
 from stsfl.common.moments import site_moments
 
@@ -44,7 +44,7 @@ class Split:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """The site CSV, checked: numeric features, E in {0,1}, T > 0; errors name the file and column."""
+    """The site CSV, checked: numeric features, E in {0,1}, T >= 0; errors name the file and column."""
     try:
         frame = pd.read_csv(path)
     except (OSError, pd.errors.ParserError) as err:
@@ -58,8 +58,8 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: non-numeric feature column(s) {', '.join(bad[:5])}")
     if not frame[EVENT].isin([0, 1]).all():
         raise ValueError(f"{path}: column E must be 0 or 1")
-    if (frame[TIME] <= 0).any() or frame[TIME].isna().any():
-        raise ValueError(f"{path}: column T must be positive days for every patient")
+    if (frame[TIME] < 0).any() or frame[TIME].isna().any():
+        raise ValueError(f"{path}: column T must be non-negative days for every patient")
     return frame
 
 
@@ -67,9 +67,9 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns[1:] if c not in (EVENT, TIME, FOLD)]
 
 
-def _in_validation(pid: str, seed: int) -> bool:
+def _in_validation(pid: str, seed: int, fraction: float) -> bool:
     digest = hashlib.sha256(f"{seed}:{pid}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") / 2**32 < VALIDATION_FRACTION
+    return int.from_bytes(digest[:4], "little") / 2**32 < fraction
 
 
 def _split(frame: pd.DataFrame, features: list[str]) -> Split:
@@ -83,12 +83,12 @@ def _split(frame: pd.DataFrame, features: list[str]) -> Split:
 class LinearCoxSite:
     """The site's data and the linear Cox model's local train / evaluate steps."""
 
-    def __init__(self, csv_path: Path, run_seed: int):
+    def __init__(self, csv_path: Path, run_seed: int, validation_fraction: float = VALIDATION_FRACTION):
         frame = read_table(csv_path)
         self.features = feature_columns(frame)
         fold = frame[FOLD].astype(str) if FOLD in frame.columns else pd.Series("train", index=frame.index)
         pid = frame.iloc[:, 0].astype(str)
-        is_val = pid.map(lambda p: _in_validation(p, run_seed)) & (fold != "test")
+        is_val = pid.map(lambda p: _in_validation(p, run_seed, validation_fraction)) & (fold != "test")
         self.all = _split(frame, self.features)
         self.train = _split(frame[(fold != "test") & ~is_val], self.features)
         self.val = _split(frame[is_val], self.features)
@@ -115,7 +115,7 @@ class LinearCoxSite:
     def loss(self, model: torch.nn.Module, split: Split, statistics: dict) -> torch.Tensor:
         """Mean negative log partial likelihood over the split's events (its whole risk set)."""
         risk = model(self._standardise(split, statistics)).squeeze(-1)
-        return cox_ph_loss(risk, split.time, split.event)
+        return cox_loss(risk, split.time, split.event)
 
     def fit(self, model: torch.nn.Module, statistics: dict, epochs: int, lr: float, optimizer: str, prox_mu: float) -> dict[str, float]:
         """`epochs` full-batch steps from the global weights (+ FedProx term); returns loss aggregates."""

@@ -11,6 +11,7 @@ round, so a resumed federation sees the same local state as an uninterrupted one
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,15 @@ from flwr.app import ArrayRecord, ConfigRecord
 from stsfl.common.config import SiteConfig, load_config
 from stsfl.common.fed_protocol import NUM_EVENTS, NUM_PATIENTS, from_json
 from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
+
+
+@lru_cache(maxsize=16)
+def _linear_cox_site(csv_path: Path, run_seed: int, validation_fraction: float):
+    """The site's table, read once per process (a ClientApp process handles one message; the
+    in-process benchmarks call many rounds)."""
+    from .linear_cox_site import LinearCoxSite
+
+    return LinearCoxSite(csv_path, run_seed, validation_fraction)
 
 
 class SiteTask:
@@ -52,9 +62,11 @@ class SiteTask:
     def _impl(self, cfg: ConfigRecord):
         task = str(cfg.get("task", "multimodal"))
         if task == "linear-cox":
-            from .linear_cox_site import LinearCoxSite
-
-            return LinearCoxSite(self._root() / self.site.layout.clinical_csv, int(cfg.get("run-seed", 0)))
+            return _linear_cox_site(
+                self._root() / self.site.layout.clinical_csv,
+                int(cfg.get("run-seed", 0)),
+                float(cfg.get("validation-fraction", 0.2)),
+            )
         raise ValueError(f"task {task!r} is not available at this site")
 
     def _model(self, impl, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[torch.nn.Module, dict]:

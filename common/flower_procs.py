@@ -102,7 +102,8 @@ class FlowerProcess:
             self.proc.wait(5)
 
 
-def _spawn(name: str, cmd: list[str], log_path: Path, env: dict[str, str] | None) -> FlowerProcess:
+def spawn(name: str, cmd: list[str], log_path: Path, env: dict[str, str] | None) -> FlowerProcess:
+    """Start `cmd` in a new session (so `stop()` reaches its whole process group), output to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns the descriptor for its lifetime
     # A new session: the process and its children form one group we can stop by PID.
@@ -142,7 +143,7 @@ def start_superlink(
     ]
     if database is not None:
         cmd += ["--database", str(database)]
-    link = _spawn("superlink", cmd, log_path, env)
+    link = spawn("superlink", cmd, log_path, env)
     try:
         wait_for_port(host, port, startup_timeout, link.proc)
     except UserError:
@@ -185,7 +186,7 @@ def start_supernode(
 ) -> FlowerProcess:
     """Start a SuperNode in the background (log to `log_path`) and wait until its local API listens."""
     port = port or free_port(host)
-    node = _spawn("supernode", supernode_command(superlink, node_config, port, host), log_path, env)
+    node = spawn("supernode", supernode_command(superlink, node_config, port, host), log_path, env)
     wait_for_port(host, port, 60.0, node.proc)
     return node
 

@@ -16,6 +16,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from stsfl.common.config import FederationConfig, load_config
@@ -30,6 +31,7 @@ from stsfl.common.flower_procs import (
 
 CONNECTION = "stsfl"
 PROGRESS_PREFIX = "[stsfl] "
+SUBMIT_ATTEMPTS = 5
 
 
 def run_federation(
@@ -74,8 +76,10 @@ def run_federation(
     return _read_json(results / "summary.json")
 
 
-def _stream(cmd: list[str], env: dict, log_path: Path, echo) -> None:
-    """Run `flwr run --stream`: every line to the log file, our progress lines to `echo`."""
+def _stream(cmd: list[str], env: dict, log_path: Path, echo) -> bool:
+    """Run `flwr run --stream`: every line to the log file, our progress lines to `echo`.
+    Returns whether the SuperLink accepted the run."""
+    started = False
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -83,6 +87,7 @@ def _stream(cmd: list[str], env: dict, log_path: Path, echo) -> None:
             for line in proc.stdout:
                 log.write(line)
                 log.flush()
+                started = started or "Successfully started run" in line
                 if PROGRESS_PREFIX in line:
                     echo(line.split(PROGRESS_PREFIX, 1)[1].rstrip())
             proc.wait()
@@ -90,6 +95,7 @@ def _stream(cmd: list[str], env: dict, log_path: Path, echo) -> None:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+    return started
 
 
 def _read_json(path: Path) -> dict:

@@ -96,6 +96,7 @@ class Federation:
                 "federation": self.fed.name,
                 "task": self.fed.task,
                 "run-seed": self.fed.seed,
+                "validation-fraction": self.fed.validation_fraction,
                 "schema": to_json(self.hooks.schema_json()),
             }
         )

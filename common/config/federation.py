@@ -54,6 +54,7 @@ class FederationConfig(StrictModel):
     learning_rate: PositiveFloat = 1e-3
     client_optimizer: Literal["adam", "sgd"] = "adam"
     seed: int = 0
+    validation_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of a training site's patients kept for validation")
     min_sites: PositiveInt = Field(1, description="quorum: a round completes with at least this many training sites")
     round_timeout_s: PositiveFloat = Field(600.0, description="how long a round waits for the sites' replies")
     wait_for_sites_s: PositiveFloat = Field(300.0, description="how long to wait for every site to connect")

@@ -1,0 +1,127 @@
+"""Real Flower processes on loopback for the integration tests.
+
+`federation` starts one `sts-client` per site (each runs a SuperNode; FLWR_HOME under tmp_path) that
+connect to a SuperLink port chosen up front; the test then starts the coordinator (sts-server's
+`run_federation`, in-process or as a subprocess) on that port. Everything a test starts is
+stopped by PID at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stsfl.client.tcga_brca import write_region_sites
+from stsfl.common.flower_procs import FlowerProcess, flower_env, free_port, spawn
+
+# SuperExec polls for work every 1 s by default; tests do not need to wait that long.
+POLL_INTERVAL = 0.05
+
+
+class LocalFederation:
+    """A loopback federation under construction: SuperNodes by site, the port the SuperLink will use."""
+
+    def __init__(self, root: Path, site_yamls: dict[str, Path]):
+        self.root = root
+        self.site_yamls = site_yamls
+        self.port = free_port()
+        self.env = flower_env(root / "flwr-home", POLL_INTERVAL)
+        self.nodes: dict[str, FlowerProcess] = {}
+        self.extra: list[subprocess.Popen] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start_site(self, site: str) -> FlowerProcess:
+        """`sts-client --site ... --server ...` (it restarts its SuperNode when the SuperLink restarts)."""
+        cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(self.site_yamls[site]),
+               "--server", self.address, "--log-dir", str(self.root / "logs")]
+        node = spawn("sts-client", cmd, self.root / "logs" / f"{site}.out", self.env)
+        self.nodes[site] = node
+        return node
+
+    def stop_site(self, site: str) -> None:
+        self.nodes.pop(site).stop()
+
+    def write_federation(self, name: str, body: str) -> Path:
+        path = self.root / f"{name}.yaml"
+        path.write_text(f"name: {name}\ntask: linear-cox\nsites: [{', '.join(self.site_yamls)}]\n{body}", encoding="utf-8")
+        return path
+
+    def spawn_server(self, *args: str) -> subprocess.Popen:
+        """`sts-server ...` as a separate process (its own session, so it can be killed with its SuperLink)."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stsfl.server.cli", *args, "--port", str(self.port)],
+            env=self.env, stdout=open(self.root / "logs" / f"sts-server-{len(self.extra)}.out", "ab"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.extra.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.extra:
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+                proc.wait(10)
+        for node in self.nodes.values():
+            node.stop()
+
+
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is `pid` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and its descendants (a crash of the coordinator, SuperLink included)."""
+    for child in children(pid):
+        kill_tree(child)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def region_site_yamls(tcga_brca_dir, tmp_path_factory) -> dict[str, Path]:
+    """Three real clinical-only sites: TCGA-BRCA regions 0, 1 (training) and 3 (held out)."""
+    paths = write_region_sites(tcga_brca_dir, tmp_path_factory.mktemp("sites"), regions=[0, 1, 3])
+    return {p.stem: p for p in paths}
+
+
+@pytest.fixture
+def federation(region_site_yamls, tmp_path):
+    """One SuperNode process per site, connecting to the SuperLink port of `federation.port`."""
+    fed = LocalFederation(tmp_path, region_site_yamls)
+    (tmp_path / "logs").mkdir()
+    try:
+        for site in region_site_yamls:
+            fed.start_site(site)
+        yield fed
+    finally:
+        fed.stop_all()

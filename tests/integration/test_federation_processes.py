@@ -1,0 +1,119 @@
+"""Federations of real processes on loopback: SuperLink + 3 SuperNodes, one centre held out.
+
+Sites are real data (TCGA-BRCA regions 0 and 1 train, region 3 is held out) with the
+clinical-only linear Cox task, so a run takes about a minute on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stsfl.server.cli import run_federation
+from stsfl.server.results import read_site_metrics
+
+from .conftest import LocalFederation, POLL_INTERVAL, kill_tree, wait_until
+
+pytestmark = pytest.mark.integration
+
+TRAINING, HOLDOUT = ["region_0", "region_1"], "region_3"
+BODY = f"""holdout: [{HOLDOUT}]
+strategy: fedadam
+strategy_params: {{server_lr: 0.05}}
+rounds: 2
+eval_every: 2
+local_epochs: 5
+learning_rate: 0.05
+seed: 7
+round_timeout_s: 60
+wait_for_sites_s: 90
+"""
+
+
+def _status(results: Path) -> dict:
+    try:
+        return json.loads((results / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _history(results: Path) -> list[dict]:
+    return [json.loads(line) for line in (results / "rounds.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def completed_run(region_site_yamls, tmp_path_factory) -> Path:
+    """An uninterrupted 2-round federation (sts-server's code in this process, SuperNodes outside)."""
+    root = tmp_path_factory.mktemp("complete")
+    (root / "logs").mkdir()
+    fed = LocalFederation(root, region_site_yamls)
+    try:
+        for site in region_site_yamls:
+            fed.start_site(site)
+        config = fed.write_federation("complete", BODY + "min_sites: 2\n")
+        run_federation(config, root / "results", port=fed.port, task_poll_interval=POLL_INTERVAL, echo=print)
+    finally:
+        fed.stop_all()
+    return root / "results"
+
+
+def test_results_hold_per_round_metrics_for_every_site(completed_run):
+    rows = read_site_metrics(completed_run)
+    for server_round in (1, 2):
+        trained = {r["site"] for r in rows if r["round"] == server_round and r["phase"] == "train"}
+        assert trained == set(TRAINING), f"round {server_round}: held-out centres never train"
+        for site in TRAINING:
+            metrics = {r["metric"] for r in rows if r["round"] == server_round and r["site"] == site}
+            assert {"train-loss-fused", "val-loss-fused", "num-events", "bytes-up"} <= metrics
+    evaluated = {r["site"] for r in rows if r["phase"] == "evaluate"}
+    assert evaluated == {*TRAINING, HOLDOUT} and {r["round"] for r in rows if r["phase"] == "evaluate"} == {2}
+    holdout_c = [r["value"] for r in rows if r["site"] == HOLDOUT and r["metric"] == "c-harrell-os"]
+    assert len(holdout_c) == 1 and 0.0 < holdout_c[0] < 1.0
+    summary = json.loads((completed_run / "summary.json").read_text())
+    assert summary["holdout_sites"] == [HOLDOUT]
+    assert 0.0 < summary["holdout_selected"][HOLDOUT]["c-harrell-os"] < 1.0
+    assert summary["selected_round"] == 2
+    statistics = json.loads((completed_run / "statistics.json").read_text())
+    assert set(statistics["per_site_counts"]) == {*TRAINING, HOLDOUT}
+    assert all(c["events"]["os"] > 0 for c in statistics["per_site_counts"].values())
+    # bytes per round: the 39 weights + bias of the linear Cox model, each way, as float32
+    history = _history(completed_run)
+    assert history[0]["train_sites"]["region_0"]["bytes-up"] == 4 * 40 == history[0]["float32_bytes"]
+    assert _status(completed_run)["phase"] == "done"
+
+
+def test_resume_after_killing_the_server_gives_the_same_model(federation, completed_run):
+    config = federation.write_federation("complete", BODY + "min_sites: 2\n")
+    results = federation.root / "results"
+    server = federation.spawn_server("--config", str(config), "--results", str(results))
+    wait_until(lambda: _status(results).get("completed_rounds", 0) >= 1, 240, "round 1 to complete")
+    kill_tree(server.pid)  # the coordinator crashes between rounds (SuperLink and ServerApp included)
+    server.wait(10)
+    assert _status(results)["completed_rounds"] == 1
+    summary = run_federation(results / "federation.yaml", results, port=federation.port, resume=True,
+                             task_poll_interval=POLL_INTERVAL, echo=print)
+    assert [r["round"] for r in _history(results)] == [1, 2]
+    with np.load(results / "model_final.npz") as resumed, np.load(completed_run / "model_final.npz") as straight:
+        for name in straight.files:
+            np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-6, atol=1e-7)
+    reference = json.loads((completed_run / "summary.json").read_text())
+    assert summary["holdout_final"] == reference["holdout_final"]
+
+
+def test_a_site_that_disconnects_misses_one_round_and_rejoins(federation):
+    body = BODY.replace("round_timeout_s: 60", "round_timeout_s: 30").replace("rounds: 2\neval_every: 2", "rounds: 3\neval_every: 3")
+    config = federation.write_federation("dropout", body + "min_sites: 1\n")
+    results = federation.root / "results"
+    server = federation.spawn_server("--config", str(config), "--results", str(results))
+    wait_until(lambda: _status(results).get("completed_rounds", 0) >= 1, 240, "round 1 to complete")
+    federation.stop_site("region_1")  # disconnects while round 2 starts
+    federation.start_site("region_1")  # and comes back as a new SuperNode
+    wait_until(lambda: server.poll() is not None, 300, "the federation to finish")
+    assert server.returncode == 0, (federation.root / "logs" / "sts-server-0.out").read_text()[-3000:]
+    history = _history(results)
+    assert history[1]["sites_train"] == ["region_0"], "round 2 completes with the remaining site (quorum 1)"
+    assert "region_1" in history[1]["sites_failed"]
+    assert history[2]["sites_train"] == TRAINING, "the site rejoins in round 3"
