@@ -3,6 +3,9 @@ or DICOM series folders. Read errors become PatientDataError naming the file."""
 
 from __future__ import annotations
 
+import gzip
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,48 @@ def input_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
 
 
+def _nifti_sizes(header: bytes) -> tuple[int, int] | None:
+    """(expected total bytes, header bytes) from a NIfTI-1 or NIfTI-2 header; None if not NIfTI."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            dims = struct.unpack(endian + "8q", header[16:80])
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    voxels = 1
+    for d in dims[1 : dims[0] + 1]:
+        voxels *= max(int(d), 1)
+    return offset + voxels * bitpix // 8, offset
+
+
+def check_nifti_complete(path: Path) -> None:
+    """ITK reads a truncated NIfTI without complaint (the missing part becomes zeros): compare the
+    (decompressed) size with the size its header promises."""
+    try:
+        if path.name.endswith(".gz"):
+            size, header = 0, b""
+            with gzip.open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    header = header or chunk[:540]
+                    size += len(chunk)
+        else:
+            size = path.stat().st_size
+            with open(path, "rb") as handle:
+                header = handle.read(540)
+    except (EOFError, OSError, zlib.error) as err:
+        raise PatientDataError(f"unreadable or truncated image ({err})", str(path)) from None
+    sizes = _nifti_sizes(header)
+    if sizes is not None and size < sizes[0]:
+        raise PatientDataError(f"unreadable or truncated image ({size} bytes of the {sizes[0]} its header promises)", str(path))
+
+
 def read_image(path: Path) -> sitk.Image:
     """A 3D scalar image from a file or a DICOM series folder."""
     try:
@@ -56,6 +101,8 @@ def read_image(path: Path) -> sitk.Image:
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
             image = reader.Execute()
         else:
+            if path.name.endswith((".nii", ".nii.gz")):
+                check_nifti_complete(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         # SimpleITK's message is several lines of ITK context; its last line says what failed.
