@@ -62,7 +62,7 @@ def test_wang_is_scale_free_softmax_is_not():
     assert wang_weights(small) == pytest.approx({"a": 2 / 3, "b": 1 / 3})
     assert wang_weights(large) == pytest.approx({"a": 2 / 3, "b": 1 / 3})
     assert softmax_weights(small)["a"] == pytest.approx(1 / (1 + math.exp(-0.1)))  # ~0.52: near uniform
-    assert softmax_weights(large)["a"] > 1 - 1e-40  # one-hot
+    assert softmax_weights(large)["b"] == pytest.approx(math.exp(-100.0), rel=1e-6)  # one-hot
 
 
 def test_degenerate_cases():
