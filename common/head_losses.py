@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .batch import MODALITIES, SurvivalBatch
+from .blending import HeadLossStats
 from .cox import Reduction, Ties, count_events, cox_nll
 
 
@@ -38,3 +39,26 @@ def head_event_counts(heads: list[str] | tuple[str, ...], batch: SurvivalBatch) 
 def blended_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
     """Scalar: sum over heads of weight * (per-endpoint losses summed over endpoints)."""
     return sum(weights[head] * loss.sum() for head, loss in losses.items())
+
+
+def head_loss_stats(
+    outputs: dict[str, torch.Tensor],
+    time: torch.Tensor,
+    event: torch.Tensor,
+    endpoint_observed: torch.Tensor,
+    modality_present: torch.Tensor,
+    ties: Ties = "efron",
+) -> HeadLossStats:
+    """Per-head loss sums and event counts over N patients taken as ONE risk set (a whole split of a
+    site); outputs {head: [N, K]}, labels [N, K], modality_present [N, 3]."""
+    labels = SurvivalBatch(
+        pids=[], mri=torch.empty(0), wsi=torch.empty(0), wsi_mask=torch.empty(0), clinical=torch.empty(0),
+        time=time, event=event, endpoint_observed=endpoint_observed, modality_present=modality_present,
+    )
+    with torch.no_grad():
+        sums = head_losses({h: o.float() for h, o in outputs.items()}, labels, ties, reduction="sum")
+    counts = head_event_counts(tuple(outputs), labels)
+    return HeadLossStats(
+        loss_sums={h: tuple(float(x) for x in v) for h, v in sums.items()},
+        events={h: tuple(int(x) for x in v) for h, v in counts.items()},
+    )
