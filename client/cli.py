@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from stsfl.common.config import SiteConfig, load_config
+from stsfl.common.config import SiteConfig, load_config, load_preset
 from stsfl.common.console import UserError, console, run_cli
 from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME
 from stsfl.common.flower_procs import flower_env, free_port, supernode_command
@@ -87,6 +87,29 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    """Check (and preprocess into the cache) the whole site; exit 1 when it cannot train at all."""
+    from rich.console import Console
+
+    from .problems import SiteUnusableError
+    from .site_prepare import prepare_site
+    from .site_report import print_report, problems_table, summarise, training_blockers
+
+    out = Console(soft_wrap=True, width=max(Console().width, 120))
+    site = load_config(args.site, SiteConfig)
+    preset = load_preset(args.preset)
+    try:
+        prepared = prepare_site(site, Path(args.site), preset, policy="skip")
+    except SiteUnusableError as err:
+        out.print(problems_table(err.problems))
+        out.print(f"[bold red]the site cannot train:[/] site {site.name}: clinical table unusable")
+        return 1
+    summary = summarise(prepared)
+    blockers = training_blockers(summary, prepared.problems, site.bad_patient_policy)
+    print_report(out, prepared, summary, blockers)
+    return 1 if blockers else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sts-client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--site", help="site YAML")
@@ -100,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the site YAML")
     check.add_argument("--site", required=True)
     check.set_defaults(func=_cmd_check_config)
+    validate = sub.add_parser("validate", help="check the site's data without training (and fill the preprocessing cache)")
+    validate.add_argument("--site", required=True, help="site YAML")
+    validate.add_argument("--preset", default="cpu-small", help="model preset whose preprocessing to apply (name or YAML)")
+    validate.set_defaults(func=_cmd_validate)
     return parser
 
 

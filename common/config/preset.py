@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from .loader import StrictModel
+from .train import TrainConfig
 
 Norm = Literal["batch", "instance", "group"]
 
@@ -40,6 +41,66 @@ class ClinicalNetConfig(StrictModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+class N4Config(StrictModel):
+    """N4 bias-field correction, fitted on an image shrunk by `shrink_factor` (speed), applied at full resolution."""
+
+    enabled: bool = True
+    shrink_factor: PositiveInt = 4
+    iterations: tuple[PositiveInt, ...] = (50, 50, 30)
+
+
+class MriPreprocessingConfig(StrictModel):
+    """T1 grid -> N4 -> crop to mask bounding box + `margin_mm` -> resize to mri.input_size -> z-score."""
+
+    margin_mm: float = Field(10.0, ge=0.0, description="peritumoral margin around the mask's bounding box")
+    n4: N4Config = N4Config()
+    interpolation: Literal["linear", "bspline"] = "linear"
+    min_t2_coverage: float = Field(0.5, gt=0.0, le=1.0, description="least share of the crop T2 must cover")
+
+
+class PatchEncoderConfig(StrictModel):
+    """Frozen MONAI 2D network turning an RGB tile into an embedding of size wsi.embed_dim.
+
+    Weights come from `checkpoint` (a local state_dict file) or, when it is null, from a fixed
+    `seed`, so every site computes the same embedding for the same tile."""
+
+    arch: Literal["resnet10", "resnet18", "densenet121"] = "resnet10"
+    seed: int = 0
+    checkpoint: str | None = None
+    batch_size: PositiveInt = 32
+
+
+class WsiPreprocessingConfig(StrictModel):
+    """Tissue (Otsu on saturation) -> tiles of `tile_size` px at `mpp` microns/px -> encoder -> bag."""
+
+    mpp: float = Field(1.0, gt=0.0, description="tile magnification in microns per pixel (0.5 ~ 20x)")
+    tile_size: PositiveInt = 224
+    max_tiles: PositiveInt = 256
+    tissue_threshold: float = Field(0.5, gt=0.0, le=1.0, description="least tissue share of a kept tile")
+    min_saturation: float = Field(0.07, ge=0.0, lt=1.0, description="saturation floor of tissue, so blank slides stay blank")
+    stain_normalisation: Literal["none", "reinhard"] = "none"
+    sampling_seed: int = 0
+    encoder: PatchEncoderConfig = PatchEncoderConfig()
+
+
+class AugmentationConfig(StrictModel):
+    """Training-only augmentation of the 2-channel MRI crop (as in MMNN_STS: flip, rotate, zoom)."""
+
+    flip_prob: float = Field(0.5, ge=0.0, le=1.0)
+    rotate_deg: float = Field(15.0, ge=0.0, le=180.0)
+    rotate_prob: float = Field(0.5, ge=0.0, le=1.0)
+    zoom_range: tuple[float, float] = (0.9, 1.1)
+    zoom_prob: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class PreprocessingConfig(StrictModel):
+    """Preprocessing that must be identical at every site; part of the preset so the federation fixes it."""
+
+    mri: MriPreprocessingConfig = MriPreprocessingConfig()
+    wsi: WsiPreprocessingConfig = WsiPreprocessingConfig()
+    augmentation: AugmentationConfig = AugmentationConfig()
+
+
 class ModelPreset(StrictModel):
     """A named model size. `paper` follows the MMNN paper; `cpu-small` keeps the structure, not the width."""
 
@@ -48,3 +109,5 @@ class ModelPreset(StrictModel):
     mri: MriNetConfig = MriNetConfig()
     wsi: WsiNetConfig = WsiNetConfig()
     clinical: ClinicalNetConfig = ClinicalNetConfig()
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    train: TrainConfig = TrainConfig()

@@ -1,0 +1,105 @@
+"""On-disk cache of preprocessed inputs, keyed by input content and preprocessing settings.
+
+key = sha256(kind, settings JSON, content hashes of the input files, PIPELINE_VERSION). A changed
+file or setting therefore changes exactly the keys of the entries that used it; old entries are
+simply never read again. Content hashes are remembered per file by (size, mtime) in
+`file_hashes.json`, so a fresh process does not re-read unchanged inputs (as git's index does).
+Failures are cached too (the reason as JSON), so a known-bad file is not re-decoded every run.
+Writes go to a temporary file and are renamed into place: a crash never leaves half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+# Bump when the preprocessing code changes what it produces for the same inputs and settings.
+PIPELINE_VERSION = "1"
+_CHUNK = 1 << 20
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FileHashes:
+    """sha256 of file contents, remembered by (path, size, mtime_ns) across runs."""
+
+    def __init__(self, index_path: Path):
+        self.index_path = index_path
+        self.dirty = False
+        try:
+            self.index: dict[str, list] = json.loads(index_path.read_text())
+        except (OSError, ValueError):
+            self.index = {}
+
+    def of(self, path: Path) -> str:
+        stat = path.stat()
+        key = str(path.resolve())
+        known = self.index.get(key)
+        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+            return known[2]
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+        self.index[key] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest()]
+        self.dirty = True
+        return digest.hexdigest()
+
+    def save(self) -> None:
+        if self.dirty:
+            _atomic_write(self.index_path, lambda h: h.write(json.dumps(self.index).encode()))
+            self.dirty = False
+
+
+class PreprocessCache:
+    """Entries <root>/<kind>/<key[:2]>/<key>.npz (arrays) or <key>.error.json (a cached failure)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.hashes = FileHashes(self.root / "file_hashes.json")
+
+    def key(self, kind: str, settings: dict, inputs: Sequence[tuple[str, Path]]) -> str:
+        """Key of an entry made from labelled input files (label: e.g. the MRI role) under `settings`."""
+        digest = hashlib.sha256(json.dumps([kind, PIPELINE_VERSION, settings], sort_keys=True).encode())
+        for label, path in inputs:
+            digest.update(f"\0{label}\0{path.name}\0{self.hashes.of(path)}".encode())
+        return digest.hexdigest()
+
+    def _path(self, kind: str, key: str, suffix: str) -> Path:
+        return self.root / kind / key[:2] / f"{key}{suffix}"
+
+    def load(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+        path = self._path(kind, key, ".npz")
+        if not path.exists():
+            return None
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
+
+    def store(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> None:
+        _atomic_write(self._path(kind, key, ".npz"), lambda h: np.savez(h, **arrays))
+
+    def load_failure(self, kind: str, key: str) -> dict | None:
+        path = self._path(kind, key, ".error.json")
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def store_failure(self, kind: str, key: str, failure: dict) -> None:
+        _atomic_write(self._path(kind, key, ".error.json"), lambda h: h.write(json.dumps(failure).encode()))
+
+    def entry_path(self, kind: str, key: str) -> Path:
+        return self._path(kind, key, ".npz")

@@ -1,0 +1,101 @@
+"""What a site holds: its clinical table and, per patient id, where its MRI and slide are.
+
+Cheap (no image is decoded): lists the folders of the site data contract (DESIGN.md),
+`<root>/mri/<pid>/{t1,t2,mask}.*` and `<root>/wsi/<pid>.*`, joins them with clinical.csv by
+patient id and records problems: images without a CSV row (error), a CSV row without any image
+(warning: the patient is kept, clinical only), an incomplete MRI folder, two slides for one id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stsfl.common.config import ClinicalSchema, SiteConfig, load_schema
+
+from .clinical_table import ClinicalTable, read_clinical_csv
+from .mri_io import MriPaths, find_mri_inputs
+from .problems import PatientDataError, ProblemLog
+
+
+@dataclass
+class PatientInputs:
+    """One patient's image inputs; None = modality absent (data, not an error)."""
+
+    mri: MriPaths | None = None
+    wsi: Path | None = None
+
+
+@dataclass
+class SiteInventory:
+    name: str
+    root: Path
+    schema: ClinicalSchema
+    table: ClinicalTable
+    inputs: dict[str, PatientInputs] = field(default_factory=dict)
+
+
+def site_root(site: SiteConfig, site_yaml: Path | None) -> Path:
+    """The site folder; a relative `root` is relative to the site YAML's folder."""
+    root = Path(site.root)
+    if not root.is_absolute() and site_yaml is not None:
+        root = Path(site_yaml).resolve().parent / root
+    return root.resolve()
+
+
+def _under(root: Path, path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else root / path
+
+
+def site_schema(site: SiteConfig, site_yaml: Path | None) -> ClinicalSchema:
+    """The schema named by the site YAML (relative to its folder) or the bundled one."""
+    if site.schema_file is None:
+        return load_schema()
+    path = Path(site.schema_file)
+    if not path.is_absolute() and site_yaml is not None:
+        path = Path(site_yaml).resolve().parent / path
+    return load_schema(path)
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, schema: ClinicalSchema | None = None) -> SiteInventory:
+    """Read clinical.csv and list the images; raises SiteUnusableError when the CSV is unusable."""
+    root = site_root(site, site_yaml)
+    schema = schema or site_schema(site, site_yaml)
+    table = read_clinical_csv(_under(root, site.layout.clinical_csv), schema, problems)
+    inputs: dict[str, PatientInputs] = {pid: PatientInputs() for pid in table.records}
+
+    for folder in _visible(_under(root, site.layout.mri_dir)):
+        pid = folder.name
+        if not folder.is_dir():
+            continue
+        if pid not in table.all_ids:
+            problems.error("MRI folder without a row in the clinical table", folder, pid)
+            continue
+        if pid not in inputs:
+            continue  # the row itself is bad and already reported
+        try:
+            inputs[pid].mri = find_mri_inputs(folder)
+        except PatientDataError as err:
+            problems.error(err.reason, err.file, pid)
+
+    for path in _visible(_under(root, site.layout.wsi_dir)):
+        pid = path.name.split(".")[0]
+        if pid not in table.all_ids:
+            problems.error("slide without a row in the clinical table", path, pid)
+            continue
+        if pid not in inputs:
+            continue
+        if inputs[pid].wsi is not None:
+            problems.error(f"two slides for one patient ({inputs[pid].wsi.name}, {path.name})", path, pid)
+            continue
+        inputs[pid].wsi = path
+
+    excluded = problems.excluded_patients()
+    for pid, found in inputs.items():
+        if found.mri is None and found.wsi is None and pid not in excluded:
+            problems.warning("no MRI folder and no slide: the patient is used with clinical data only", table.path, pid)
+    return SiteInventory(site.name, root, schema, table, inputs)

@@ -1,0 +1,385 @@
+"""The local trainer: SGD (Nesterov) + OneCycle on the blended Cox losses of the network's heads.
+
+What the ClientApp calls:
+    train_local(model, train_loader, val_loader, cfg, global_state=None, blend_weights=None) -> LocalTrainResult
+    evaluate(model, loader, ties) -> Evaluation      (per-head loss statistics + risks; risks stay at the site)
+
+Cox risk sets (cfg.risk_set):
+  "batch"  the forward batch is the risk set and one optimiser step is taken per batch (MMNN_STS);
+  R        chunks of R patients: pass 1 runs the chunk's micro-batches without gradients, the
+           chunk's Cox loss gives d loss / d log-risk, pass 2 re-runs each micro-batch (same
+           inputs, same dropout draws, batch-norm buffers restored) and back-propagates that
+           gradient: the exact gradient of the R-patient partial likelihood at micro-batch memory;
+  "site"   R = the whole training split: the site's stratum is the risk set, one step per epoch.
+Chunk modes keep one chunk's input batches in memory.
+
+Blend weights: fixed when `blend_weights` is given (a federation server computes them); else a
+local BlendState (cfg.blend_mode) updated every cfg.blend_interval epochs from the epoch's
+training-set and validation-set per-head losses, each split taken as one risk set. Model
+selection: the epoch with the lowest UNWEIGHTED fused-head validation loss (MMNN paper).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from stsfl.common.batch import SurvivalBatch
+from stsfl.common.blending import BlendState, Checkpoint, HeadLossStats
+from stsfl.common.config.train import TrainConfig
+from stsfl.common.cox import Ties
+from stsfl.common.head_losses import blended_loss, head_loss_stats, head_losses
+from stsfl.common.multimodal import FUSED
+
+from .progress import progress_bar
+
+
+@dataclass
+class Evaluation:
+    """Per-head loss statistics of one split (the split is the risk set) and, kept at the site,
+    its patients' log-risks {head: [N, K]} with their labels [N, K]."""
+
+    stats: HeadLossStats
+    pids: list[str]
+    risks: dict[str, np.ndarray]
+    time: np.ndarray
+    event: np.ndarray
+    observed: np.ndarray
+
+
+@dataclass
+class LocalTrainResult:
+    """What a round of local training produces. `state` is the selected weights (best fused
+    validation loss, or the last epoch); the statistics belong to the last epoch."""
+
+    state: dict[str, torch.Tensor]
+    train_stats: HeadLossStats
+    val_stats: HeadLossStats | None
+    n_examples: int
+    n_events: tuple[int, ...]
+    best_epoch: int
+    blend: BlendState
+    history: list[dict] = field(default_factory=list)
+
+
+def make_loader(dataset: Dataset, batch_size: int, collate_fn, shuffle: bool, seed: int = 0) -> DataLoader:
+    """A DataLoader whose shuffling is fixed by `seed` (deterministic runs)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, generator=generator)
+
+
+class _Labels:
+    """Collects the outputs and labels of a split's batches to score the split as one risk set."""
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, list[torch.Tensor]] = {}
+        self.parts: dict[str, list[torch.Tensor]] = {"time": [], "event": [], "endpoint_observed": [], "modality_present": []}
+        self.pids: list[str] = []
+
+    def add(self, outputs: Mapping[str, torch.Tensor], batch: SurvivalBatch) -> None:
+        for head, value in outputs.items():
+            self.outputs.setdefault(head, []).append(value.detach().float().cpu())
+        for name, values in self.parts.items():
+            values.append(getattr(batch, name).detach().cpu())
+        self.pids += batch.pids
+
+    def tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return {h: torch.cat(v) for h, v in self.outputs.items()}, {n: torch.cat(v) for n, v in self.parts.items()}
+
+    def stats(self, ties: Ties) -> HeadLossStats:
+        outputs, labels = self.tensors()
+        return head_loss_stats(outputs, ties=ties, **labels)
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    return torch.autocast("cuda", dtype=torch.float16, enabled=cfg.amp and device.type == "cuda")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def evaluate(model: nn.Module, loader: DataLoader, ties: Ties = "efron") -> Evaluation:
+    """Eval-mode log-risks of every patient in `loader` and the per-head losses with the whole
+    split as the risk set."""
+    device = _device_of(model)
+    model.eval()
+    collected = _Labels()
+    with torch.no_grad():
+        for batch in loader:
+            batch = batch.to(device)
+            collected.add(model(batch), batch)
+    outputs, labels = collected.tensors()
+    return Evaluation(
+        stats=head_loss_stats(outputs, ties=ties, **labels),
+        pids=collected.pids,
+        risks={h: v.numpy() for h, v in outputs.items()},
+        time=labels["time"].numpy(),
+        event=labels["event"].numpy(),
+        observed=labels["endpoint_observed"].numpy(),
+    )
+
+
+def _chunks(loader: DataLoader, micro_batches: int) -> Iterator[list[SurvivalBatch]]:
+    chunk: list[SurvivalBatch] = []
+    for batch in loader:
+        chunk.append(batch)
+        if len(chunk) == micro_batches:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _micro_batches_per_step(cfg: TrainConfig, loader: DataLoader) -> int:
+    """Forward batches per optimiser step: 1 for "batch", all of them for "site", ceil(R / batch) for R."""
+    if cfg.risk_set == "batch":
+        return 1
+    if cfg.risk_set == "site":
+        return max(len(loader), 1)
+    return max(math.ceil(cfg.risk_set / loader.batch_size), 1)
+
+
+class _Stepper:
+    """One optimiser step: blended loss (+ FedProx), AMP scaling, clipping, SGD, OneCycle."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, global_state: Mapping[str, torch.Tensor] | None):
+        self.model, self.cfg = model, cfg
+        self.device = _device_of(model)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(
+            self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and self.device.type == "cuda")
+        self.anchor = None
+        if global_state is not None and cfg.prox_mu > 0:
+            named = dict(model.named_parameters())
+            self.anchor = {name: global_state[name].detach().to(self.device) for name, p in named.items() if p.requires_grad}
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        if self.anchor is not None:
+            # FedProx: the gradient of mu/2 ||w - w_global||^2, added as if it were in the loss.
+            with torch.no_grad():
+                for name, p in self.model.named_parameters():
+                    if name in self.anchor and p.grad is not None:
+                        p.grad.add_(p - self.anchor[name], alpha=self.cfg.prox_mu)
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        # OneCycle must not run past its total steps (a resumed or shortened epoch may ask again).
+        if self.scheduler.last_epoch < self.scheduler.total_steps:
+            self.scheduler.step()
+
+
+def _norm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: b.clone() for name, b in model.named_buffers()}
+
+
+def _rng_state(device: torch.device):
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(state, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _train_chunk(chunk: list[SurvivalBatch], stepper: _Stepper, weights: Mapping[str, float], cfg: TrainConfig, seen: _Labels) -> float:
+    """One optimiser step over `chunk` (the chunk is the risk set); returns the blended loss."""
+    loss = accumulate_chunk_gradients(stepper.model, [b.to(stepper.device) for b in chunk], weights, cfg, stepper.backward, seen)
+    stepper.step()
+    return loss
+
+
+def accumulate_chunk_gradients(
+    model: nn.Module,
+    chunk: list[SurvivalBatch],
+    weights: Mapping[str, float],
+    cfg: TrainConfig,
+    backward=torch.Tensor.backward,
+    seen: _Labels | None = None,
+) -> float:
+    """Add to the parameters' .grad the gradient of the blended Cox loss of all patients in `chunk`
+    taken as one risk set, running one micro-batch at a time (two passes when there are several)."""
+    device = _device_of(model)
+    seen = seen if seen is not None else _Labels()
+    if len(chunk) == 1:
+        with _autocast(device, cfg):
+            outputs = model(chunk[0])
+        loss = blended_loss(head_losses(outputs, chunk[0], cfg.ties), weights)
+        backward(loss)
+        seen.add(outputs, chunk[0])
+        return loss.item()
+
+    # Pass 1: log-risks of the whole chunk without a graph; remember dropout draws and buffers.
+    buffers = _norm_buffers(model)
+    rng_states, outputs_per_batch = [], []
+    with torch.no_grad():
+        for batch in chunk:
+            rng_states.append(_rng_state(device))
+            with _autocast(device, cfg):
+                outputs_per_batch.append({h: v.float() for h, v in model(batch).items()})
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    leaves = {h: torch.cat([o[h] for o in outputs_per_batch]).requires_grad_(True) for h in outputs_per_batch[0]}
+    loss = blended_loss(head_losses(leaves, _concat_labels(chunk), cfg.ties), weights)
+    loss.backward()
+    # Pass 2: re-run each micro-batch with its slice of d loss / d log-risk.
+    start = 0
+    for batch, rng in zip(chunk, rng_states):
+        _set_rng_state(rng, device)
+        with _autocast(device, cfg):
+            outputs = model(batch)
+        stop = start + len(batch)
+        backward(sum((outputs[h].float() * leaves[h].grad[start:stop]).sum() for h in outputs))
+        seen.add(outputs, batch)
+        start = stop
+    return loss.item()
+
+
+def _concat_labels(chunk: list[SurvivalBatch]) -> SurvivalBatch:
+    cat = lambda name: torch.cat([getattr(b, name) for b in chunk])  # noqa: E731
+    return SurvivalBatch(
+        pids=[p for b in chunk for p in b.pids], mri=torch.empty(0), wsi=torch.empty(0), wsi_mask=torch.empty(0),
+        clinical=torch.empty(0), time=cat("time"), event=cat("event"),
+        endpoint_observed=cat("endpoint_observed"), modality_present=cat("modality_present"),
+    )
+
+
+def _set_epoch(loader: DataLoader, epoch: int, seed: int) -> None:
+    # SiteDataset draws its augmentation from (seed, epoch, patient); the shuffle order is reseeded
+    # per epoch too, so a run resumed from a checkpoint sees the batches an unbroken run would.
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed * 1_000_003 + epoch)
+
+
+def train_local(
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    cfg: TrainConfig,
+    global_state: Mapping[str, torch.Tensor] | None = None,
+    blend_weights: Mapping[str, float] | None = None,
+    *,
+    epochs: int | None = None,
+    blend: BlendState | None = None,
+    keep_best: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    show_progress: bool = True,
+) -> LocalTrainResult:
+    """Train `model` in place for `epochs` (default cfg.epochs) and return the selected weights.
+
+    global_state: the global model's state dict; with cfg.prox_mu > 0 it anchors the FedProx term.
+    blend_weights: fixed head weights {head: w}; None -> a local BlendState (or `blend`, to continue one).
+    checkpoint_dir: `last.pt` after every epoch (resumed from when present) and `best.pt`.
+    """
+    epochs = epochs or cfg.epochs
+    torch.manual_seed(cfg.seed)
+    heads = tuple(model.head_names)
+    if blend_weights is not None:
+        missing = set(heads) - set(blend_weights)
+        if missing:
+            raise ValueError(f"blend_weights lacks heads {sorted(missing)}")
+        state = BlendState(heads=heads, mode="off", weights=dict(blend_weights))
+    else:
+        state = blend or BlendState(heads=heads, mode=cfg.blend_mode)
+    fixed_weights = blend_weights is not None or cfg.blend_mode == "off"
+
+    per_step = _micro_batches_per_step(cfg, train_loader)
+    stepper = _Stepper(model, cfg, epochs * math.ceil(len(train_loader) / per_step), global_state)
+    best = {"loss": math.inf, "epoch": 0, "state": None}
+    history: list[dict] = []
+    first_epoch = 1
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
+        first_epoch, state, best, history = _resume(ckpt_dir / "last.pt", model, stepper)
+
+    train_stats = val_stats = None
+    for epoch in range(first_epoch, epochs + 1):
+        _set_epoch(train_loader, epoch, cfg.seed)
+        model.train()
+        seen = _Labels()
+        losses = [
+            _train_chunk(chunk, stepper, state.weights, cfg, seen)
+            for chunk in progress_bar(_chunks(train_loader, per_step), f"epoch {epoch}/{epochs}",
+                                      math.ceil(len(train_loader) / per_step), show_progress)
+        ]
+        train_stats = seen.stats(cfg.ties)
+        record = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": stepper.scheduler.get_last_lr()[0],
+                  "weights": dict(state.weights), "train": train_stats.mean_losses()}
+        if val_loader is not None:
+            val_stats = evaluate(model, val_loader, cfg.ties).stats
+            record["val"] = val_stats.mean_losses()
+            if not fixed_weights and epoch % cfg.blend_interval == 0:
+                state.update(epoch, Checkpoint(train=record["train"], val=record["val"]))
+            if keep_best and record["val"][FUSED] < best["loss"]:
+                best = {"loss": record["val"][FUSED], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        history.append(record)
+        if ckpt_dir is not None:
+            _save(ckpt_dir, epoch, model, stepper, state, best, history)
+
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    fused_events = train_stats.events[FUSED] if train_stats is not None else ()
+    return LocalTrainResult(
+        state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        train_stats=train_stats,
+        val_stats=val_stats,
+        n_examples=len(train_loader.dataset),
+        n_events=tuple(fused_events),
+        best_epoch=best["epoch"] or epochs,
+        blend=state,
+        history=history,
+    )
+
+
+def _save(directory: Path, epoch: int, model: nn.Module, stepper: _Stepper, blend: BlendState, best: dict, history: list) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": stepper.optimizer.state_dict(),
+        "scheduler": stepper.scheduler.state_dict(),
+        "scaler": stepper.scaler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "blend": blend.to_dict(),
+        "best": {"loss": best["loss"], "epoch": best["epoch"]},
+        "history": history,
+    }
+    tmp = directory / "last.pt.tmp"
+    torch.save(payload, tmp)
+    tmp.replace(directory / "last.pt")  # atomic: a crash never leaves half a checkpoint
+    if best["state"] is not None and best["epoch"] == epoch:
+        torch.save({"epoch": epoch, "model": best["state"], "val_fused_loss": best["loss"]}, directory / "best.pt")
+
+
+def _resume(path: Path, model: nn.Module, stepper: _Stepper):
+    payload = torch.load(path, map_location=stepper.device, weights_only=False)
+    model.load_state_dict(payload["model"])
+    stepper.optimizer.load_state_dict(payload["optimizer"])
+    stepper.scheduler.load_state_dict(payload["scheduler"])
+    stepper.scaler.load_state_dict(payload["scaler"])
+    torch.set_rng_state(payload["rng"])
+    best = dict(payload["best"], state=None)
+    best_file = path.parent / "best.pt"
+    if best["epoch"] and best_file.is_file():
+        best["state"] = torch.load(best_file, map_location=stepper.device, weights_only=True)["model"]
+    return payload["epoch"] + 1, BlendState.from_dict(payload["blend"]), best, payload["history"]
