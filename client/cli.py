@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from .site_report import print_report, problems_table, summarise, training_blockers
 
     out = Console(soft_wrap=True, width=max(Console().width, 120))
+    logging.getLogger("stsfl.site").setLevel(logging.ERROR)  # the problem table below shows them all
     site = load_config(args.site, SiteConfig)
     preset = load_preset(args.preset)
     try:
