@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+# The shared folder sits beside the checkout (/work/main -> /work/shared) or, for a worktree
+# under /work/wt/<name>, two levels up.
+SHARED_DIR = next((p / "shared" for p in REPO_ROOT.parents if (p / "shared" / "data").is_dir()), REPO_ROOT.parent / "shared")
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from .loader import ConfigError, StrictModel, bundled_path, load_config, parse_c
 from .preset import ModelPreset
 from .schema import ClinicalSchema, ClinicalVariable, Endpoint
 from .site import SiteConfig
+from .train import TrainConfig
 
 
 def load_schema(path=None) -> ClinicalSchema:
@@ -28,6 +29,7 @@ __all__ = [
     "ModelPreset",
     "SiteConfig",
     "StrictModel",
+    "TrainConfig",
     "bundled_path",
     "load_config",
     "load_preset",

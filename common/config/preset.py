@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from .loader import StrictModel
+from .train import TrainConfig
 
 Norm = Literal["batch", "instance", "group"]
 
@@ -109,3 +110,4 @@ class ModelPreset(StrictModel):
     wsi: WsiNetConfig = WsiNetConfig()
     clinical: ClinicalNetConfig = ClinicalNetConfig()
     preprocessing: PreprocessingConfig = PreprocessingConfig()
+    train: TrainConfig = TrainConfig()

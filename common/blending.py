@@ -1,0 +1,192 @@
+"""Gradient blending (Wang et al. 2020, "What makes training multi-modal classification networks hard?").
+
+Every `blend_interval` epochs, from per-head training and validation losses at the previous
+checkpoint N and the current one N+n:
+
+    G_k = L_val_k(N) - L_val_k(N+n)                         (generalisation: validation loss decrease)
+    O_k = [L_val_k(N+n) - L_train_k(N+n)] - [L_val_k(N) - L_train_k(N)]   (increase of the overfitting gap)
+    w_k = (G_k / O_k^2) / sum_j (G_j / O_j^2)               (mode "wang")
+
+Guards: a head whose validation loss did not fall (G_k <= 0) gets weight 0; |O_k| is floored at
+`min_overfit` so a head that generalises without overfitting gets a large, finite ratio; when no
+head generalised the previous weights stay.
+
+The MMNN_STS code (losses/GradientBlender.py) instead normalises with a softmax over the raw
+G/O^2 (mode "softmax"). The difference matters: the softmax depends on the scale of G/O^2, not
+only on the ratios between heads (ratios 0.02 and 0.01 blend ~50/50, ratios 200 and 100 are
+one-hot), never gives zero weight to a head whose validation loss rose (negative G only shrinks
+it), and is undefined when some O_k is exactly 0. "wang" is scale-free: w is unchanged when all
+G/O^2 are multiplied by a constant.
+
+Everything here is pure and works on aggregated statistics, so a federation server can compute
+the weights from site-pooled per-head loss sums and event counts (`HeadLossStats.merge`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .config.train import BlendMode
+
+
+@dataclass(frozen=True)
+class HeadLossStats:
+    """Per-head Cox loss statistics of one data split, poolable across batches and sites.
+
+    loss_sums[head][k]: negative log partial likelihood of endpoint k summed over events (each
+    risk set is one site's); events[head][k]: the number of those events.
+    """
+
+    loss_sums: Mapping[str, tuple[float, ...]]
+    events: Mapping[str, tuple[int, ...]]
+
+    def mean_losses(self) -> dict[str, float]:
+        """{head: sum over endpoints of the per-endpoint mean loss} (endpoints without events add 0)."""
+        return {
+            head: sum(s / n for s, n in zip(sums, self.events[head]) if n > 0)
+            for head, sums in self.loss_sums.items()
+        }
+
+    @staticmethod
+    def merge(parts: Iterable["HeadLossStats"]) -> "HeadLossStats":
+        """Pool statistics of several batches or sites: sums and event counts add up."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("nothing to merge")
+        heads = parts[0].loss_sums.keys()
+        return HeadLossStats(
+            loss_sums={h: tuple(map(sum, zip(*(p.loss_sums[h] for p in parts)))) for h in heads},
+            events={h: tuple(map(sum, zip(*(p.events[h] for p in parts)))) for h in heads},
+        )
+
+    def to_dict(self) -> dict:
+        return {"loss_sums": {h: list(v) for h, v in self.loss_sums.items()}, "events": {h: list(v) for h, v in self.events.items()}}
+
+    @staticmethod
+    def from_dict(data: Mapping) -> "HeadLossStats":
+        return HeadLossStats(
+            loss_sums={h: tuple(float(x) for x in v) for h, v in data["loss_sums"].items()},
+            events={h: tuple(int(x) for x in v) for h, v in data["events"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Per-head mean training and validation losses at one blending checkpoint."""
+
+    train: Mapping[str, float]
+    val: Mapping[str, float]
+
+
+def generalisation_and_overfitting(previous: Checkpoint, current: Checkpoint) -> dict[str, tuple[float, float]]:
+    """{head: (G_k, O_k)} between two checkpoints (see the module docstring)."""
+    out = {}
+    for head in current.val:
+        gap_before = previous.val[head] - previous.train[head]
+        gap_now = current.val[head] - current.train[head]
+        out[head] = (previous.val[head] - current.val[head], gap_now - gap_before)
+    return out
+
+
+def uniform_weights(heads: Iterable[str]) -> dict[str, float]:
+    heads = list(heads)
+    return {h: 1.0 / len(heads) for h in heads}
+
+
+def wang_weights(
+    stats: Mapping[str, tuple[float, float]],
+    previous: Mapping[str, float] | None = None,
+    min_overfit: float = 1e-3,
+) -> dict[str, float]:
+    """w_k = max(G_k, 0) / max(|O_k|, min_overfit)^2, normalised to sum 1; the previous weights
+    (uniform when None) if no head has G_k > 0."""
+    ratios = {h: max(g, 0.0) / max(abs(o), min_overfit) ** 2 for h, (g, o) in stats.items()}
+    total = sum(ratios.values())
+    if total <= 0.0:
+        return dict(previous) if previous is not None else uniform_weights(stats)
+    return {h: r / total for h, r in ratios.items()}
+
+
+def softmax_weights(stats: Mapping[str, tuple[float, float]]) -> dict[str, float]:
+    """The MMNN_STS normalisation: softmax over the raw G_k / O_k^2 (no guards: O_k = 0 is an error)."""
+    ratios = {}
+    for head, (g, o) in stats.items():
+        if o == 0.0:
+            raise ZeroDivisionError(f"head {head!r}: O = 0, G/O^2 undefined (the softmax variant has no guard)")
+        ratios[head] = g / o**2
+    top = max(ratios.values())
+    exps = {h: math.exp(r - top) for h, r in ratios.items()}
+    total = sum(exps.values())
+    return {h: e / total for h, e in exps.items()}
+
+
+def blend_weights(
+    previous: Checkpoint,
+    current: Checkpoint,
+    mode: BlendMode,
+    previous_weights: Mapping[str, float] | None = None,
+    min_overfit: float = 1e-3,
+) -> dict[str, float]:
+    """New head weights from two checkpoints: "wang", "softmax" (MMNN_STS) or "off" (uniform)."""
+    if mode == "off":
+        return uniform_weights(current.val)
+    stats = generalisation_and_overfitting(previous, current)
+    if mode == "softmax":
+        return softmax_weights(stats)
+    if mode == "wang":
+        return wang_weights(stats, previous_weights, min_overfit)
+    raise ValueError(f"unknown blend mode {mode!r}")
+
+
+@dataclass
+class BlendState:
+    """The blend weights, the last checkpoint and the history of (epoch, weights).
+
+    `update(epoch, checkpoint)` is called every blend_interval epochs: the first call only stores
+    the checkpoint (weights stay uniform, as MMNN_STS), later calls compute new weights.
+    """
+
+    heads: tuple[str, ...]
+    mode: BlendMode = "wang"
+    min_overfit: float = 1e-3
+    weights: dict[str, float] = field(default_factory=dict)
+    last: Checkpoint | None = None
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            self.weights = uniform_weights(self.heads)
+        if not self.history:
+            self.history.append((0, dict(self.weights)))
+
+    def update(self, epoch: int, checkpoint: Checkpoint) -> dict[str, float]:
+        if self.last is not None:
+            self.weights = blend_weights(self.last, checkpoint, self.mode, self.weights, self.min_overfit)
+            self.history.append((epoch, dict(self.weights)))
+        self.last = checkpoint
+        return self.weights
+
+    def to_dict(self) -> dict:
+        """JSON-able state (for checkpoints and for the round config of a federation)."""
+        return {
+            "heads": list(self.heads),
+            "mode": self.mode,
+            "min_overfit": self.min_overfit,
+            "weights": self.weights,
+            "last": None if self.last is None else {"train": dict(self.last.train), "val": dict(self.last.val)},
+            "history": [[e, w] for e, w in self.history],
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping) -> "BlendState":
+        last = data.get("last")
+        return BlendState(
+            heads=tuple(data["heads"]),
+            mode=data["mode"],
+            min_overfit=float(data["min_overfit"]),
+            weights={h: float(w) for h, w in data["weights"].items()},
+            last=None if last is None else Checkpoint(train=last["train"], val=last["val"]),
+            history=[(int(e), {h: float(x) for h, x in w.items()}) for e, w in data["history"]],
+        )
