@@ -7,7 +7,8 @@ Measures, with the preset's preprocessing settings:
   WSI tiles per second;
 - warm loading (cache filled): per-patient load time (>= 10x faster than cold is the target) and
   the DataLoader's time per batch (with training augmentation) against one training step of a
-  MONAI 3D DenseNet of the preset's sizes (cpu-small and paper), so an epoch is not data-bound;
+  MultimodalCoxNet (MONAI 3D DenseNet + attention MIL + clinical MLP, Cox losses of every head)
+  of the cpu-small and paper presets, so an epoch is not data-bound;
 - WSI: tiles per second read + encoded by the pipeline against OpenSlide's raw read_region rate
   for the same tiles on the same slide (the ceiling).
 Prints a rich table and writes tests/benchmarks/results/pipeline.json.
@@ -27,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import openslide
 import torch
-from monai.networks.nets import DenseNet
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
@@ -37,7 +37,11 @@ from stsfl.client.site_dataset import SiteDataset, site_collate
 from stsfl.client.site_prepare import prepare_site
 from stsfl.client.wsi_bag import slide_bag
 from stsfl.client.wsi_tiles import TileReader, open_slide
-from stsfl.common.config import ModelPreset, SiteConfig, load_config, load_preset
+from stsfl.common.batch import PatientSample
+from stsfl.common.clinical_features import clinical_dim
+from stsfl.common.config import ModelPreset, SiteConfig, load_config, load_preset, load_schema
+from stsfl.common.head_losses import blended_loss, head_losses
+from stsfl.common.multimodal import MultimodalCoxNet
 
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
 console = Console()
@@ -86,17 +90,32 @@ def loader_time(prepared, preset: ModelPreset, batch_size: int, train: bool) -> 
 
 
 def train_step_time(preset: ModelPreset, batch_size: int, steps: int = 3) -> float:
-    """Seconds per SGD step (forward + backward) of a MONAI 3D DenseNet with the preset's sizes."""
-    m = preset.mri
-    net = DenseNet(spatial_dims=3, in_channels=2, out_channels=m.out_features, init_features=m.init_features,
-                   growth_rate=m.growth_rate, block_config=m.block_config, bn_size=m.bn_size)
+    """Seconds per SGD step (forward, Cox losses of every head, backward, step) of the
+    MultimodalCoxNet of the preset on a full batch (every modality present, max_tiles tiles)."""
+    schema = load_schema()
+    k = len(schema.endpoints)
+    gen = torch.Generator().manual_seed(0)
+    samples = [
+        PatientSample(
+            pid=f"p{i}",
+            clinical=torch.randn(clinical_dim(schema), generator=gen),
+            time=torch.rand(k, generator=gen) * 1000 + 1,
+            event=(torch.rand(k, generator=gen) < 0.5).float(),
+            endpoint_observed=torch.ones(k, dtype=torch.bool),
+            mri=torch.randn(2, *preset.mri.input_size, generator=gen),
+            wsi=torch.randn(preset.preprocessing.wsi.max_tiles, preset.wsi.embed_dim, generator=gen),
+        )
+        for i in range(batch_size)
+    ]
+    batch = site_collate(preset)(samples)
+    net = MultimodalCoxNet(preset, clinical_dim(schema), k)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
-    x = torch.randn(batch_size, 2, *m.input_size)
+    weights = {head: 1.0 / len(net.head_names) for head in net.head_names}
     times = []
     for _ in range(steps + 1):
         start = time.perf_counter()
         opt.zero_grad()
-        net(x).sum().backward()
+        blended_loss(head_losses(net(batch), batch), weights).backward()
         opt.step()
         times.append(time.perf_counter() - start)
     return float(np.median(times[1:]))
