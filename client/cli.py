@@ -2,6 +2,7 @@
 
     sts-client --site site.yaml --server HOST:PORT    join a federation (runs until Ctrl-C)
     sts-client check-config --site site.yaml          validate the site YAML
+    sts-client validate --site site.yaml              check (and preprocess) the site data
 
 Joining starts a Flower SuperNode for this site. The SuperNode carries node-config
 `site-name` (the YAML's `name`) and `site-config` (the YAML's absolute path); our ClientApp
@@ -13,6 +14,7 @@ coordinator restarted to resume a run), a new one is started, so a site stays jo
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -96,6 +98,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from .site_report import print_report, problems_table, summarise, training_blockers
 
     out = Console(soft_wrap=True, width=max(Console().width, 120))
+    logging.getLogger("stsfl.site").setLevel(logging.ERROR)  # the problem table below shows them all
     site = load_config(args.site, SiteConfig)
     preset = load_preset(args.preset)
     try:

@@ -84,12 +84,13 @@ class PreprocessCache:
     def _path(self, kind: str, key: str, suffix: str) -> Path:
         return self.root / kind / key[:2] / f"{key}{suffix}"
 
-    def load(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+    def load(self, kind: str, key: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray] | None:
+        """The entry's arrays (only `names` if given), or None when absent."""
         path = self._path(kind, key, ".npz")
         if not path.exists():
             return None
         with np.load(path) as data:
-            return {name: data[name] for name in data.files}
+            return {name: data[name] for name in (names or data.files)}
 
     def store(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> None:
         _atomic_write(self._path(kind, key, ".npz"), lambda h: np.savez(h, **arrays))

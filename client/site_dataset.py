@@ -61,17 +61,23 @@ class SiteDataset(Dataset):
     def pids(self) -> list[str]:
         return [p.pid for p in self.patients]
 
+    def _cached(self, kind: str, key: str, name: str) -> np.ndarray:
+        entry = self.prepared.cache.load(kind, key, [name])
+        if entry is None:
+            raise UserError(f"{self.prepared.cache.entry_path(kind, key)}: cache entry gone since prepare_site; prepare the site again")
+        return entry[name]
+
     def __getitem__(self, index: int) -> PatientSample:
         patient = self.patients[index]
         record = patient.record
         mri = wsi = None
         if patient.mri_key is not None:
-            volume = self.prepared.cache.load("mri", patient.mri_key)["volume"]
+            volume = self._cached("mri", patient.mri_key, "volume")
             if self._augment is not None:
                 volume = augment_mri(self._augment, volume, item_seed(self.seed, self.epoch, record.pid))
             mri = torch.from_numpy(volume)
         if patient.wsi_key is not None:
-            wsi = torch.from_numpy(self.prepared.cache.load("wsi", patient.wsi_key)["bag"])
+            wsi = torch.from_numpy(self._cached("wsi", patient.wsi_key, "bag"))
         observed = np.asarray(record.observed, dtype=bool)
         return PatientSample(
             pid=record.pid,

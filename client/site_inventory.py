@@ -61,6 +61,12 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
 
 
+def _slide_patient(filename: str, ids: set[str]) -> str:
+    """The patient id of `<pid>.<ext>`; the longest matching CSV id, so ids may contain dots."""
+    matches = [pid for pid in ids if filename.startswith(pid + ".")]
+    return max(matches, key=len) if matches else filename.split(".")[0]
+
+
 def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, schema: ClinicalSchema | None = None) -> SiteInventory:
     """Read clinical.csv and list the images; raises SiteUnusableError when the CSV is unusable."""
     root = site_root(site, site_yaml)
@@ -83,7 +89,7 @@ def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, sc
             problems.error(err.reason, err.file, pid)
 
     for path in _visible(_under(root, site.layout.wsi_dir)):
-        pid = path.name.split(".")[0]
+        pid = _slide_patient(path.name, table.all_ids)
         if pid not in table.all_ids:
             problems.error("slide without a row in the clinical table", path, pid)
             continue

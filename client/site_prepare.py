@@ -102,6 +102,7 @@ class _Preprocessor:
             arrays = compute()
         except PatientDataError as err:
             self.cache.store_failure(kind, key, {"reason": err.reason, "file": err.file, "column": err.column})
+            self.computed[f"{kind}_failed"] += 1
             raise
         except Exception as err:  # one bad patient never crashes a site; not cached (may be transient)
             raise PatientDataError(f"unexpected {type(err).__name__}: {err}", str(file)) from err

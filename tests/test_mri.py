@@ -88,58 +88,46 @@ def test_crop_box_grows_by_margin_in_mm():
     assert box == (slice(3, 8), slice(7, 14), slice(7, 14))
 
 
-def test_truncated_image_is_named(tmp_path):
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _garbage(path):
+    path.write_bytes(gzip.compress(b"not an image at all" * 10))
+
+
+def _moved(origin):
+    def move(path):
+        image = read_image(path)
+        image.SetOrigin(origin)
+        sitk.WriteImage(image, str(path))
+
+    return move
+
+
+def _emptied(path):
+    sitk.WriteImage(read_image(path) * 0, str(path))
+
+
+@pytest.mark.parametrize(
+    ("role", "spoil", "reason"),
+    [
+        ("t2", _truncate, "unreadable or truncated image"),
+        ("t1", _garbage, "unreadable or truncated image"),
+        ("t2", _moved((500.0, 0.0, 0.0)), "T2 does not overlap T1 in physical space: cannot be aligned"),
+        ("t2", _moved((15.0, 0.0, 0.0)), r"T2 covers only \d+% of the tumour crop.*cannot be aligned"),  # overlaps one edge
+        ("mask", _emptied, "mask is empty"),
+        ("mask", _moved((0.0, 0.0, 300.0)), "mask lies outside the T1 image"),
+    ],
+    ids=["truncated", "garbage", "no-overlap", "little-overlap", "empty-mask", "mask-outside"],
+)
+def test_bad_mri_input_is_named_with_its_file(tmp_path, role, spoil, reason):
     write_mri(tmp_path, seed=0)
-    data = (tmp_path / "t2.nii.gz").read_bytes()
-    (tmp_path / "t2.nii.gz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(PatientDataError, match="unreadable or truncated image") as err:
+    spoil(tmp_path / f"{role}.nii.gz")
+    with pytest.raises(PatientDataError, match=reason) as err:
         preprocess_mri(paths(tmp_path), CFG, SIZE)
-    assert err.value.file.endswith("t2.nii.gz")
-
-
-def test_garbage_file_is_unreadable(tmp_path):
-    write_mri(tmp_path, seed=0)
-    (tmp_path / "t1.nii.gz").write_bytes(gzip.compress(b"not an image at all" * 10))
-    with pytest.raises(PatientDataError, match="unreadable") as err:
-        preprocess_mri(paths(tmp_path), CFG, SIZE)
-    assert err.value.file.endswith("t1.nii.gz")
-
-
-def test_t1_t2_without_overlap_cannot_be_aligned(tmp_path):
-    write_mri(tmp_path, seed=0)
-    t2 = read_image(tmp_path / "t2.nii.gz")
-    t2.SetOrigin((500.0, 0.0, 0.0))
-    sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
-    with pytest.raises(PatientDataError, match="does not overlap T1") as err:
-        preprocess_mri(paths(tmp_path), CFG, SIZE)
-    assert err.value.file.endswith("t2.nii.gz")
-
-
-def test_t2_covering_too_little_of_the_crop_is_refused(tmp_path):
-    write_mri(tmp_path, seed=0)
-    t2 = read_image(tmp_path / "t2.nii.gz")
-    t2.SetOrigin((15.0, 0.0, 0.0))  # overlaps the T1 image only at its right edge
-    sitk.WriteImage(t2, str(tmp_path / "t2.nii.gz"))
-    with pytest.raises(PatientDataError, match=r"T2 covers only \d+% of the tumour crop"):
-        preprocess_mri(paths(tmp_path), CFG, SIZE)
-
-
-def test_empty_mask_is_named(tmp_path):
-    write_mri(tmp_path, seed=0)
-    mask = read_image(tmp_path / "mask.nii.gz") * 0
-    sitk.WriteImage(mask, str(tmp_path / "mask.nii.gz"))
-    with pytest.raises(PatientDataError, match="mask is empty") as err:
-        preprocess_mri(paths(tmp_path), CFG, SIZE)
-    assert err.value.file.endswith("mask.nii.gz")
-
-
-def test_mask_outside_the_image_is_named(tmp_path):
-    write_mri(tmp_path, seed=0)
-    mask = read_image(tmp_path / "mask.nii.gz")
-    mask.SetOrigin((0.0, 0.0, 300.0))
-    sitk.WriteImage(mask, str(tmp_path / "mask.nii.gz"))
-    with pytest.raises(PatientDataError, match="mask lies outside the T1 image"):
-        preprocess_mri(paths(tmp_path), CFG, SIZE)
+    assert err.value.file == str(tmp_path / f"{role}.nii.gz")
 
 
 def test_missing_role_and_empty_dicom_folder_are_named(tmp_path):

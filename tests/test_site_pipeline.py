@@ -60,6 +60,8 @@ def test_good_patients_kept_bad_ones_excluded(messy):
     _, _, prepared = messy
     assert {p.pid for p in prepared.patients} == GOOD
     assert prepared.excluded == {"p3", "p4", "p5", "p7", "p8", "p9"}
+    # decoded: MRI of p0, p1, p2, p5 (p3, p8 fail); slide of p0 (p4, p5 fail); p7, p9 never reach decoding
+    assert prepared.computed == {"mri": 4, "mri_failed": 2, "wsi": 1, "wsi_failed": 2, "wsi_tiles": 2}
 
 
 @pytest.mark.parametrize(
@@ -107,7 +109,7 @@ def test_fail_policy_stops_the_site(messy):
 def test_second_run_reads_the_cache_and_gets_the_same_tensors(messy):
     site_yaml, site, first = messy
     again = prepare_site(site, site_yaml, PRESET, progress=False)
-    assert again.computed == {}
+    assert again.computed == {}  # nothing decoded again, not even the known-bad files
     assert [p.mri_key for p in again.patients] == [p.mri_key for p in first.patients]
     assert {(p.patient, p.reason) for p in again.problems} == {(p.patient, p.reason) for p in first.problems}
     a, b = SiteDataset(first)[0], SiteDataset(again)[0]
