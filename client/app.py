@@ -18,6 +18,7 @@ from flwr.clientapp import ClientApp
 
 from stsfl.common.fed_protocol import (
     ARRAYS,
+    BLEND_STATS,
     CONFIG,
     METRICS,
     NODE_SITE_CONFIG,
@@ -50,8 +51,15 @@ def statistics(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     task = _site(context)
-    arrays, metrics = task.train(msg.content[ARRAYS], msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), ARRAYS: arrays, METRICS: MetricRecord(metrics)})
+    arrays, metrics, blend_stats = task.train(msg.content[ARRAYS], msg.content[CONFIG])
+    content = RecordDict(
+        {
+            SITE: site_record(task.name),
+            ARRAYS: arrays,
+            METRICS: MetricRecord(metrics),
+            BLEND_STATS: ConfigRecord({"json": to_json(blend_stats)}),
+        }
+    )
     return Message(content, reply_to=msg)
 
 

@@ -21,6 +21,7 @@ import torch
 
 from stsfl.common.cox import cox_loss
 from stsfl.common.linear_cox import build_linear_cox
+from stsfl.common.metrics import harrell_c
 from stsfl.common.moments import site_moments
 
 EVENT, TIME, FOLD = "E", "T", "fold"
@@ -67,7 +68,8 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns[1:] if c not in (EVENT, TIME, FOLD)]
 
 
-def _in_validation(pid: str, seed: int, fraction: float) -> bool:
+def in_validation(pid: str, seed: int, fraction: float) -> bool:
+    """Whether a patient is in the validation split: a fixed hash of (run seed, patient id)."""
     digest = hashlib.sha256(f"{seed}:{pid}".encode()).digest()
     return int.from_bytes(digest[:4], "little") / 2**32 < fraction
 
@@ -88,7 +90,7 @@ class LinearCoxSite:
         self.features = feature_columns(frame)
         fold = frame[FOLD].astype(str) if FOLD in frame.columns else pd.Series("train", index=frame.index)
         pid = frame.iloc[:, 0].astype(str)
-        is_val = pid.map(lambda p: _in_validation(p, run_seed, validation_fraction)) & (fold != "test")
+        is_val = pid.map(lambda p: in_validation(p, run_seed, validation_fraction)) & (fold != "test")
         self.all = _split(frame, self.features)
         self.train = _split(frame[(fold != "test") & ~is_val], self.features)
         self.val = _split(frame[is_val], self.features)
@@ -117,8 +119,10 @@ class LinearCoxSite:
         risk = model(self._standardise(split, statistics)).squeeze(-1)
         return cox_loss(risk, split.time, split.event)
 
-    def fit(self, model: torch.nn.Module, statistics: dict, epochs: int, lr: float, optimizer: str, prox_mu: float) -> dict[str, float]:
-        """`epochs` full-batch steps from the global weights (+ FedProx term); returns loss aggregates."""
+    def fit(self, model: torch.nn.Module, statistics: dict, epochs: int, lr: float, optimizer: str, prox_mu: float,
+            seed: int = 0, blend_weights: dict[str, float] | None = None) -> dict[str, float]:
+        """`epochs` full-batch steps from the global weights (+ FedProx term); returns loss aggregates.
+        Full-batch steps use no randomness (`seed` unused) and the single head needs no blending."""
         global_params = [p.detach().clone() for p in model.parameters()]
         opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
         opt = opt_cls(model.parameters(), lr=lr)
@@ -144,8 +148,6 @@ class LinearCoxSite:
 
     def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool) -> dict[str, float]:
         """Validation loss (training sites) and C-index on the evaluation split (test rows, or all rows of a held-out centre)."""
-        from lifelines.utils import concordance_index
-
         split = self.all if holdout else self.test
         metrics: dict[str, float] = {"eval-patients": float(len(split)), "eval-events-os": float(split.events)}
         with torch.no_grad():
@@ -153,5 +155,5 @@ class LinearCoxSite:
                 metrics["val-loss-fused"] = float(self.loss(model, self.val, statistics))
             if split.events and len(split) > 1:
                 risk = model(self._standardise(split, statistics)).squeeze(-1).numpy()
-                metrics["c-harrell-os"] = float(concordance_index(split.time.numpy(), -risk, split.event.numpy()))
+                metrics["c-harrell-os"] = harrell_c(split.time.numpy(), split.event.numpy(), risk)
         return metrics

@@ -61,12 +61,17 @@ class SiteTask:
 
     def _impl(self, cfg: ConfigRecord):
         task = str(cfg.get("task", "multimodal"))
+        seed, fraction = int(cfg.get("run-seed", 0)), float(cfg.get("validation-fraction", 0.2))
         if task == "linear-cox":
-            return _linear_cox_site(
-                self._root() / self.site.layout.clinical_csv,
-                int(cfg.get("run-seed", 0)),
-                float(cfg.get("validation-fraction", 0.2)),
-            )
+            return _linear_cox_site(self._root() / self.site.layout.clinical_csv, seed, fraction)
+        if task == "multimodal":
+            from stsfl.common.config import ClinicalSchema
+
+            from .multimodal_site import MultimodalSite
+
+            # The federation's schema (sent by the server) is the one every site encodes with.
+            schema = ClinicalSchema.model_validate(from_json(str(cfg["schema"])))
+            return MultimodalSite(self.site, self.site_yaml, str(cfg["preset"]), schema, seed, fraction)
         raise ValueError(f"task {task!r} is not available at this site")
 
     def _model(self, impl, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[torch.nn.Module, dict]:
@@ -82,7 +87,9 @@ class SiteTask:
     def statistics(self, cfg: ConfigRecord) -> dict[str, Any]:
         return self._impl(cfg).statistics()
 
-    def train(self, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[ArrayRecord, dict[str, float]]:
+    def train(self, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[ArrayRecord, dict[str, float], dict[str, Any]]:
+        """Local training from the global weights: (new weights, metrics, pooled per-head loss
+        statistics for federated blending, empty for a single-head model)."""
         t0 = time.perf_counter()
         impl = self._impl(cfg)
         model, statistics = self._model(impl, arrays, cfg)
@@ -102,6 +109,8 @@ class SiteTask:
             lr=float(cfg["learning-rate"]),
             optimizer=str(cfg.get("client-optimizer", "adam")),
             prox_mu=float(cfg.get("prox-mu", 0.0)),
+            seed=int(cfg["seed"]),
+            blend_weights=from_json(str(cfg.get("blend-weights", "null"))),
         )
         t2 = time.perf_counter()
         state = model.state_dict()
@@ -118,11 +127,15 @@ class SiteTask:
                 "time-serialise-s": time.perf_counter() - t2,
             }
         )
-        return reply, metrics
+        return reply, metrics, getattr(impl, "last_stats", {})
 
     def evaluate(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, float]:
         impl = self._impl(cfg)
         model, statistics = self._model(impl, arrays, cfg)
+        own_norm = self._norm_path(cfg, int(cfg["server-round"]))
+        if bool(cfg.get("keep-norm-local", False)) and own_norm.is_file():
+            # FedBN: a training site evaluates with its own normalisation layers of this round.
+            model.load_state_dict({**model.state_dict(), **torch.load(own_norm)})
         model.eval()
         holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
         metrics = impl.evaluate(model, statistics, holdout=holdout)

@@ -26,6 +26,7 @@ CONFIG = "config"
 METRICS = "metrics"
 SITE = "site"
 STATS = "stats"
+BLEND_STATS = "blend-stats"  # train reply: per-head pooled-loss statistics (sums, event counts) as JSON
 
 # node-config keys a SuperNode is started with (see `sts-client`).
 NODE_SITE_NAME = "site-name"

@@ -27,7 +27,7 @@ def main(grid: Grid, context: Context) -> None:
     """Run one federation (or continue one) as described by the run config."""
     from stsfl.common.config import FederationConfig, load_config
 
-    from .model_hooks import FederationHooks
+    from .model_hooks import hooks_for
     from .orchestrator import Federation
     from .results import ResultsFolder
 
@@ -37,7 +37,7 @@ def main(grid: Grid, context: Context) -> None:
     resume = bool(context.run_config.get("resume", False))
     try:
         federation = Federation(
-            grid, fed, config_path, results_dir, FederationHooks(fed), log=_log, resume=resume
+            grid, fed, config_path, results_dir, hooks_for(fed), log=_log, resume=resume
         )
         federation.run()
     except Exception as err:  # the coordinator reads status.json for the reason of a failed run

@@ -1,10 +1,15 @@
 """What the server needs to know about the model of a federation's `task`.
 
-- `combine_statistics`: the global statistics from every site's reply to the statistics query
-  (for `linear-cox`: feature means and standard deviations from per-site moments);
-- `initial_arrays`: the initial global weights, built from the global statistics and the seed;
-- `blend_weights`: the next round's gradient-blending weights from the sites' per-head losses
-  (None for a single-head model).
+- `schema_json`: the federation's clinical schema, sent to every site (they all encode with it);
+- `combine_statistics`: the global statistics from the training sites' replies to the statistics
+  query (held-out centres report counts but do not shape the standardisation they are tested on);
+- `initial_arrays`: the initial global weights, from the global statistics and the seed;
+- `update_blend`: the next round's gradient-blending weights from the sites' pooled per-head
+  loss statistics (None for a single-head model or with `blending: false`).
+
+`linear-cox`: FLamby-style clinical-only linear Cox on tabular sites (feature moments).
+`multimodal`: the product's MultimodalCoxNet (clinical sums of the pipeline, blending of the
+model layer: `BlendState` updated once per round from the pooled training / validation losses).
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from stsfl.common.config import FederationConfig
-from stsfl.common.moments import combine_moments
+from stsfl.common.config import FederationConfig, load_config, load_schema
+from stsfl.common.config.schema import ClinicalSchema
 
 
-class FederationHooks:
-    """Task-specific server pieces for one federation."""
+def _numpy_state(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+class LinearCoxHooks:
+    """Task `linear-cox`."""
 
     def __init__(self, fed: FederationConfig):
         self.fed = fed
@@ -31,19 +40,83 @@ class FederationHooks:
         return {site: stats["counts"] for site, stats in per_site.items()}
 
     def combine_statistics(self, per_site: dict[str, dict]) -> dict[str, Any]:
-        training = {s: per_site[s] for s in self.fed.training_sites}
+        from stsfl.common.moments import combine_moments
+
         features = {tuple(stats["features"]) for stats in per_site.values()}
         if len(features) != 1:
             raise ValueError("the sites' tables have different feature columns; every site must use the same columns")
-        combined = combine_moments([stats["moments"] for stats in training.values()])
+        combined = combine_moments([per_site[s]["moments"] for s in self.fed.training_sites])
         combined["features"] = list(next(iter(features)))
         return combined
 
     def initial_arrays(self, statistics: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
         from stsfl.common.linear_cox import build_linear_cox
 
-        model = build_linear_cox(len(statistics["mean"]), seed)
-        return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        return _numpy_state(build_linear_cox(len(statistics["mean"]), seed))
 
-    def blend_weights(self, per_site: dict[str, dict[str, float]], previous: Any) -> Any:
+    def initial_blend_weights(self) -> dict[str, float] | None:
         return None
+
+    def update_blend(self, server_round: int, blend_stats: dict[str, dict], state: dict | None) -> tuple[Any, Any]:
+        return None, None
+
+
+class MultimodalHooks(LinearCoxHooks):
+    """Task `multimodal`."""
+
+    def __init__(self, fed: FederationConfig):
+        super().__init__(fed)
+        self.schema: ClinicalSchema = (
+            load_config(fed.schema_file, ClinicalSchema) if fed.schema_file else load_schema()
+        )
+
+    def schema_json(self) -> Any:
+        return self.schema.model_dump(mode="json")
+
+    def combine_statistics(self, per_site: dict[str, dict]) -> dict[str, Any]:
+        from stsfl.common.clinical_stats import ClinicalSums, combine_clinical_sums
+
+        sums = [ClinicalSums.from_dict(per_site[s]["clinical"]) for s in self.fed.training_sites]
+        return combine_clinical_sums(sums, self.schema).to_dict()
+
+    def _model(self, seed: int):
+        import torch
+
+        from stsfl.common.clinical_features import clinical_dim
+        from stsfl.common.config import load_preset
+        from stsfl.common.multimodal import MultimodalCoxNet
+
+        torch.manual_seed(seed)
+        return MultimodalCoxNet(load_preset(self.fed.preset), clinical_dim(self.schema), len(self.schema.endpoints))
+
+    def initial_arrays(self, statistics: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+        return _numpy_state(self._model(seed))
+
+    def initial_blend_weights(self) -> dict[str, float] | None:
+        """Uniform head weights for round 1: in a federation the server always fixes the weights,
+        so sites never blend on their own."""
+        from stsfl.common.blending import uniform_weights
+
+        return dict(uniform_weights(self._model(0).head_names))
+
+    def update_blend(self, server_round: int, blend_stats: dict[str, dict], state: dict | None) -> tuple[Any, Any]:
+        """Pool the sites' per-head statistics (sums and event counts add up), update the BlendState
+        with this round as a checkpoint, return (weights for the next round, new state)."""
+        from stsfl.common.blending import BlendState, Checkpoint, HeadLossStats
+        from stsfl.common.config import load_preset
+
+        usable = [s for s in blend_stats.values() if s and s.get("train") and s.get("val")]
+        if not self.fed.blending or not usable:
+            return (state or {}).get("weights"), state
+        train = HeadLossStats.merge(HeadLossStats.from_dict(s["train"]) for s in usable)
+        val = HeadLossStats.merge(HeadLossStats.from_dict(s["val"]) for s in usable)
+        if state is None:
+            blend = BlendState(heads=tuple(train.loss_sums), mode=load_preset(self.fed.preset).train.blend_mode)
+        else:
+            blend = BlendState.from_dict(state)
+        weights = blend.update(server_round, Checkpoint(train=train.mean_losses(), val=val.mean_losses()))
+        return dict(weights), blend.to_dict()
+
+
+def hooks_for(fed: FederationConfig) -> LinearCoxHooks:
+    return MultimodalHooks(fed) if fed.task == "multimodal" else LinearCoxHooks(fed)

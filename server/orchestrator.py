@@ -31,18 +31,20 @@ from flwr.serverapp import Grid
 from stsfl.common.config import FederationConfig
 from stsfl.common.fed_protocol import (
     ARRAYS,
+    BLEND_STATS,
     CONFIG,
     METRICS,
     MSG_EVALUATE,
     MSG_TRAIN,
     NUM_EVENTS,
+    from_json,
     reply_site_name,
     to_json,
 )
 from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, numpy_to_arrays
 
 from .checkpoint import ServerState, load_checkpoint, save_checkpoint
-from .model_hooks import FederationHooks
+from .model_hooks import LinearCoxHooks
 from .results import ResultsFolder
 from .sites import SiteDirectory
 from .strategies import Aggregator
@@ -74,7 +76,7 @@ class Federation:
         fed: FederationConfig,
         config_path: Path,
         results_dir: Path,
-        hooks: FederationHooks,
+        hooks: LinearCoxHooks,
         log: Callable[[str], None] = print,
         resume: bool = False,
     ):
@@ -95,6 +97,7 @@ class Federation:
             {
                 "federation": self.fed.name,
                 "task": self.fed.task,
+                "preset": self.fed.preset,
                 "run-seed": self.fed.seed,
                 "validation-fraction": self.fed.validation_fraction,
                 "schema": to_json(self.hooks.schema_json()),
@@ -129,8 +132,8 @@ class Federation:
         return ServerState(
             round=0,
             global_arrays=arrays,
-            meta={"statistics": statistics, "blend_weights": None, "history": [], "best_round": None,
-                  "best_score": None},
+            meta={"statistics": statistics, "blend_weights": self.hooks.initial_blend_weights(), "blend_state": None,
+                  "history": [], "best_round": None, "best_score": None},
         )
 
     def _send(self, kind: str, sites: list[str], arrays: Any, cfg: ConfigRecord, server_round: int) -> tuple[dict, dict]:
@@ -183,9 +186,12 @@ class Federation:
         for site, reply in ok.items():
             per_site[site]["bytes-down"] = float(bytes_down)
             per_site[site]["bytes-up"] = float(arrays_nbytes(reply.content[ARRAYS]))
-        blend = self.hooks.blend_weights(per_site, state.meta.get("blend_weights"))
+        blend_stats = {s: from_json(str(r.content[BLEND_STATS]["json"])) for s, r in ok.items() if BLEND_STATS in r.content}
+        blend, state.meta["blend_state"] = self.hooks.update_blend(server_round, blend_stats, state.meta.get("blend_state"))
+        if blend is not None:
+            state.meta["blend_weights"] = blend
+        blend = state.meta["blend_weights"]
         state.global_arrays = arrays_to_numpy(new_global)
-        state.meta["blend_weights"] = blend
         return {
             "round": server_round,
             "sites_train": sorted(ok),

@@ -58,7 +58,7 @@ def _federated(yamls, rounds: int) -> dict[str, np.ndarray]:
         }))
         replies = []
         for task in tasks:
-            arrays, metrics = task.train(glob, cfg)
+            arrays, metrics, _ = task.train(glob, cfg)
             replies.append(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}))
         glob, _ = aggregator.aggregate(server_round, glob, replies)
     return arrays_to_numpy(glob)

@@ -1,0 +1,114 @@
+"""A hospital site of the product: MRI + WSI + clinical data, the multimodal Cox network.
+
+Data: the site folder prepared by the pipeline (`prepare_site`: readers, checks, the content-keyed
+preprocessing cache, so only the first message of a federation pays for preprocessing), encoded
+with the federation's clinical statistics (`SiteDataset`). Usable patients are split once, by a
+hash of patient id and run seed, into training and validation. A held-out centre evaluates on
+all its usable patients.
+
+Model and training: `MultimodalCoxNet` of the federation's preset, trained by the model layer's
+`train_local` (its TrainConfig from the preset, with the round's epochs, learning rate, seed,
+FedProx mu and the server's blend weights). The reply carries, besides the weights, each head's
+pooled-loss statistics (`HeadLossStats`: sums and event counts, never per patient) of the
+training and validation splits, from which the server computes the next blend weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from stsfl.common.clinical_features import clinical_dim
+from stsfl.common.clinical_stats import GlobalClinicalStats
+from stsfl.common.config import ClinicalSchema, SiteConfig, load_preset
+from stsfl.common.multimodal import FUSED, MultimodalCoxNet
+
+from .linear_cox_site import in_validation
+from .site_dataset import SiteDataset, site_collate
+from .site_prepare import prepare_site
+from .trainer import evaluate, make_loader, train_local
+
+
+class MultimodalSite:
+    """The site's prepared data and the multimodal network's local train / evaluate steps."""
+
+    def __init__(self, site: SiteConfig, site_yaml: Path, preset: str, schema: ClinicalSchema, run_seed: int,
+                 validation_fraction: float):
+        self.preset = load_preset(preset)
+        self.schema = schema
+        self.run_seed = run_seed
+        self.prepared = prepare_site(site, site_yaml, self.preset, schema=schema, progress=False)
+        pids = [p.pid for p in self.prepared.patients]
+        self.val_pids = [p for p in pids if in_validation(p, run_seed, validation_fraction)]
+        self.train_pids = [p for p in pids if p not in set(self.val_pids)]
+
+    def _events(self, pids: list[str]) -> dict[str, int]:
+        by_pid = {p.pid: p.record for p in self.prepared.patients}
+        counts = {}
+        for k, endpoint in enumerate(self.schema.endpoint_names):
+            counts[endpoint] = int(sum(1 for pid in pids if by_pid[pid].observed[k] and by_pid[pid].event[k] > 0.5))
+        return counts
+
+    def statistics(self) -> dict:
+        """Clinical sums of the usable patients; patients and events per endpoint of the training split."""
+        return {
+            "clinical": self.prepared.clinical_sums().to_dict(),
+            "counts": {"patients": len(self.train_pids), "events": self._events(self.train_pids)},
+        }
+
+    def build_model(self, statistics: dict, seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return MultimodalCoxNet(self.preset, clinical_dim(self.schema), len(self.schema.endpoints))
+
+    def _loader(self, statistics: dict, pids: list[str], train: bool, seed: int):
+        dataset = SiteDataset(self.prepared, GlobalClinicalStats.from_dict(statistics), train=train, pids=pids, seed=seed)
+        return make_loader(dataset, self.preset.train.batch_size, site_collate(self.preset), shuffle=train, seed=seed)
+
+    def fit(self, model: torch.nn.Module, statistics: dict, epochs: int, lr: float, optimizer: str, prox_mu: float,
+            seed: int = 0, blend_weights: dict[str, float] | None = None) -> dict[str, float]:
+        """Local epochs from the global weights; returns per-head mean losses and the pooled statistics."""
+        cfg = self.preset.train.model_copy(update={"epochs": epochs, "lr": lr, "prox_mu": prox_mu, "seed": seed})
+        global_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if prox_mu > 0 else None
+        val_loader = self._loader(statistics, self.val_pids, False, seed) if self.val_pids else None
+        result = train_local(
+            model, self._loader(statistics, self.train_pids, True, seed), val_loader, cfg,
+            global_state=global_state, blend_weights=blend_weights, keep_best=False, show_progress=False,
+        )
+        model.load_state_dict(result.state)
+        metrics = {f"train-loss-{h}": v for h, v in result.train_stats.mean_losses().items()}
+        if result.val_stats is not None:
+            metrics.update({f"val-loss-{h}": v for h, v in result.val_stats.mean_losses().items()})
+        self.last_stats = {"train": result.train_stats.to_dict(),
+                           "val": result.val_stats.to_dict() if result.val_stats is not None else None}
+        return metrics
+
+    def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool) -> dict[str, float]:
+        """Held-out centre: all usable patients; training site: its validation split. Per endpoint,
+        from the fused head: Harrell's C and Uno's C (censoring distribution estimated on the
+        evaluated patients themselves, truncated at their 80th time percentile: a held-out centre
+        has no training split), event counts; for training sites also the fused validation loss."""
+        import numpy as np
+
+        from stsfl.common.metrics import harrell_c, uno_c
+
+        pids = [p.pid for p in self.prepared.patients] if holdout else self.val_pids
+        metrics: dict[str, float] = {"eval-patients": float(len(pids))}
+        if not pids:
+            return metrics
+        result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
+        if not holdout:
+            metrics["val-loss-fused"] = result.stats.mean_losses()[FUSED]
+        for k, endpoint in enumerate(self.schema.endpoint_names):
+            observed = result.observed[:, k].astype(bool)
+            event = result.event[observed, k]
+            metrics[f"eval-events-{endpoint}"] = float(event.sum())
+            if event.sum() > 0 and observed.sum() > 1:
+                risk, time = result.risks[FUSED][observed, k], result.time[observed, k]
+                metrics[f"c-harrell-{endpoint}"] = harrell_c(time, event, risk)
+                try:
+                    metrics[f"c-uno-{endpoint}"] = uno_c(time, event, time, event, risk, tau=float(np.quantile(time, 0.8)))
+                except ValueError:  # censoring survival reaches 0 before tau: Uno's C is undefined here
+                    pass
+        return metrics
+
