@@ -36,7 +36,8 @@ def arrays_to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 
 def numpy_to_arrays(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({name: Array(np.ascontiguousarray(a)) for name, a in arrays.items()})
+    # np.ascontiguousarray would turn 0-d buffers (num_batches_tracked) into shape (1,)
+    return ArrayRecord({name: Array(np.array(a, order="C", copy=True)) for name, a in arrays.items()})
 
 
 def arrays_to_state_dict(record: ArrayRecord) -> dict[str, torch.Tensor]:

@@ -100,6 +100,7 @@ def _fed(**kw) -> FederationConfig:
 
 def test_fedavg_weights_by_events_or_patients():
     glob = numpy_to_arrays({"w": np.zeros(2, dtype=np.float32), "n": np.array(0)})
+    assert arrays_to_numpy(glob)["n"].shape == ()  # 0-d buffers keep their shape
     replies = [_reply({"w": np.array([1.0, 0.0], np.float32), "n": np.array(4)}, 10, 1),
                _reply({"w": np.array([0.0, 1.0], np.float32), "n": np.array(6)}, 30, 3)]
     by_events, _ = Aggregator(_fed(weighting="events")).aggregate(1, glob, replies)
