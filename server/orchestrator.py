@@ -88,7 +88,8 @@ class Federation:
         self.log = log
         self.resume = resume
         self.aggregator = Aggregator(fed)
-        self.query_timeout = min(fed.round_timeout_s, 120.0)
+        # The first query makes each site prepare its data (preprocessing cache): allow a full round.
+        self.query_timeout = fed.round_timeout_s
         self.sites = SiteDirectory(grid, fed.sites, self._base_config(), log)
 
     # ----------------------------------------------------------------- configs sent to sites
