@@ -74,3 +74,23 @@ def test_two_rounds_with_blending_and_holdout_evaluation(site_tasks):
     assert 0.0 <= held_out["c-harrell-os"] <= 1.0
     training = site_tasks["a"].evaluate(numpy_to_arrays(glob), cfg)
     assert np.isfinite(training["val-loss-fused"])
+
+
+def test_fedbn_sites_keep_their_own_normalisation_layers(site_tasks):
+    fed = FederationConfig(sites=SITES, holdout=["held_out"], strategy="fedbn", validation_fraction=0.34)
+    hooks = hooks_for(fed)
+    base = {"task": "multimodal", "preset": "cpu-small", "schema": to_json(hooks.schema_json()), "run-seed": 0,
+            "validation-fraction": fed.validation_fraction, "federation": "fedbn-test", "keep-norm-local": True,
+            "local-epochs": 1, "learning-rate": 0.01, "prox-mu": 0.0, "blend-weights": to_json(hooks.initial_blend_weights())}
+    statistics = hooks.combine_statistics({n: t.statistics(ConfigRecord(base)) for n, t in site_tasks.items()})
+    glob = hooks.initial_arrays(statistics, seed=0)
+    site = site_tasks["a"]
+    cfg1 = ConfigRecord(dict(base, **{"statistics": to_json(statistics), "server-round": 1, "seed": 1}))
+    after1, _, _ = site.train(numpy_to_arrays(glob), cfg1)
+    norm_weight = "encoders.mri.features.norm0.weight"
+    own = arrays_to_numpy(after1)[norm_weight]
+    # The server sends normalisation weights the site never had: the site must ignore them.
+    foreign = dict(glob, **{norm_weight: np.full_like(own, 5.0)})
+    cfg2 = ConfigRecord(dict(base, **{"statistics": to_json(statistics), "server-round": 2, "seed": 2}))
+    after2 = arrays_to_numpy(site.train(numpy_to_arrays(foreign), cfg2)[0])[norm_weight]
+    assert np.abs(after2 - own).max() < 0.5 < np.abs(after2 - 5.0).min()
