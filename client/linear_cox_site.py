@@ -157,3 +157,17 @@ class LinearCoxSite:
                 risk = model(self._standardise(split, statistics)).squeeze(-1).numpy()
                 metrics["c-harrell-os"] = harrell_c(split.time.numpy(), split.event.numpy(), risk)
         return metrics
+
+
+def fit_pooled(sites: list[LinearCoxSite], statistics: dict, steps: int, lr: float, seed: int) -> torch.nn.Module:
+    """Centralised reference: `steps` full-batch gradient-descent steps on the Cox likelihood pooled
+    over the sites' training splits and stratified by site (sum_k events_k * mean loss_k / sum_k events_k)."""
+    model = build_linear_cox(len(statistics["mean"]), seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    events = [s.train.events for s in sites]
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = sum(e * s.loss(model, s.train, statistics) for e, s in zip(events, sites)) / sum(events)
+        loss.backward()
+        opt.step()
+    return model

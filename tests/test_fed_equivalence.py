@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-from stsfl.client.linear_cox_site import LinearCoxSite
+from stsfl.client.linear_cox_site import LinearCoxSite, fit_pooled
 from stsfl.client.site_task import SiteTask
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.config import FederationConfig
@@ -68,14 +67,7 @@ def _centralised(yamls, rounds: int) -> dict[str, np.ndarray]:
     """Gradient descent on sum_k events_k * mean Cox loss_k / sum_k events_k (stratified by site)."""
     sites = [LinearCoxSite(p.parent / p.stem / "clinical.csv", SEED) for p in yamls]
     statistics = combine_moments([s.statistics()["moments"] for s in sites])
-    model = build_linear_cox(len(statistics["mean"]), SEED)
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    events = [s.train.events for s in sites]
-    for _ in range(rounds):
-        opt.zero_grad()
-        loss = sum(e * s.loss(model, s.train, statistics) for e, s in zip(events, sites)) / sum(events)
-        loss.backward()
-        opt.step()
+    model = fit_pooled(sites, statistics, steps=rounds, lr=LR, seed=SEED)
     return {k: v.detach().numpy() for k, v in model.state_dict().items()}
 
 

@@ -31,7 +31,7 @@ from lifelines.utils import concordance_index
 from rich.console import Console
 from rich.table import Table
 
-from stsfl.client.linear_cox_site import LinearCoxSite
+from stsfl.client.linear_cox_site import LinearCoxSite, fit_pooled
 from stsfl.client.site_task import SiteTask
 from stsfl.client.tcga_brca import N_REGIONS, write_region_sites
 from stsfl.common.config import FederationConfig
@@ -94,15 +94,7 @@ def run_pooled(site_yamls: list[Path], seed: int, steps: int, lr: float = POOLED
     """Centralised reference: full-batch gradient descent on the pooled Cox likelihood stratified by region."""
     sites = [LinearCoxSite(p.parent / p.stem / "clinical.csv", seed, 0.0) for p in site_yamls]
     statistics = combine_moments([s.statistics()["moments"] for s in sites])
-    model = build_linear_cox(len(statistics["mean"]), seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    events = [s.train.events for s in sites]
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = sum(e * s.loss(model, s.train, statistics) for e, s in zip(events, sites)) / sum(events)
-        loss.backward()
-        opt.step()
-    return pooled_test_c_index(model, sites, statistics)
+    return pooled_test_c_index(fit_pooled(sites, statistics, steps, lr, seed), sites, statistics)
 
 
 def main(argv: list[str] | None = None) -> None:
