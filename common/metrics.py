@@ -195,9 +195,18 @@ def endpoint_report(
     report: dict = {"n": int(len(t)), "events": int((e > 0.5).sum())}
     if report["events"] == 0:
         return report
-    report["harrell_c"] = bootstrap_ci(lambda i: harrell_c(t[i], e[i], r[i]), len(t), n_boot, seed=seed)
-    report["uno_c"] = uno_c(train.time, train.event, t, e, r)
-    report["td_auc"] = time_dependent_auc(train.time, train.event, t, e, r, horizons)
-    report["integrated_brier"] = integrated_brier(train.time, train.event, train.risk, t, e, r)
-    report["logrank_p"] = risk_groups(t, e, r, threshold=float(np.median(train.risk))).logrank_p
+    # Small test sets can leave a metric undefined (no comparable pair, a horizon without cases):
+    # that metric is nan, the others stand.
+    metrics = {
+        "harrell_c": lambda: bootstrap_ci(lambda i: harrell_c(t[i], e[i], r[i]), len(t), n_boot, seed=seed),
+        "uno_c": lambda: uno_c(train.time, train.event, t, e, r),
+        "td_auc": lambda: time_dependent_auc(train.time, train.event, t, e, r, horizons),
+        "integrated_brier": lambda: integrated_brier(train.time, train.event, train.risk, t, e, r),
+        "logrank_p": lambda: risk_groups(t, e, r, threshold=float(np.median(train.risk))).logrank_p,
+    }
+    for name, compute in metrics.items():
+        try:
+            report[name] = compute()
+        except (ValueError, ZeroDivisionError):
+            report[name] = float("nan")
     return report
