@@ -27,6 +27,10 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
 
     from .baselines import ALL_MODELS, report_table, run_baselines, write_report
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     preset = load_preset(args.preset)
     train_cfg = preset.train
     if args.epochs:
@@ -118,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the confidence intervals")
     base.add_argument("--seed", type=int, default=0)
     base.add_argument("--out", default="baselines.json", help="JSON report path")
+    base.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is fastest on a busy machine)")
     base.add_argument("--quiet", action="store_true", help="no progress bars")
     base.set_defaults(func=_cmd_baselines)
 

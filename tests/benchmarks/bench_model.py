@@ -30,8 +30,10 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def run_one(preset_name: str, size: int, steps: int, batch_size: int, device: str) -> dict:
+def run_one(preset_name: str, size: int, steps: int, batch_size: int, device: str, threads: int) -> dict:
     import torch
+
+    torch.set_num_threads(threads)
 
     from stsfl.common.batch import PatientSample, collate_patients
     from stsfl.common.config import TrainConfig, load_preset
@@ -92,11 +94,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    # One intra-op thread by default: on 2 cores shared with other jobs, 2 threads made the small
+    # preset's step ~50x slower (threads waiting on each other), which measures the machine, not the model.
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--one", nargs=2, metavar=("PRESET", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.steps, args.batch, args.device)))
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.steps, args.batch, args.device, args.threads)))
         return
 
     from rich.console import Console
@@ -105,18 +110,19 @@ def main() -> None:
     rows = []
     for preset_name, size in CONFIGS:
         cmd = [sys.executable, __file__, "--one", preset_name, str(size), "--steps", str(args.steps),
-               "--batch", str(args.batch), "--device", args.device]
+               "--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], file=sys.stderr)
-    table = Table(title=f"training step, batch {args.batch}, {args.device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+    table = Table(title=f"training step, batch {args.batch}, {args.device}, {args.threads} thread(s) ({os.cpu_count()} cores)")
     for col in ("preset", "input", "params (M)", "step (s, median)", "peak RSS (MB)", "training RSS delta (MB)"):
         table.add_column(col)
     for r in rows:
         table.add_row(r["preset"], r["input"], str(r["params_m"]), str(r["step_s_median"]), str(r["peak_rss_mb"]), str(r["peak_rss_delta_mb"]))
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.machine(), "cpus": os.cpu_count(), "load_avg_1m_at_end": os.getloadavg()[0],
+    meta = {"machine": platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
+            "load_avg_1m_at_end": os.getloadavg()[0],
             "memory_measure": "resource.getrusage(RUSAGE_SELF).ru_maxrss of a fresh process per configuration",
             "network": f"MultimodalCoxNet, all heads, MRI + WSI ({N_TILES} tiles) + clinical ({N_CLINICAL})"}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
