@@ -2,8 +2,9 @@
 
 Models: Cox PH on the 4 Sarculator variables, Cox PH on all clinical variables (lifelines,
 L2-penalised), random survival forest on all clinical variables (scikit-survival), the unimodal
-MRI network, the multimodal network without gradient blending and with it (Wang et al.), and the
-blended network with the whole training split as its Cox risk set. Modes: `pooled` (all centres
+MRI network, the multimodal network without gradient blending and with it (Wang et al.; and the
+MMNN_STS softmax normalisation), and the blended network with the whole training split as its Cox
+risk set. Modes: `pooled` (all centres
 as one data set) and `local` (one centre alone). Each centre is split 70/15/15 (train / val /
 test), stratified by the first endpoint's event, seeded. With a synthetic cohort's
 ground_truth.csv, the oracle C-index (Harrell's C of the true log-hazard) is reported alongside.
@@ -36,7 +37,7 @@ from .trainer import evaluate, make_loader, train_local
 
 SPLITS = ("train", "val", "test")
 CLINICAL_MODELS = ("cox_sarculator", "cox_clinical", "rsf_clinical")
-NETWORK_MODELS = ("mri_net", "mmnn_unblended", "mmnn_blended", "mmnn_blended_site_risk")
+NETWORK_MODELS = ("mri_net", "mmnn_unblended", "mmnn_blended", "mmnn_blended_softmax", "mmnn_blended_site_risk")
 ALL_MODELS = CLINICAL_MODELS + NETWORK_MODELS
 
 
@@ -184,6 +185,8 @@ def network_spec(model: str, train_cfg: TrainConfig) -> tuple[tuple[str, ...], T
         return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "off"})
     if model == "mmnn_blended":
         return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "wang"})
+    if model == "mmnn_blended_softmax":
+        return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "softmax"})
     if model == "mmnn_blended_site_risk":
         return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "wang", "risk_set": "site"})
     raise ValueError(f"unknown network model {model!r}")
