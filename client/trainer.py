@@ -164,7 +164,11 @@ class _Stepper:
         self.anchor = None
         if global_state is not None and cfg.prox_mu > 0:
             named = dict(model.named_parameters())
-            self.anchor = {name: global_state[name].detach().to(self.device) for name, p in named.items() if p.requires_grad}
+            # Parameters the global state lacks (e.g. FedBN's local norm layers) are not anchored.
+            self.anchor = {
+                name: global_state[name].detach().to(self.device)
+                for name, p in named.items() if p.requires_grad and name in global_state
+            }
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
