@@ -11,6 +11,7 @@ from monai.visualize import GradCAM
 from torch import nn
 
 from stsfl.common.batch import SurvivalBatch
+from stsfl.common.figures import pyplot, save_png
 from stsfl.common.multimodal import FUSED, MultimodalCoxNet
 
 # The DenseNet's last block after its final norm and ReLU: the feature maps the pooled features come from.
@@ -52,13 +53,8 @@ def largest_tumour_slice(mask: np.ndarray) -> int:
 def save_overlay(t2: np.ndarray, cam: np.ndarray, mask: np.ndarray | None, path: str | Path, title: str) -> Path:
     """PNG: the T2 slice of largest tumour area (the volume's middle slice when no mask is given),
     its heat map, and the overlay with the mask outline. t2, cam, mask: [D, H, W]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     z = largest_tumour_slice(mask) if mask is not None and mask.any() else t2.shape[0] // 2
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    fig, axes = pyplot().subplots(1, 3, figsize=(9, 3.4))
     axes[0].imshow(t2[z], cmap="gray")
     axes[0].set_title("T2")
     axes[1].imshow(cam[z], cmap="jet", vmin=0, vmax=1)
@@ -71,12 +67,7 @@ def save_overlay(t2: np.ndarray, cam: np.ndarray, mask: np.ndarray | None, path:
     for ax in axes:
         ax.axis("off")
     fig.suptitle(f"{title} (slice {z})")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def save_batch_gradcams(

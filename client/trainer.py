@@ -40,6 +40,7 @@ from stsfl.common.head_losses import blended_loss, head_loss_stats, head_losses
 from stsfl.common.multimodal import FUSED
 
 from .progress import progress_bar
+from .training_plots import save_training_plot
 
 
 @dataclass
@@ -163,7 +164,11 @@ class _Stepper:
         self.anchor = None
         if global_state is not None and cfg.prox_mu > 0:
             named = dict(model.named_parameters())
-            self.anchor = {name: global_state[name].detach().to(self.device) for name, p in named.items() if p.requires_grad}
+            # Parameters the global state lacks (e.g. FedBN's local norm layers) are not anchored.
+            self.anchor = {
+                name: global_state[name].detach().to(self.device)
+                for name, p in named.items() if p.requires_grad and name in global_state
+            }
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
@@ -289,7 +294,8 @@ def train_local(
 
     global_state: the global model's state dict; with cfg.prox_mu > 0 it anchors the FedProx term.
     blend_weights: fixed head weights {head: w}; None -> a local BlendState (or `blend`, to continue one).
-    checkpoint_dir: `last.pt` after every epoch (resumed from when present) and `best.pt`.
+    checkpoint_dir: `last.pt` after every epoch (resumed from when present), `best.pt`, and
+    `training.png` (blend weights and per-head losses over the epochs).
     """
     epochs = epochs or cfg.epochs
     torch.manual_seed(cfg.seed)
@@ -336,6 +342,8 @@ def train_local(
         if ckpt_dir is not None:
             _save(ckpt_dir, epoch, model, stepper, state, best, history)
 
+    if ckpt_dir is not None and history:
+        save_training_plot(state, history, ckpt_dir / "training.png")
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     fused_events = train_stats.events[FUSED] if train_stats is not None else ()

@@ -74,7 +74,9 @@ def cox_event_terms(
         n_tied = tied.sum(-1).clamp(min=1).to(eta.dtype)
         index = torch.arange(eta.shape[0], device=eta.device)
         before = index.view(1, 1, -1) < index.view(1, -1, 1)
-        rank = (tied & before).sum(-1).to(eta.dtype)  # l: tied events listed before i
+        # l: tied events listed before i; 0 for non-events, whose terms are discarded but must keep
+        # finite gradients (a censored, unobserved row tied with an event would reach log1p(-1)).
+        rank = torch.where(ev_k, (tied & before).sum(-1).to(eta.dtype), torch.zeros_like(eta_k))
         log_tied = _masked_logsumexp(eta_j, tied)
         # log(S_R - l/d S_D) = log S_R + log1p(-(l/d) S_D/S_R); D is within R and l/d < 1, so the
         # argument of log1p stays above -1 + 1/d.

@@ -25,6 +25,8 @@ from sksurv.metrics import (
 )
 from sksurv.util import Surv
 
+from .figures import pyplot, save_png
+
 
 def _surv(time: np.ndarray, event: np.ndarray) -> np.ndarray:
     return Surv.from_arrays(event=np.asarray(event) > 0.5, time=np.asarray(time, dtype=float))
@@ -97,13 +99,8 @@ def risk_groups(time, event, risk, threshold: float | None = None) -> RiskGroups
 
 def plot_kaplan_meier(time, event, groups: RiskGroups, path: str | Path, title: str) -> Path:
     """Kaplan-Meier curves of the low- and high-risk groups with the log-rank p-value, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     time, event = np.asarray(time, float), np.asarray(event) > 0.5
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = pyplot().subplots(figsize=(5, 4))
     for label, mask, colour in (("low risk", ~groups.high, "tab:blue"), ("high risk", groups.high, "tab:red")):
         if mask.any():
             KaplanMeierFitter().fit(time[mask], event[mask], label=f"{label} (n={mask.sum()})").plot_survival_function(
@@ -112,12 +109,7 @@ def plot_kaplan_meier(time, event, groups: RiskGroups, path: str | Path, title: 
     ax.set_xlabel("days")
     ax.set_ylabel("survival probability")
     ax.set_title(f"{title}\nlog-rank p = {groups.logrank_p:.3g}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=120)
 
 
 @dataclass(frozen=True)
@@ -195,9 +187,18 @@ def endpoint_report(
     report: dict = {"n": int(len(t)), "events": int((e > 0.5).sum())}
     if report["events"] == 0:
         return report
-    report["harrell_c"] = bootstrap_ci(lambda i: harrell_c(t[i], e[i], r[i]), len(t), n_boot, seed=seed)
-    report["uno_c"] = uno_c(train.time, train.event, t, e, r)
-    report["td_auc"] = time_dependent_auc(train.time, train.event, t, e, r, horizons)
-    report["integrated_brier"] = integrated_brier(train.time, train.event, train.risk, t, e, r)
-    report["logrank_p"] = risk_groups(t, e, r, threshold=float(np.median(train.risk))).logrank_p
+    # Small test sets can leave a metric undefined (no comparable pair, a horizon without cases):
+    # that metric is nan, the others stand.
+    metrics = {
+        "harrell_c": lambda: bootstrap_ci(lambda i: harrell_c(t[i], e[i], r[i]), len(t), n_boot, seed=seed),
+        "uno_c": lambda: uno_c(train.time, train.event, t, e, r),
+        "td_auc": lambda: time_dependent_auc(train.time, train.event, t, e, r, horizons),
+        "integrated_brier": lambda: integrated_brier(train.time, train.event, train.risk, t, e, r),
+        "logrank_p": lambda: risk_groups(t, e, r, threshold=float(np.median(train.risk))).logrank_p,
+    }
+    for name, compute in metrics.items():
+        try:
+            report[name] = compute()
+        except (ValueError, ZeroDivisionError):
+            report[name] = float("nan")
     return report

@@ -96,6 +96,14 @@ def test_stable_for_huge_log_risks_and_no_events():
     assert zero.item() == 0.0 and torch.equal(none.grad, torch.zeros(4))
 
 
+def test_finite_gradient_when_an_unobserved_row_ties_with_an_event():
+    # Row 1 is outside every risk set but tied with event row 0, whose risk set is row 0 alone.
+    eta = torch.tensor([0.3, -0.2, 0.1], requires_grad=True)
+    loss = cox_nll(eta, torch.tensor([1.0, 1.0, 2.0]), torch.tensor([1.0, 0.0, 1.0]), torch.tensor([True, False, True]))
+    loss.sum().backward()
+    assert torch.isfinite(eta.grad).all() and eta.grad[1] == 0
+
+
 def test_half_precision_input_is_computed_in_float32():
     eta = torch.tensor([0.5, -0.2, 0.1], dtype=torch.float16)
     out = cox_nll(eta, torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 0.0]))

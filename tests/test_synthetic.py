@@ -135,9 +135,9 @@ def test_slides_open_in_openslide_with_declared_size_levels_and_mpp(tiny_cohort,
 
 
 def test_same_seed_gives_identical_files_whatever_the_worker_count(tmp_path, tiny_cohort, tiny_config, truth):
-    # Centre 0 alone, on 2 processes: per-patient seeding makes its files those of the whole cohort.
+    # Centre 0 alone, in one process: per-patient seeding makes its files those of the whole cohort.
     again = tmp_path / "again"
-    generate_cohort(tiny_config.model_copy(update={"workers": 2, "centers": 1}), again, show_progress=False)
+    generate_cohort(tiny_config.model_copy(update={"workers": 1, "centers": 1}), again, show_progress=False)
     patient = truth[truth["has_mri"] & truth["has_wsi"] & (truth["centre"] == "center_0")].iloc[0]
     files = [
         Path("center_0") / "clinical.csv",
@@ -276,12 +276,12 @@ def test_bundled_synth_yaml_is_the_default_config(repo_root):
 
 def test_cli_rejects_a_bad_synth_config_naming_the_key_path(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("centers: 2\ncentres:\n  - t1: {size: [32, 32, 8], spacing: [3, 3, 12]}\n    bias_strenght: 0.1\n")
+    bad.write_text("centers: 2\nprofiles:\n  - t1: {size: [32, 32, 8], spacing: [3, 3, 12]}\n    bias_strenght: 0.1\n")
     with pytest.raises(SystemExit) as exit_info:
         lab.main(["synth", "--config", str(bad), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
-    assert str(bad) in message and "centres[0].bias_strenght" in message and "unknown key" in message
+    assert str(bad) in message and "profiles[0].bias_strenght" in message and "unknown key" in message
     assert not (tmp_path / "out").exists()
 
 
@@ -301,3 +301,16 @@ def test_demo_keeps_an_existing_cohort_with_the_same_settings(tmp_path, tiny_coh
         lab.main(["demo"])
     assert exit_info.value.code == 0
     assert (demo / "cohort.json").stat().st_mtime_ns == before
+
+
+def test_cli_synth_writes_a_cohort_and_prints_the_oracle_table(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["synth", "--tiny", "--centers", "2", "--patients-min", "3", "--patients-max", "3", "--seed", "5"]
+    with pytest.raises(SystemExit) as exit_info:
+        lab.main([*args, "--out", str(out)])
+    assert exit_info.value.code == 0
+    cohort = read_cohort(out)
+    assert cohort["seed"] == 5 and cohort["pooled"]["patients"] == 6
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["center_0", "center_1"]
+    printed = capsys.readouterr().err
+    assert "oracle" in printed and "Harrell" in printed and "center_1" in printed and "pooled" in printed

@@ -148,6 +148,7 @@ def test_resume_after_a_crash_matches_an_unbroken_run(tmp_path, monkeypatch):
     resumed = train_local(model, train, val, cfg, checkpoint_dir=tmp_path, show_progress=False)
     assert _same(unbroken.state, resumed.state) and unbroken.history == resumed.history
     assert (tmp_path / "best.pt").is_file()
+    assert (tmp_path / "training.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_returns_risks_and_whole_split_statistics():

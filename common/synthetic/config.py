@@ -89,7 +89,7 @@ class WsiSettings(StrictModel):
 
 
 # Four hospitals that differ the way a real federation does (docs: README "Synthetic cohort").
-DEFAULT_CENTRES: tuple[CentreProfile, ...] = (
+DEFAULT_PROFILES: tuple[CentreProfile, ...] = (
     CentreProfile(),
     CentreProfile(
         t1=MriGrid(size=(128, 128, 20), spacing=(1.0, 1.0, 5.0)),
@@ -113,7 +113,7 @@ DEFAULT_CENTRES: tuple[CentreProfile, ...] = (
 
 
 class SynthConfig(StrictModel):
-    """A synthetic cohort. Centre i uses profile `centres[i % len(centres)]`."""
+    """A synthetic cohort of `centers` centres; centre i uses `profiles[i % len(profiles)]`."""
 
     seed: int = 0
     centers: PositiveInt = Field(4, le=64)
@@ -123,7 +123,7 @@ class SynthConfig(StrictModel):
     tumour_grid: PositiveInt = Field(40, ge=16, le=128, description="resolution of a tumour's internal fields")
     missing_dm: Probability = Field(0.02, ge=0, le=1, description="share of patients with no DM follow-up")
     wsi: WsiSettings = WsiSettings()
-    centres: tuple[CentreProfile, ...] = Field(DEFAULT_CENTRES, min_length=1)
+    profiles: tuple[CentreProfile, ...] = Field(DEFAULT_PROFILES, min_length=1)
 
     @model_validator(mode="after")
     def _sizes(self) -> "SynthConfig":
@@ -132,7 +132,7 @@ class SynthConfig(StrictModel):
         return self
 
     def profile(self, centre: int) -> CentreProfile:
-        return self.centres[centre % len(self.centres)]
+        return self.profiles[centre % len(self.profiles)]
 
     def settings_hash(self) -> str:
         """Key of everything that changes the output (not `workers`), for skipping regeneration."""

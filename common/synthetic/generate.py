@@ -23,6 +23,7 @@ from .clinical import draw_clinical
 from .config import GENERATOR_VERSION, SynthConfig
 from .hazard import describe_model, draw_latents, draw_outcomes, log_hazard_parts
 from .mri import acquisition_geometry, draw_limb, mask_from_labels, render_contrast, to_image
+from .preview import write_preview
 from .summary import summarise
 from .tumour import draw_semi_axes, draw_tumour, ellipsoid_volume_cm3
 from .writer import write_site_yaml, write_slide, write_volume
@@ -191,6 +192,8 @@ def generate_cohort(config: SynthConfig, out: str | Path, show_progress: bool = 
             pool.shutdown(cancel_futures=True)
     frame = pd.DataFrame.from_records(records)
     _write_tables(frame, staging, out)
+    if frame["has_mri"].any() and frame["has_wsi"].any():
+        write_preview(staging, frame)
     cohort = {
         "generator": GENERATOR_VERSION,
         "settings_hash": config.settings_hash(),

@@ -59,9 +59,8 @@ def summarise(frame: pd.DataFrame) -> dict[str, object]:
     }
 
 
-def _c(row: dict[str, object], endpoint: str) -> str:
-    full, clinical = row["oracle_c"][endpoint], row["clinical_oracle_c"][endpoint]
-    return "-" if full is None else f"{full:.3f} ({clinical:.3f})"
+def _c(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def summary_table(cohort: dict[str, object]) -> Table:
@@ -69,15 +68,19 @@ def summary_table(cohort: dict[str, object]) -> Table:
     endpoints = list(ENDPOINTS)
     table = Table(
         box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
         title=f"Synthetic STS cohort (seed {cohort['seed']})",
-        caption="events: events / patients followed; FU: reverse Kaplan-Meier median follow-up (OS);\n"
-        "oracle C: Harrell's C of the true log-hazard (in brackets: of its clinical part only)",
+        caption="n: patients; MRI, WSI: share with that modality; ev.: events / patients followed;\n"
+        "FU d: reverse Kaplan-Meier median follow-up (OS, days); oracle C: Harrell's C of the\n"
+        "true log-hazard; clin.: of its clinical part alone (the best a model without images can do)",
     )
-    table.add_column("centre")
-    for header in ["patients", "MRI", "WSI", *(f"{e} events" for e in endpoints), "FU (d)"]:
-        table.add_column(header, justify="right")
+    table.add_column("centre", no_wrap=True)
+    for header in ["n", "MRI", "WSI", *(f"{e}\nev." for e in endpoints), "FU\nd"]:
+        table.add_column(header, justify="right", no_wrap=True)
     for e in endpoints:
-        table.add_column(f"oracle C {e}", justify="right", no_wrap=True)
+        table.add_column(f"oracle\nC {e}", justify="right", no_wrap=True)
+        table.add_column("\nclin.", justify="right", no_wrap=True)
     rows = [*cohort["centres"].items(), ("pooled", cohort["pooled"])]
     for name, row in rows:
         n = row["patients"]
@@ -89,7 +92,7 @@ def summary_table(cohort: dict[str, object]) -> Table:
             f"{row['with_wsi'] / n:.0%}",
             *(f"{row['events'][e]}/{row['followed'][e]}" for e in endpoints),
             "-" if follow is None else f"{follow:.0f}",
-            *(_c(row, e) for e in endpoints),
+            *(_c(row[key][e]) for e in endpoints for key in ("oracle_c", "clinical_oracle_c")),
             end_section=name == rows[-2][0],
         )
     return table
