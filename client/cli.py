@@ -110,6 +110,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     summary = summarise(prepared)
     blockers = training_blockers(summary, prepared.problems, site.bad_patient_policy)
     print_report(out, prepared, summary, blockers)
+    if args.preview:
+        from .site_preview import write_crop_preview
+
+        shown = write_crop_preview(prepared, Path(args.preview))
+        out.print(f"crop preview of {shown} patients: {args.preview}")
     return 1 if blockers else 0
 
 
@@ -129,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check the site's data without training (and fill the preprocessing cache)")
     validate.add_argument("--site", required=True, help="site YAML")
     validate.add_argument("--preset", default="cpu-small", help="model preset whose preprocessing to apply (name or YAML)")
+    validate.add_argument("--preview", metavar="PNG", help="also write a PNG of the preprocessed MRI crops")
     validate.set_defaults(func=_cmd_validate)
     return parser
 

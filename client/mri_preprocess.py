@@ -81,9 +81,10 @@ def n4_corrected_crop(image: sitk.Image, fit_mask: sitk.Image, box: tuple[slice,
     """Fit N4 on the shrunk whole image (inside fit_mask), return the corrected crop `box` at full resolution."""
     low = float(sitk.GetArrayViewFromImage(image).min())
     positive = image - low + 1.0  # N4 works on log intensities: keep them positive
-    shrink = max(1, min(cfg.shrink_factor, min(image.GetSize()) // 8))
-    small = sitk.Shrink(positive, [shrink] * 3)
-    small_mask = sitk.Shrink(fit_mask, [shrink] * 3)
+    # per axis, keeping >= 8 voxels: thick-slice axes are shrunk less than the in-plane ones
+    shrink = [max(1, min(cfg.shrink_factor, size // 8)) for size in image.GetSize()]
+    small = sitk.Shrink(positive, shrink)
+    small_mask = sitk.Shrink(fit_mask, shrink)
     if not sitk.GetArrayViewFromImage(small_mask).any():
         small_mask = small_mask + 1
     corrector = sitk.N4BiasFieldCorrectionImageFilter()

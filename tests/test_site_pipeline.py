@@ -161,18 +161,18 @@ class Validated:
     stdout: str
 
 
-def _validate(site_yaml, capsys, monkeypatch) -> Validated:
+def _validate(site_yaml, capsys, monkeypatch, *extra) -> Validated:
     """`sts-client validate --site site_yaml`, in this process (saves a fresh interpreter's imports)."""
     monkeypatch.setenv("COLUMNS", "250")
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["validate", "--site", str(site_yaml)])
+        cli_main(["validate", "--site", str(site_yaml), *extra])
     return Validated(exit_info.value.code, capsys.readouterr().out)
 
 
-def test_validate_prints_usable_counts_and_every_problem(messy, capsys, monkeypatch):
+def test_validate_prints_usable_counts_and_every_problem(messy, capsys, monkeypatch, tmp_path):
     site_yaml, _, _ = messy
-    proc = _validate(site_yaml, capsys, monkeypatch)
+    proc = _validate(site_yaml, capsys, monkeypatch, "--preview", str(tmp_path / "crops.png"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "usable patients" in out and "the site can train" in out
@@ -180,6 +180,8 @@ def test_validate_prints_usable_counts_and_every_problem(messy, capsys, monkeypa
     for reason in ("unreadable or truncated image", "OpenSlide cannot open", "no tissue", "mask is empty",
                    "is not 0 or 1", "without a row in the clinical table"):
         assert reason in out
+    assert "crop preview of 3 patients" in out  # p0, p1, p2 have MRI
+    assert (tmp_path / "crops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_validate_exits_nonzero_when_the_site_cannot_train(tmp_path, capsys, monkeypatch):

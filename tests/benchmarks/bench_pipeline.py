@@ -27,13 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import openslide
+import pandas as pd
 import torch
+import yaml
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
 from stsfl.client.patch_encoder import PatchEncoder
 from stsfl.client.site_dataset import SiteDataset, site_collate
+from stsfl.client.site_inventory import site_root
 from stsfl.client.site_prepare import prepare_site
 from stsfl.client.wsi_bag import slide_bag
 from stsfl.client.wsi_tiles import TileReader, open_slide
@@ -52,6 +55,22 @@ def site_yamls(cohort: Path, limit: int | None) -> list[Path]:
     if not found:
         raise SystemExit(f"no <centre>/site.yaml under {cohort}: generate a cohort with `stsfl synth --out {cohort}`")
     return found[:limit] if limit else found
+
+
+def first_patients(site_yaml: Path, n: int, into: Path) -> Path:
+    """A site folder with the first n patients of `site_yaml`'s site (CSV rows; images symlinked)."""
+    site = load_config(site_yaml, SiteConfig)
+    root = site_root(site, site_yaml)
+    frame = pd.read_csv(root / site.layout.clinical_csv, dtype=str, keep_default_na=False).head(n)
+    into.mkdir(parents=True)
+    frame.to_csv(into / "clinical.csv", index=False)
+    for sub in (site.layout.mri_dir, site.layout.wsi_dir):
+        (into / sub).mkdir()
+        for path in (root / sub).iterdir():
+            if path.name.split(".")[0] in set(frame["patient_id"]):
+                (into / sub / path.name).symlink_to(path)
+    (into / "site.yaml").write_text(yaml.safe_dump({"name": site.name, "root": str(into)}))
+    return into / "site.yaml"
 
 
 def cold_and_warm(yamls: list[Path], preset: ModelPreset, cache_root: Path) -> tuple[dict, list]:
@@ -159,6 +178,7 @@ def main() -> None:
     parser.add_argument("--cohort", type=Path, default=Path("/tmp/synth-default"))
     parser.add_argument("--preset", default="paper", help="preset whose preprocessing is measured")
     parser.add_argument("--sites", type=int, default=None, help="only the first N centres")
+    parser.add_argument("--patients", type=int, default=None, help="only the first N patients of each centre")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--wsi-tiles", type=int, default=256, help="tiles of the WSI rate measurement")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -167,24 +187,27 @@ def main() -> None:
     preset = load_preset(args.preset)
     yamls = site_yamls(args.cohort, args.sites)
     cache_root = Path(tempfile.mkdtemp(prefix="bench-pipeline-cache-"))
+    if args.patients:
+        yamls = [first_patients(y, args.patients, cache_root / "sites" / y.parent.name) for y in yamls]
     try:
         cold, prepared = cold_and_warm(yamls, preset, cache_root)
         warm_eval = loader_time(prepared, preset, args.batch_size, train=False)
         warm_train = loader_time(prepared, preset, args.batch_size, train=True)
+        sec = cold["seconds"]
+        slides = sorted((p.resolve() for y in yamls for p in (y.parent / "wsi").glob("*")), key=lambda p: p.stat().st_size)
     finally:
         shutil.rmtree(cache_root, ignore_errors=True)
-    sec = cold["seconds"]
     mri_s = sum(v for k, v in sec.items() if k.startswith("mri_"))
     wsi_s = sum(v for k, v in sec.items() if k.startswith("wsi_"))
     cold_per_patient = (mri_s + wsi_s) / max(cold["patients"], 1)
     steps = {name: train_step_time(load_preset(name), args.batch_size) for name in ("cpu-small", "paper")}
 
-    slides = sorted((p for y in yamls for p in (y.parent / "wsi").glob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     wsi = wsi_rates(slides[-1], preset, args.wsi_tiles) if slides else None
 
     figures = {
         "cohort": str(args.cohort),
         "sites": [y.parent.name for y in yamls],
+        "patients_per_site_limit": args.patients,
         "preset": args.preset,
         "mri_input_size": list(preset.mri.input_size),
         "batch_size": args.batch_size,
