@@ -2,8 +2,9 @@
 
     python tests/benchmarks/bench_synthetic.py [--out DIR] [--config YAML] [--workers N]
 
-Prints the cohort summary and writes tests/benchmarks/results/synthetic.json. Without --out the
-cohort goes to a temporary folder that is removed afterwards.
+Prints the cohort summary and writes tests/benchmarks/results/synthetic.json and a copy of the
+cohort's preview.png (synthetic_preview.png). Without --out the cohort goes to a temporary folder
+that is removed afterwards.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +42,8 @@ def main() -> None:
         started = time.perf_counter()
         cohort = generate_cohort(config, out)
         seconds = time.perf_counter() - started
+        if (out / "preview.png").is_file():
+            shutil.copyfile(out / "preview.png", RESULTS.with_name("synthetic_preview.png"))
 
     console.print(summary_table(cohort))
     figures = Table(title="Generation")
