@@ -314,3 +314,14 @@ def test_cli_synth_writes_a_cohort_and_prints_the_oracle_table(tmp_path, capsys)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["center_0", "center_1"]
     printed = capsys.readouterr().err
     assert "oracle" in printed and "Harrell" in printed and "center_1" in printed and "pooled" in printed
+
+
+def test_cli_refuses_to_overwrite_a_folder_that_is_not_a_cohort(tmp_path, capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        lab.main(["synth", "--tiny", "--out", str(foreign)])
+    assert exit_info.value.code == 2
+    assert "is not a synthetic cohort" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep me"

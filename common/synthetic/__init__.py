@@ -1,13 +1,26 @@
 """Synthetic multi-centre soft-tissue sarcoma cohort in real file formats, with a known hazard.
 
-Each centre is a site folder of the DESIGN.md data contract (clinical.csv, NIfTI T1/T2/mask,
-pyramidal TIFF slides, site.yaml); outcomes come from a Cox model whose log-hazard sums a
-clinical, an MRI (necrosis fraction), a WSI (mitosis-like figure density) and a centre part,
-so every model can be compared with the oracle C-index.
+    generate_cohort(load_synth_config(), "data/synthetic")     # or: stsfl synth --out DIR
+
+writes, for each centre `center_<i>` (a site folder of the DESIGN.md data contract):
+
+    center_<i>/clinical.csv          patient_id, the 11 schema variables, os_time, os_event, dm_time, dm_event
+                                     (days, 0/1; dm empty for ~2% of patients: not followed for DM)
+    center_<i>/mri/<pid>/t1.nii.gz   T1 post-contrast, int16; t2.nii.gz T2 fat-sat, int16 (own grid at center_2)
+    center_<i>/mri/<pid>/mask.nii.gz tumour mask 0/1 on the T1 grid (on the T2 grid at center_2)
+    center_<i>/wsi/<pid>.tiff        tiled pyramidal RGB TIFF, 0.5 microns per pixel at level 0 (OpenSlide)
+    center_<i>/site.yaml             a SiteConfig whose root is the centre folder
+
+and beside them ground_truth.csv (per patient: `{os,dm}_{clinical,mri,wsi,centre}` and their sum
+`{os,dm}_log_hazard`; the latents necrosis_fraction, mitoses_per_mm2, oedema; has_mri, has_wsi;
+the declared MRI geometry t1_/t2_{size,spacing,origin} and mask_grid; tissue_mm2),
+cohort.json (settings, hash, hazard model, per-centre counts and oracle C-index) and preview.png.
+Patient ids are `C<i>-<nnnn>`, unique across centres. Outcomes come from the Cox model of hazard.py.
 """
 
 from .config import CentreProfile, MriGrid, SynthConfig, WsiSettings, load_synth_config
-from .generate import generate_cohort, read_cohort
+from .generate import generate_cohort, patient_record, read_cohort
+from .summary import oracle_c
 
 __all__ = [
     "CentreProfile",
@@ -16,5 +29,7 @@ __all__ = [
     "WsiSettings",
     "generate_cohort",
     "load_synth_config",
+    "oracle_c",
+    "patient_record",
     "read_cohort",
 ]

@@ -22,7 +22,7 @@ from ..console import UserError, console
 from .clinical import draw_clinical
 from .config import GENERATOR_VERSION, SynthConfig
 from .hazard import describe_model, draw_latents, draw_outcomes, log_hazard_parts
-from .mri import acquisition_geometry, draw_limb, mask_from_labels, render_contrast, to_image
+from .mri import Geometry, acquisition_geometry, draw_limb, mask_from_labels, render_contrast, to_image
 from .preview import write_preview
 from .summary import summarise
 from .tumour import draw_semi_axes, draw_tumour, ellipsoid_volume_cm3
@@ -84,8 +84,10 @@ def patient_record(config: SynthConfig, centre: int, index: int) -> dict[str, ob
     }
 
 
-def _geometry_columns(prefix: str, geometry) -> dict[str, str]:
-    def text(values) -> str:
+def _geometry_columns(prefix: str, geometry: Geometry) -> dict[str, str]:
+    """Declared grid of an image, as ground_truth.csv columns: space-separated x y z."""
+
+    def text(values: tuple[float, ...]) -> str:
         return " ".join(f"{v:g}" for v in values)
 
     return {f"{prefix}_size": text(geometry.size), f"{prefix}_spacing": text(geometry.spacing),

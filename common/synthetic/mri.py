@@ -58,9 +58,6 @@ class Geometry:
             )
         return coords.reshape(-1, 3)
 
-    def as_dict(self) -> dict[str, list[float]]:
-        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin)}
-
 
 @dataclass(frozen=True)
 class Limb:

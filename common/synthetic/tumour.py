@@ -42,9 +42,7 @@ class Tumour:
     rotation: np.ndarray  # (3, 3), columns = the tumour's axes in world coordinates
     semi_axes: np.ndarray  # (3,) mm
     fields: np.ndarray  # (4, N, N, N) float32
-    necrosis_fraction: float
     oedema: float  # mean oedema shell thickness in units of the semi-axes
-    volume_cm3: float
 
     def world_half_extent(self) -> np.ndarray:
         """(3,) mm: half-size along world axes of the box holding tumour and oedema."""
@@ -110,14 +108,10 @@ def draw_tumour(
     oedema_radius = boundary + oedema * np.clip(1 + 0.4 * smooth_noise(rng, rho.shape, grid / 8), 0, None)
     texture = smooth_noise(rng, rho.shape, 1.5)
     fields = np.stack([boundary, score - threshold, oedema_radius, texture]).astype(np.float32)
-
-    voxel_mm3 = float(np.prod(semi_axes)) * (2 * HALF_EXTENT / (grid - 1)) ** 3
     return Tumour(
         centre=np.asarray(centre, dtype=float),
         rotation=_rotation(rng),
         semi_axes=semi_axes,
         fields=fields,
-        necrosis_fraction=float((score[inside] > threshold).mean()),
         oedema=oedema,
-        volume_cm3=float(inside.sum()) * voxel_mm3 / 1000,
     )

@@ -2,8 +2,9 @@
 
     python tests/benchmarks/bench_synthetic.py [--out DIR] [--config YAML] [--workers N]
 
-Prints the cohort summary and writes tests/benchmarks/results/synthetic.json. Without --out the
-cohort goes to a temporary folder that is removed afterwards.
+Prints the cohort summary and writes tests/benchmarks/results/synthetic.json and a copy of the
+cohort's preview.png (synthetic_preview.png; synthetic-<name>.* for a --config <name>.yaml). Without --out the cohort goes to a temporary folder
+that is removed afterwards.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ from stsfl.common.console import console
 from stsfl.common.synthetic import generate_cohort, load_synth_config
 from stsfl.common.synthetic.summary import summary_table
 
-RESULTS = Path(__file__).resolve().parent / "results" / "synthetic.json"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -35,11 +37,16 @@ def main() -> None:
     if args.workers:
         config = config.model_copy(update={"workers": args.workers})
 
+    # The default cohort's record is synthetic.json; another config's is synthetic-<config name>.json.
+    name = "synthetic" if args.config is None else f"synthetic-{Path(args.config).stem}"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stsfl-bench-synth-") as scratch:
         out = args.out or Path(scratch) / "cohort"
         started = time.perf_counter()
         cohort = generate_cohort(config, out)
         seconds = time.perf_counter() - started
+        if (out / "preview.png").is_file():
+            shutil.copyfile(out / "preview.png", RESULTS_DIR / f"{name}_preview.png")
 
     console.print(summary_table(cohort))
     figures = Table(title="Generation")
@@ -66,9 +73,9 @@ def main() -> None:
         },
         "pooled": {key: cohort["pooled"][key] for key in ("events", "oracle_c", "clinical_oracle_c")},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    console.print(f"wrote {RESULTS}")
+    results = RESULTS_DIR / f"{name}.json"
+    results.write_text(json.dumps(record, indent=2) + "\n")
+    console.print(f"wrote {results}")
 
 
 if __name__ == "__main__":
