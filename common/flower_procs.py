@@ -45,6 +45,25 @@ def flower_bin(name: str) -> str:
     return found
 
 
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_free_port(host: str, port: int, timeout: float) -> None:
+    """Block until host:port can be bound (e.g. a SuperLink that was just killed has let it go)."""
+    deadline = time.monotonic() + timeout
+    while not port_is_free(host, port):
+        if time.monotonic() > deadline:
+            raise UserError(f"port {port} on {host} is in use; stop what listens there or choose another port")
+        time.sleep(0.2)
+
+
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
     """Block until something accepts TCP connections on host:port; fail early if `proc` died."""
     deadline = time.monotonic() + timeout
@@ -143,9 +162,15 @@ def start_superlink(
     ]
     if database is not None:
         cmd += ["--database", str(database)]
+    # A previous SuperLink on this port (e.g. a coordinator that crashed and is being resumed) must
+    # be gone first, or the readiness check below would talk to it.
+    wait_for_free_port(host, port, startup_timeout)
     link = spawn("superlink", cmd, log_path, env)
     try:
         wait_for_port(host, port, startup_timeout, link.proc)
+        time.sleep(0.5)
+        if not link.alive():
+            raise UserError("exited")
     except UserError:
         link.stop()
         raise UserError(f"the SuperLink did not start on {host}:{port}; see its log {log_path}") from None
