@@ -37,7 +37,9 @@ from .trainer import evaluate, make_loader, train_local
 
 SPLITS = ("train", "val", "test")
 CLINICAL_MODELS = ("cox_sarculator", "cox_clinical", "rsf_clinical")
-NETWORK_MODELS = ("mri_net", "mmnn_unblended", "mmnn_blended", "mmnn_blended_softmax", "mmnn_blended_site_risk")
+NETWORK_MODELS = (
+    "mri_net", "mmnn_unblended", "mmnn_blended", "mmnn_blended_softmax", "mmnn_blended_risk64", "mmnn_blended_site_risk",
+)
 ALL_MODELS = CLINICAL_MODELS + NETWORK_MODELS
 
 
@@ -187,6 +189,8 @@ def network_spec(model: str, train_cfg: TrainConfig) -> tuple[tuple[str, ...], T
         return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "wang"})
     if model == "mmnn_blended_softmax":
         return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "softmax"})
+    if model == "mmnn_blended_risk64":  # MMNN_STS's super-batch of 64, here also the Cox risk set
+        return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "wang", "risk_set": 64})
     if model == "mmnn_blended_site_risk":
         return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "wang", "risk_set": "site"})
     raise ValueError(f"unknown network model {model!r}")
