@@ -8,7 +8,8 @@ inside the handlers that need them. The site is identified by the SuperNode's no
 Handlers (message types in stsfl.common.fed_protocol):
 - query.stats: per-site clinical sums and counts, event counts (the statistics phase);
 - train: local training from the global weights; reply: new weights + aggregate losses;
-- evaluate: the global model on this site's evaluation split; reply: aggregate metrics.
+- evaluate: the global model on this site's evaluation split; reply: aggregate metrics;
+- evaluate.cross: several models (cross-site validation) on the same split; reply: their metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from stsfl.common.fed_protocol import (
     BLEND_STATS,
     CONFIG,
     METRICS,
+    METRICS_PREFIX,
+    MODEL_PREFIX,
     NODE_SITE_CONFIG,
     NODE_SITE_NAME,
     SITE,
@@ -68,4 +71,15 @@ def evaluate(msg: Message, context: Context) -> Message:
     task = _site(context)
     metrics = task.evaluate(msg.content[ARRAYS], msg.content[CONFIG])
     content = RecordDict({SITE: site_record(task.name), METRICS: MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate("cross")
+def cross_evaluate(msg: Message, context: Context) -> Message:
+    task = _site(context)
+    models = {key.removeprefix(MODEL_PREFIX): arrays for key, arrays in msg.content.array_records.items()
+              if key.startswith(MODEL_PREFIX)}
+    per_model = task.cross_evaluate(models, msg.content[CONFIG])
+    content = RecordDict({SITE: site_record(task.name),
+                          **{f"{METRICS_PREFIX}{name}": MetricRecord(m) for name, m in per_model.items()}})
     return Message(content, reply_to=msg)

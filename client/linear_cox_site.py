@@ -12,6 +12,7 @@ training split (a stratified-by-centre Cox model), one optimiser step per local 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,8 @@ import torch
 
 from stsfl.common.cox import cox_loss
 from stsfl.common.linear_cox import build_linear_cox
-from stsfl.common.metrics import harrell_c
 from stsfl.common.moments import site_moments
+from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
 
 EVENT, TIME, FOLD = "E", "T", "fold"
 VALIDATION_FRACTION = 0.2
@@ -146,16 +147,18 @@ class LinearCoxSite:
             "val-loss-fused": post_val,
         }
 
-    def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool) -> dict[str, float]:
-        """Validation loss (training sites) and C-index on the evaluation split (test rows, or all rows of a held-out centre)."""
+    def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool,
+                 horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS) -> dict[str, float]:
+        """Validation loss (training sites) and the aggregate metrics of `stsfl.common.site_metrics`
+        (endpoint `os`) on the evaluation split (test rows, or all rows of a held-out centre)."""
         split = self.all if holdout else self.test
         metrics: dict[str, float] = {"eval-patients": float(len(split)), "eval-events-os": float(split.events)}
         with torch.no_grad():
             if not holdout and self.val.events:
                 metrics["val-loss-fused"] = float(self.loss(model, self.val, statistics))
-            if split.events and len(split) > 1:
+            if len(split):
                 risk = model(self._standardise(split, statistics)).squeeze(-1).numpy()
-                metrics["c-harrell-os"] = harrell_c(split.time.numpy(), split.event.numpy(), risk)
+                metrics.update(site_metrics({"os": (split.time.numpy(), split.event.numpy(), risk)}, horizons))
         return metrics
 
 

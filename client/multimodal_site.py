@@ -15,6 +15,7 @@ training and validation splits, from which the server computes the next blend we
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import ClinicalSchema, SiteConfig, load_preset
 from stsfl.common.multimodal import FUSED, MultimodalCoxNet
+from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
 
 from .linear_cox_site import in_validation
 from .site_dataset import SiteDataset, site_collate
@@ -83,15 +85,11 @@ class MultimodalSite:
                            "val": result.val_stats.to_dict() if result.val_stats is not None else None}
         return metrics
 
-    def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool,
+                 horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS) -> dict[str, float]:
         """Held-out centre: all usable patients; training site: its validation split. Per endpoint,
-        from the fused head: Harrell's C and Uno's C (censoring distribution estimated on the
-        evaluated patients themselves, truncated at their 80th time percentile: a held-out centre
-        has no training split), event counts; for training sites also the fused validation loss."""
-        import numpy as np
-
-        from stsfl.common.metrics import harrell_c, uno_c
-
+        from the fused head: the aggregate metrics of `stsfl.common.site_metrics` (Harrell's and
+        Uno's C, td-AUC at `horizons`, IBS, events); for training sites also the fused validation loss."""
         pids = [p.pid for p in self.prepared.patients] if holdout else self.val_pids
         metrics: dict[str, float] = {"eval-patients": float(len(pids))}
         if not pids:
@@ -99,16 +97,9 @@ class MultimodalSite:
         result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
         if not holdout:
             metrics["val-loss-fused"] = result.stats.mean_losses()[FUSED]
+        per_endpoint = {}
         for k, endpoint in enumerate(self.schema.endpoint_names):
             observed = result.observed[:, k].astype(bool)
-            event = result.event[observed, k]
-            metrics[f"eval-events-{endpoint}"] = float(event.sum())
-            if event.sum() > 0 and observed.sum() > 1:
-                risk, time = result.risks[FUSED][observed, k], result.time[observed, k]
-                metrics[f"c-harrell-{endpoint}"] = harrell_c(time, event, risk)
-                try:
-                    metrics[f"c-uno-{endpoint}"] = uno_c(time, event, time, event, risk, tau=float(np.quantile(time, 0.8)))
-                except ValueError:  # censoring survival reaches 0 before tau: Uno's C is undefined here
-                    pass
+            per_endpoint[endpoint] = (result.time[observed, k], result.event[observed, k], result.risks[FUSED][observed, k])
+        metrics.update(site_metrics(per_endpoint, horizons))
         return metrics
-

@@ -21,6 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord
 from stsfl.common.config import SiteConfig, load_config
 from stsfl.common.fed_protocol import NUM_EVENTS, NUM_PATIENTS, from_json
 from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
+from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS
 
 
 @lru_cache(maxsize=16)
@@ -130,15 +131,26 @@ class SiteTask:
         return reply, metrics, getattr(impl, "last_stats", {})
 
     def evaluate(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, float]:
+        return self._evaluate(self._impl(cfg), arrays, cfg, own_norm=True)
+
+    def cross_evaluate(self, models: dict[str, ArrayRecord], cfg: ConfigRecord) -> dict[str, dict[str, float]]:
+        """Cross-site validation: each model on this site's evaluation split. The global model
+        takes this site's own FedBN normalisation layers (as at every evaluation); a site's
+        locally fine-tuned model is evaluated as it is, with the layers it was trained with."""
         impl = self._impl(cfg)
+        global_name = str(cfg.get("global-model", "global"))
+        return {name: self._evaluate(impl, arrays, cfg, own_norm=(name == global_name)) for name, arrays in models.items()}
+
+    def _evaluate(self, impl, arrays: ArrayRecord, cfg: ConfigRecord, own_norm: bool) -> dict[str, float]:
         model, statistics = self._model(impl, arrays, cfg)
-        own_norm = self._norm_path(cfg, int(cfg["server-round"]))
-        if bool(cfg.get("keep-norm-local", False)) and own_norm.is_file():
+        norm_file = self._norm_path(cfg, int(cfg["server-round"]))
+        if own_norm and bool(cfg.get("keep-norm-local", False)) and norm_file.is_file():
             # FedBN: a training site evaluates with its own normalisation layers of this round.
-            model.load_state_dict({**model.state_dict(), **torch.load(own_norm)})
+            model.load_state_dict({**model.state_dict(), **torch.load(norm_file)})
         model.eval()
         holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
-        metrics = impl.evaluate(model, statistics, holdout=holdout)
+        horizons = from_json(str(cfg.get("horizons", "null"))) or DEFAULT_HORIZONS_DAYS
+        metrics = impl.evaluate(model, statistics, holdout=holdout, horizons=horizons)
         counts = impl.statistics()["counts"]
         metrics[NUM_EVENTS] = float(sum(counts["events"].values()))
         return metrics

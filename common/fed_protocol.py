@@ -19,6 +19,9 @@ from flwr.app import ConfigRecord
 MSG_STATS = "query.stats"  # site name + per-site clinical sums/counts + event counts
 MSG_TRAIN = "train"  # local training from the global model; reply: new weights + losses
 MSG_EVALUATE = "evaluate"  # evaluate the global model on a site's evaluation split
+# Cross-site validation: several models in one message (ArrayRecords "model/<name>"), one
+# MetricRecord "metrics/<name>" per model in the reply. Local fine-tuning reuses MSG_TRAIN.
+MSG_CROSS_EVALUATE = "evaluate.cross"
 
 # Record keys.
 ARRAYS = "arrays"
@@ -27,6 +30,9 @@ METRICS = "metrics"
 SITE = "site"
 STATS = "stats"
 BLEND_STATS = "blend-stats"  # train reply: per-head pooled-loss statistics (sums, event counts) as JSON
+
+MODEL_PREFIX = "model/"
+METRICS_PREFIX = "metrics/"
 
 # node-config keys a SuperNode is started with (see `sts-client`).
 NODE_SITE_NAME = "site-name"

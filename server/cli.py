@@ -1,6 +1,7 @@
 """`sts-server`: the coordinator's command.
 
     sts-server --config federation.yaml [--results DIR] [--port P]   start a federation
+    sts-server --config federation.yaml --loco                        leave-one-centre-out (one federation per centre)
     sts-server --resume RESULTS_DIR                                   continue a stopped one
     sts-server check-config --config federation.yaml                  validate the YAML
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from stsfl.common.config import FederationConfig, load_config
 from stsfl.common.console import UserError, console, run_cli
+from stsfl.common.site_metrics import describe_metrics
 from stsfl.common.flower_procs import (
     flower_env,
     flwr_run_command,
@@ -47,6 +49,8 @@ def run_federation(
     `echo(line)` receives the progress lines (default: print them on the console)."""
     config_path = Path(config_path).resolve()
     fed = load_config(config_path, FederationConfig)
+    if fed.mode == "loco":
+        raise UserError(f"{config_path}: mode: loco runs one federation per centre; start it with sts-server --config")
     results = Path(results_dir or fed.results_dir).resolve()
     if resume and not (results / "checkpoint.npz").is_file():
         raise UserError(f"{results}: no checkpoint.npz, nothing to resume")
@@ -109,18 +113,37 @@ def _print_summary(summary: dict) -> None:
     console.print(f"selected round {summary['selected_round']} ({summary['selection']})")
     for site, metrics in (summary.get("holdout_selected") or {}).items():
         if metrics:
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()) if k.startswith(("c-", "ibs", "auc")))
-            console.print(f"held-out {site}: {shown}")
+            console.print(f"held-out {site}: {describe_metrics(metrics)}")
+    if summary.get("cross_site"):
+        console.print(f"cross-site validation matrix: {summary['cross_site']['file']} (+ .json, .png)")
+
+
+def _run_loco(config: Path, results: Path | None, port: int | None, force: bool) -> int:
+    """Every fold on one SuperLink port (chosen now if free), so the sites stay joined between folds."""
+    from .loco import loco_config, print_loco_table, run_loco
+
+    _, fed = loco_config(config, force)
+    port = port or fed.network.port or free_port(fed.network.host)
+    table = run_loco(config, Path(results or fed.results_dir).resolve(),
+                     lambda cfg, res, resume: run_federation(cfg, res, port, resume=resume), force=force,
+                     echo=lambda line: console.print(line, highlight=False))
+    print_loco_table(table)
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         results = Path(args.resume)
+        if load_config(results / "federation.yaml", FederationConfig).mode == "loco":
+            return _run_loco(results / "federation.yaml", results, args.port, force=False)
         summary = run_federation(results / "federation.yaml", results, args.port, resume=True)
     else:
         if not args.config:
             raise UserError("give --config federation.yaml (or --resume RESULTS_DIR)")
-        summary = run_federation(Path(args.config), Path(args.results) if args.results else None, args.port)
+        results = Path(args.results) if args.results else None
+        if args.loco or load_config(args.config, FederationConfig).mode == "loco":
+            return _run_loco(Path(args.config), results, args.port, force=args.loco)
+        summary = run_federation(Path(args.config), results, args.port)
     _print_summary(summary)
     return 0
 
@@ -137,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="RESULTS_DIR", help="continue the run in this results folder")
     parser.add_argument("--results", help="results folder (default: results_dir of the YAML)")
     parser.add_argument("--port", type=int, help="SuperLink port (default: network.port of the YAML; 0 = free)")
+    parser.add_argument("--loco", action="store_true", help="leave-one-centre-out: one federation per centre (= mode: loco)")
     parser.set_defaults(func=_cmd_run)
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate the federation YAML")

@@ -11,7 +11,8 @@ Phases, in the order they happen:
 4. every `eval_every` rounds and after the last: all sites evaluate the global model (training
    sites on their validation split: the fused-head loss used for model selection; held-out
    centres on all their patients: C-index, td-AUC, IBS, events);
-5. after each round: checkpoint (atomic) and results files.
+5. after each round: checkpoint (atomic) and results files;
+6. with `cross_site.enabled`, after the last round: cross-site validation (stsfl.server.cross_site).
 
 Resuming (`resume=True`) reloads the checkpoint and continues after its round; per-round seeds
 are `seed + round`, so the continuation is the same computation as an uninterrupted run.
@@ -34,16 +35,21 @@ from stsfl.common.fed_protocol import (
     BLEND_STATS,
     CONFIG,
     METRICS,
+    METRICS_PREFIX,
+    MSG_CROSS_EVALUATE,
     MSG_EVALUATE,
     MSG_TRAIN,
+    MODEL_PREFIX,
     NUM_EVENTS,
     from_json,
     reply_site_name,
     to_json,
 )
 from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, numpy_to_arrays
+from stsfl.common.site_metrics import describe_metrics
 
 from .checkpoint import ServerState, load_checkpoint, save_checkpoint
+from .cross_site import GLOBAL_MODEL, CrossSiteMatrix, local_model_name, write_cross_site
 from .model_hooks import LinearCoxHooks
 from .results import ResultsFolder
 from .sites import SiteDirectory
@@ -118,6 +124,7 @@ class Federation:
                 "keep-norm-local": self.aggregator.keeps_norm_local,
                 "blend-weights": to_json(state.meta.get("blend_weights")),
                 "statistics": to_json(state.meta["statistics"]),
+                "horizons": to_json(self.fed.eval_horizons_days),
             }
         )
         return cfg
@@ -137,11 +144,12 @@ class Federation:
                   "history": [], "best_round": None, "best_score": None},
         )
 
-    def _send(self, kind: str, sites: list[str], arrays: Any, cfg: ConfigRecord, server_round: int) -> tuple[dict, dict]:
-        """Send one message per site; return (site -> reply, site -> failure reason)."""
+    def _send(self, kind: str, sites: list[str], records: dict[str, Any], cfg: ConfigRecord, server_round: int) -> tuple[dict, dict]:
+        """Send one message per site (`records`, e.g. {ARRAYS: weights}, plus the config);
+        return (site -> reply, site -> failure reason)."""
         messages = []
         for site in sites:
-            content = RecordDict({CONFIG: cfg} if arrays is None else {ARRAYS: arrays, CONFIG: cfg})
+            content = RecordDict({**records, CONFIG: cfg})
             messages.append(
                 Message(content, dst_node_id=self.sites.node_of[site], message_type=kind,
                         ttl=self.fed.round_timeout_s, group_id=str(server_round))
@@ -171,7 +179,7 @@ class Federation:
         present = [s for s in training if s in self.sites.node_of]
         global_record = numpy_to_arrays(state.global_arrays)
         t0 = time.monotonic()
-        ok, failed = self._send(MSG_TRAIN, present, global_record, self._round_config(state, server_round), server_round)
+        ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: global_record}, self._round_config(state, server_round), server_round)
         t_wait = time.monotonic() - t0
         if len(ok) < self.fed.min_sites:
             raise QuorumError(
@@ -210,7 +218,7 @@ class Federation:
         present = [s for s in self.fed.sites if s in self.sites.node_of]
         cfg = self._round_config(state, server_round)
         cfg["holdout-sites"] = to_json(self.fed.holdout)
-        ok, _ = self._send(MSG_EVALUATE, present, numpy_to_arrays(state.global_arrays), cfg, server_round)
+        ok, _ = self._send(MSG_EVALUATE, present, {ARRAYS: numpy_to_arrays(state.global_arrays)}, cfg, server_round)
         return {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
 
     def _select(self, state: ServerState, record: dict[str, Any]) -> None:
@@ -233,10 +241,45 @@ class Federation:
             parts.append(f"val loss {record['selection_score']:.4f}")
         for site in self.fed.holdout:
             metrics = record.get("evaluate_sites", {}).get(site, {})
-            cs = [f"{k.removeprefix('c-harrell-')} {v:.3f}" for k, v in sorted(metrics.items()) if k.startswith("c-harrell-")]
-            if cs:
-                parts.append(f"held-out {site} C-index " + ", ".join(cs))
+            if metrics:
+                parts.append(f"held-out {site} [{describe_metrics(metrics)}]")
         return " | ".join(parts)
+
+    def _cross_site(self, state: ServerState) -> CrossSiteMatrix:
+        """Cross-site validation of the final global model: each training site fine-tunes it for
+        `cross_site.local_epochs` (no proximal term) and returns it; then every site evaluates the
+        global model and every local model in one message (aggregate metrics only come back)."""
+        phase_round = state.round + 1  # FedBN: fine-tuning starts from each site's own layers of the last round
+        self.results.write_status("cross-site", completed_rounds=state.round)
+        self.sites.refresh(self.query_timeout)
+        training = [s for s in self.fed.training_sites if s in self.sites.node_of]
+        cfg = self._round_config(state, phase_round)
+        cfg.update({"local-epochs": self.fed.cross_site.local_epochs, "prox-mu": 0.0})
+        self.log(f"cross-site validation: {len(training)} site(s) fine-tune the final global model "
+                 f"({self.fed.cross_site.local_epochs} local epoch(s))")
+        global_record = numpy_to_arrays(state.global_arrays)
+        tuned, _ = self._send(MSG_TRAIN, training, {ARRAYS: global_record}, cfg, phase_round)
+        models = {GLOBAL_MODEL: global_record}
+        for site in sorted(tuned):
+            models[local_model_name(site)] = tuned[site].content[ARRAYS]
+            self.results.write_model(f"model_local_{site}.npz", arrays_to_numpy(tuned[site].content[ARRAYS]))
+        self.sites.refresh(self.query_timeout)
+        evaluating = [s for s in self.fed.sites if s in self.sites.node_of]
+        eval_cfg = self._round_config(state, state.round)  # FedBN: the global model with each site's last-round layers
+        eval_cfg.update({"holdout-sites": to_json(self.fed.holdout), "global-model": GLOBAL_MODEL})
+        self.log(f"cross-site validation: {len(models)} model(s) evaluated at {len(evaluating)} site(s)")
+        records = {f"{MODEL_PREFIX}{name}": arrays for name, arrays in models.items()}
+        replies, _ = self._send(MSG_CROSS_EVALUATE, evaluating, records, eval_cfg, phase_round)
+        per_site = {
+            site: {name.removeprefix(METRICS_PREFIX): {k: float(v) for k, v in rec.items()}
+                   for name, rec in reply.content.metric_records.items() if name.startswith(METRICS_PREFIX)}
+            for site, reply in replies.items()
+        }
+        matrix = CrossSiteMatrix.from_site_replies(per_site, list(models), self.fed.sites, self.fed.holdout)
+        write_cross_site(self.results.root, matrix)
+        for line in matrix.text_lines():
+            self.log(line)
+        return matrix
 
     # ----------------------------------------------------------------- main
     def run(self) -> dict[str, Any]:
@@ -266,9 +309,10 @@ class Federation:
             save_checkpoint(self.results.root, state)
             self.results.write_history(state.meta["history"])
             self.log(self._progress_line(record))
-        return self._finish(state)
+        cross_site = self._cross_site(state) if fed.cross_site.enabled else None
+        return self._finish(state, cross_site)
 
-    def _finish(self, state: ServerState) -> dict[str, Any]:
+    def _finish(self, state: ServerState, cross_site: CrossSiteMatrix | None) -> dict[str, Any]:
         history = state.meta["history"]
         best_round = state.meta.get("best_round")
         selected = next((r for r in history if r["round"] == best_round), history[-1])
@@ -283,6 +327,8 @@ class Federation:
             "holdout_selected": {s: selected.get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "holdout_final": {s: history[-1].get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "blend_weights": state.meta.get("blend_weights"),
+            "cross_site": None if cross_site is None else {"models": cross_site.models, "sites": cross_site.sites,
+                                                           "file": "cross_site.csv"},
         }
         self.results.write_model("model_final.npz", state.global_arrays)
         self.results.write_model("model_selected.npz", state.best_arrays or state.global_arrays)

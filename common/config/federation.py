@@ -33,10 +33,22 @@ class NetworkConfig(StrictModel):
     port: NonNegativeInt = 0
 
 
+class CrossSiteConfig(StrictModel):
+    """Cross-site validation after the last round (as NVIDIA FLARE's cross-site model evaluation):
+    each training site fine-tunes the final global model for `local_epochs` and returns it; the
+    global model and every local model are then evaluated at every site (aggregate metrics only)."""
+
+    enabled: bool = False
+    local_epochs: PositiveInt = Field(1, description="local fine-tuning epochs from the final global model")
+
+
 class FederationConfig(StrictModel):
     """Who takes part, which strategy, how long, where results go."""
 
     name: str = "sts-federation"
+    mode: Literal["single", "loco"] = Field(
+        "single", description="one federation with the `holdout` centres, or leave-one-centre-out: one federation per centre"
+    )
     preset: str = "cpu-small"
     schema_file: Path | None = Field(None, description="clinical schema; default: the bundled configs/schema.yaml")
     sites: list[str]
@@ -59,6 +71,10 @@ class FederationConfig(StrictModel):
     round_timeout_s: PositiveFloat = Field(600.0, description="how long a round waits for the sites' replies")
     wait_for_sites_s: PositiveFloat = Field(300.0, description="how long to wait for every site to connect")
     eval_every: PositiveInt = Field(1, description="held-out evaluation every N rounds (and always after the last)")
+    eval_horizons_days: list[PositiveFloat] = Field(
+        [365.0, 730.0, 1825.0], min_length=1, description="horizons (days) of the time-dependent AUC at evaluation"
+    )
+    cross_site: CrossSiteConfig = CrossSiteConfig()
     blending: bool = Field(True, description="federated gradient blending of the per-modality heads")
     results_dir: Path = Path("results")
     network: NetworkConfig = NetworkConfig()
@@ -67,6 +83,15 @@ class FederationConfig(StrictModel):
     def _sites_consistent(self) -> "FederationConfig":
         if len(set(self.sites)) != len(self.sites):
             raise ValueError("a site is listed twice in `sites`")
+        if self.mode == "loco":
+            if self.holdout:
+                raise ValueError("mode: loco holds out every centre in turn; leave `holdout` empty")
+            if len(self.sites) < 2:
+                raise ValueError("mode: loco needs at least 2 sites (one held out, the others training)")
+            if self.min_sites > len(self.sites) - 1:
+                raise ValueError(
+                    f"mode: loco trains {len(self.sites) - 1} site(s) per fold but min_sites={self.min_sites}"
+                )
         unknown = [s for s in self.holdout if s not in self.sites]
         if unknown:
             raise ValueError(f"holdout site(s) {', '.join(unknown)} are not listed in `sites`")
