@@ -21,7 +21,8 @@ from stsfl.common.flower_procs import FlowerProcess, flower_env, free_port, spaw
 
 
 def write_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: int, local_epochs: int) -> Path:
-    """federation.yaml over the cohort's centres (sorted), the last one held out."""
+    """federation.yaml over the cohort's centres (sorted), the last one held out, cross-site
+    validation after the last round."""
     centres = sorted(p.parent.name for p in Path(cohort_dir).glob("*/site.yaml"))
     if len(centres) < 2:
         raise UserError(f"{cohort_dir}: a federation needs at least 2 centres with a site.yaml, found {len(centres)}")
@@ -37,6 +38,7 @@ def write_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: 
         "local_epochs": local_epochs,
         "learning_rate": 0.01,
         "eval_every": rounds,
+        "cross_site": {"enabled": True, "local_epochs": 1},
         "min_sites": len(training),
         "round_timeout_s": 1800.0,
         "wait_for_sites_s": 600.0,

@@ -90,6 +90,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Synthetic cohort -> a real local federation (one SuperNode process per centre, the last
     centre held out) -> the results folder and a short summary."""
+    from stsfl.common.site_metrics import describe_metrics
     from stsfl.common.synthetic import generate_cohort, load_synth_config, read_cohort
 
     from .demo_federation import run_demo_federation
@@ -106,8 +107,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"federation done: selected round {summary['selected_round']} of {summary['rounds']} "
                   f"({summary['selection']}); results in {args.results}")
     for site, metrics in (summary.get("holdout_selected") or {}).items():
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted((metrics or {}).items()) if k.startswith("c-"))
+        shown = describe_metrics(metrics or {})
         console.print(f"held-out centre {site}: {shown or 'no evaluable endpoint'} (oracle C-index: see the cohort table above)")
+    if summary.get("cross_site"):
+        console.print(f"cross-site validation: {args.results / 'cross_site.csv'} and cross_site.png")
     return 0
 
 

@@ -2,10 +2,11 @@
 how well at which site.
 
 Rows are models (`global`, then `local-<site>`: the final global model fine-tuned at that training
-site), columns are the evaluating sites (training sites on their validation split, held-out
-centres on all their patients); a cell holds the aggregate metrics the site reported for that
-model (`stsfl.common.site_metrics` keys). A missing cell (the site did not reply, or the metric is
-undefined on its patients) is nan.
+site), columns are the evaluating sites: training sites on their evaluation split (the validation
+split of a multimodal site, the test rows of a tabular one), held-out centres on all their
+patients (`roles` says which is which). A cell holds the aggregate metrics the site reported for
+that model (`stsfl.common.site_metrics` keys); a missing cell (the site did not reply, or the
+metric is undefined on its patients) is nan.
 
     <results>/cross_site.csv    one row per (metric, endpoint, model), one column per site:
                                 Harrell's and Uno's C, the matrices side by side
@@ -59,7 +60,7 @@ class CrossSiteMatrix:
         return sorted(found)
 
     def role(self, site: str) -> str:
-        return "held-out" if site in self.holdout else "validation"
+        return "held-out" if site in self.holdout else "training"
 
     def table(self, metric: str, endpoint: str) -> np.ndarray:
         """[M, S] values of `<metric>-<endpoint>`, nan where missing."""
@@ -113,8 +114,9 @@ def plot_cross_site(matrix: CrossSiteMatrix, path: Path) -> Path:
     n_rows, n_cols = len(MATRIX_METRICS), len(endpoints)
     width = max(4.0, 1.1 * len(matrix.sites) + 2.2)
     height = max(2.5, 0.55 * len(matrix.models) + 1.6)
-    fig, axes = pyplot().subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows), squeeze=False)
-    site_labels = [f"{s}\n({matrix.role(s)})" for s in matrix.sites]
+    fig, axes = pyplot().subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows),
+                                     squeeze=False, layout="constrained")
+    site_labels = [f"{s}\n({matrix.role(s)} site)" for s in matrix.sites]
     image = None
     for i, metric in enumerate(MATRIX_METRICS):
         for j, endpoint in enumerate(endpoints):

@@ -1,9 +1,10 @@
 """The product path with real processes: the tiny synthetic cohort (NIfTI MRI, pyramidal TIFF
 slides, clinical.csv per centre), the multimodal network of the cpu-small preset, sts-server +
-one sts-client per centre on loopback, the last centre held out, 2 rounds."""
+one sts-client per centre on loopback, the last centre held out, 2 rounds, cross-site validation."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -30,6 +31,14 @@ def test_multimodal_federation_on_the_tiny_synthetic_cohort(tmp_path, monkeypatc
     held_out = summary["holdout_selected"]["center_2"]
     assert 0.0 <= held_out["c-harrell-os"] <= 1.0
     assert held_out["eval-events-os"] >= 1
+    assert {"c-uno-os", "ibs-os", "eval-events-dm"} <= set(held_out)
+    assert any(k.startswith("auc-") and k.endswith("d-os") for k in held_out), "a td-AUC inside follow-up"
+    with open(tmp_path / "results" / "cross_site.csv", newline="") as fh:
+        cells = {(r["model"], site): r[site] for r in csv.DictReader(fh) if r["metric"] == "c-harrell" and r["endpoint"] == "os"
+                 for site in ("center_0", "center_1", "center_2")}
+    models = {"global", "local-center_0", "local-center_1"}
+    assert {m for m, _ in cells} == models and len(cells) == 9
+    assert all(0.0 <= float(v) <= 1.0 for v in cells.values()), cells
     history = [json.loads(line) for line in (tmp_path / "results" / "rounds.jsonl").read_text().splitlines()]
     weights = history[-1]["blend_weights"]
     assert set(weights) == {"fused", "mri", "wsi", "clinical"} and abs(sum(weights.values()) - 1.0) < 1e-6

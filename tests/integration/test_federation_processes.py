@@ -1,4 +1,5 @@
-"""Federations of real processes on loopback: SuperLink + 3 SuperNodes, one centre held out.
+"""Federations of real processes on loopback: SuperLink + 3 SuperNodes, one centre held out
+(the uninterrupted run ends with cross-site validation).
 
 Sites are real data (TCGA-BRCA regions 0 and 1 train, region 3 is held out) with the
 clinical-only linear Cox task, so a run takes about a minute on two CPU cores.
@@ -6,6 +7,7 @@ clinical-only linear Cox task, so a run takes about a minute on two CPU cores.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -53,7 +55,7 @@ def completed_run(region_site_yamls, tmp_path_factory) -> Path:
     try:
         for site in region_site_yamls:
             fed.start_site(site)
-        config = fed.write_federation("complete", BODY + "min_sites: 2\n")
+        config = fed.write_federation("complete", BODY + "min_sites: 2\ncross_site: {enabled: true, local_epochs: 3}\n")
         run_federation(config, root / "results", port=fed.port, task_poll_interval=POLL_INTERVAL, echo=print)
     finally:
         fed.stop_all()
@@ -83,6 +85,22 @@ def test_results_hold_per_round_metrics_for_every_site(completed_run):
     history = _history(completed_run)
     assert history[0]["train_sites"]["region_0"]["bytes-up"] == 4 * 40 == history[0]["float32_bytes"]
     assert _status(completed_run)["phase"] == "done"
+    held_out = summary["holdout_selected"][HOLDOUT]
+    assert {"c-uno-os", "auc-365d-os", "auc-730d-os", "ibs-os", "eval-events-os"} <= set(held_out)
+    assert 0.0 < held_out["c-uno-os"] < 1.0 and 0.0 < held_out["ibs-os"] < 0.5
+
+
+def test_cross_site_matrix_holds_every_model_at_every_site(completed_run):
+    with open(completed_run / "cross_site.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    models = ["global", *(f"local-{s}" for s in TRAINING)]
+    for metric in ("c-harrell", "c-uno"):
+        assert [r["model"] for r in rows if r["metric"] == metric] == models
+    for row in rows:
+        for site in (*TRAINING, HOLDOUT):
+            assert 0.0 < float(row[site]) < 1.0, f"{row['metric']} of {row['model']} at {site}"
+    assert (completed_run / "cross_site.png").stat().st_size > 10_000
+    assert all((completed_run / f"model_local_{s}.npz").is_file() for s in TRAINING)
 
 
 def test_resume_after_killing_the_server_gives_the_same_model(federation, completed_run):
