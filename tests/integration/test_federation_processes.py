@@ -94,8 +94,9 @@ def test_cross_site_matrix_holds_every_model_at_every_site(completed_run):
     with open(completed_run / "cross_site.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     models = ["global", *(f"local-{s}" for s in TRAINING)]
+    log = [line for line in (completed_run / "server.log").read_text().splitlines() if "[stsfl]" in line]
     for metric in ("c-harrell", "c-uno"):
-        assert [r["model"] for r in rows if r["metric"] == metric] == models
+        assert [r["model"] for r in rows if r["metric"] == metric] == models, "\n".join(log[-12:])
     for row in rows:
         for site in (*TRAINING, HOLDOUT):
             assert 0.0 < float(row[site]) < 1.0, f"{row['metric']} of {row['model']} at {site}"
