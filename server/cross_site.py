@@ -62,6 +62,15 @@ class CrossSiteMatrix:
     def role(self, site: str) -> str:
         return "held-out" if site in self.holdout else "training"
 
+    def site_labels(self, endpoint: str) -> list[str]:
+        """Column labels: site, role and its events for `endpoint` (the same for every model)."""
+        labels = []
+        for site in self.sites:
+            events = {cell[site].get(f"{EVENTS_PREFIX}{endpoint}") for cell in self.cells.values()} - {None}
+            shown = f", {max(events):.0f} events" if events else ""
+            labels.append(f"{site}\n({self.role(site)}{shown})")
+        return labels
+
     def table(self, metric: str, endpoint: str) -> np.ndarray:
         """[M, S] values of `<metric>-<endpoint>`, nan where missing."""
         key = f"{metric}-{endpoint}"
@@ -116,7 +125,6 @@ def plot_cross_site(matrix: CrossSiteMatrix, path: Path) -> Path:
     height = max(2.5, 0.55 * len(matrix.models) + 1.6)
     fig, axes = pyplot().subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows),
                                      squeeze=False, layout="constrained")
-    site_labels = [f"{s}\n({matrix.role(s)} site)" for s in matrix.sites]
     image = None
     for i, metric in enumerate(MATRIX_METRICS):
         for j, endpoint in enumerate(endpoints):
@@ -127,7 +135,7 @@ def plot_cross_site(matrix: CrossSiteMatrix, path: Path) -> Path:
             for (r, c), v in np.ndenumerate(values):
                 ax.text(c, r, "n/a" if np.isnan(v) else f"{v:.3f}", ha="center", va="center", fontsize=9,
                         color="black" if np.isnan(v) or abs(v - 0.5) < 0.2 else "white")
-            ax.set_xticks(range(len(matrix.sites)), site_labels, fontsize=8)
+            ax.set_xticks(range(len(matrix.sites)), matrix.site_labels(endpoint), fontsize=8)
             ax.set_yticks(range(len(matrix.models)), matrix.models, fontsize=8)
             ax.set_xlabel("evaluated at")
             ax.set_title(f"{METRIC_LABELS[metric]}, {endpoint}", fontsize=10)

@@ -83,6 +83,7 @@ def test_cross_site_matrix_assembly_and_files(tmp_path):
     assert ["c-harrell", "os", "local-a", "0.800000", "0.580000", ""] in rows
     data = json.loads((tmp_path / "cross_site.json").read_text())
     assert data["roles"] == {"a": "training", "b": "training", "h": "held-out"}
+    assert matrix.site_labels("dm") == ["a\n(training, 2 events)", "b\n(training, 2 events)", "h\n(held-out)"]
     assert data["cells"]["local-b"]["b"]["c-uno-os"] == pytest.approx(0.76)
     assert (tmp_path / "cross_site.png").stat().st_size > 10_000
     text = "\n".join(matrix.text_lines())

@@ -36,9 +36,10 @@ def test_multimodal_federation_on_the_tiny_synthetic_cohort(tmp_path, monkeypatc
     with open(tmp_path / "results" / "cross_site.csv", newline="") as fh:
         cells = {(r["model"], site): r[site] for r in csv.DictReader(fh) if r["metric"] == "c-harrell" and r["endpoint"] == "os"
                  for site in ("center_0", "center_1", "center_2")}
-    models = {"global", "local-center_0", "local-center_1"}
-    assert {m for m, _ in cells} == models and len(cells) == 9
-    assert all(0.0 <= float(v) <= 1.0 for v in cells.values()), cells
+    assert {m for m, _ in cells} == {"global", "local-center_0", "local-center_1"} and len(cells) == 9
+    # A training site's validation split of the tiny cohort may hold no event (an empty cell);
+    # the held-out centre evaluates all its patients, events included.
+    assert all(0.0 <= float(v) <= 1.0 for (_, site), v in cells.items() if v or site == "center_2"), cells
     history = [json.loads(line) for line in (tmp_path / "results" / "rounds.jsonl").read_text().splitlines()]
     weights = history[-1]["blend_weights"]
     assert set(weights) == {"fused", "mri", "wsi", "clinical"} and abs(sum(weights.values()) - 1.0) < 1e-6
