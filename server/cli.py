@@ -22,7 +22,6 @@ from pathlib import Path
 
 from stsfl.common.config import FederationConfig, load_config
 from stsfl.common.console import UserError, console, run_cli
-from stsfl.common.site_metrics import describe_metrics
 from stsfl.common.flower_procs import (
     flower_env,
     flwr_run_command,
@@ -30,6 +29,9 @@ from stsfl.common.flower_procs import (
     start_superlink,
     write_connection,
 )
+from stsfl.common.site_metrics import describe_metrics
+
+from .loco import run_loco_command
 
 CONNECTION = "stsfl"
 PROGRESS_PREFIX = "[stsfl] "
@@ -50,7 +52,7 @@ def run_federation(
     config_path = Path(config_path).resolve()
     fed = load_config(config_path, FederationConfig)
     if fed.mode == "loco":
-        raise UserError(f"{config_path}: mode: loco runs one federation per centre; start it with sts-server --config")
+        raise UserError(f"{config_path}: mode: loco is one federation per centre: run it with `sts-server --config`")
     results = Path(results_dir or fed.results_dir).resolve()
     if resume and not (results / "checkpoint.npz").is_file():
         raise UserError(f"{results}: no checkpoint.npz, nothing to resume")
@@ -118,31 +120,18 @@ def _print_summary(summary: dict) -> None:
         console.print(f"cross-site validation matrix: {summary['cross_site']['file']} (+ .json, .png)")
 
 
-def _run_loco(config: Path, results: Path | None, port: int | None, force: bool) -> int:
-    """Every fold on one SuperLink port (chosen now if free), so the sites stay joined between folds."""
-    from .loco import loco_config, print_loco_table, run_loco
-
-    _, fed = loco_config(config, force)
-    port = port or fed.network.port or free_port(fed.network.host)
-    table = run_loco(config, Path(results or fed.results_dir).resolve(),
-                     lambda cfg, res, resume: run_federation(cfg, res, port, resume=resume), force=force,
-                     echo=lambda line: console.print(line, highlight=False))
-    print_loco_table(table)
-    return 0
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         results = Path(args.resume)
         if load_config(results / "federation.yaml", FederationConfig).mode == "loco":
-            return _run_loco(results / "federation.yaml", results, args.port, force=False)
+            return run_loco_command(results / "federation.yaml", results, args.port, False, run_federation)
         summary = run_federation(results / "federation.yaml", results, args.port, resume=True)
     else:
         if not args.config:
             raise UserError("give --config federation.yaml (or --resume RESULTS_DIR)")
         results = Path(args.results) if args.results else None
         if args.loco or load_config(args.config, FederationConfig).mode == "loco":
-            return _run_loco(Path(args.config), results, args.port, force=args.loco)
+            return run_loco_command(Path(args.config), results, args.port, args.loco, run_federation)
         summary = run_federation(Path(args.config), results, args.port)
     _print_summary(summary)
     return 0
