@@ -57,7 +57,7 @@ def run_federation(
     if resume and not (results / "checkpoint.npz").is_file():
         raise UserError(f"{results}: no checkpoint.npz, nothing to resume")
     results.mkdir(parents=True, exist_ok=True)
-    echo = echo or (lambda line: console.print(line, highlight=False))
+    echo = echo or (lambda line: console.print(line, highlight=False, soft_wrap=True))
     host = fed.network.host
     port = port if port is not None else fed.network.port
     port = port or free_port(host)

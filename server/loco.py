@@ -146,7 +146,7 @@ def run_loco_command(config: Path, results: Path | None, port: int | None, force
     port = port or fed.network.port or free_port(fed.network.host)
     table = run_loco(config, Path(results or fed.results_dir).resolve(),
                      lambda cfg, res, resume: run_federation(cfg, res, port, resume=resume), force=force,
-                     echo=lambda line: console.print(line, highlight=False))
+                     echo=lambda line: console.print(line, highlight=False, soft_wrap=True))
     print_loco_table(table)
     return 0
 
