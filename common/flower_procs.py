@@ -150,9 +150,11 @@ def start_superlink(
     env: dict[str, str] | None = None,
     database: Path | None = None,
     startup_timeout: float = 60.0,
+    simulation: bool = False,
 ) -> FlowerProcess:
     """Start an insecure SuperLink on host:port (its Fleet, Control and Runtime APIs share that
-    one HTTP port in flwr 1.41) and wait until it listens. `database` keeps its state on disk."""
+    one HTTP port in flwr 1.41) and wait until it listens. `database` keeps its state on disk.
+    `simulation`: runs go to Flower's simulation engine (virtual SuperNodes in this process group)."""
     cmd = [
         flower_bin("flower-superlink"),
         "--insecure",
@@ -162,6 +164,8 @@ def start_superlink(
     ]
     if database is not None:
         cmd += ["--database", str(database)]
+    if simulation:
+        cmd.append("--simulation")
     # A previous SuperLink on this port (e.g. a coordinator that crashed and is being resumed) must
     # be gone first, or the readiness check below would talk to it.
     wait_for_free_port(host, port, startup_timeout)
@@ -178,11 +182,18 @@ def start_superlink(
 
 
 def toml_pairs(values: dict[str, str | int | float | bool]) -> str:
-    """`--node-config` / `--run-config` value: space-separated TOML `key=value` pairs."""
+    """`--node-config` / `--run-config` value: space-separated TOML `key=value` pairs.
+
+    Flower splits the pairs with a regex that does not know escaped quotes, so a string holding
+    `"` (e.g. JSON) travels as a TOML literal string ('...'), which cannot hold `'` or a newline."""
     parts = []
     for key, value in values.items():
         if isinstance(value, bool):
             parts.append(f"{key}={'true' if value else 'false'}")
+        elif isinstance(value, str) and '"' in value:
+            if "'" in value or "\n" in value:
+                raise UserError(f"{key}: a value with both quote kinds or a newline cannot be passed to Flower: {value!r}")
+            parts.append(f"{key}='{value}'")
         else:  # a JSON string or number is a valid TOML basic string / number
             parts.append(f"{key}={json.dumps(value)}")
     return " ".join(parts)
@@ -239,11 +250,19 @@ def app_dir() -> Path:
     return root
 
 
-def flwr_run_command(connection: str, run_config: dict[str, str | int | float | bool], stream: bool = True) -> list[str]:
-    """`flwr run APP_DIR CONNECTION --run-config ...` for our app."""
+def flwr_run_command(
+    connection: str,
+    run_config: dict[str, str | int | float | bool],
+    stream: bool = True,
+    federation_config: dict[str, str | int | float | bool] | None = None,
+) -> list[str]:
+    """`flwr run APP_DIR CONNECTION --run-config ...` for our app; `federation_config` sets the
+    simulation engine's options (num-supernodes, client-resources-num-cpus, init-args-num-cpus, ...)."""
     cmd = [flower_bin("flwr"), "run", str(app_dir()), connection]
     if run_config:
         cmd += ["--run-config", toml_pairs(run_config)]
+    if federation_config:
+        cmd += ["--federation-config", toml_pairs(federation_config)]
     if stream:
         cmd.append("--stream")
     return cmd
