@@ -95,21 +95,24 @@ class FlowerProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group we created (the process and the ClientApp/ServerApp
-        subprocesses it spawned), then SIGKILL what is left after `timeout`."""
+        subprocesses it spawned) and the groups its descendants started in their own sessions
+        (SuperExec and, in simulation mode, flwr-simulation with its Ray processes, which outlive
+        the SuperLink otherwise), then SIGKILL what is left after `timeout`."""
         if self.proc.poll() is not None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
+        groups = [self.proc.pid] + sorted(_descendant_groups(self.proc.pid) - {self.proc.pid})
+        for group in groups:
+            _signal_group(group, signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal_group(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+        deadline = time.monotonic() + timeout
+        for group in groups[1:]:
+            while _group_alive(group) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            _signal_group(group, signal.SIGKILL)
 
     def kill(self) -> None:
         """SIGKILL the process group at once (simulates a crash)."""
@@ -119,6 +122,42 @@ class FlowerProcess:
             except ProcessLookupError:
                 return
             self.proc.wait(5)
+
+
+def _descendant_groups(pid: int) -> set[int]:
+    """Process-group ids of every process below `pid` (read from /proc; empty without it)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    groups, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                groups.add(os.getpgid(child))
+            except ProcessLookupError:
+                continue
+            todo.append(child)
+    return groups
+
+
+def _signal_group(group: int, sig: int) -> None:
+    try:
+        os.killpg(group, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def spawn(name: str, cmd: list[str], log_path: Path, env: dict[str, str] | None) -> FlowerProcess:

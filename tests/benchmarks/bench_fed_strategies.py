@@ -14,8 +14,8 @@ All models are scored on every usable patient of the held-out centre: Harrell's 
 log-hazard from ground_truth.csv) on the same patients, and for the best federated strategy the
 paired-bootstrap difference to pooled (target: within 0.01 of pooled).
 
-    python tests/benchmarks/bench_fed_strategies.py --cohort data/synthetic [--rounds 20] [--no-n4]
-        [--cache-dir DIR] [--strategies fedavg fedprox fedadam fedbn]
+    python tests/benchmarks/bench_fed_strategies.py --cohort data/synthetic [--rounds 10] [--local-epochs 1]
+        [--no-blending] [--no-n4] [--cache-dir DIR] [--strategies fedavg fedprox fedadam fedbn]
 
 Prints a table and writes tests/benchmarks/results/fed_strategies.json (progress lines on stdout).
 """
@@ -131,26 +131,28 @@ def new_model(preset, schema, seed: int) -> torch.nn.Module:
     return MultimodalCoxNet(preset, clinical_dim(schema), len(schema.endpoints))
 
 
-def train_central(sites: list[MultimodalSite], statistics: dict, epochs: int, seed: int) -> torch.nn.Module:
+def train_central(sites: list[MultimodalSite], statistics: dict, epochs: int, seed: int, blending: bool) -> torch.nn.Module:
     """The same network trained on the union of `sites`' training splits, epoch selected on their validation splits."""
     preset = sites[0].preset
     stats = GlobalClinicalStats.from_dict(statistics)
     collate = site_collate(preset)
     train = PooledDataset([SiteDataset(s.prepared, stats, train=True, pids=s.train_pids, seed=seed) for s in sites])
     val = PooledDataset([SiteDataset(s.prepared, stats, pids=s.val_pids, seed=seed) for s in sites])
-    cfg = preset.train.model_copy(update={"epochs": epochs, "lr": LEARNING_RATE, "seed": seed})
+    cfg = preset.train.model_copy(update={"epochs": epochs, "lr": LEARNING_RATE, "seed": seed,
+                                          **({} if blending else {"blend_mode": "off"})})
     model = new_model(preset, sites[0].schema, seed)
     train_local(model, make_loader(train, cfg.batch_size, collate, shuffle=True, seed=seed),
                 make_loader(val, cfg.batch_size, collate, shuffle=False), cfg, show_progress=False)
     return model
 
 
-def run_strategy(strategy: str, site_yamls: list[Path], preset: Path, rounds: int, seed: int, work: Path) -> Path:
+def run_strategy(strategy: str, site_yamls: list[Path], preset: Path, rounds: int, local_epochs: int, blending: bool,
+                 seed: int, work: Path) -> Path:
     """One simulated federation; returns its results folder."""
     names = [p.stem for p in site_yamls]
     config = {
         "name": f"bench-{strategy}", "task": "multimodal", "preset": str(preset), "sites": names, "holdout": [names[-1]],
-        "strategy": strategy, "rounds": rounds, "local_epochs": 1, "learning_rate": LEARNING_RATE, "seed": seed,
+        "strategy": strategy, "rounds": rounds, "local_epochs": local_epochs, "learning_rate": LEARNING_RATE, "seed": seed, "blending": blending,
         "validation_fraction": VALIDATION_FRACTION, "min_sites": len(names) - 1, "eval_every": 1,
         "round_timeout_s": 1800, "wait_for_sites_s": 600,
         "simulation": {"site_configs": {p.stem: str(p) for p in site_yamls}, "cpus": 2, "threads_per_site": 1},
@@ -173,7 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cohort", type=Path, required=True)
     parser.add_argument("--preset", default="cpu-small")
-    parser.add_argument("--rounds", type=int, default=20, help="federated rounds of 1 local epoch = epochs of pooled / local")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--local-epochs", type=int, default=1, help="per round; pooled / local train rounds x local epochs")
+    parser.add_argument("--no-blending", dest="blending", action="store_false",
+                        help="fixed uniform head weights everywhere (federation: blending: false; pooled / local: blend_mode off)")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-boot", type=int, default=1000)
@@ -197,18 +202,19 @@ def main(argv: list[str] | None = None) -> None:
     methods: dict[str, dict] = {}
 
     t0 = time.perf_counter()
-    model = train_central(training, fed_statistics, args.rounds, args.seed)
+    epochs = args.rounds * args.local_epochs
+    model = train_central(training, fed_statistics, epochs, args.seed, args.blending)
     methods["pooled"] = {"heldout": scorer.risk("pooled", model, fed_statistics), "seconds": time.perf_counter() - t0,
-                         "epochs": args.rounds}
+                         "epochs": epochs}
     log(f"pooled: {methods['pooled']['heldout']}")
 
     local = {}
     for site in training:
         t0 = time.perf_counter()
         own = combine_clinical_sums([site.prepared.clinical_sums()], schema).to_dict()
-        model = train_central([site], own, args.rounds, args.seed)
+        model = train_central([site], own, epochs, args.seed, args.blending)
         name = f"local:{site.prepared.name}"
-        local[name] = {"heldout": scorer.risk(name, model, own), "seconds": time.perf_counter() - t0, "epochs": args.rounds}
+        local[name] = {"heldout": scorer.risk(name, model, own), "seconds": time.perf_counter() - t0, "epochs": epochs}
         log(f"{name}: {local[name]['heldout']}")
     best_local = max(local, key=lambda n: np.mean([v["c"] for v in local[n]["heldout"].values()]))
     methods["local-only (best site)"] = {**local[best_local], "site": best_local.split(":", 1)[1]}
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for strategy in args.strategies:
         t0 = time.perf_counter()
-        results = run_strategy(strategy, site_yamls, preset_path, args.rounds, args.seed, args.work)
+        results = run_strategy(strategy, site_yamls, preset_path, args.rounds, args.local_epochs, args.blending, args.seed, args.work)
         summary = json.loads((results / "summary.json").read_text())
         statistics = json.loads((results / "statistics.json").read_text())["global"]
         selected = load_global(results, "model_selected.npz", preset, schema, args.seed)
@@ -237,8 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     oracle = scorer.oracle()
     target = {e: bool(diff[e]["estimate"] >= -0.01) for e in scorer.endpoints}
 
-    table = Table(title=f"Held-out {holdout.prepared.name}: Harrell's C [95% bootstrap CI], {args.rounds} rounds x 1 epoch "
-                        f"(pooled / local: {args.rounds} epochs), preset {preset.name}")
+    table = Table(title=f"Held-out {holdout.prepared.name}: Harrell's C [95% bootstrap CI], {args.rounds} rounds x "
+                        f"{args.local_epochs} epoch(s) (pooled / local: {epochs} epochs), preset {preset.name}, "
+                        f"blending {'on' if args.blending else 'off'}")
     table.add_column("method")
     for e in scorer.endpoints:
         table.add_column(f"C {e}")
@@ -255,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     Console().print(table)
     payload = {
         "cohort": str(args.cohort), "holdout": holdout.prepared.name, "training": [s.prepared.name for s in training],
-        "preset": preset.name, "n4": not args.no_n4, "rounds": args.rounds, "local_epochs": 1, "learning_rate": LEARNING_RATE,
+        "preset": preset.name, "n4": not args.no_n4, "rounds": args.rounds, "local_epochs": args.local_epochs,
+        "pooled_and_local_epochs": epochs, "blending": args.blending, "learning_rate": LEARNING_RATE,
         "seed": args.seed, "n_boot": args.n_boot, "cpus": os.cpu_count(), "engine": "flower simulation (sts-server --simulate)",
         "methods": methods, "local_sites": local, "oracle": oracle, "best_federated": best,
         "best_federated_minus_pooled": diff, "target_within_0.01_of_pooled": target,

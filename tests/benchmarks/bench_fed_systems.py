@@ -69,9 +69,12 @@ def region_site_yamls(root: Path, n_sites: int) -> list[Path]:
 
 
 def write_federation(path: Path, sites: list[Path], body: dict, simulate: bool) -> Path:
-    config = {"sites": [p.stem for p in sites], "min_sites": len(sites), "round_timeout_s": 900, "wait_for_sites_s": 600, **body}
+    from stsfl.common.config import SiteConfig, load_config
+
+    names = [load_config(p, SiteConfig).name for p in sites]
+    config = {"sites": names, "min_sites": len(sites), "round_timeout_s": 900, "wait_for_sites_s": 600, **body}
     if simulate:
-        config["simulation"] = {"site_configs": {p.stem: str(p) for p in sites}, "cpus": 2, "threads_per_site": 1}
+        config["simulation"] = {"site_configs": {n: str(p) for n, p in zip(names, sites)}, "cpus": 2, "threads_per_site": 1}
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
@@ -265,22 +268,25 @@ def main(argv: list[str] | None = None) -> None:
     report = {"cpu_count": os.cpu_count(), **{k: previous[k] for k in ("real_processes", "simulation", "paper_round") if k in previous}}
     console = Console()
     stamp = lambda: {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_avg_1m": os.getloadavg()[0]}  # noqa: E731
-    if "real" in args.parts:
-        report["real_processes"] = {"task": "linear-cox (40 float32 values)", **stamp(), "results": scaling(args.sites, args.rounds, False)}
-    if "simulation" in args.parts:
-        report["simulation"] = {"task": "linear-cox (40 float32 values)", "cpus": 2, "threads_per_site": 1, **stamp(),
-                                "results": scaling(args.sim_sites, args.rounds, True)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save = lambda: args.out.write_text(json.dumps(report, indent=2) + "\n")  # noqa: E731 - after every part
     if "paper" in args.parts:
         with tempfile.TemporaryDirectory() as tmp:
             report["paper_round"] = {**paper_round(args.cohort, args.paper_patients, Path(tmp)), **stamp()}
+        save()
+    if "simulation" in args.parts:
+        report["simulation"] = {"task": "linear-cox (40 float32 values)", "cpus": 2, "threads_per_site": 1,
+                                "results": scaling(args.sim_sites, args.rounds, True), **stamp()}
+        save()
+    if "real" in args.parts:
+        report["real_processes"] = {"task": "linear-cox (40 float32 values)", "results": scaling(args.sites, args.rounds, False), **stamp()}
+        save()
     for key, title in (("real_processes", "Loopback federation (real processes), linear Cox"),
                        ("simulation", "Simulated federation (Flower simulation engine, 2 CPUs), linear Cox")):
         if key in report:
             console.print(scaling_table(title, report[key]["results"]))
     if "paper_round" in report:
         console.print(paper_table(report["paper_round"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
