@@ -4,6 +4,9 @@ The SuperNode started by `sts-client` runs it in a fresh process for every messa
 module imports only Flower at top level; torch, the network and the data pipeline are imported
 inside the handlers that need them. The site is identified by the SuperNode's node-config
 (`site-name`, `site-config` = path of the site YAML), and every reply carries the site name.
+Under `sts-server --simulate` the same app runs on virtual SuperNodes of Flower's simulation
+engine, whose node-config holds only a `partition-id`: it indexes the run config's
+`simulation-sites` list (the server wrote it from the federation YAML).
 
 Handlers (message types in stsfl.common.fed_protocol):
 - query.stats: per-site clinical sums and counts, event counts (the statistics phase);
@@ -24,10 +27,14 @@ from stsfl.common.fed_protocol import (
     METRICS,
     METRICS_PREFIX,
     MODEL_PREFIX,
+    NODE_PARTITION_ID,
     NODE_SITE_CONFIG,
     NODE_SITE_NAME,
+    RUN_SIMULATION_SITES,
+    RUN_SIMULATION_THREADS,
     SITE,
     STATS,
+    from_json,
     site_record,
     to_json,
 )
@@ -35,12 +42,33 @@ from stsfl.common.fed_protocol import (
 app = ClientApp()
 
 
+def site_identity(node_config: dict, run_config: dict) -> tuple[str, str]:
+    """(site name, site YAML) of this node: from `sts-client`'s node-config, or, for a virtual
+    SuperNode of the simulation engine, the run config's site list at its partition id."""
+    if NODE_SITE_NAME in node_config:
+        return str(node_config[NODE_SITE_NAME]), str(node_config[NODE_SITE_CONFIG])
+    sites = from_json(str(run_config.get(RUN_SIMULATION_SITES) or "[]"))
+    if NODE_PARTITION_ID in node_config and sites:
+        partition = int(node_config[NODE_PARTITION_ID])
+        if not 0 <= partition < len(sites):
+            raise ValueError(f"simulated node {partition} has no site: the run lists {len(sites)} sites")
+        name, site_yaml = sites[partition]
+        return str(name), str(site_yaml)
+    raise ValueError(
+        f"this SuperNode has no site: its node-config lacks {NODE_SITE_NAME!r} and {NODE_SITE_CONFIG!r} "
+        "(start it with `sts-client --site site.yaml --server HOST:PORT`)"
+    )
+
+
 def _site(context: Context):
     from .site_task import SiteTask
 
-    return SiteTask.from_node_config(
-        str(context.node_config[NODE_SITE_NAME]), str(context.node_config[NODE_SITE_CONFIG])
-    )
+    threads = int(context.run_config.get(RUN_SIMULATION_THREADS, 0) or 0)
+    if threads:  # simulated sites share this machine: each keeps to its share of the cores
+        import torch
+
+        torch.set_num_threads(threads)
+    return SiteTask.from_node_config(*site_identity(context.node_config, context.run_config))
 
 
 @app.query("stats")

@@ -37,6 +37,11 @@ METRICS_PREFIX = "metrics/"
 # node-config keys a SuperNode is started with (see `sts-client`).
 NODE_SITE_NAME = "site-name"
 NODE_SITE_CONFIG = "site-config"
+# A virtual SuperNode of the simulation engine has only Flower's partition id in its node-config;
+# the run config's `simulation-sites` (JSON list of [site name, site YAML]) says which site it is.
+NODE_PARTITION_ID = "partition-id"
+RUN_SIMULATION_SITES = "simulation-sites"
+RUN_SIMULATION_THREADS = "simulation-threads"
 
 # MetricRecord keys every train reply carries.
 NUM_PATIENTS = "num-patients"

@@ -95,21 +95,24 @@ class FlowerProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group we created (the process and the ClientApp/ServerApp
-        subprocesses it spawned), then SIGKILL what is left after `timeout`."""
+        subprocesses it spawned) and the groups its descendants started in their own sessions
+        (SuperExec and, in simulation mode, flwr-simulation with its Ray processes, which outlive
+        the SuperLink otherwise), then SIGKILL what is left after `timeout`."""
         if self.proc.poll() is not None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
+        groups = [self.proc.pid] + sorted(_descendant_groups(self.proc.pid) - {self.proc.pid})
+        for group in groups:
+            _signal_group(group, signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal_group(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+        deadline = time.monotonic() + timeout
+        for group in groups[1:]:
+            while _group_alive(group) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            _signal_group(group, signal.SIGKILL)
 
     def kill(self) -> None:
         """SIGKILL the process group at once (simulates a crash)."""
@@ -119,6 +122,42 @@ class FlowerProcess:
             except ProcessLookupError:
                 return
             self.proc.wait(5)
+
+
+def _descendant_groups(pid: int) -> set[int]:
+    """Process-group ids of every process below `pid` (read from /proc; empty without it)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    groups, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                groups.add(os.getpgid(child))
+            except ProcessLookupError:
+                continue
+            todo.append(child)
+    return groups
+
+
+def _signal_group(group: int, sig: int) -> None:
+    try:
+        os.killpg(group, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def spawn(name: str, cmd: list[str], log_path: Path, env: dict[str, str] | None) -> FlowerProcess:
@@ -150,9 +189,11 @@ def start_superlink(
     env: dict[str, str] | None = None,
     database: Path | None = None,
     startup_timeout: float = 60.0,
+    simulation: bool = False,
 ) -> FlowerProcess:
     """Start an insecure SuperLink on host:port (its Fleet, Control and Runtime APIs share that
-    one HTTP port in flwr 1.41) and wait until it listens. `database` keeps its state on disk."""
+    one HTTP port in flwr 1.41) and wait until it listens. `database` keeps its state on disk.
+    `simulation`: runs go to Flower's simulation engine (virtual SuperNodes in this process group)."""
     cmd = [
         flower_bin("flower-superlink"),
         "--insecure",
@@ -162,6 +203,8 @@ def start_superlink(
     ]
     if database is not None:
         cmd += ["--database", str(database)]
+    if simulation:
+        cmd.append("--simulation")
     # A previous SuperLink on this port (e.g. a coordinator that crashed and is being resumed) must
     # be gone first, or the readiness check below would talk to it.
     wait_for_free_port(host, port, startup_timeout)
@@ -178,11 +221,18 @@ def start_superlink(
 
 
 def toml_pairs(values: dict[str, str | int | float | bool]) -> str:
-    """`--node-config` / `--run-config` value: space-separated TOML `key=value` pairs."""
+    """`--node-config` / `--run-config` value: space-separated TOML `key=value` pairs.
+
+    Flower splits the pairs with a regex that does not know escaped quotes, so a string holding
+    `"` (e.g. JSON) travels as a TOML literal string ('...'), which cannot hold `'` or a newline."""
     parts = []
     for key, value in values.items():
         if isinstance(value, bool):
             parts.append(f"{key}={'true' if value else 'false'}")
+        elif isinstance(value, str) and '"' in value:
+            if "'" in value or "\n" in value:
+                raise UserError(f"{key}: a value with both quote kinds or a newline cannot be passed to Flower: {value!r}")
+            parts.append(f"{key}='{value}'")
         else:  # a JSON string or number is a valid TOML basic string / number
             parts.append(f"{key}={json.dumps(value)}")
     return " ".join(parts)
@@ -239,11 +289,19 @@ def app_dir() -> Path:
     return root
 
 
-def flwr_run_command(connection: str, run_config: dict[str, str | int | float | bool], stream: bool = True) -> list[str]:
-    """`flwr run APP_DIR CONNECTION --run-config ...` for our app."""
+def flwr_run_command(
+    connection: str,
+    run_config: dict[str, str | int | float | bool],
+    stream: bool = True,
+    federation_config: dict[str, str | int | float | bool] | None = None,
+) -> list[str]:
+    """`flwr run APP_DIR CONNECTION --run-config ...` for our app; `federation_config` sets the
+    simulation engine's options (num-supernodes, client-resources-num-cpus, init-args-num-cpus, ...)."""
     cmd = [flower_bin("flwr"), "run", str(app_dir()), connection]
     if run_config:
         cmd += ["--run-config", toml_pairs(run_config)]
+    if federation_config:
+        cmd += ["--federation-config", toml_pairs(federation_config)]
     if stream:
         cmd.append("--stream")
     return cmd

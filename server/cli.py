@@ -2,18 +2,22 @@
 
     sts-server --config federation.yaml [--results DIR] [--port P]   start a federation
     sts-server --config federation.yaml --loco                        leave-one-centre-out (one federation per centre)
-    sts-server --resume RESULTS_DIR                                   continue a stopped one
+    sts-server --config federation.yaml --simulate                    all sites on this machine
+    sts-server --resume RESULTS_DIR [--simulate]                      continue a stopped one
     sts-server check-config --config federation.yaml                  validate the YAML
 
 Starting a federation: a SuperLink on the configured host and port (a free port when 0) logging
 to <results>/superlink.log; our ServerApp submitted with `flwr run --stream`; its progress lines
 (round, sites responding, losses, held-out C-index) on screen and everything in
 <results>/server.log; the SuperLink is stopped at the end, also on errors and Ctrl-C.
+With --simulate the SuperLink runs Flower's simulation engine, one virtual SuperNode per site
+(site YAMLs from the federation YAML's `simulation` section; see stsfl.server.simulation).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -32,6 +36,7 @@ from stsfl.common.flower_procs import (
 from stsfl.common.site_metrics import describe_metrics
 
 from .loco import run_loco_command
+from .simulation import plan_simulation
 
 CONNECTION = "stsfl"
 PROGRESS_PREFIX = "[stsfl] "
@@ -45,10 +50,12 @@ def run_federation(
     resume: bool = False,
     task_poll_interval: float | None = None,
     echo=None,
+    simulate: bool = False,
 ) -> dict:
     """Run (or resume) one federation end to end; returns the summary (results/summary.json).
 
-    `echo(line)` receives the progress lines (default: print them on the console)."""
+    `echo(line)` receives the progress lines (default: print them on the console).
+    `simulate`: every site as a virtual SuperNode of Flower's simulation engine on this machine."""
     config_path = Path(config_path).resolve()
     fed = load_config(config_path, FederationConfig)
     if fed.mode == "loco":
@@ -56,6 +63,7 @@ def run_federation(
     results = Path(results_dir or fed.results_dir).resolve()
     if resume and not (results / "checkpoint.npz").is_file():
         raise UserError(f"{results}: no checkpoint.npz, nothing to resume")
+    plan = plan_simulation(fed, config_path) if simulate else None
     results.mkdir(parents=True, exist_ok=True)
     echo = echo or (lambda line: console.print(line, highlight=False, soft_wrap=True))
     host = fed.network.host
@@ -63,13 +71,15 @@ def run_federation(
     port = port or free_port(host)
     flwr_home = results / ".flwr"
     env = flower_env(flwr_home, task_poll_interval)
-    link = start_superlink(host, port, results / "superlink.log", env)
+    env = plan.env(env) if plan else env
+    link = start_superlink(host, port, results / "superlink.log", env, simulation=plan is not None)
     try:
         echo(f"SuperLink listening on {host}:{port} (log: {results / 'superlink.log'})")
-        echo(f"sites join with: sts-client --site <site.yaml> --server {host}:{port}")
+        echo(plan.describe() if plan else f"sites join with: sts-client --site <site.yaml> --server {host}:{port}")
         write_connection(flwr_home, CONNECTION, f"{host}:{port}")
         run_config = {"federation-config": str(config_path), "results-dir": str(results), "resume": resume}
-        cmd = flwr_run_command(CONNECTION, run_config)
+        run_config.update(plan.run_config() if plan else {})
+        cmd = flwr_run_command(CONNECTION, run_config, federation_config=plan.federation_config() if plan else None)
         _stream(cmd, env, results / "server.log", echo)
     finally:
         link.stop()
@@ -121,18 +131,19 @@ def _print_summary(summary: dict) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    run = functools.partial(run_federation, simulate=args.simulate)
     if args.resume:
         results = Path(args.resume)
         if load_config(results / "federation.yaml", FederationConfig).mode == "loco":
-            return run_loco_command(results / "federation.yaml", results, args.port, False, run_federation)
-        summary = run_federation(results / "federation.yaml", results, args.port, resume=True)
+            return run_loco_command(results / "federation.yaml", results, args.port, False, run)
+        summary = run(results / "federation.yaml", results, args.port, resume=True)
     else:
         if not args.config:
             raise UserError("give --config federation.yaml (or --resume RESULTS_DIR)")
         results = Path(args.results) if args.results else None
         if args.loco or load_config(args.config, FederationConfig).mode == "loco":
-            return run_loco_command(Path(args.config), results, args.port, args.loco, run_federation)
-        summary = run_federation(Path(args.config), results, args.port)
+            return run_loco_command(Path(args.config), results, args.port, args.loco, run)
+        summary = run(Path(args.config), results, args.port)
     _print_summary(summary)
     return 0
 
@@ -150,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", help="results folder (default: results_dir of the YAML)")
     parser.add_argument("--port", type=int, help="SuperLink port (default: network.port of the YAML; 0 = free)")
     parser.add_argument("--loco", action="store_true", help="leave-one-centre-out: one federation per centre (= mode: loco)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="run every site on this machine with Flower's simulation engine (site YAMLs: simulation.site_configs)")
     parser.set_defaults(func=_cmd_run)
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate the federation YAML")

@@ -42,6 +42,26 @@ class CrossSiteConfig(StrictModel):
     local_epochs: PositiveInt = Field(1, description="local fine-tuning epochs from the final global model")
 
 
+class SimulationConfig(StrictModel):
+    """`sts-server --simulate`: every site of `sites` as a virtual SuperNode of Flower's simulation
+    engine on this machine (same ServerApp and ClientApp as a real federation).
+
+    site_configs: site name -> site YAML (a relative path is relative to the federation YAML).
+    cpus: CPUs the simulation engine may use (default: all of this machine's); sites run
+    `cpus // cpus_per_site` at a time. threads_per_site: torch / BLAS threads of each site."""
+
+    site_configs: dict[str, Path] = {}
+    cpus: PositiveInt | None = None
+    cpus_per_site: PositiveInt = 1
+    threads_per_site: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _enough_cpus(self) -> "SimulationConfig":
+        if self.cpus is not None and self.cpus_per_site > self.cpus:
+            raise ValueError(f"cpus_per_site={self.cpus_per_site} exceeds cpus={self.cpus}: no site could run")
+        return self
+
+
 class FederationConfig(StrictModel):
     """Who takes part, which strategy, how long, where results go."""
 
@@ -78,6 +98,7 @@ class FederationConfig(StrictModel):
     blending: bool = Field(True, description="federated gradient blending of the per-modality heads")
     results_dir: Path = Path("results")
     network: NetworkConfig = NetworkConfig()
+    simulation: SimulationConfig = SimulationConfig()
 
     @model_validator(mode="after")
     def _sites_consistent(self) -> "FederationConfig":
@@ -102,6 +123,9 @@ class FederationConfig(StrictModel):
                 f"min_sites={self.min_sites} but only {len(self.training_sites)} site(s) train "
                 f"({', '.join(self.training_sites)})"
             )
+        strangers = sorted(set(self.simulation.site_configs) - set(self.sites))
+        if strangers:
+            raise ValueError(f"simulation.site_configs names site(s) {', '.join(strangers)} that are not listed in `sites`")
         return self
 
     @property
