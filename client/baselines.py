@@ -203,12 +203,16 @@ def fit_network(cohort: Cohort, model: str, train_cfg: TrainConfig, progress: bo
     torch.manual_seed(cfg.seed)
     net = MultimodalCoxNet(cohort.preset, clinical_dim(cohort.schema), len(cohort.schema.endpoints), modalities)
     train_loader = make_loader(cohort.dataset("train", train=True), cfg.batch_size, collate, shuffle=True, seed=cfg.seed)
+    train_eval_loader = make_loader(cohort.dataset("train"), cfg.batch_size, collate, shuffle=False)
     val_loader = make_loader(cohort.dataset("val"), cfg.batch_size, collate, shuffle=False)
-    result = train_local(net, train_loader, val_loader, cfg, checkpoint_dir=checkpoint_dir, show_progress=progress)
+    result = train_local(net, train_loader, val_loader, cfg, train_eval_loader=train_eval_loader,
+                         checkpoint_dir=checkpoint_dir, show_progress=progress)
     test = evaluate(net, make_loader(cohort.dataset("test"), cfg.batch_size, collate, shuffle=False), cfg.ties)
-    train_eval = evaluate(net, make_loader(cohort.dataset("train"), cfg.batch_size, collate, shuffle=False), cfg.ties)
-    return TestRisks(model, test.risks[FUSED], train_eval.risks[FUSED],
-                     notes={"best_epoch": result.best_epoch, "blend_history": result.blend.history})
+    train_eval = evaluate(net, train_eval_loader, cfg.ties)
+    notes = {"best_epoch": result.best_epoch, "blend_history": result.blend.history}
+    if result.blend.stats_history:
+        notes["blend_g_o"] = result.blend.stats_history
+    return TestRisks(model, test.risks[FUSED], train_eval.risks[FUSED], notes=notes)
 
 
 def oracle_log_hazard(truth_csv: Path, keys: list[tuple[str, str]], endpoints: list[str]) -> np.ndarray | None:
