@@ -2,8 +2,9 @@
 
 Models: Cox PH on the 4 Sarculator variables, Cox PH on all clinical variables (lifelines,
 L2-penalised), random survival forest on all clinical variables (scikit-survival), the unimodal
-MRI network, the multimodal network without gradient blending and with it (Wang et al.; and the
-MMNN_STS softmax normalisation), and the blended network with the whole training split as its Cox
+MRI network, the multimodal network without gradient blending and with it (Wang et al. with the
+relative floor on |O| of stsfl.common.blending; without it, "raw"; and the MMNN_STS softmax
+normalisation), and the blended network with a 64-patient or the whole training split as its Cox
 risk set. Modes: `pooled` (all centres
 as one data set) and `local` (one centre alone). Each centre is split 70/15/15 (train / val /
 test), stratified by the first endpoint's event, seeded. With a synthetic cohort's
@@ -38,7 +39,8 @@ from .trainer import evaluate, make_loader, train_local
 SPLITS = ("train", "val", "test")
 CLINICAL_MODELS = ("cox_sarculator", "cox_clinical", "rsf_clinical")
 NETWORK_MODELS = (
-    "mri_net", "mmnn_unblended", "mmnn_blended", "mmnn_blended_softmax", "mmnn_blended_risk64", "mmnn_blended_site_risk",
+    "mri_net", "mmnn_unblended", "mmnn_blended", "mmnn_blended_raw", "mmnn_blended_softmax", "mmnn_blended_risk64",
+    "mmnn_blended_site_risk",
 )
 ALL_MODELS = CLINICAL_MODELS + NETWORK_MODELS
 
@@ -187,6 +189,8 @@ def network_spec(model: str, train_cfg: TrainConfig) -> tuple[tuple[str, ...], T
         return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "off"})
     if model == "mmnn_blended":
         return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "wang"})
+    if model == "mmnn_blended_raw":  # Wang's G/O^2 without the relative floor on |O| (ablation)
+        return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "wang", "blend_overfit_floor": 0.0})
     if model == "mmnn_blended_softmax":
         return ("mri", "wsi", "clinical"), train_cfg.model_copy(update={"blend_mode": "softmax"})
     if model == "mmnn_blended_risk64":  # MMNN_STS's super-batch of 64, here also the Cox risk set
@@ -203,12 +207,16 @@ def fit_network(cohort: Cohort, model: str, train_cfg: TrainConfig, progress: bo
     torch.manual_seed(cfg.seed)
     net = MultimodalCoxNet(cohort.preset, clinical_dim(cohort.schema), len(cohort.schema.endpoints), modalities)
     train_loader = make_loader(cohort.dataset("train", train=True), cfg.batch_size, collate, shuffle=True, seed=cfg.seed)
+    train_eval_loader = make_loader(cohort.dataset("train"), cfg.batch_size, collate, shuffle=False)
     val_loader = make_loader(cohort.dataset("val"), cfg.batch_size, collate, shuffle=False)
-    result = train_local(net, train_loader, val_loader, cfg, checkpoint_dir=checkpoint_dir, show_progress=progress)
+    result = train_local(net, train_loader, val_loader, cfg, train_eval_loader=train_eval_loader,
+                         checkpoint_dir=checkpoint_dir, show_progress=progress)
     test = evaluate(net, make_loader(cohort.dataset("test"), cfg.batch_size, collate, shuffle=False), cfg.ties)
-    train_eval = evaluate(net, make_loader(cohort.dataset("train"), cfg.batch_size, collate, shuffle=False), cfg.ties)
-    return TestRisks(model, test.risks[FUSED], train_eval.risks[FUSED],
-                     notes={"best_epoch": result.best_epoch, "blend_history": result.blend.history})
+    train_eval = evaluate(net, train_eval_loader, cfg.ties)
+    notes = {"best_epoch": result.best_epoch, "blend_history": result.blend.history}
+    if result.blend.stats_history:
+        notes["blend_g_o"] = result.blend.stats_history
+    return TestRisks(model, test.risks[FUSED], train_eval.risks[FUSED], notes=notes)
 
 
 def oracle_log_hazard(truth_csv: Path, keys: list[tuple[str, str]], endpoints: list[str]) -> np.ndarray | None:

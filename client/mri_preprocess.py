@@ -1,4 +1,5 @@
-"""MRI preprocessing: T1 + T2 + mask -> one z-scored 2-channel tumour crop [2, D, H, W] float32.
+"""MRI preprocessing: T1 + T2 + mask -> one z-scored 2-channel tumour crop [2, D, H, W] float32,
+and the tumour mask on the same grid [D, H, W] (for Grad-CAM overlays).
 
 Steps (settings: preset.preprocessing.mri):
 1. T2 and mask onto the T1 grid (linear / nearest neighbour) when their geometry differs; refuse
@@ -8,6 +9,7 @@ Steps (settings: preset.preprocessing.mri):
    (the field is smooth, so this is much faster at the same result) and evaluated on the crop only.
 4. Resize the crop to the preset's mri.input_size (as MMNN_STS does; the aspect ratio is not kept).
 5. z-score each channel inside the crop (T2 voxels outside its field of view become 0).
+The mask crop is resized like the channels (linear, then >= 0.5), so it lies on the model's grid.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}
 
 @dataclass
 class MriResult:
-    """volume [2, D, H, W] float32 (T1, T2); seconds spent per step."""
+    """volume [2, D, H, W] float32 (T1, T2); mask [D, H, W] uint8, the tumour on the volume's grid;
+    seconds spent per step."""
 
     volume: np.ndarray
+    mask: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -170,10 +174,12 @@ def preprocess_mri(paths: MriPaths, cfg: MriPreprocessingConfig, size_dhw: tuple
             crop = sitk.RegionOfInterest(image, size, index)
         channels.append(resize(crop, size_dhw, INTERPOLATORS[cfg.interpolation]))
     valid_crop = resize(sitk.Cast(sitk.RegionOfInterest(covered_img, size, index), sitk.sitkFloat32), size_dhw, sitk.sitkLinear)
+    mask_crop = resize(sitk.Cast(sitk.RegionOfInterest(mask > 0, size, index), sitk.sitkFloat32), size_dhw, sitk.sitkLinear)
     lap("resize")
 
     t2_valid = sitk.GetArrayViewFromImage(valid_crop) > 0.5
     t1_arr = sitk.GetArrayFromImage(channels[0])
     volume = np.stack([_zscore(t1_arr, np.ones_like(t2_valid)), _zscore(sitk.GetArrayFromImage(channels[1]), t2_valid)])
     lap("normalise")
-    return MriResult(volume.astype(np.float32), dict(seconds))
+    tumour = (sitk.GetArrayViewFromImage(mask_crop) >= 0.5).astype(np.uint8)
+    return MriResult(volume.astype(np.float32), tumour, dict(seconds))

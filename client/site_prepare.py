@@ -118,7 +118,7 @@ class _Preprocessor:
             result = preprocess_mri(paths, self.preset.preprocessing.mri, self.preset.mri.input_size)
             for step, sec in result.seconds.items():
                 self.seconds[f"mri_{step}"] += sec
-            return {"volume": result.volume}
+            return {"volume": result.volume, "mask": result.mask}
 
         self._cached("mri", key, compute, paths.t1.parent)
         return key

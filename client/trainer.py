@@ -14,9 +14,14 @@ Cox risk sets (cfg.risk_set):
 Chunk modes keep one chunk's input batches in memory.
 
 Blend weights: fixed when `blend_weights` is given (a federation server computes them); else a
-local BlendState (cfg.blend_mode) updated every cfg.blend_interval epochs from the epoch's
-training-set and validation-set per-head losses, each split taken as one risk set. Model
-selection: the epoch with the lowest UNWEIGHTED fused-head validation loss (MMNN paper).
+local BlendState (cfg.blend_mode) updated every cfg.blend_interval epochs from per-head training-
+and validation-set losses, each split taken as one risk set. With `train_eval_loader` (the
+training split without augmentation) both losses of a checkpoint are measured the same way, in
+eval mode on the checkpoint's model, and the initial model is checkpoint 0 (first update after
+blend_interval epochs, not 2 x blend_interval). Without it the training loss is the epoch's running
+one (train mode: augmented inputs, per-batch norm statistics, the model changing during the epoch,
+as MMNN_STS), whose change between checkpoints mixes those effects into the overfitting estimate O.
+Model selection: the epoch with the lowest UNWEIGHTED fused-head validation loss (MMNN paper).
 """
 
 from __future__ import annotations
@@ -286,6 +291,7 @@ def train_local(
     *,
     epochs: int | None = None,
     blend: BlendState | None = None,
+    train_eval_loader: DataLoader | None = None,
     keep_best: bool = True,
     checkpoint_dir: str | Path | None = None,
     show_progress: bool = True,
@@ -294,6 +300,8 @@ def train_local(
 
     global_state: the global model's state dict; with cfg.prox_mu > 0 it anchors the FedProx term.
     blend_weights: fixed head weights {head: w}; None -> a local BlendState (or `blend`, to continue one).
+    train_eval_loader: the training split, unaugmented: blending checkpoints measure its losses in
+    eval mode (see the module docstring); None -> the epoch's running training losses.
     checkpoint_dir: `last.pt` after every epoch (resumed from when present), `best.pt`, and
     `training.png` (blend weights and per-head losses over the epochs).
     """
@@ -306,8 +314,9 @@ def train_local(
             raise ValueError(f"blend_weights lacks heads {sorted(missing)}")
         state = BlendState(heads=heads, mode="off", weights=dict(blend_weights))
     else:
-        state = blend or BlendState(heads=heads, mode=cfg.blend_mode)
+        state = blend or BlendState(heads=heads, mode=cfg.blend_mode, overfit_floor=cfg.blend_overfit_floor)
     fixed_weights = blend_weights is not None or cfg.blend_mode == "off"
+    blending = not fixed_weights and val_loader is not None
 
     per_step = _micro_batches_per_step(cfg, train_loader)
     stepper = _Stepper(model, cfg, epochs * math.ceil(len(train_loader) / per_step), global_state)
@@ -317,6 +326,9 @@ def train_local(
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
         first_epoch, state, best, history = _resume(ckpt_dir / "last.pt", model, stepper)
+
+    if blending and train_eval_loader is not None and first_epoch == 1 and state.last is None:
+        state.update(0, _checkpoint(model, train_eval_loader, val_loader, cfg.ties))
 
     train_stats = val_stats = None
     for epoch in range(first_epoch, epochs + 1):
@@ -334,8 +346,10 @@ def train_local(
         if val_loader is not None:
             val_stats = evaluate(model, val_loader, cfg.ties).stats
             record["val"] = val_stats.mean_losses()
-            if not fixed_weights and epoch % cfg.blend_interval == 0:
-                state.update(epoch, Checkpoint(train=record["train"], val=record["val"]))
+            if blending and epoch % cfg.blend_interval == 0:
+                if train_eval_loader is not None:
+                    record["train_eval"] = evaluate(model, train_eval_loader, cfg.ties).stats.mean_losses()
+                state.update(epoch, Checkpoint(train=record.get("train_eval", record["train"]), val=record["val"]))
             if keep_best and record["val"][FUSED] < best["loss"]:
                 best = {"loss": record["val"][FUSED], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         history.append(record)
@@ -357,6 +371,12 @@ def train_local(
         blend=state,
         history=history,
     )
+
+
+def _checkpoint(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, ties: Ties) -> Checkpoint:
+    """Per-head mean losses of the current model on both splits, in eval mode."""
+    return Checkpoint(train=evaluate(model, train_loader, ties).stats.mean_losses(),
+                      val=evaluate(model, val_loader, ties).stats.mean_losses())
 
 
 def _save(directory: Path, epoch: int, model: nn.Module, stepper: _Stepper, blend: BlendState, best: dict, history: list) -> None:

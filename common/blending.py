@@ -1,20 +1,30 @@
 """Gradient blending (Wang et al. 2020, "What makes training multi-modal classification networks hard?").
 
 Every `blend_interval` epochs, from per-head training and validation losses at the previous
-checkpoint N and the current one N+n:
+checkpoint N and the current one N+n (both measured on the checkpoint's model):
 
     G_k = L_val_k(N) - L_val_k(N+n)                         (generalisation: validation loss decrease)
     O_k = [L_val_k(N+n) - L_train_k(N+n)] - [L_val_k(N) - L_train_k(N)]   (increase of the overfitting gap)
     w_k = (G_k / O_k^2) / sum_j (G_j / O_j^2)               (mode "wang")
 
-Guards: a head whose validation loss did not fall (G_k <= 0) gets weight 0; |O_k| is floored at
-`min_overfit` so a head that generalises without overfitting gets a large, finite ratio; when no
-head generalised the previous weights stay.
+O is the gap's increase (Wang's Delta O), not the gap itself, as in Wang et al. and MMNN_STS; the
+fused head is one of the blended heads (Wang's multi-modal head; MMNN_STS's head 0).
+
+Guards: a head whose validation loss did not fall (G_k <= 0) gets weight 0; when no head generalised
+the previous weights stay. |O_k| is floored at `overfit_floor` x (the heads' mean |O|), and at
+`min_overfit` in any case. Why the relative floor: O_k is a difference of four losses, each
+estimated on a few dozen validation events, so a head's |O_k| comes out near 0 by chance at almost
+every update, and 1/O_k^2 then hands it nearly all the weight (on the default synthetic cohort the
+raw rule gave 0.98 to a head whose validation loss rose in the next interval, and 0.56 to a head
+that had not learnt at all: G = O = 0 up to rounding). With the floor, gap changes smaller than the
+heads' typical one count as equal, so those heads are ranked by G, and a head that overfits more
+than the others is still pushed down by 1/O^2. It is scale-free like Wang's rule (multiplying all
+losses by c leaves the weights unchanged); overfit_floor = 0 gives the raw rule.
 
 The MMNN_STS code (losses/GradientBlender.py) instead normalises with a softmax over the raw
-G/O^2 (mode "softmax"). The difference matters: the softmax depends on the scale of G/O^2, not
-only on the ratios between heads (ratios 0.02 and 0.01 blend ~50/50, ratios 200 and 100 are
-one-hot), never gives zero weight to a head whose validation loss rose (negative G only shrinks
+G/O^2 (mode "softmax", no floor). The difference matters: the softmax depends on the scale of
+G/O^2, not only on the ratios between heads (ratios 0.02 and 0.01 blend ~50/50, ratios 200 and 100
+are one-hot), never gives zero weight to a head whose validation loss rose (negative G only shrinks
 it), and is undefined when some O_k is exactly 0. "wang" is scale-free: w is unchanged when all
 G/O^2 are multiplied by a constant.
 
@@ -95,14 +105,19 @@ def uniform_weights(heads: Iterable[str]) -> dict[str, float]:
     return {h: 1.0 / len(heads) for h in heads}
 
 
+DEFAULT_OVERFIT_FLOOR = 1.0
+
+
 def wang_weights(
     stats: Mapping[str, tuple[float, float]],
     previous: Mapping[str, float] | None = None,
     min_overfit: float = 1e-3,
+    overfit_floor: float = DEFAULT_OVERFIT_FLOOR,
 ) -> dict[str, float]:
-    """w_k = max(G_k, 0) / max(|O_k|, min_overfit)^2, normalised to sum 1; the previous weights
-    (uniform when None) if no head has G_k > 0."""
-    ratios = {h: max(g, 0.0) / max(abs(o), min_overfit) ** 2 for h, (g, o) in stats.items()}
+    """w_k = max(G_k, 0) / max(|O_k|, overfit_floor * mean_j |O_j|, min_overfit)^2, normalised to
+    sum 1; the previous weights (uniform when None) if no head has G_k > 0."""
+    floor = max(overfit_floor * sum(abs(o) for _, o in stats.values()) / max(len(stats), 1), min_overfit)
+    ratios = {h: max(g, 0.0) / max(abs(o), floor) ** 2 for h, (g, o) in stats.items()}
     total = sum(ratios.values())
     if total <= 0.0:
         return dict(previous) if previous is not None else uniform_weights(stats)
@@ -128,6 +143,7 @@ def blend_weights(
     mode: BlendMode,
     previous_weights: Mapping[str, float] | None = None,
     min_overfit: float = 1e-3,
+    overfit_floor: float = DEFAULT_OVERFIT_FLOOR,
 ) -> dict[str, float]:
     """New head weights from two checkpoints: "wang", "softmax" (MMNN_STS) or "off" (uniform)."""
     if mode == "off":
@@ -136,24 +152,28 @@ def blend_weights(
     if mode == "softmax":
         return softmax_weights(stats)
     if mode == "wang":
-        return wang_weights(stats, previous_weights, min_overfit)
+        return wang_weights(stats, previous_weights, min_overfit, overfit_floor)
     raise ValueError(f"unknown blend mode {mode!r}")
 
 
 @dataclass
 class BlendState:
-    """The blend weights, the last checkpoint and the history of (epoch, weights).
+    """The blend weights, the last checkpoint, the history of (epoch, weights) and of the
+    (epoch, {head: (G, O)}) they were computed from.
 
-    `update(epoch, checkpoint)` is called every blend_interval epochs: the first call only stores
-    the checkpoint (weights stay uniform, as MMNN_STS), later calls compute new weights.
+    `update(epoch, checkpoint)` is called every blend_interval epochs (and, by the local trainer,
+    at epoch 0 with the initial model): the first call only stores the checkpoint (weights stay
+    uniform), later calls compute new weights.
     """
 
     heads: tuple[str, ...]
     mode: BlendMode = "wang"
     min_overfit: float = 1e-3
+    overfit_floor: float = DEFAULT_OVERFIT_FLOOR
     weights: dict[str, float] = field(default_factory=dict)
     last: Checkpoint | None = None
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    stats_history: list[tuple[int, dict[str, tuple[float, float]]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.weights:
@@ -163,8 +183,10 @@ class BlendState:
 
     def update(self, epoch: int, checkpoint: Checkpoint) -> dict[str, float]:
         if self.last is not None:
-            self.weights = blend_weights(self.last, checkpoint, self.mode, self.weights, self.min_overfit)
+            self.weights = blend_weights(self.last, checkpoint, self.mode, self.weights, self.min_overfit, self.overfit_floor)
             self.history.append((epoch, dict(self.weights)))
+            if self.mode != "off":
+                self.stats_history.append((epoch, generalisation_and_overfitting(self.last, checkpoint)))
         self.last = checkpoint
         return self.weights
 
@@ -174,19 +196,25 @@ class BlendState:
             "heads": list(self.heads),
             "mode": self.mode,
             "min_overfit": self.min_overfit,
+            "overfit_floor": self.overfit_floor,
             "weights": self.weights,
             "last": None if self.last is None else {"train": dict(self.last.train), "val": dict(self.last.val)},
             "history": [[e, w] for e, w in self.history],
+            "stats_history": [[e, {h: list(go) for h, go in s.items()}] for e, s in self.stats_history],
         }
 
     @staticmethod
     def from_dict(data: Mapping) -> "BlendState":
+        """Inverse of to_dict; a state saved before `overfit_floor` existed resumes with the raw rule
+        it was started with (floor 0)."""
         last = data.get("last")
         return BlendState(
             heads=tuple(data["heads"]),
             mode=data["mode"],
             min_overfit=float(data["min_overfit"]),
+            overfit_floor=float(data.get("overfit_floor", 0.0)),
             weights={h: float(w) for h, w in data["weights"].items()},
             last=None if last is None else Checkpoint(train=last["train"], val=last["val"]),
             history=[(int(e), {h: float(x) for h, x in w.items()}) for e, w in data["history"]],
+            stats_history=[(int(e), {h: (float(g), float(o)) for h, (g, o) in s.items()}) for e, s in data.get("stats_history", [])],
         )

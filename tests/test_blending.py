@@ -30,9 +30,30 @@ def test_statistics_by_hand():
 
 
 def test_wang_weights_by_hand():
-    w = blend_weights(BEFORE, AFTER, "wang")
+    # Raw rule (no relative floor): fused 0.2 / 0.1^2 = 20, mri 0, clinical 0.1 / 0.05^2 = 40.
+    w = blend_weights(BEFORE, AFTER, "wang", overfit_floor=0.0)
     assert w == pytest.approx({"fused": 1 / 3, "mri": 0.0, "clinical": 2 / 3})
     assert sum(w.values()) == pytest.approx(1.0)
+    # Floored at the mean |O| = (0.1 + 0.6 + 0.05) / 3 = 0.25: fused 0.2 / 0.25^2 = 3.2, clinical 1.6.
+    w = blend_weights(BEFORE, AFTER, "wang")
+    assert w == pytest.approx({"fused": 2 / 3, "mri": 0.0, "clinical": 1 / 3})
+    # Half the mean (0.125): fused 0.2 / 0.125^2 = 12.8, clinical 0.1 / 0.125^2 = 6.4.
+    assert blend_weights(BEFORE, AFTER, "wang", overfit_floor=0.5) == pytest.approx({"fused": 2 / 3, "mri": 0.0, "clinical": 1 / 3})
+
+
+def test_chance_small_gap_change_no_longer_takes_all_the_weight():
+    # Per-head (G, O) of the first update on the default synthetic cohort (epochs 5 -> 10, 63
+    # validation patients): the clinical head's gap happened to move by 0.004, and the WSI head had
+    # not learnt at all. The raw rule gave clinical 0.98 (its validation loss then rose) and would
+    # give the dead WSI head weight as soon as G rounds to a positive value.
+    stats = {"fused": (0.344, -0.045), "mri": (0.248, -0.082), "wsi": (1e-4, 1e-5), "clinical": (0.197, 0.004)}
+    raw = wang_weights(stats, overfit_floor=0.0)
+    assert raw["clinical"] > 0.95
+    floored = wang_weights(stats)
+    assert max(floored.values()) < 0.6 and floored["fused"] > 0.3 and floored["clinical"] > 0.3
+    assert floored["wsi"] < 1e-3 < raw["wsi"] * 10
+    # Scale-free: losses in other units (all G and O times 7) give the same weights.
+    assert wang_weights({h: (7 * g, 7 * o) for h, (g, o) in stats.items()}) == pytest.approx(floored)
 
 
 def test_softmax_weights_by_hand():
@@ -47,9 +68,11 @@ def test_overfitting_head_loses_weight():
     # Both heads generalise equally (G = 0.1); "mri" overfits (train falls fast, gap grows by 0.5).
     before = Checkpoint(train={"fused": 1.0, "mri": 1.0}, val={"fused": 1.1, "mri": 1.1})
     after = Checkpoint(train={"fused": 0.9, "mri": 0.4}, val={"fused": 1.0, "mri": 1.0})
-    w = blend_weights(before, after, "wang")
-    # fused: O = 0.1 - 0.1 = 0 -> floored at 1e-3; mri: O = 0.6 - 0.1 = 0.5.
+    # fused: O = 0.1 - 0.1 = 0; mri: O = 0.6 - 0.1 = 0.5. Raw rule: fused floored at 1e-3.
+    w = blend_weights(before, after, "wang", overfit_floor=0.0)
     assert w["mri"] < 1e-4 and w["fused"] > 0.9999
+    # Relative floor: fused |O| -> mean 0.25, so 0.1 / 0.0625 = 1.6 against mri 0.1 / 0.25 = 0.4.
+    assert blend_weights(before, after, "wang") == pytest.approx({"fused": 0.8, "mri": 0.2})
     state = BlendState(heads=("fused", "mri"))
     state.update(5, before)
     state.update(10, after)
@@ -68,8 +91,9 @@ def test_wang_is_scale_free_softmax_is_not():
 def test_degenerate_cases():
     assert wang_weights({"a": (-0.1, 0.2), "b": (0.0, 0.3)}, previous={"a": 0.7, "b": 0.3}) == {"a": 0.7, "b": 0.3}
     assert wang_weights({"a": (-0.1, 0.2), "b": (0.0, 0.3)}) == {"a": 0.5, "b": 0.5}
-    w = wang_weights({"a": (0.1, 0.0), "b": (0.1, 1e-9)})
-    assert all(math.isfinite(x) for x in w.values()) and w == pytest.approx({"a": 0.5, "b": 0.5})
+    for floor in (0.0, 1.0):  # O = 0 everywhere: min_overfit keeps the ratios finite
+        w = wang_weights({"a": (0.1, 0.0), "b": (0.1, 1e-9)}, overfit_floor=floor)
+        assert all(math.isfinite(x) for x in w.values()) and w == pytest.approx({"a": 0.5, "b": 0.5})
     with pytest.raises(ZeroDivisionError):
         softmax_weights({"a": (0.1, 0.0), "b": (0.1, 0.2)})
     assert blend_weights(BEFORE, AFTER, "off") == pytest.approx({"fused": 1 / 3, "mri": 1 / 3, "clinical": 1 / 3})
@@ -81,9 +105,14 @@ def test_blend_state_history_and_round_trip():
     assert state.update(5, BEFORE) == pytest.approx({"fused": 1 / 3, "mri": 1 / 3, "clinical": 1 / 3})
     state.update(10, AFTER)
     assert [e for e, _ in state.history] == [0, 10]
-    assert state.history[-1][1] == pytest.approx({"fused": 1 / 3, "mri": 0.0, "clinical": 2 / 3})
+    assert state.history[-1][1] == pytest.approx({"fused": 2 / 3, "mri": 0.0, "clinical": 1 / 3})
+    assert state.stats_history == [(10, generalisation_and_overfitting(BEFORE, AFTER))]
     again = BlendState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again.weights == state.weights and again.history == state.history and again.last == state.last
+    assert again.overfit_floor == 1.0 and again.stats_history == state.stats_history
+    # A state saved before the floor existed resumes with the raw rule it started with.
+    old = {k: v for k, v in state.to_dict().items() if k not in ("overfit_floor", "stats_history")}
+    assert BlendState.from_dict(old).overfit_floor == 0.0
 
 
 def test_pooled_head_statistics():

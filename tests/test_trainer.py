@@ -118,6 +118,22 @@ def test_local_blending_updates_every_interval():
     assert [h["weights"] for h in result.history][1] == pytest.approx(result.blend.history[0][1])
 
 
+def test_blending_checkpoints_measure_both_splits_in_eval_mode_from_epoch_0():
+    model, train, val, cfg = _setup(epochs=2, blend_interval=1)
+    train_eval = make_loader(train.dataset, 4, train.collate_fn, shuffle=False)
+    start_train, start_val = (evaluate(model, loader).stats.mean_losses() for loader in (train_eval, val))
+    result = train_local(model, train, val, cfg, train_eval_loader=train_eval, show_progress=False)
+    # The initial model is checkpoint 0, so the first update comes after one interval, not two.
+    assert [e for e, _ in result.blend.history] == [0, 1, 2]
+    first = result.history[0]
+    assert first["train_eval"] != pytest.approx(first["train"])  # not the running train-mode losses
+    epoch, stats = result.blend.stats_history[0]
+    assert epoch == 1
+    for head, (g, o) in stats.items():
+        assert g == pytest.approx(start_val[head] - first["val"][head])
+        assert o == pytest.approx((first["val"][head] - first["train_eval"][head]) - (start_val[head] - start_train[head]))
+
+
 def test_fedprox_keeps_weights_near_the_global_model():
     distances = {}
     for mu in (0.0, 10.0):

@@ -31,6 +31,9 @@ class TrainConfig(StrictModel):
     risk_set: Literal["batch", "site"] | PositiveInt = "batch"
     blend_mode: BlendMode = "wang"
     blend_interval: PositiveInt = Field(5, description="epochs between gradient-blending weight updates")
+    blend_overfit_floor: NonNegativeFloat = Field(
+        1.0, description="floor on |O_k| as a multiple of the heads' mean |O| (stsfl.common.blending); 0 = Wang's raw G/O^2"
+    )
     prox_mu: NonNegativeFloat = Field(0.0, description="FedProx proximal weight mu; 0 = plain local SGD")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     seed: int = 0
