@@ -8,7 +8,8 @@ inside the handlers that need them. The site is identified by the SuperNode's no
 Handlers (message types in stsfl.common.fed_protocol):
 - query.stats: per-site clinical sums and counts, event counts (the statistics phase);
 - train: local training from the global weights; reply: new weights + aggregate losses;
-- evaluate: the global model on this site's evaluation split; reply: aggregate metrics.
+- evaluate: the global model on this site's evaluation split; reply: aggregate metrics;
+- query.baseline: after the last round, binned events and risk sums for the baseline hazard.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flwr.clientapp import ClientApp
 
 from stsfl.common.fed_protocol import (
     ARRAYS,
+    BASELINE,
     BLEND_STATS,
     CONFIG,
     METRICS,
@@ -68,4 +70,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     task = _site(context)
     metrics = task.evaluate(msg.content[ARRAYS], msg.content[CONFIG])
     content = RecordDict({SITE: site_record(task.name), METRICS: MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
+
+
+@app.query("baseline")
+def baseline(msg: Message, context: Context) -> Message:
+    task = _site(context)
+    bins = task.baseline(msg.content[ARRAYS], msg.content[CONFIG])
+    content = RecordDict({SITE: site_record(task.name), BASELINE: ConfigRecord({"json": to_json(bins)})})
     return Message(content, reply_to=msg)

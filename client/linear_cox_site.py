@@ -146,6 +146,17 @@ class LinearCoxSite:
             "val-loss-fused": post_val,
         }
 
+    def outcome_risks(self, model: torch.nn.Module, statistics: dict):
+        """Log-risks of the training and validation rows (not the test fold) with their outcomes."""
+        from .baseline_site import SiteRisks
+
+        rows = [split for split in (self.train, self.val) if len(split)]
+        with torch.no_grad():
+            risk = torch.cat([model(self._standardise(split, statistics)).reshape(-1) for split in rows]).numpy()
+        time = torch.cat([split.time.reshape(-1) for split in rows]).numpy()
+        event = torch.cat([split.event.reshape(-1) for split in rows]).numpy()
+        return SiteRisks(["os"], time[:, None], event[:, None], np.ones((len(time), 1), bool), risk[:, None])
+
     def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool) -> dict[str, float]:
         """Validation loss (training sites) and C-index on the evaluation split (test rows, or all rows of a held-out centre)."""
         split = self.all if holdout else self.test

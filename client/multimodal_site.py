@@ -83,6 +83,14 @@ class MultimodalSite:
                            "val": result.val_stats.to_dict() if result.val_stats is not None else None}
         return metrics
 
+    def outcome_risks(self, model: torch.nn.Module, statistics: dict):
+        """The fused head's log-risks of every usable patient with their outcomes (for the baseline hazard)."""
+        from .baseline_site import SiteRisks
+
+        pids = [p.pid for p in self.prepared.patients]
+        result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
+        return SiteRisks(list(self.schema.endpoint_names), result.time, result.event, result.observed, result.risks[FUSED])
+
     def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool) -> dict[str, float]:
         """Held-out centre: all usable patients; training site: its validation split. Per endpoint,
         from the fused head: Harrell's C and Uno's C (censoring distribution estimated on the

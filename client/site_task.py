@@ -19,7 +19,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
 from stsfl.common.config import SiteConfig, load_config
-from stsfl.common.fed_protocol import NUM_EVENTS, NUM_PATIENTS, from_json
+from stsfl.common.fed_protocol import BASELINE_GRID, NUM_EVENTS, NUM_PATIENTS, from_json
 from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
 
 
@@ -129,16 +129,28 @@ class SiteTask:
         )
         return reply, metrics, getattr(impl, "last_stats", {})
 
-    def evaluate(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, float]:
-        impl = self._impl(cfg)
+    def _eval_model(self, impl, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[torch.nn.Module, dict]:
         model, statistics = self._model(impl, arrays, cfg)
         own_norm = self._norm_path(cfg, int(cfg["server-round"]))
         if bool(cfg.get("keep-norm-local", False)) and own_norm.is_file():
             # FedBN: a training site evaluates with its own normalisation layers of this round.
             model.load_state_dict({**model.state_dict(), **torch.load(own_norm)})
         model.eval()
+        return model, statistics
+
+    def evaluate(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, float]:
+        impl = self._impl(cfg)
+        model, statistics = self._eval_model(impl, arrays, cfg)
         holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
         metrics = impl.evaluate(model, statistics, holdout=holdout)
         counts = impl.statistics()["counts"]
         metrics[NUM_EVENTS] = float(sum(counts["events"].values()))
         return metrics
+
+    def baseline(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, Any]:
+        """Binned events and risk sums per endpoint on the federation's grid (see baseline_site)."""
+        from .baseline_site import baseline_reply
+
+        impl = self._impl(cfg)
+        model, statistics = self._eval_model(impl, arrays, cfg)
+        return baseline_reply(impl.outcome_risks(model, statistics), from_json(str(cfg[BASELINE_GRID])))

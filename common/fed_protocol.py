@@ -19,6 +19,7 @@ from flwr.app import ConfigRecord
 MSG_STATS = "query.stats"  # site name + per-site clinical sums/counts + event counts
 MSG_TRAIN = "train"  # local training from the global model; reply: new weights + losses
 MSG_EVALUATE = "evaluate"  # evaluate the global model on a site's evaluation split
+MSG_BASELINE = "query.baseline"  # after the last round: binned events / risk sums for the baseline hazard
 
 # Record keys.
 ARRAYS = "arrays"
@@ -27,6 +28,8 @@ METRICS = "metrics"
 SITE = "site"
 STATS = "stats"
 BLEND_STATS = "blend-stats"  # train reply: per-head pooled-loss statistics (sums, event counts) as JSON
+BASELINE = "baseline"  # baseline reply: per endpoint, bins on the shared grid + log-risk histogram, as JSON
+BASELINE_GRID = "baseline-grid"  # baseline query config: {"bin_days", "max_days"} as JSON
 
 # node-config keys a SuperNode is started with (see `sts-client`).
 NODE_SITE_NAME = "site-name"

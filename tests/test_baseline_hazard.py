@@ -17,19 +17,7 @@ from stsfl.common.baseline_hazard import (
     time_grid,
 )
 
-
-def linear_cohort(n: int, seed: int, beta=(0.8, -0.5, 0.3), scale_days=1500.0, shape=1.2, ties_days: float = 0.0):
-    """x [n, 3] ~ N(0, 1); Weibull baseline H0(t) = (t / scale)^shape; uniform administrative censoring.
-    ties_days > 0 rounds times to that resolution (tied event and censoring times)."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, len(beta)))
-    eta = x @ np.asarray(beta)
-    true_t = scale_days * (rng.exponential(size=n) / np.exp(eta)) ** (1 / shape)
-    cens = rng.uniform(200, 4000, size=n)
-    time, event = np.minimum(true_t, cens), (true_t <= cens).astype(float)
-    if ties_days:
-        time = np.maximum(np.ceil(time / ties_days) * ties_days, ties_days)
-    return x, time, event
+from survival_cohorts import linear_cohort
 
 
 def lifelines_fit(x, time, event):

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from .loader import StrictModel
+from .prediction import PredictionConfig
 
 StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedbn"]
 
@@ -62,6 +63,7 @@ class FederationConfig(StrictModel):
     blending: bool = Field(True, description="federated gradient blending of the per-modality heads")
     results_dir: Path = Path("results")
     network: NetworkConfig = NetworkConfig()
+    prediction: PredictionConfig = PredictionConfig()
 
     @model_validator(mode="after")
     def _sites_consistent(self) -> "FederationConfig":
