@@ -25,10 +25,12 @@ class SiteRisks:
     event: np.ndarray
     observed: np.ndarray
     log_risk: np.ndarray
+    encoder_fingerprint: str | None = None
 
 
 def baseline_reply(risks: SiteRisks, grid: dict) -> dict:
-    """{"endpoints": {name: {"bins": BaselineBins dict, "risk_histogram": counts}}, "patients": N}."""
+    """{"endpoints": {name: {"bins": BaselineBins dict, "risk_histogram": counts}}, "patients": N,
+    "encoder_fingerprint": the slide encoder's weight fingerprint (the exported model records it)}."""
     edges = time_grid(float(grid["bin_days"]), float(grid["max_days"]))
     out = {}
     for k, endpoint in enumerate(risks.endpoints):
@@ -38,4 +40,4 @@ def baseline_reply(risks: SiteRisks, grid: dict) -> dict:
             "bins": site_baseline_bins(time, event, eta, edges).to_dict(),
             "risk_histogram": risk_histogram(eta).tolist(),
         }
-    return {"endpoints": out, "patients": int(len(risks.time))}
+    return {"endpoints": out, "patients": int(len(risks.time)), "encoder_fingerprint": risks.encoder_fingerprint}

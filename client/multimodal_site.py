@@ -89,7 +89,8 @@ class MultimodalSite:
 
         pids = [p.pid for p in self.prepared.patients]
         result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
-        return SiteRisks(list(self.schema.endpoint_names), result.time, result.event, result.observed, result.risks[FUSED])
+        return SiteRisks(list(self.schema.endpoint_names), result.time, result.event, result.observed, result.risks[FUSED],
+                         self.prepared.encoder_fingerprint)
 
     def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool) -> dict[str, float]:
         """Held-out centre: all usable patients; training site: its validation split. Per endpoint,

@@ -2,16 +2,9 @@
 
 Each training site answered `query.baseline` with, per endpoint, its events and risk sums on the
 shared grid and a histogram of its log-risks (stsfl.client.baseline_site; held-out centres are
-not asked: they stay external). The server writes `<results>/baseline_hazard.json`:
-
-    {"grid": {"bin_days", "max_days"}, "model_round": R, "sites": [...],
-     "endpoints": {name: {"pooled": {"edges", "cumulative"}, "bins": pooled bins,
-                          "per_site": {site: {"edges", "cumulative"}}, "risk_histogram": counts,
-                          "events": n}}}
-
-`pooled` is the baseline of one Cox model over all training sites; `per_site` the stratified
-(per-centre) baselines, for sites whose baseline hazards differ. A picture of both per endpoint
-goes to `baseline_hazard.png`.
+not asked: they stay external). The server writes `<results>/baseline_hazard.json` (layout in
+stsfl.common.baseline_document: pooled and per-site baselines per endpoint) and a picture of both
+per endpoint, `baseline_hazard.png`.
 """
 
 from __future__ import annotations
@@ -21,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from stsfl.common.baseline_hazard import DAYS_PER_YEAR, BaselineBins, BaselineHazard, combine_bins
+from stsfl.common.baseline_document import baseline_document
+from stsfl.common.baseline_hazard import DAYS_PER_YEAR, BaselineHazard
 from stsfl.common.config import FederationConfig
 from stsfl.common.fed_protocol import BASELINE_GRID, to_json
 from stsfl.common.figures import pyplot, save_png
@@ -40,24 +34,8 @@ def baseline_query_config(fed: FederationConfig) -> dict[str, str]:
 
 
 def combine_baseline_replies(replies: dict[str, dict], fed: FederationConfig, model_round: int) -> dict[str, Any]:
-    """The document of baseline_hazard.json from {site: reply} (see the module docstring)."""
-    if not replies:
-        raise ValueError("no training site answered the baseline query")
-    endpoints: dict[str, Any] = {}
-    names = sorted({e for r in replies.values() for e in r["endpoints"]})
-    for name in names:
-        per_site = {s: BaselineBins.from_dict(r["endpoints"][name]["bins"]) for s, r in sorted(replies.items())
-                    if name in r["endpoints"]}
-        pooled = combine_bins(per_site.values())
-        histogram = np.sum([np.asarray(replies[s]["endpoints"][name]["risk_histogram"]) for s in per_site], axis=0)
-        endpoints[name] = {
-            "pooled": BaselineHazard.from_bins(pooled).to_dict(),
-            "bins": pooled.to_dict(),
-            "per_site": {s: BaselineHazard.from_bins(b).to_dict() for s, b in per_site.items()},
-            "risk_histogram": histogram.astype(int).tolist(),
-            "events": int(pooled.events.sum()),
-        }
-    return {"grid": grid_settings(fed), "model_round": model_round, "sites": sorted(replies), "endpoints": endpoints}
+    """The document of baseline_hazard.json from {site: reply} (see stsfl.common.baseline_document)."""
+    return baseline_document(replies, grid_settings(fed), model_round)
 
 
 def plot_baselines(document: dict[str, Any], path: Path) -> Path:
