@@ -9,7 +9,8 @@ Handlers (message types in stsfl.common.fed_protocol):
 - query.stats: per-site clinical sums and counts, event counts (the statistics phase);
 - train: local training from the global weights; reply: new weights + aggregate losses;
 - evaluate: the global model on this site's evaluation split; reply: aggregate metrics;
-- query.baseline: after the last round, binned events and risk sums for the baseline hazard.
+- query.baseline: after the last round, binned events and risk sums for the baseline hazard;
+- query.calibration: then, calibration and decision curves of the absolute risks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from stsfl.common.fed_protocol import (
     ARRAYS,
     BASELINE,
     BLEND_STATS,
+    CALIBRATION,
     CONFIG,
     METRICS,
     NODE_SITE_CONFIG,
@@ -78,4 +80,12 @@ def baseline(msg: Message, context: Context) -> Message:
     task = _site(context)
     bins = task.baseline(msg.content[ARRAYS], msg.content[CONFIG])
     content = RecordDict({SITE: site_record(task.name), BASELINE: ConfigRecord({"json": to_json(bins)})})
+    return Message(content, reply_to=msg)
+
+
+@app.query("calibration")
+def calibration(msg: Message, context: Context) -> Message:
+    task = _site(context)
+    curves = task.calibration(msg.content[ARRAYS], msg.content[CONFIG])
+    content = RecordDict({SITE: site_record(task.name), CALIBRATION: ConfigRecord({"json": to_json(curves)})})
     return Message(content, reply_to=msg)

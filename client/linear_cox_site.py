@@ -146,11 +146,12 @@ class LinearCoxSite:
             "val-loss-fused": post_val,
         }
 
-    def outcome_risks(self, model: torch.nn.Module, statistics: dict):
-        """Log-risks of the training and validation rows (not the test fold) with their outcomes."""
+    def outcome_risks(self, model: torch.nn.Module, statistics: dict, validation_only: bool = False):
+        """Log-risks with the outcomes of the training and validation rows (not the test fold), or
+        of the validation rows only."""
         from .baseline_site import SiteRisks
 
-        rows = [split for split in (self.train, self.val) if len(split)]
+        rows = [split for split in ((self.val,) if validation_only else (self.train, self.val)) if len(split)]
         with torch.no_grad():
             risk = torch.cat([model(self._standardise(split, statistics)).reshape(-1) for split in rows]).numpy()
         time = torch.cat([split.time.reshape(-1) for split in rows]).numpy()

@@ -58,7 +58,7 @@ def save_attended_tiles(slide: Path, coords: np.ndarray, weights: np.ndarray, pr
         tiles = [reader.read(coords[i]) for i in order]
     finally:
         handle.close()
-    fig, axes = pyplot().subplots(1, len(tiles), figsize=(1.6 * len(tiles), 2.0), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(tiles), figsize=(max(1.6 * len(tiles), 5.0), 2.0), squeeze=False)
     for ax, tile, i in zip(axes[0], tiles, order):
         ax.imshow(tile)
         ax.set_title(f"{weights[i]:.2f}", fontsize=8)

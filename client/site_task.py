@@ -19,7 +19,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
 from stsfl.common.config import SiteConfig, load_config
-from stsfl.common.fed_protocol import BASELINE_GRID, NUM_EVENTS, NUM_PATIENTS, from_json
+from stsfl.common.fed_protocol import BASELINE, BASELINE_GRID, HORIZONS, NUM_EVENTS, NUM_PATIENTS, from_json
 from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
 
 
@@ -154,3 +154,17 @@ class SiteTask:
         impl = self._impl(cfg)
         model, statistics = self._eval_model(impl, arrays, cfg)
         return baseline_reply(impl.outcome_risks(model, statistics), from_json(str(cfg[BASELINE_GRID])))
+
+    def calibration(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, Any]:
+        """Calibration and decision curves of the absolute risks on this site's evaluation patients
+        (held-out centre: all; training site: validation split), see calibration_site."""
+        from stsfl.common.baseline_hazard import BaselineHazard
+
+        from .calibration_site import calibration_reply
+
+        impl = self._impl(cfg)
+        model, statistics = self._eval_model(impl, arrays, cfg)
+        holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
+        hazards = {name: BaselineHazard.from_dict(h) for name, h in from_json(str(cfg[BASELINE])).items()}
+        risks = impl.outcome_risks(model, statistics, validation_only=not holdout)
+        return calibration_reply(risks, hazards, from_json(str(cfg[HORIZONS])))

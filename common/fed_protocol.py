@@ -20,6 +20,7 @@ MSG_STATS = "query.stats"  # site name + per-site clinical sums/counts + event c
 MSG_TRAIN = "train"  # local training from the global model; reply: new weights + losses
 MSG_EVALUATE = "evaluate"  # evaluate the global model on a site's evaluation split
 MSG_BASELINE = "query.baseline"  # after the last round: binned events / risk sums for the baseline hazard
+MSG_CALIBRATION = "query.calibration"  # then: calibration and decision curves of the absolute risks
 
 # Record keys.
 ARRAYS = "arrays"
@@ -30,6 +31,8 @@ STATS = "stats"
 BLEND_STATS = "blend-stats"  # train reply: per-head pooled-loss statistics (sums, event counts) as JSON
 BASELINE = "baseline"  # baseline reply: per endpoint, bins on the shared grid + log-risk histogram, as JSON
 BASELINE_GRID = "baseline-grid"  # baseline query config: {"bin_days", "max_days"} as JSON
+CALIBRATION = "calibration"  # calibration reply: per endpoint and horizon, decile curves and counts, as JSON
+HORIZONS = "horizons"  # calibration query config: horizons in days as JSON (and BASELINE: pooled baselines)
 
 # node-config keys a SuperNode is started with (see `sts-client`).
 NODE_SITE_NAME = "site-name"

@@ -13,7 +13,8 @@ Phases, in the order they happen:
    centres on all their patients: C-index, td-AUC, IBS, events);
 5. after each round: checkpoint (atomic) and results files;
 6. after the last round: the training sites' binned aggregates for the baseline hazard of the
-   selected model (stsfl.server.baseline_phase) -> baseline_hazard.json.
+   selected model (stsfl.server.baseline_phase) -> baseline_hazard.json; then every site's
+   calibration and decision curves of the absolute risks (stsfl.server.calibration_phase).
 
 Resuming (`resume=True`) reloads the checkpoint and continues after its round; per-round seeds
 are `seed + round`, so the continuation is the same computation as an uninterrupted run.
@@ -35,9 +36,11 @@ from stsfl.common.fed_protocol import (
     ARRAYS,
     BASELINE,
     BLEND_STATS,
+    CALIBRATION,
     CONFIG,
     METRICS,
     MSG_BASELINE,
+    MSG_CALIBRATION,
     MSG_EVALUATE,
     MSG_TRAIN,
     NUM_EVENTS,
@@ -293,6 +296,21 @@ class Federation:
         document = write_baseline(self.results.root, replies, self.fed, model_round)
         events = ", ".join(f"{e} {v['events']} events" for e, v in document["endpoints"].items())
         self.log(f"baseline hazard of round {model_round}'s model from {len(ok)} site(s): {events}")
+        self._calibration_phase(arrays, cfg, document, model_round)
+
+    def _calibration_phase(self, arrays: Any, cfg: ConfigRecord, baseline: dict, model_round: int) -> None:
+        """Every site's calibration and decision curves of the absolute risks -> calibration.json + PNGs."""
+        from .calibration_phase import calibration_query_config, write_calibration
+
+        cfg.update(calibration_query_config(self.fed, baseline))
+        cfg["holdout-sites"] = to_json(self.fed.holdout)
+        present = [s for s in self.fed.sites if s in self.sites.node_of]
+        ok, _ = self._send(MSG_CALIBRATION, present, arrays, cfg, model_round)
+        if ok:
+            fits = write_calibration(self.results.root, {s: from_json(str(r.content[CALIBRATION]["json"])) for s, r in ok.items()}, self.fed)
+            for site in self.fed.holdout:
+                shown = ", ".join(f"{e} intercept {a:+.2f} slope {b:.2f}" for e, (a, b) in sorted(fits.get(site, {}).items()))
+                self.log(f"held-out {site} calibration at the middle horizon: {shown or 'not available'}")
 
     def _finish(self, state: ServerState) -> dict[str, Any]:
         history = state.meta["history"]

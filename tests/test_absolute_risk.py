@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from lifelines import CoxPHFitter
 
 from stsfl.common.absolute_risk import horizons_in_days, predict_absolute
@@ -80,3 +81,12 @@ def test_decision_curve_against_treat_all_and_treat_none(tmp_path):
     png = plot_calibration({"3 years": (groups, None)}, tmp_path / "cal.png", "test")
     dca = plot_decision_curves({"3 years": curve}, tmp_path / "dca.png", "test")
     assert png.stat().st_size > 5000 and dca.stat().st_size > 5000
+
+
+def test_kaplan_meier_risk_equals_lifelines():
+    from lifelines import KaplanMeierFitter
+
+    _, time, event = linear_cohort(300, seed=14, ties_days=30.0)  # tied event and censoring times
+    km = KaplanMeierFitter().fit(time, event)
+    for horizon in (10.0, 365.25, 1000.0, 1095.75, 5000.0):
+        assert km_risk(time, event, horizon) == pytest.approx(1 - km.predict(horizon), abs=1e-12)

@@ -128,3 +128,8 @@ def test_the_baseline_hazard_comes_from_the_training_sites_after_the_last_round(
     assert os_["events"] >= sum(counts[s]["events"]["os"] for s in TRAINING)
     assert os_["pooled"]["cumulative"][-1] > 0 and set(os_["per_site"]) == set(TRAINING)
     assert (completed_run / "baseline_hazard.png").is_file()
+    calibration = json.loads((completed_run / "calibration.json").read_text())
+    assert set(calibration["sites"]) == {*TRAINING, HOLDOUT}
+    three_years = calibration["sites"][HOLDOUT]["endpoints"]["os"]["1095.75"]
+    assert np.isfinite(three_years["slope"]) and len(three_years["groups"]["n"]) == 10
+    assert (completed_run / "calibration_os.png").is_file()
