@@ -75,17 +75,19 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
+def _json_reply(msg: Message, context: Context, answer: str, key: str) -> Message:
+    """A query answered with one JSON document under record `key` by SiteTask.<answer>(arrays, config)."""
+    task = _site(context)
+    value = getattr(task, answer)(msg.content[ARRAYS], msg.content[CONFIG])
+    content = RecordDict({SITE: site_record(task.name), key: ConfigRecord({"json": to_json(value)})})
+    return Message(content, reply_to=msg)
+
+
 @app.query("baseline")
 def baseline(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    bins = task.baseline(msg.content[ARRAYS], msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), BASELINE: ConfigRecord({"json": to_json(bins)})})
-    return Message(content, reply_to=msg)
+    return _json_reply(msg, context, "baseline", BASELINE)
 
 
 @app.query("calibration")
 def calibration(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    curves = task.calibration(msg.content[ARRAYS], msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), CALIBRATION: ConfigRecord({"json": to_json(curves)})})
-    return Message(content, reply_to=msg)
+    return _json_reply(msg, context, "calibration", CALIBRATION)

@@ -149,6 +149,7 @@ def predict_patients(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     root = site_root(target, target_yaml)
+    by_pid = {p.pid: p for p in prepared.patients}
     predictions = []
     for index, pid in enumerate(pids):
         batch: SurvivalBatch = collate([dataset[index]])
@@ -176,7 +177,7 @@ def predict_patients(
         if slide is not None:
             with torch.no_grad():
                 weights, _ = net.encoders["wsi"].attention(batch.wsi, batch.wsi_mask)
-            entry = prepared.cache.load("wsi", prepared.patients[[p.pid for p in prepared.patients].index(pid)].wsi_key, ["coords"])
+            entry = prepared.cache.load("wsi", by_pid[pid].wsi_key, ["coords"])
             prediction.figures["tiles"] = save_attended_tiles(slide, entry["coords"], weights[0].numpy(), model.preset,
                                                               out_dir / f"{pid}_tiles.png", TOP_TILES)
         write_patient_page(prediction, model, out_dir / f"{pid}.html")

@@ -123,10 +123,15 @@ def decision_curve(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizo
     return DecisionCurve(p, model, treat_all)
 
 
-def plot_calibration(per_horizon: dict[str, tuple[CalibrationGroups, CalibrationFit | None]], path: str | Path, title: str) -> Path:
-    """Predicted vs observed risk per group, one panel per horizon label, with intercept and slope."""
-    fig, axes = pyplot().subplots(1, len(per_horizon), figsize=(3.6 * len(per_horizon), 3.6), squeeze=False)
-    for ax, (label, (groups, fit)) in zip(axes[0], per_horizon.items()):
+def plot_calibration(per_horizon: dict[str, tuple[CalibrationGroups, CalibrationFit | None]], path: str | Path, title: str,
+                     ncols: int = 3) -> Path:
+    """Predicted vs observed risk per group, one panel per label (rows of `ncols`), with intercept and slope."""
+    ncols = min(ncols, len(per_horizon))
+    nrows = -(-len(per_horizon) // ncols)
+    fig, axes = pyplot().subplots(nrows, ncols, figsize=(3.6 * ncols, 3.5 * nrows), squeeze=False)
+    for ax in axes.flat[len(per_horizon):]:
+        ax.axis("off")
+    for ax, (label, (groups, fit)) in zip(axes.flat, per_horizon.items()):
         top = max(groups.predicted.max(), groups.observed.max(), 0.05) * 1.1
         ax.plot([0, top], [0, top], color="grey", ls="--", lw=1)
         ax.scatter(groups.predicted, groups.observed, s=12 + groups.n, color="tab:blue")
