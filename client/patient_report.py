@@ -108,8 +108,8 @@ not included, so they are too narrow). Absolute risk = 1 - S0(t)^exp(log-risk).<
 <h2>Survival curves</h2>{_img(prediction.figures.get('survival'), 'survival curves')}
 <h2>MRI: Grad-CAM</h2>{_img(prediction.figures.get('gradcam'), 'Grad-CAM overlay') or '<p>no MRI used</p>'}
 <h2>Slide: most-attended tiles</h2>{_img(prediction.figures.get('tiles'), 'attended tiles') or '<p>no slide used</p>'}
-<hr><p><small>Model: federation {esc(str(source.get('federation', '?')))}, round {esc(str(source.get('round', '?')))},
-preset {esc(model.preset.name)}, stsfl {esc(model.version)}. Not a medical device; for research use.</small></p>
+<hr><p><small>Model: {esc(", ".join(f"{k} {v}" for k, v in source.items()))}; preset {esc(model.preset.name)},
+stsfl {esc(model.version)}. Not a medical device; for research use.</small></p>
 </body></html>
 """
     path = Path(path)

@@ -36,6 +36,7 @@ from .site_inventory import site_schema
 from .site_prepare import PreparedSite, prepare_site, site_cache_dir
 
 TOP_TILES = 8
+N_BOOT = 200  # Poisson-bootstrap draws of the baseline hazard per prediction
 
 
 @dataclass
@@ -161,7 +162,7 @@ def predict_patients(
         for k, endpoint in enumerate(model.schema.endpoints):
             hazard, bins = model.baseline_hazard(endpoint.name, baseline_site)
             absolute = predict_absolute(log_risk[k:k + 1], hazard, horizons, bins=bins, times=times,
-                                        n_boot=200, seed=seed)
+                                        n_boot=N_BOOT, seed=seed)
             histogram = model.risk_histogram(endpoint.name)
             low, high = risk_halves(histogram)
             endpoints.append(EndpointPrediction(

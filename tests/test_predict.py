@@ -17,12 +17,16 @@ from stsfl.client.site_prepare import prepare_site
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import combine_clinical_sums
 from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema
+from stsfl.common.console import UserError
 from stsfl.common.model_file import ModelFileError, load_model_file
 from stsfl.common.multimodal import MultimodalCoxNet
 
 from site_builder import COLUMNS, clinical_row, make_site, write_csv
 
-PRESET = load_preset("cpu-small")
+_SMALL = load_preset("cpu-small")
+# N4 off: the tests are about prediction, and N4 is most of the tiny sites' preprocessing time.
+PRESET = _SMALL.model_copy(update={"preprocessing": _SMALL.preprocessing.model_copy(update={
+    "mri": _SMALL.preprocessing.mri.model_copy(update={"n4": _SMALL.preprocessing.mri.n4.model_copy(update={"enabled": False})})})})
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +100,31 @@ def test_cli_names_an_unknown_patient(exported, capsys):
                      "--out", str(root / "cli")])
     assert done.value.code == 2
     assert "patient nobody cannot be predicted" in capsys.readouterr().err
+
+
+def test_server_export_of_a_results_folder_gives_the_same_model(exported, tmp_path):
+    """`sts-server export`: federation.yaml + statistics.json + baseline_hazard.json + model_selected.npz."""
+    import json
+
+    import numpy as np
+    import yaml
+
+    from stsfl.server.export_model import export_from_results
+
+    _, _, model_path = exported
+    local = load_model_file(model_path)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "federation.yaml").write_text(yaml.safe_dump({"sites": ["test_site", "other"], "holdout": ["other"]}))
+    (results / "statistics.json").write_text(json.dumps({"global": local.statistics}))
+    (results / "baseline_hazard.json").write_text(json.dumps(local.baseline))
+    np.savez(results / "model_selected.npz", **local.arrays)
+    out = export_from_results(results, tmp_path / "fed.stsfl.zip")
+    model = load_model_file(out, schema=load_schema())
+    assert model.source["holdout_sites"] == ["other"] and model.encoder_fingerprint == local.encoder_fingerprint
+    assert model.preset == _SMALL and all(np.array_equal(model.arrays[k], v) for k, v in local.arrays.items())
+    hazard, _ = model.baseline_hazard("os")
+    np.testing.assert_array_equal(hazard.cumulative, local.baseline_hazard("os")[0].cumulative)
+    (results / "federation.yaml").write_text(yaml.safe_dump({"sites": ["a"], "task": "linear-cox"}))
+    with pytest.raises(UserError, match="only multimodal models are exported"):
+        export_from_results(results, tmp_path / "no.zip")

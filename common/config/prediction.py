@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat
 
 from .loader import StrictModel
 
@@ -20,4 +20,3 @@ class PredictionConfig(StrictModel):
     baseline: bool = Field(True, description="query the training sites for the baseline hazard after the last round")
     grid: BaselineGridConfig = BaselineGridConfig()
     horizons_years: list[PositiveFloat] = Field([1.0, 3.0, 5.0], min_length=1)
-    n_boot: PositiveInt = Field(200, description="Poisson-bootstrap draws of the baseline hazard (risk intervals)")
