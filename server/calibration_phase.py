@@ -37,6 +37,7 @@ def plot_site_curves(replies: dict[str, dict], fed: FederationConfig, endpoint: 
     """calibration_<endpoint>.png and decision_<endpoint>.png; horizons without data are left empty."""
     horizons = horizons_in_days(fed.prediction.horizons_years)
     years = fed.prediction.horizons_years
+    colour = {site: f"C{i % 10}" for i, site in enumerate(sorted(replies))}  # one colour per site in every panel
     paths = []
     for kind in ("calibration", "decision"):
         fig, axes = pyplot().subplots(1, len(horizons), figsize=(3.8 * len(horizons), 3.6), squeeze=False)
@@ -45,14 +46,14 @@ def plot_site_curves(replies: dict[str, dict], fed: FederationConfig, endpoint: 
                 entry = reply["endpoints"].get(endpoint, {}).get(f"{horizon:g}", {})
                 if "groups" not in entry:
                     continue
-                style = {"ls": "--" if site in fed.holdout else "-", "marker": "o", "ms": 3}
+                style = {"ls": "--" if site in fed.holdout else "-", "marker": "o", "ms": 3, "color": colour[site]}
                 if kind == "calibration":
                     g = entry["groups"]
                     ax.plot(g["predicted"], g["observed"], label=f"{_label(site, fed)}: slope {entry['slope']:.2f}", **style)
                 else:
                     d = entry["decision"]
-                    line = ax.plot(d["thresholds"], d["model"], label=_label(site, fed), ls=style["ls"])[0]
-                    ax.plot(d["thresholds"], d["treat_all"], color=line.get_color(), lw=0.7, ls=":")
+                    ax.plot(d["thresholds"], d["model"], label=_label(site, fed), ls=style["ls"], color=colour[site])
+                    ax.plot(d["thresholds"], d["treat_all"], color=colour[site], lw=0.7, ls=":")
             if kind == "calibration":
                 ax.plot([0, 1], [0, 1], color="grey", lw=1)
                 ax.set_xlabel("predicted risk")
