@@ -12,9 +12,8 @@ Phases, in the order they happen:
    sites on their validation split: the fused-head loss used for model selection; held-out
    centres on all their patients: C-index, td-AUC, IBS, events);
 5. after each round: checkpoint (atomic) and results files;
-6. after the last round: the training sites' binned aggregates for the baseline hazard of the
-   selected model (stsfl.server.baseline_phase) -> baseline_hazard.json; then every site's
-   calibration and decision curves of the absolute risks (stsfl.server.calibration_phase).
+6. after the last round: baseline hazard and calibration of the selected model
+   (stsfl.server.prediction_phases) -> baseline_hazard.json, calibration.json.
 
 Resuming (`resume=True`) reloads the checkpoint and continues after its round; per-round seeds
 are `seed + round`, so the continuation is the same computation as an uninterrupted run.
@@ -34,13 +33,9 @@ from flwr.serverapp import Grid
 from stsfl.common.config import FederationConfig
 from stsfl.common.fed_protocol import (
     ARRAYS,
-    BASELINE,
     BLEND_STATS,
-    CALIBRATION,
     CONFIG,
     METRICS,
-    MSG_BASELINE,
-    MSG_CALIBRATION,
     MSG_EVALUATE,
     MSG_TRAIN,
     NUM_EVENTS,
@@ -274,43 +269,10 @@ class Federation:
             self.results.write_history(state.meta["history"])
             self.log(self._progress_line(record))
         if fed.prediction.baseline:
-            self._baseline_phase(state)
+            from .prediction_phases import run_prediction_phases
+
+            run_prediction_phases(self, state)
         return self._finish(state)
-
-    def _baseline_phase(self, state: ServerState) -> None:
-        """The training sites' binned events / risk sums under the selected model -> baseline_hazard.json."""
-        from .baseline_phase import baseline_query_config, write_baseline
-
-        self.results.write_status("baseline", completed_rounds=state.round)
-        model_round = state.meta.get("best_round") or state.round
-        cfg = self._round_config(state, model_round)
-        cfg.update(baseline_query_config(self.fed))
-        self.sites.refresh(self.query_timeout)
-        present = [s for s in self.fed.training_sites if s in self.sites.node_of]
-        arrays = numpy_to_arrays(state.best_arrays or state.global_arrays)
-        ok, _ = self._send(MSG_BASELINE, present, arrays, cfg, model_round)
-        if not ok:
-            self.log("baseline hazard: no training site replied; no baseline_hazard.json")
-            return
-        replies = {s: from_json(str(r.content[BASELINE]["json"])) for s, r in ok.items()}
-        document = write_baseline(self.results.root, replies, self.fed, model_round)
-        events = ", ".join(f"{e} {v['events']} events" for e, v in document["endpoints"].items())
-        self.log(f"baseline hazard of round {model_round}'s model from {len(ok)} site(s): {events}")
-        self._calibration_phase(arrays, cfg, document, model_round)
-
-    def _calibration_phase(self, arrays: Any, cfg: ConfigRecord, baseline: dict, model_round: int) -> None:
-        """Every site's calibration and decision curves of the absolute risks -> calibration.json + PNGs."""
-        from .calibration_phase import calibration_query_config, write_calibration
-
-        cfg.update(calibration_query_config(self.fed, baseline))
-        cfg["holdout-sites"] = to_json(self.fed.holdout)
-        present = [s for s in self.fed.sites if s in self.sites.node_of]
-        ok, _ = self._send(MSG_CALIBRATION, present, arrays, cfg, model_round)
-        if ok:
-            fits = write_calibration(self.results.root, {s: from_json(str(r.content[CALIBRATION]["json"])) for s, r in ok.items()}, self.fed)
-            for site in self.fed.holdout:
-                shown = ", ".join(f"{e} intercept {a:+.2f} slope {b:.2f}" for e, (a, b) in sorted(fits.get(site, {}).items()))
-                self.log(f"held-out {site} calibration at the middle horizon: {shown or 'not available'}")
 
     def _finish(self, state: ServerState) -> dict[str, Any]:
         history = state.meta["history"]
