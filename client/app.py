@@ -13,6 +13,8 @@ Handlers (message types in stsfl.common.fed_protocol):
 - train: local training from the global weights; reply: new weights + aggregate losses;
 - evaluate: the global model on this site's evaluation split; reply: aggregate metrics;
 - evaluate.cross: several models (cross-site validation) on the same split; reply: their metrics.
+- query.baseline: after the last round, binned events and risk sums for the baseline hazard;
+- query.calibration: then, calibration and decision curves of the absolute risks.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from flwr.clientapp import ClientApp
 
 from stsfl.common.fed_protocol import (
     ARRAYS,
+    BASELINE,
     BLEND_STATS,
+    CALIBRATION,
     CONFIG,
     METRICS,
     METRICS_PREFIX,
@@ -111,3 +115,21 @@ def cross_evaluate(msg: Message, context: Context) -> Message:
     content = RecordDict({SITE: site_record(task.name),
                           **{f"{METRICS_PREFIX}{name}": MetricRecord(m) for name, m in per_model.items()}})
     return Message(content, reply_to=msg)
+
+
+def _json_reply(msg: Message, context: Context, answer: str, key: str) -> Message:
+    """A query answered with one JSON document under record `key` by SiteTask.<answer>(arrays, config)."""
+    task = _site(context)
+    value = getattr(task, answer)(msg.content[ARRAYS], msg.content[CONFIG])
+    content = RecordDict({SITE: site_record(task.name), key: ConfigRecord({"json": to_json(value)})})
+    return Message(content, reply_to=msg)
+
+
+@app.query("baseline")
+def baseline(msg: Message, context: Context) -> Message:
+    return _json_reply(msg, context, "baseline", BASELINE)
+
+
+@app.query("calibration")
+def calibration(msg: Message, context: Context) -> Message:
+    return _json_reply(msg, context, "calibration", CALIBRATION)

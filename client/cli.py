@@ -3,6 +3,8 @@
     sts-client --site site.yaml --server HOST:PORT    join a federation (runs until Ctrl-C)
     sts-client check-config --site site.yaml          validate the site YAML
     sts-client validate --site site.yaml              check (and preprocess) the site data
+    sts-client predict --site site.yaml --model MODEL (--patient PID ... | --patients DIR) [--out DIR]
+                                                      absolute risks, one HTML page per patient + CSV
 
 Joining starts a Flower SuperNode for this site. The SuperNode carries node-config
 `site-name` (the YAML's `name`) and `site-config` (the YAML's absolute path); our ClientApp
@@ -118,6 +120,26 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if blockers else 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """One HTML page per patient and predictions.csv (see stsfl.client.predict)."""
+    from .predict import predict_patients
+
+    if bool(args.patient) == bool(args.patients):
+        raise UserError("give --patient PID (patients of this site) or --patients DIR (new patients), not both")
+    predictions = predict_patients(Path(args.model), Path(args.site), Path(args.out), pids=args.patient or None,
+                                   patients_dir=Path(args.patients) if args.patients else None,
+                                   baseline_site=args.baseline_site)
+    for p in predictions:
+        risks = "; ".join(
+            f"{ep.name} " + ", ".join(f"{h:g}y {100 * r:.0f}%" for h, r in zip(ep.absolute.horizons_days / 365.25, ep.absolute.risk[0]))
+            for ep in p.endpoints
+        )
+        note = f" (without {', '.join(m.split(':')[0] for m in p.missing)})" if p.missing else ""
+        console.print(f"{p.pid}: {risks}{note}", highlight=False)
+    console.print(f"pages and predictions.csv in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sts-client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--site", help="site YAML")
@@ -136,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--preset", default="cpu-small", help="model preset whose preprocessing to apply (name or YAML)")
     validate.add_argument("--preview", metavar="PNG", help="also write a PNG of the preprocessed MRI crops")
     validate.set_defaults(func=_cmd_validate)
+    predict = sub.add_parser("predict", help="absolute risks at the horizons for patients of this site or new patients")
+    predict.add_argument("--site", required=True, help="site YAML (its schema and preprocessing cache are used)")
+    predict.add_argument("--model", required=True, help="model file from `sts-server export`")
+    predict.add_argument("--patient", action="append", metavar="PID", help="a patient of this site (repeatable)")
+    predict.add_argument("--patients", metavar="DIR", help="folder of new patients: clinical.csv (outcomes optional), mri/, wsi/")
+    predict.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
+    predict.add_argument("--baseline-site", help="use this training site's own (stratified) baseline hazard instead of the pooled one")
+    predict.set_defaults(func=_cmd_predict)
     return parser
 
 

@@ -101,14 +101,19 @@ def parse_endpoint(time_cell: str, event_cell: str) -> tuple[float, float, bool]
     return time, event, True
 
 
-def required_columns(schema: ClinicalSchema) -> list[str]:
+def endpoint_columns(schema: ClinicalSchema) -> list[str]:
+    return [c for e in schema.endpoints for c in (e.time_column, e.event_column)]
+
+
+def required_columns(schema: ClinicalSchema, outcomes: bool = True) -> list[str]:
     cols = [schema.patient_id_column] + [v.name for v in schema.variables]
-    return cols + [c for e in schema.endpoints for c in (e.time_column, e.event_column)]
+    return cols + (endpoint_columns(schema) if outcomes else [])
 
 
-def read_clinical_csv(path: Path, schema: ClinicalSchema, problems: ProblemLog) -> ClinicalTable:
+def read_clinical_csv(path: Path, schema: ClinicalSchema, problems: ProblemLog, outcomes_required: bool = True) -> ClinicalTable:
     """Parse clinical.csv. Raises SiteUnusableError when the file cannot be read or lacks a
-    required column; records a problem (and leaves the row out) for every bad row."""
+    required column; records a problem (and leaves the row out) for every bad row.
+    outcomes_required False (new patients to predict for): absent endpoint columns mean no outcome."""
     path = Path(path)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -117,9 +122,12 @@ def read_clinical_csv(path: Path, schema: ClinicalSchema, problems: ProblemLog) 
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise SiteUnusableError([Problem(f"cannot read clinical table: {err}", str(path))]) from None
     frame.columns = [c.strip() for c in frame.columns]
-    missing = [c for c in required_columns(schema) if c not in frame.columns]
+    missing = [c for c in required_columns(schema, outcomes_required) if c not in frame.columns]
     if missing:
         raise SiteUnusableError([Problem("required column missing", str(path), None, c) for c in missing])
+    for column in endpoint_columns(schema):
+        if column not in frame.columns:
+            frame[column] = ""
 
     id_col = schema.patient_id_column
     ids = frame[id_col].str.strip()

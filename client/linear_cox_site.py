@@ -147,6 +147,18 @@ class LinearCoxSite:
             "val-loss-fused": post_val,
         }
 
+    def outcome_risks(self, model: torch.nn.Module, statistics: dict, validation_only: bool = False):
+        """Log-risks with the outcomes of the training and validation rows (not the test fold), or
+        of the validation rows only."""
+        from .baseline_site import SiteRisks
+
+        rows = [split for split in ((self.val,) if validation_only else (self.train, self.val)) if len(split)]
+        with torch.no_grad():
+            risk = torch.cat([model(self._standardise(split, statistics)).reshape(-1) for split in rows]).numpy()
+        time = torch.cat([split.time.reshape(-1) for split in rows]).numpy()
+        event = torch.cat([split.event.reshape(-1) for split in rows]).numpy()
+        return SiteRisks(["os"], time[:, None], event[:, None], np.ones((len(time), 1), bool), risk[:, None])
+
     def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool,
                  horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS) -> dict[str, float]:
         """Validation loss (training sites) and the aggregate metrics of `stsfl.common.site_metrics`

@@ -85,6 +85,16 @@ class MultimodalSite:
                            "val": result.val_stats.to_dict() if result.val_stats is not None else None}
         return metrics
 
+    def outcome_risks(self, model: torch.nn.Module, statistics: dict, validation_only: bool = False):
+        """The fused head's log-risks with the outcomes of every usable patient (the baseline hazard;
+        a held-out centre's calibration), or of the validation split (a training site's calibration)."""
+        from .baseline_site import SiteRisks
+
+        pids = self.val_pids if validation_only else [p.pid for p in self.prepared.patients]
+        result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
+        return SiteRisks(list(self.schema.endpoint_names), result.time, result.event, result.observed, result.risks[FUSED],
+                         self.prepared.encoder_fingerprint)
+
     def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool,
                  horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS) -> dict[str, float]:
         """Held-out centre: all usable patients; training site: its validation split. Per endpoint,

@@ -67,11 +67,12 @@ def _slide_patient(filename: str, ids: set[str]) -> str:
     return max(matches, key=len) if matches else filename.split(".")[0]
 
 
-def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, schema: ClinicalSchema | None = None) -> SiteInventory:
+def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, schema: ClinicalSchema | None = None,
+              outcomes_required: bool = True) -> SiteInventory:
     """Read clinical.csv and list the images; raises SiteUnusableError when the CSV is unusable."""
     root = site_root(site, site_yaml)
     schema = schema or site_schema(site, site_yaml)
-    table = read_clinical_csv(_under(root, site.layout.clinical_csv), schema, problems)
+    table = read_clinical_csv(_under(root, site.layout.clinical_csv), schema, problems, outcomes_required)
     inputs: dict[str, PatientInputs] = {pid: PatientInputs() for pid in table.records}
 
     for folder in _visible(_under(root, site.layout.mri_dir)):

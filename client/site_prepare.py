@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,15 +147,23 @@ def prepare_site(
     policy: str | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    only: Collection[str] | None = None,
+    keep_partial: bool = False,
+    outcomes_required: bool = True,
 ) -> PreparedSite:
-    """Scan, check and preprocess the site; `policy` overrides site.bad_patient_policy."""
+    """Scan, check and preprocess the site; `policy` overrides site.bad_patient_policy.
+
+    For prediction: `only` preprocesses just these patients; `keep_partial` keeps a patient whose
+    MRI or slide is unusable, without that modality (the problem becomes a warning);
+    `outcomes_required` False accepts a clinical table without endpoint columns."""
     start = time.perf_counter()
     problems = ProblemLog(policy or site.bad_patient_policy)
-    inventory: SiteInventory = scan_site(site, site_yaml, problems, schema)
+    inventory: SiteInventory = scan_site(site, site_yaml, problems, schema, outcomes_required)
     cache = PreprocessCache(cache_dir or site_cache_dir(site, site_yaml))
-    worker = _Preprocessor(preset, cache, need_encoder=any(i.wsi for i in inventory.inputs.values()))
+    wanted = {pid: inputs for pid, inputs in inventory.inputs.items() if only is None or pid in only}
+    worker = _Preprocessor(preset, cache, need_encoder=any(i.wsi for i in wanted.values()))
     patients: list[PreparedPatient] = []
-    todo = [(pid, inputs) for pid, inputs in inventory.inputs.items() if pid not in problems.excluded_patients()]
+    todo = [(pid, inputs) for pid, inputs in wanted.items() if pid not in problems.excluded_patients()]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
@@ -167,8 +176,11 @@ def prepare_site(
                     try:
                         keys[kind] = worker.mri(inputs) if kind == "mri" else worker.wsi(inputs.wsi)
                     except PatientDataError as err:
-                        problems.error(err.reason, err.file, pid, err.column)
-                if len(keys) == (inputs.mri is not None) + (inputs.wsi is not None):
+                        if keep_partial:
+                            problems.warning(f"{kind} left out: {err.reason}", err.file, pid, err.column)
+                        else:
+                            problems.error(err.reason, err.file, pid, err.column)
+                if keep_partial or len(keys) == (inputs.mri is not None) + (inputs.wsi is not None):
                     patients.append(PreparedPatient(inventory.table.records[pid], keys.get("mri"), keys.get("wsi")))
                 bar.advance(task)
     finally:

@@ -19,7 +19,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
 from stsfl.common.config import SiteConfig, load_config
-from stsfl.common.fed_protocol import NUM_EVENTS, NUM_PATIENTS, from_json
+from stsfl.common.fed_protocol import BASELINE, BASELINE_GRID, HORIZONS, NUM_EVENTS, NUM_PATIENTS, from_json
 from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS
 
@@ -142,15 +142,41 @@ class SiteTask:
         return {name: self._evaluate(impl, arrays, cfg, own_norm=(name == global_name)) for name, arrays in models.items()}
 
     def _evaluate(self, impl, arrays: ArrayRecord, cfg: ConfigRecord, own_norm: bool) -> dict[str, float]:
-        model, statistics = self._model(impl, arrays, cfg)
-        norm_file = self._norm_path(cfg, int(cfg["server-round"]))
-        if own_norm and bool(cfg.get("keep-norm-local", False)) and norm_file.is_file():
-            # FedBN: a training site evaluates with its own normalisation layers of this round.
-            model.load_state_dict({**model.state_dict(), **torch.load(norm_file)})
-        model.eval()
+        model, statistics = self._eval_model(impl, arrays, cfg, own_norm)
         holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
         horizons = from_json(str(cfg.get("horizons", "null"))) or DEFAULT_HORIZONS_DAYS
         metrics = impl.evaluate(model, statistics, holdout=holdout, horizons=horizons)
         counts = impl.statistics()["counts"]
         metrics[NUM_EVENTS] = float(sum(counts["events"].values()))
         return metrics
+
+    def _eval_model(self, impl, arrays: ArrayRecord, cfg: ConfigRecord, own_norm: bool = True) -> tuple[torch.nn.Module, dict]:
+        model, statistics = self._model(impl, arrays, cfg)
+        norm_file = self._norm_path(cfg, int(cfg["server-round"]))
+        if own_norm and bool(cfg.get("keep-norm-local", False)) and norm_file.is_file():
+            # FedBN: a training site evaluates with its own normalisation layers of this round.
+            model.load_state_dict({**model.state_dict(), **torch.load(norm_file)})
+        model.eval()
+        return model, statistics
+
+    def baseline(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, Any]:
+        """Binned events and risk sums per endpoint on the federation's grid (see baseline_site)."""
+        from .baseline_site import baseline_reply
+
+        impl = self._impl(cfg)
+        model, statistics = self._eval_model(impl, arrays, cfg)
+        return baseline_reply(impl.outcome_risks(model, statistics), from_json(str(cfg[BASELINE_GRID])))
+
+    def calibration(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, Any]:
+        """Calibration and decision curves of the absolute risks on this site's evaluation patients
+        (held-out centre: all; training site: validation split), see calibration_site."""
+        from stsfl.common.baseline_hazard import BaselineHazard
+
+        from .calibration_site import calibration_reply
+
+        impl = self._impl(cfg)
+        model, statistics = self._eval_model(impl, arrays, cfg)
+        holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
+        hazards = {name: BaselineHazard.from_dict(h) for name, h in from_json(str(cfg[BASELINE])).items()}
+        risks = impl.outcome_risks(model, statistics, validation_only=not holdout)
+        return calibration_reply(risks, hazards, from_json(str(cfg[HORIZONS])))

@@ -22,6 +22,8 @@ MSG_EVALUATE = "evaluate"  # evaluate the global model on a site's evaluation sp
 # Cross-site validation: several models in one message (ArrayRecords "model/<name>"), one
 # MetricRecord "metrics/<name>" per model in the reply. Local fine-tuning reuses MSG_TRAIN.
 MSG_CROSS_EVALUATE = "evaluate.cross"
+MSG_BASELINE = "query.baseline"  # after the last round: binned events / risk sums for the baseline hazard
+MSG_CALIBRATION = "query.calibration"  # then: calibration and decision curves of the absolute risks
 
 # Record keys.
 ARRAYS = "arrays"
@@ -30,6 +32,10 @@ METRICS = "metrics"
 SITE = "site"
 STATS = "stats"
 BLEND_STATS = "blend-stats"  # train reply: per-head pooled-loss statistics (sums, event counts) as JSON
+BASELINE = "baseline"  # baseline reply: per endpoint, bins on the shared grid + log-risk histogram, as JSON
+BASELINE_GRID = "baseline-grid"  # baseline query config: {"bin_days", "max_days"} as JSON
+CALIBRATION = "calibration"  # calibration reply: per endpoint and horizon, decile curves and counts, as JSON
+HORIZONS = "horizons"  # calibration query config: horizons in days as JSON (and BASELINE: pooled baselines)
 
 MODEL_PREFIX = "model/"
 METRICS_PREFIX = "metrics/"

@@ -66,14 +66,24 @@ def breslow_survival(train_time, train_event, train_risk, risk, times: np.ndarra
     return np.stack([fn(times) for fn in breslow.get_survival_function(np.asarray(risk, float))])
 
 
-def integrated_brier(train_time, train_event, train_risk, time, event, risk, n_times: int = 20) -> float:
-    """Integrated Brier score over a grid between the 10th and 90th percentile of the test times
-    (clipped below the largest training time)."""
+def brier_times(train_time, time, n_times: int = 20) -> np.ndarray:
+    """The integrated Brier score's grid: between the 10th and 90th percentile of the test times,
+    clipped below the largest test and training time (where the censoring weights exist)."""
     lo, hi = np.percentile(time, [10, 90])
     hi = min(hi, np.max(time) * (1 - 1e-9), np.max(train_time) * (1 - 1e-9))
-    times = np.linspace(lo, hi, n_times)
-    survival = breslow_survival(train_time, train_event, train_risk, risk, times)
+    return np.linspace(lo, hi, n_times)
+
+
+def integrated_brier_of_survival(train_time, train_event, time, event, survival: np.ndarray, times: np.ndarray) -> float:
+    """Integrated Brier score of predicted survival [N, T] at `times` (censoring from the training split)."""
     return float(integrated_brier_score(_surv(train_time, train_event), _surv(time, event), survival, times))
+
+
+def integrated_brier(train_time, train_event, train_risk, time, event, risk, n_times: int = 20) -> float:
+    """Integrated Brier score on `brier_times` of S0(t)^exp(risk), S0 the training split's Breslow estimate."""
+    times = brier_times(train_time, time, n_times)
+    survival = breslow_survival(train_time, train_event, train_risk, risk, times)
+    return integrated_brier_of_survival(train_time, train_event, time, event, survival, times)
 
 
 @dataclass(frozen=True)

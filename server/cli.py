@@ -5,6 +5,7 @@
     sts-server --config federation.yaml --simulate                    all sites on this machine
     sts-server --resume RESULTS_DIR [--simulate]                      continue a stopped one
     sts-server check-config --config federation.yaml                  validate the YAML
+    sts-server export --results RESULTS_DIR --out MODEL.zip           the model file for the sites
 
 Starting a federation: a SuperLink on the configured host and port (a free port when 0) logging
 to <results>/superlink.log; our ServerApp submitted with `flwr run --stream`; its progress lines
@@ -154,6 +155,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export_model import export_from_results
+
+    path = export_from_results(Path(args.results), Path(args.out))
+    console.print(f"model file: {path} (sites predict with: sts-client predict --site site.yaml --model {path} ...)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sts-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="federation YAML")
@@ -168,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the federation YAML")
     check.add_argument("--config", required=True)
     check.set_defaults(func=_cmd_check_config)
+    export = sub.add_parser("export", help="write the model file of a finished federation (weights, preprocessing, "
+                                           "schema, statistics, baseline hazard)")
+    export.add_argument("--results", required=True, help="the federation's results folder")
+    export.add_argument("--out", required=True, help="model file to write (e.g. model.stsfl.zip)")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 

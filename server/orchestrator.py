@@ -13,6 +13,8 @@ Phases, in the order they happen:
    centres on all their patients: C-index, td-AUC, IBS, events);
 5. after each round: checkpoint (atomic) and results files;
 6. with `cross_site.enabled`, after the last round: cross-site validation (stsfl.server.cross_site).
+7. after the last round: baseline hazard and calibration of the selected model
+   (stsfl.server.prediction_phases) -> baseline_hazard.json, calibration.json.
 
 Resuming (`resume=True`) reloads the checkpoint and continues after its round; per-round seeds
 are `seed + round`, so the continuation is the same computation as an uninterrupted run.
@@ -310,6 +312,10 @@ class Federation:
             self.results.write_history(state.meta["history"])
             self.log(self._progress_line(record))
         cross_site = self._cross_site(state) if fed.cross_site.enabled else None
+        if fed.prediction.baseline:
+            from .prediction_phases import run_prediction_phases
+
+            run_prediction_phases(self, state)
         return self._finish(state, cross_site)
 
     def _finish(self, state: ServerState, cross_site: CrossSiteMatrix | None) -> dict[str, Any]:

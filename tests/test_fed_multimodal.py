@@ -94,3 +94,28 @@ def test_fedbn_sites_keep_their_own_normalisation_layers(site_tasks):
     cfg2 = ConfigRecord(dict(base, **{"statistics": to_json(statistics), "server-round": 2, "seed": 2}))
     after2 = arrays_to_numpy(site.train(numpy_to_arrays(foreign), cfg2)[0])[norm_weight]
     assert np.abs(after2 - own).max() < 0.5 < np.abs(after2 - 5.0).min()
+
+
+def test_baseline_query_pools_the_training_sites_bins(site_tasks):
+    """The baseline phase in one process: training sites bin their events and risk sums on the
+    federation's grid; the server's pooled baseline counts every event and matches the pooled
+    Breslow estimate of the same model on the exact grid within the coarsening error."""
+    from stsfl.server.baseline_phase import baseline_query_config, combine_baseline_replies
+
+    fed = FederationConfig(sites=SITES, holdout=["held_out"], validation_fraction=0.34)
+    hooks = hooks_for(fed)
+    base = {"task": "multimodal", "preset": "cpu-small", "schema": to_json(hooks.schema_json()), "run-seed": 0,
+            "validation-fraction": fed.validation_fraction, "federation": "baseline-test", "server-round": 1}
+    statistics = hooks.combine_statistics({n: t.statistics(ConfigRecord(base)) for n, t in site_tasks.items()})
+    glob = numpy_to_arrays(hooks.initial_arrays(statistics, seed=0))
+    cfg = ConfigRecord(dict(base, statistics=to_json(statistics), **baseline_query_config(fed)))
+    replies = {name: site_tasks[name].baseline(glob, cfg) for name in fed.training_sites}
+    assert all(r["patients"] == 6 for r in replies.values())
+    document = combine_baseline_replies(replies, fed, model_round=1)
+    assert document["sites"] == ["a", "b"]
+    for name, entry in document["endpoints"].items():
+        events = sum(int(sum(r["endpoints"][name]["bins"]["events"])) for r in replies.values())
+        assert entry["events"] == events and sum(entry["risk_histogram"]) == 12
+        cumulative = np.asarray(entry["pooled"]["cumulative"])
+        assert np.all(np.diff(cumulative) >= 0) and (cumulative[-1] > 0) == (events > 0)
+        assert set(entry["per_site"]) == {"a", "b"}

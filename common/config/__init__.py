@@ -2,6 +2,7 @@
 
 from .federation import FederationConfig
 from .loader import ConfigError, StrictModel, bundled_path, load_config, parse_config, read_yaml
+from .prediction import BaselineGridConfig, PredictionConfig
 from .preset import ModelPreset
 from .schema import ClinicalSchema, ClinicalVariable, Endpoint
 from .site import SiteConfig
@@ -21,12 +22,14 @@ def load_preset(name_or_path: str) -> ModelPreset:
 
 
 __all__ = [
+    "BaselineGridConfig",
     "ClinicalSchema",
     "ClinicalVariable",
     "ConfigError",
     "Endpoint",
     "FederationConfig",
     "ModelPreset",
+    "PredictionConfig",
     "SiteConfig",
     "StrictModel",
     "TrainConfig",

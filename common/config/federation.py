@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from .loader import StrictModel
+from .prediction import PredictionConfig
 
 StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedbn"]
 
@@ -99,6 +100,7 @@ class FederationConfig(StrictModel):
     results_dir: Path = Path("results")
     network: NetworkConfig = NetworkConfig()
     simulation: SimulationConfig = SimulationConfig()
+    prediction: PredictionConfig = PredictionConfig()
 
     @model_validator(mode="after")
     def _sites_consistent(self) -> "FederationConfig":

@@ -136,3 +136,19 @@ def test_a_site_that_disconnects_misses_one_round_and_rejoins(federation):
     assert history[1]["sites_train"] == ["region_0"], "round 2 completes with the remaining site (quorum 1)"
     assert "region_1" in history[1]["sites_failed"]
     assert history[2]["sites_train"] == TRAINING, "the site rejoins in round 3"
+
+
+def test_the_baseline_hazard_comes_from_the_training_sites_after_the_last_round(completed_run):
+    baseline = json.loads((completed_run / "baseline_hazard.json").read_text())
+    assert baseline["sites"] == TRAINING and baseline["model_round"] == 2
+    os_ = baseline["endpoints"]["os"]
+    counts = json.loads((completed_run / "statistics.json").read_text())["per_site_counts"]
+    # every training-site event inside the 20-year grid (training + validation rows: at least the training split's)
+    assert os_["events"] >= sum(counts[s]["events"]["os"] for s in TRAINING)
+    assert os_["pooled"]["cumulative"][-1] > 0 and set(os_["per_site"]) == set(TRAINING)
+    assert (completed_run / "baseline_hazard.png").is_file()
+    calibration = json.loads((completed_run / "calibration.json").read_text())
+    assert set(calibration["sites"]) == {*TRAINING, HOLDOUT}
+    three_years = calibration["sites"][HOLDOUT]["endpoints"]["os"]["1095.75"]
+    assert np.isfinite(three_years["slope"]) and len(three_years["groups"]["n"]) == 10
+    assert (completed_run / "calibration_os.png").is_file()

@@ -1,0 +1,53 @@
+"""A site's answer to the calibration query (after the baseline hazard is known).
+
+On its evaluation patients (a held-out centre: all; a training site: its validation split), per
+endpoint and horizon: the risk-decile calibration curve (patients, mean predicted and
+Kaplan-Meier observed risk per decile), Crowson's calibration intercept and slope with the
+observed and expected event counts, and the decision curve (net benefit of the model and of
+treat-all per threshold). Group-level aggregates only: no patient's risk or time leaves the site.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stsfl.common.baseline_hazard import BaselineHazard
+from stsfl.common.calibration import calibration_groups, calibration_intercept_slope, decision_curve
+
+from .baseline_site import SiteRisks
+
+MIN_PATIENTS = 10  # fewer evaluation patients: no calibration curve (deciles of one patient say nothing)
+
+
+def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], horizons_days: list[float]) -> dict:
+    """{"endpoints": {name: {"<h>": {"groups", "intercept", "slope", "observed", "expected",
+    "decision"} or {"skipped": reason}}}, "patients": N}."""
+    out: dict = {}
+    for k, endpoint in enumerate(risks.endpoints):
+        if endpoint not in hazards:
+            continue
+        seen = np.asarray(risks.observed[:, k], bool)
+        time, event, eta = risks.time[seen, k], risks.event[seen, k], risks.log_risk[seen, k]
+        hazard = hazards[endpoint]
+        per_horizon = {}
+        for horizon in horizons_days:
+            key = f"{horizon:g}"
+            if len(time) < MIN_PATIENTS:
+                per_horizon[key] = {"skipped": f"{len(time)} evaluation patients (< {MIN_PATIENTS})"}
+                continue
+            risk = 1.0 - hazard.survival(eta, np.array([horizon]))[:, 0]
+            try:
+                fit = calibration_intercept_slope(eta, hazard.at, time, event, horizon)
+            except ValueError as err:
+                per_horizon[key] = {"skipped": str(err)}
+                continue
+            groups = calibration_groups(risk, time, event, horizon)
+            curve = decision_curve(risk, time, event, horizon)
+            per_horizon[key] = {
+                "groups": {"n": groups.n.tolist(), "predicted": groups.predicted.tolist(), "observed": groups.observed.tolist()},
+                "intercept": fit.intercept, "slope": fit.slope, "observed": fit.observed, "expected": fit.expected,
+                "decision": {"thresholds": curve.thresholds.tolist(), "model": curve.model.tolist(),
+                             "treat_all": curve.treat_all.tolist()},
+            }
+        out[endpoint] = per_horizon
+    return {"endpoints": out, "patients": int(len(risks.time))}

@@ -1,0 +1,43 @@
+"""The baseline-hazard document: the sites' binned replies combined, as stored in the results
+folder (`baseline_hazard.json`) and in the exported model file.
+
+    {"grid": {"bin_days", "max_days"}, "model_round": R, "sites": [...],
+     "endpoints": {name: {"pooled": {"edges", "cumulative"}, "bins": pooled bins,
+                          "per_site": {site: {"edges", "cumulative"}}, "per_site_bins": {site: bins},
+                          "risk_histogram": pooled log-risk counts, "events": n}},
+     "encoder_fingerprints": {site: the slide encoder's weight fingerprint or null}}
+
+`pooled` is the baseline of one Cox model over all the sites; `per_site` the stratified
+(per-centre) baselines, for sites whose baseline hazards differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .baseline_hazard import BaselineBins, BaselineHazard, combine_bins
+
+
+def baseline_document(replies: dict[str, dict], grid: dict[str, float], model_round: int) -> dict[str, Any]:
+    """Combine {site: reply of stsfl.client.baseline_site.baseline_reply} into the document above."""
+    if not replies:
+        raise ValueError("no site answered the baseline query")
+    endpoints: dict[str, Any] = {}
+    for name in sorted({e for r in replies.values() for e in r["endpoints"]}):
+        per_site = {s: BaselineBins.from_dict(r["endpoints"][name]["bins"]) for s, r in sorted(replies.items())
+                    if name in r["endpoints"]}
+        pooled = combine_bins(per_site.values())
+        histogram = np.sum([np.asarray(replies[s]["endpoints"][name]["risk_histogram"]) for s in per_site], axis=0)
+        endpoints[name] = {
+            "pooled": BaselineHazard.from_bins(pooled).to_dict(),
+            "bins": pooled.to_dict(),
+            "per_site": {s: BaselineHazard.from_bins(b).to_dict() for s, b in per_site.items()},
+            "per_site_bins": {s: b.to_dict() for s, b in per_site.items()},
+            "risk_histogram": histogram.astype(int).tolist(),
+            "events": int(pooled.events.sum()),
+        }
+    fingerprints = {s: r.get("encoder_fingerprint") for s, r in sorted(replies.items())}
+    return {"grid": dict(grid), "model_round": model_round, "sites": sorted(replies), "endpoints": endpoints,
+            "encoder_fingerprints": fingerprints}

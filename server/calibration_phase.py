@@ -1,0 +1,85 @@
+"""The calibration phase after the baseline phase: every site scores the selected model's absolute
+risks on its evaluation patients (stsfl.client.calibration_site) and returns curves and counts.
+
+The server writes `<results>/calibration.json` ({site: reply}, horizons in days) and, per
+endpoint, `calibration_<endpoint>.png` (predicted vs Kaplan-Meier observed risk by decile, one
+panel per horizon, one colour per site, held-out centres marked) and `decision_<endpoint>.png`
+(net benefit vs threshold per site at each horizon, with treat-all and treat-none).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stsfl.common.absolute_risk import horizons_in_days
+from stsfl.common.config import FederationConfig
+from stsfl.common.fed_protocol import BASELINE, HORIZONS, to_json
+from stsfl.common.figures import pyplot, save_png
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def calibration_query_config(fed: FederationConfig, baseline: dict[str, Any]) -> dict[str, str]:
+    """Entries added to the config of the calibration query: the pooled baselines and the horizons."""
+    pooled = {name: entry["pooled"] for name, entry in baseline["endpoints"].items()}
+    return {BASELINE: to_json(pooled), HORIZONS: to_json(horizons_in_days(fed.prediction.horizons_years).tolist())}
+
+
+def _label(site: str, fed: FederationConfig) -> str:
+    return f"{site} (held out)" if site in fed.holdout else site
+
+
+def plot_site_curves(replies: dict[str, dict], fed: FederationConfig, endpoint: str, root: Path) -> list[Path]:
+    """calibration_<endpoint>.png and decision_<endpoint>.png; horizons without data are left empty."""
+    horizons = horizons_in_days(fed.prediction.horizons_years)
+    years = fed.prediction.horizons_years
+    colour = {site: f"C{i % 10}" for i, site in enumerate(sorted(replies))}  # one colour per site in every panel
+    paths = []
+    for kind in ("calibration", "decision"):
+        fig, axes = pyplot().subplots(1, len(horizons), figsize=(3.8 * len(horizons), 3.6), squeeze=False)
+        for ax, horizon, y in zip(axes[0], horizons, years):
+            for site, reply in sorted(replies.items()):
+                entry = reply["endpoints"].get(endpoint, {}).get(f"{horizon:g}", {})
+                if "groups" not in entry:
+                    continue
+                style = {"ls": "--" if site in fed.holdout else "-", "marker": "o", "ms": 3, "color": colour[site]}
+                if kind == "calibration":
+                    g = entry["groups"]
+                    ax.plot(g["predicted"], g["observed"], label=f"{_label(site, fed)}: slope {entry['slope']:.2f}", **style)
+                else:
+                    d = entry["decision"]
+                    ax.plot(d["thresholds"], d["model"], label=_label(site, fed), ls=style["ls"], color=colour[site])
+                    ax.plot(d["thresholds"], d["treat_all"], color=colour[site], lw=0.7, ls=":")
+            if kind == "calibration":
+                ax.plot([0, 1], [0, 1], color="grey", lw=1)
+                ax.set_xlabel("predicted risk")
+                ax.set_ylabel("observed risk (Kaplan-Meier)")
+            else:
+                ax.axhline(0.0, color="black", lw=1)
+                ax.set_ylim(bottom=-0.05)
+                ax.set_xlabel("threshold probability (dotted: treat all)")
+                ax.set_ylabel("net benefit")
+            ax.set_title(f"{endpoint}, {y:g} years", fontsize=9)
+            ax.legend(fontsize=6)
+        paths.append(save_png(fig, root / f"{kind}_{endpoint}.png"))
+    return paths
+
+
+def write_calibration(results_dir: Path, replies: dict[str, dict], fed: FederationConfig) -> dict[str, Any]:
+    """calibration.json and the per-endpoint PNGs; returns {site: {endpoint: (intercept, slope) at the middle horizon}}."""
+    root = Path(results_dir)
+    document = {"horizons_days": horizons_in_days(fed.prediction.horizons_years).tolist(), "holdout": fed.holdout,
+                "sites": replies}
+    tmp = root / f".{CALIBRATION_FILE}.tmp"
+    tmp.write_text(json.dumps(document) + "\n", encoding="utf-8")
+    tmp.replace(root / CALIBRATION_FILE)
+    endpoints = sorted({e for r in replies.values() for e in r["endpoints"]})
+    for endpoint in endpoints:
+        plot_site_curves(replies, fed, endpoint, root)
+    middle = f"{horizons_in_days(fed.prediction.horizons_years)[len(fed.prediction.horizons_years) // 2]:g}"
+    return {site: {e: (r["endpoints"][e][middle].get("intercept", np.nan), r["endpoints"][e][middle].get("slope", np.nan))
+                   for e in r["endpoints"] if middle in r["endpoints"][e]} for site, r in replies.items()}

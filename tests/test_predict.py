@@ -1,0 +1,130 @@
+"""`sts-client predict` on real tiny site files: a model file exported with its baseline hazard,
+pages and CSV for a site patient, a new patient without outcomes whose slide is corrupt, and the
+model file's schema and format checks."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+import torch
+
+from stsfl.client.cli import main as client_main
+from stsfl.client.model_export import export_local_model
+from stsfl.client.predict import predict_patients
+from stsfl.client.site_prepare import prepare_site
+from stsfl.common.clinical_features import clinical_dim
+from stsfl.common.clinical_stats import combine_clinical_sums
+from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema
+from stsfl.common.console import UserError
+from stsfl.common.model_file import ModelFileError, load_model_file
+from stsfl.common.multimodal import MultimodalCoxNet
+
+from site_builder import COLUMNS, clinical_row, make_site, write_csv
+
+_SMALL = load_preset("cpu-small")
+# N4 off: the tests are about prediction, and N4 is most of the tiny sites' preprocessing time.
+PRESET = _SMALL.model_copy(update={"preprocessing": _SMALL.preprocessing.model_copy(update={
+    "mri": _SMALL.preprocessing.mri.model_copy(update={"n4": _SMALL.preprocessing.mri.n4.model_copy(update={"enabled": False})})})})
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    site_yaml = make_site(root / "site", n=5)
+    # follow-up over 7 years, events before 1 year and between 1 and 5 years
+    write_csv(root / "site" / "clinical.csv", [
+        clinical_row(f"p{i}", i) | {"os_time": str(100 + 600 * i), "dm_time": str(80 + 500 * i)} for i in range(5)])
+    schema = load_schema()
+    prepared = prepare_site(load_config(site_yaml, SiteConfig), site_yaml, PRESET, schema=schema, progress=False)
+    stats = combine_clinical_sums([prepared.clinical_sums()], schema)
+    torch.manual_seed(0)
+    net = MultimodalCoxNet(PRESET, clinical_dim(schema), len(schema.endpoints)).eval()
+    model_path = root / "model.stsfl.zip"
+    export_local_model(model_path, net, PRESET, schema, stats, {"test_site": (prepared, None)})
+    return root, site_yaml, model_path
+
+
+def test_site_patient_gets_a_page_with_its_risks_and_a_csv(exported):
+    root, site_yaml, model_path = exported
+    [p] = predict_patients(model_path, site_yaml, root / "out_site", pids=["p0"])
+    page = (root / "out_site" / "p0.html").read_text()
+    assert p.used == ["mri", "wsi", "clinical"] and not p.missing
+    for ep in p.endpoints:
+        assert 0 <= ep.absolute.risk[0, 0] < ep.absolute.risk[0, 2] < 1  # 1-year risk below 5-year risk
+        for i in range(3):
+            assert f"{100 * ep.absolute.risk[0, i]:.1f}%" in page
+    assert page.count("data:image/png;base64,") == 3  # survival curves, Grad-CAM, attended tiles
+    rows = list(csv.DictReader(open(root / "out_site" / "predictions.csv")))
+    assert rows[0]["patient_id"] == "p0" and abs(float(rows[0]["os_risk_3y"]) - p.endpoints[0].absolute.risk[0, 1]) < 1e-4
+
+
+def test_new_patient_with_a_corrupt_slide_is_predicted_without_it(exported):
+    root, site_yaml, model_path = exported
+    new = root / "new"
+    no_outcomes = [c for c in COLUMNS if not c.endswith(("_time", "_event"))]
+    new.mkdir()
+    write_csv(new / "clinical.csv", [clinical_row("n1", 1), clinical_row("n2", 1) | {"patient_id": "n2"}], no_outcomes)
+    for pid in ("n1", "n2"):
+        shutil.copytree(root / "site" / "mri" / "p1", new / "mri" / pid)
+    (new / "wsi").mkdir()
+    (new / "wsi" / "n1.tiff").write_bytes(b"this is not a slide" * 100)  # n2 simply has no slide
+    n1, n2 = predict_patients(model_path, site_yaml, root / "out_new", patients_dir=new)
+    assert n1.used == ["mri", "clinical"] and n1.missing[0].startswith("wsi:") and "unusable" in n1.missing[0]
+    assert any("n1.tiff" in w for w in n1.warnings)
+    assert n2.missing == ["wsi: not available"]
+    assert [e.log_risk for e in n1.endpoints] == pytest.approx([e.log_risk for e in n2.endpoints])
+    page = (root / "out_new" / "n1.html").read_text()
+    assert "Prediction without" in page and "n1.tiff" in page and "no slide used" in page
+    assert f"{100 * n1.endpoints[1].absolute.risk[0, 2]:.1f}%" in page
+
+
+def test_model_file_refuses_another_schema_and_a_corrupt_file(exported, tmp_path):
+    _, _, model_path = exported
+    schema = load_schema()
+    other = schema.model_copy(update={"variables": [v for v in schema.variables if v.name != "depth"]})
+    with pytest.raises(ModelFileError, match="(?s)different clinical schema.*'depth'"):
+        load_model_file(model_path, schema=other)
+    assert load_model_file(model_path, schema=schema).horizons_years == [1.0, 3.0, 5.0]
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(model_path.read_bytes()[:500])
+    with pytest.raises(ModelFileError, match="not a readable stsfl model file"):
+        load_model_file(broken)
+
+
+def test_cli_names_an_unknown_patient(exported, capsys):
+    root, site_yaml, model_path = exported
+    with pytest.raises(SystemExit) as done:
+        client_main(["predict", "--site", str(site_yaml), "--model", str(model_path), "--patient", "nobody",
+                     "--out", str(root / "cli")])
+    assert done.value.code == 2
+    assert "patient nobody cannot be predicted" in capsys.readouterr().err
+
+
+def test_server_export_of_a_results_folder_gives_the_same_model(exported, tmp_path):
+    """`sts-server export`: federation.yaml + statistics.json + baseline_hazard.json + model_selected.npz."""
+    import json
+
+    import numpy as np
+    import yaml
+
+    from stsfl.server.export_model import export_from_results
+
+    _, _, model_path = exported
+    local = load_model_file(model_path)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "federation.yaml").write_text(yaml.safe_dump({"sites": ["test_site", "other"], "holdout": ["other"]}))
+    (results / "statistics.json").write_text(json.dumps({"global": local.statistics}))
+    (results / "baseline_hazard.json").write_text(json.dumps(local.baseline))
+    np.savez(results / "model_selected.npz", **local.arrays)
+    out = export_from_results(results, tmp_path / "fed.stsfl.zip")
+    model = load_model_file(out, schema=load_schema())
+    assert model.source["holdout_sites"] == ["other"] and model.encoder_fingerprint == local.encoder_fingerprint
+    assert model.preset == _SMALL and all(np.array_equal(model.arrays[k], v) for k, v in local.arrays.items())
+    hazard, _ = model.baseline_hazard("os")
+    np.testing.assert_array_equal(hazard.cumulative, local.baseline_hazard("os")[0].cumulative)
+    (results / "federation.yaml").write_text(yaml.safe_dump({"sites": ["a"], "task": "linear-cox"}))
+    with pytest.raises(UserError, match="only multimodal models are exported"):
+        export_from_results(results, tmp_path / "no.zip")
