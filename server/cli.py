@@ -3,11 +3,13 @@
     sts-server --config federation.yaml [--results DIR] [--port P]   start a federation
     sts-server --resume RESULTS_DIR                                   continue a stopped one
     sts-server check-config --config federation.yaml                  validate the YAML
+    sts-server report RESULTS_DIR [--baselines FILE]                  (re)write RESULTS_DIR/report.html
 
 Starting a federation: a SuperLink on the configured host and port (a free port when 0) logging
 to <results>/superlink.log; our ServerApp submitted with `flwr run --stream`; its progress lines
 (round, sites responding, losses, held-out C-index) on screen and everything in
-<results>/server.log; the SuperLink is stopped at the end, also on errors and Ctrl-C.
+<results>/server.log; the SuperLink is stopped at the end, also on errors and Ctrl-C; then the
+run report (<results>/report.html, see stsfl.server.report).
 """
 
 from __future__ import annotations
@@ -73,7 +75,18 @@ def run_federation(
             f"the federation did not finish (phase {status.get('phase', 'unknown')!r}): "
             f"{status.get('error', 'see ' + str(results / 'server.log'))}"
         )
+    _write_report(results, echo)
     return _read_json(results / "summary.json")
+
+
+def _write_report(results: Path, echo) -> None:
+    """The run report; a failure there is reported, never lost results (they are all written)."""
+    from .report import build_report
+
+    try:
+        echo(f"report: {build_report(results)}")
+    except Exception as exc:  # noqa: BLE001 - the run is done; say how to retry instead of failing it
+        echo(f"report not written ({type(exc).__name__}: {exc}); retry with: sts-server report {results}")
 
 
 def _stream(cmd: list[str], env: dict, log_path: Path, echo) -> bool:
@@ -131,6 +144,13 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    console.print(f"report: {build_report(Path(args.results_dir), args.baselines)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sts-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="federation YAML")
@@ -142,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the federation YAML")
     check.add_argument("--config", required=True)
     check.set_defaults(func=_cmd_check_config)
+    report = sub.add_parser("report", help="write the run report (report.html + PNGs) of a results folder")
+    report.add_argument("results_dir", metavar="RESULTS_DIR")
+    report.add_argument("--baselines", help="a `stsfl baselines` JSON for the comparison table "
+                        "(default: RESULTS_DIR/baselines.json when there)")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 
