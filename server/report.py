@@ -277,6 +277,8 @@ def build_report(results_dir: str | Path, baselines: str | Path | None = None) -
     run = RunResults.load(results_dir, baselines)
     out = run.root / FIGURE_DIR
     out.mkdir(exist_ok=True)
+    for stale in out.glob("*.png"):  # figures of an earlier report whose section is gone now
+        stale.unlink()
     builders: list[Callable[[], Section | None]] = [
         lambda: run_section(run),
         lambda: cohort_section(run, out),
