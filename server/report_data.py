@@ -136,14 +136,18 @@ def cohort_rows(run: RunResults) -> list[dict[str, Any]]:
     return rows
 
 
-def _weighted(values: list[tuple[float, float]]) -> float | None:
-    """Mean of (value, weight) pairs, weights floored at 0; plain mean when every weight is 0."""
-    if not values:
+def events_weighted_mean(sites: dict[str, dict[str, float]], key: str, skip_zero: bool = False) -> float | None:
+    """Mean of `key` over the sites that report it, weighted by their `num-events` (floored at 0;
+    a plain mean when every weight is 0). `skip_zero` leaves out sites reporting exactly 0 (a site
+    without a validation split reports validation losses of 0)."""
+    pairs = [(float(m[key]), max(float(m.get("num-events", 0.0)), 0.0)) for m in sites.values()
+             if key in m and not (skip_zero and m[key] == 0.0)]
+    if not pairs:
         return None
-    total = sum(max(w, 0.0) for _, w in values)
+    total = sum(w for _, w in pairs)
     if total <= 0:
-        return sum(v for v, _ in values) / len(values)
-    return sum(v * max(w, 0.0) for v, w in values) / total
+        return sum(v for v, _ in pairs) / len(pairs)
+    return sum(v * w for v, w in pairs) / total
 
 
 def head_losses(run: RunResults) -> dict[str, dict[str, list[tuple[int, float]]]]:
@@ -154,10 +158,7 @@ def head_losses(run: RunResults) -> dict[str, dict[str, list[tuple[int, float]]]
         sites = record.get("train_sites", {})
         for split in out:
             for head in HEADS:
-                key = f"{split}-loss-{head}"
-                pairs = [(m[key], m.get("num-events", 0.0)) for m in sites.values()
-                         if key in m and not (split == "val" and m[key] == 0.0)]
-                value = _weighted(pairs)
+                value = events_weighted_mean(sites, f"{split}-loss-{head}", skip_zero=split == "val")
                 if value is not None:
                     out[split].setdefault(head, []).append((record["round"], value))
     return {split: heads for split, heads in out.items() if heads}
