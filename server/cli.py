@@ -1,6 +1,6 @@
 """`sts-server`: the coordinator's command.
 
-    sts-server --config federation.yaml [--results DIR] [--port P]   start a federation
+    sts-server --config federation.yaml [--results DIR] [--host H] [--port P]   start a federation
     sts-server --resume RESULTS_DIR                                   continue a stopped one
     sts-server check-config --config federation.yaml                  validate the YAML
     sts-server report RESULTS_DIR [--baselines FILE]                  (re)write RESULTS_DIR/report.html
@@ -43,6 +43,7 @@ def run_federation(
     resume: bool = False,
     task_poll_interval: float | None = None,
     echo=None,
+    host: str | None = None,
 ) -> dict:
     """Run (or resume) one federation end to end; returns the summary (results/summary.json).
 
@@ -54,7 +55,7 @@ def run_federation(
         raise UserError(f"{results}: no checkpoint.npz, nothing to resume")
     results.mkdir(parents=True, exist_ok=True)
     echo = echo or (lambda line: console.print(line, highlight=False))
-    host = fed.network.host
+    host = host or fed.network.host
     port = port if port is not None else fed.network.port
     port = port or free_port(host)
     flwr_home = results / ".flwr"
@@ -129,11 +130,12 @@ def _print_summary(summary: dict) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         results = Path(args.resume)
-        summary = run_federation(results / "federation.yaml", results, args.port, resume=True)
+        summary = run_federation(results / "federation.yaml", results, args.port, resume=True, host=args.host)
     else:
         if not args.config:
             raise UserError("give --config federation.yaml (or --resume RESULTS_DIR)")
-        summary = run_federation(Path(args.config), Path(args.results) if args.results else None, args.port)
+        summary = run_federation(Path(args.config), Path(args.results) if args.results else None, args.port,
+                                 host=args.host)
     _print_summary(summary)
     return 0
 
@@ -157,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="RESULTS_DIR", help="continue the run in this results folder")
     parser.add_argument("--results", help="results folder (default: results_dir of the YAML)")
     parser.add_argument("--port", type=int, help="SuperLink port (default: network.port of the YAML; 0 = free)")
+    parser.add_argument("--host", help="SuperLink address to listen on (default: network.host of the YAML), "
+                        "e.g. 0.0.0.0 inside a container")
     parser.set_defaults(func=_cmd_run)
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate the federation YAML")
