@@ -244,7 +244,7 @@ def baselines_section(run: RunResults, out: Path) -> Section:
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right} td{white-space:nowrap}
 th{background:#f4f4f4} td:first-child,th:first-child{text-align:left} table.kv td{text-align:left}
 figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee} figcaption{font-size:.85em;color:#555}
 p.note{color:#777;font-style:italic} p.headline{font-size:1.1em;font-weight:600}
