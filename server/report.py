@@ -73,7 +73,8 @@ def run_section(run: RunResults) -> Section:
     s = run.summary
     rows = [
         ["federation", _fmt(s.get("federation") or run.federation.get("name"))],
-        ["task / preset", _fmt(f"{run.federation.get('task', '?')} / {run.federation.get('preset', '?')}")],
+        ["task", _fmt(run.federation.get("task", "multimodal")
+                      + (f", preset {run.federation['preset']}" if run.federation.get("preset") else ""))],
         ["strategy", _fmt(s.get("strategy") or run.federation.get("strategy"))],
         ["status", _fmt(f"{run.status.get('phase', 'unknown')}, {len(run.rounds)} of "
                         f"{s.get('rounds') or run.federation.get('rounds', '?')} rounds")],
@@ -137,13 +138,14 @@ def evaluation_section(run: RunResults, out: Path) -> Section:
         return Section("Evaluation", note="no evaluation round in rounds.jsonl")
     horizons = sorted({h for r in rows for h in r.auc})
     header = ["site", "role", "endpoint", "patients", "events", "Harrell's C (approx. 95 % CI)", "Uno's C"]
-    header += [f"td-AUC {h:g} d" for h in horizons] + ["IBS"]
+    has_ibs = any(r.ibs is not None for r in rows)
+    header += [f"td-AUC {h:g} d" for h in horizons] + (["IBS"] if has_ibs else [])
     table = []
     for r in rows:
         ci = f" ({r.harrell_ci[0]:.3f}&ndash;{r.harrell_ci[1]:.3f})" if r.harrell_ci else ""
         c = f'<span class="c-index">{_fmt(r.harrell)}</span>{ci}' if r.harrell is not None else _fmt(None)
         table.append([_fmt(r.site), _fmt(r.role), _fmt(r.endpoint), _fmt(r.patients, 0), _fmt(r.events, 0), c, _fmt(r.uno)]
-                     + [_fmt(r.auc.get(h)) for h in horizons] + [_fmt(r.ibs)])
+                     + [_fmt(r.auc.get(h)) for h in horizons] + ([_fmt(r.ibs)] if has_ibs else []))
     body = [
         _p(f"Metrics of the selected model (round {run.selected_round}) as each site reported them: training sites "
            "on their validation split, held-out centres on all their patients. The C-index interval is the "
