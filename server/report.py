@@ -164,12 +164,11 @@ def evaluation_section(run: RunResults, out: Path) -> Section:
     return section
 
 
-def kaplan_meier_section(run: RunResults) -> Section:
-    pngs = sorted(run.root.glob("km_*.png"))
-    if not pngs:
-        return Section("Kaplan-Meier by predicted risk group",
-                       note="not in this results folder: the sites do not report risk-group survival curves yet")
-    return Section("Kaplan-Meier by predicted risk group", figures=[(p, p.stem) for p in pngs])
+def kaplan_meier_section() -> Section:
+    """Always a note for now: the sites' evaluation replies carry metrics, not risk-group curves."""
+    return Section("Kaplan-Meier by predicted risk group",
+                   note="the sites do not report risk-group survival curves yet (only their C-index, "
+                        "td-AUC and IBS), so there is nothing to draw at the coordinator")
 
 
 def calibration_section(run: RunResults) -> Section:
@@ -286,7 +285,7 @@ def build_report(results_dir: str | Path, baselines: str | Path | None = None) -
         lambda: cohort_section(run, out),
         lambda: training_section(run, out),
         lambda: evaluation_section(run, out),
-        lambda: kaplan_meier_section(run),
+        kaplan_meier_section,
         lambda: calibration_section(run),
         lambda: cross_site_section(run),
         lambda: loco_section(run),
