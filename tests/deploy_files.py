@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import re
 import shutil
 import sys
@@ -142,7 +141,3 @@ def service_command(compose: dict, name: str, root: Path, port: int) -> ServiceC
 
 def dockerignored(pattern_file: Path) -> list[str]:
     return [line.strip() for line in pattern_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
-
-
-def executable_here(name: str) -> bool:
-    return os.access(Path(sys.executable).parent / name, os.X_OK)
