@@ -53,10 +53,15 @@ class MultimodalSite:
         return counts
 
     def statistics(self) -> dict:
-        """Clinical sums of the usable patients; patients and events per endpoint of the training split."""
+        """Clinical sums of the usable patients; patients and events per endpoint of the training split;
+        usable patients per modality (counts only: the coverage table of the run report)."""
+        patients = self.prepared.patients
+        modalities = {"mri": sum(p.mri_key is not None for p in patients), "wsi": sum(p.wsi_key is not None for p in patients),
+                      "clinical": len(patients)}
         return {
             "clinical": self.prepared.clinical_sums().to_dict(),
-            "counts": {"patients": len(self.train_pids), "events": self._events(self.train_pids)},
+            "counts": {"patients": len(self.train_pids), "events": self._events(self.train_pids),
+                       "usable_patients": len(patients), "modalities": modalities},
         }
 
     def build_model(self, statistics: dict, seed: int) -> torch.nn.Module:

@@ -1,16 +1,18 @@
 """`sts-server`: the coordinator's command.
 
-    sts-server --config federation.yaml [--results DIR] [--port P]   start a federation
+    sts-server --config federation.yaml [--results DIR] [--host H] [--port P]   start a federation
     sts-server --config federation.yaml --loco                        leave-one-centre-out (one federation per centre)
     sts-server --config federation.yaml --simulate                    all sites on this machine
     sts-server --resume RESULTS_DIR [--simulate]                      continue a stopped one
     sts-server check-config --config federation.yaml                  validate the YAML
     sts-server export --results RESULTS_DIR --out MODEL.zip           the model file for the sites
+    sts-server report RESULTS_DIR [--baselines FILE]                  (re)write RESULTS_DIR/report.html
 
 Starting a federation: a SuperLink on the configured host and port (a free port when 0) logging
 to <results>/superlink.log; our ServerApp submitted with `flwr run --stream`; its progress lines
 (round, sites responding, losses, held-out C-index) on screen and everything in
-<results>/server.log; the SuperLink is stopped at the end, also on errors and Ctrl-C.
+<results>/server.log; the SuperLink is stopped at the end, also on errors and Ctrl-C; then the
+run report (<results>/report.html, see stsfl.server.report).
 With --simulate the SuperLink runs Flower's simulation engine, one virtual SuperNode per site
 (site YAMLs from the federation YAML's `simulation` section; see stsfl.server.simulation).
 """
@@ -52,6 +54,7 @@ def run_federation(
     task_poll_interval: float | None = None,
     echo=None,
     simulate: bool = False,
+    host: str | None = None,
 ) -> dict:
     """Run (or resume) one federation end to end; returns the summary (results/summary.json).
 
@@ -67,7 +70,7 @@ def run_federation(
     plan = plan_simulation(fed, config_path) if simulate else None
     results.mkdir(parents=True, exist_ok=True)
     echo = echo or (lambda line: console.print(line, highlight=False, soft_wrap=True))
-    host = fed.network.host
+    host = host or fed.network.host
     port = port if port is not None else fed.network.port
     port = port or free_port(host)
     flwr_home = results / ".flwr"
@@ -90,7 +93,18 @@ def run_federation(
             f"the federation did not finish (phase {status.get('phase', 'unknown')!r}): "
             f"{status.get('error', 'see ' + str(results / 'server.log'))}"
         )
+    _write_report(results, echo)
     return _read_json(results / "summary.json")
+
+
+def _write_report(results: Path, echo) -> None:
+    """The run report; a failure there is reported, never lost results (they are all written)."""
+    from .report import build_report
+
+    try:
+        echo(f"report: {build_report(results)}")
+    except Exception as exc:  # noqa: BLE001 - the run is done; say how to retry instead of failing it
+        echo(f"report not written ({type(exc).__name__}: {exc}); retry with: sts-server report {results}")
 
 
 def _stream(cmd: list[str], env: dict, log_path: Path, echo) -> bool:
@@ -132,7 +146,7 @@ def _print_summary(summary: dict) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    run = functools.partial(run_federation, simulate=args.simulate)
+    run = functools.partial(run_federation, simulate=args.simulate, host=args.host)
     if args.resume:
         results = Path(args.resume)
         if load_config(results / "federation.yaml", FederationConfig).mode == "loco":
@@ -163,6 +177,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    console.print(f"report: {build_report(Path(args.results_dir), args.baselines)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sts-server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="federation YAML")
@@ -172,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loco", action="store_true", help="leave-one-centre-out: one federation per centre (= mode: loco)")
     parser.add_argument("--simulate", action="store_true",
                         help="run every site on this machine with Flower's simulation engine (site YAMLs: simulation.site_configs)")
+    parser.add_argument("--host", help="SuperLink address to listen on (default: network.host of the YAML), "
+                        "e.g. 0.0.0.0 inside a container")
     parser.set_defaults(func=_cmd_run)
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate the federation YAML")
@@ -182,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--results", required=True, help="the federation's results folder")
     export.add_argument("--out", required=True, help="model file to write (e.g. model.stsfl.zip)")
     export.set_defaults(func=_cmd_export)
+    report = sub.add_parser("report", help="write the run report (report.html + PNGs) of a results folder")
+    report.add_argument("results_dir", metavar="RESULTS_DIR")
+    report.add_argument("--baselines", help="a `stsfl baselines` JSON for the comparison table "
+                        "(default: RESULTS_DIR/baselines.json when there)")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 

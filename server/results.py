@@ -9,6 +9,7 @@
     <results>/rounds.jsonl         one JSON object per round (sites responding, aggregated metrics,
                                    blend weights, bytes, timings)
     <results>/summary.json         the final result: best round, held-out metrics of the selected model
+    <results>/tensorboard/         the same per-round metrics as TensorBoard events (stsfl.server.tracking)
     <results>/checkpoint.npz       see stsfl.server.checkpoint
     <results>/model_final.npz, model_selected.npz   global weights after the last / selected round
 
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .tracking import write_tensorboard
 
 SITE_METRIC_FIELDS = ("round", "phase", "site", "metric", "value")
 
@@ -55,7 +58,7 @@ class ResultsFolder:
         _atomic_write_text(self.root / name, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
-        """site_metrics.csv and rounds.jsonl from the per-round records."""
+        """site_metrics.csv, rounds.jsonl and the TensorBoard store from the per-round records."""
         rows = []
         for record in history:
             for phase in ("train", "evaluate"):
@@ -71,6 +74,7 @@ class ResultsFolder:
         _atomic_write_text(
             self.root / "rounds.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
         )
+        write_tensorboard(self.root, history)
 
     def write_model(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         tmp = self.root / f".{name}.tmp"

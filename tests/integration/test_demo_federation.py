@@ -8,6 +8,7 @@ import csv
 import json
 
 import pytest
+from report_browser import assert_report_renders
 
 from stsfl.client.demo_federation import run_demo_federation
 from stsfl.common.synthetic import generate_cohort, load_synth_config
@@ -46,3 +47,7 @@ def test_multimodal_federation_on_the_tiny_synthetic_cohort(tmp_path, monkeypatc
     statistics = json.loads((tmp_path / "results" / "statistics.json").read_text())
     assert set(statistics["global"]["mean"]) >= {"age", "tumour_size"}  # federated standardisation
     assert set(statistics["per_site_counts"]) == {"center_0", "center_1", "center_2"}
+    # the run report sts-server wrote at the end, as Chromium renders it
+    text = assert_report_renders(tmp_path / "results", tmp_path)
+    assert "usable patients" in text  # the cohort table has the modality coverage the sites reported
+    assert all(statistics["per_site_counts"][s]["modalities"]["clinical"] > 0 for s in ("center_0", "center_2"))
