@@ -6,7 +6,12 @@ default all `train`). Non-test rows are split once, by a hash of patient id and 
 training (80 %) and validation (20 %; `validation-fraction` in the round config). A held-out centre evaluates on all its rows.
 
 Local training is full-batch: the risk set of the Cox partial likelihood is the site's whole
-training split (a stratified-by-centre Cox model), one optimiser step per local epoch.
+training split (a stratified-by-centre Cox model), one optimiser step per local epoch. The
+objective is that mean negative log partial likelihood over the site's events plus an optional
+ridge penalty l2/2 ||beta||^2 on the coefficients (not the bias, which the Cox likelihood ignores):
+averaged over sites with event weights it is the pooled stratified likelihood / events + l2/2
+||beta||^2, a convex problem with a unique optimum for l2 > 0 (lifelines' `penalizer` is the same
+penalty on the likelihood / patients: penalizer = l2 x events / patients).
 """
 
 from __future__ import annotations
@@ -86,7 +91,11 @@ def _split(frame: pd.DataFrame, features: list[str]) -> Split:
 class LinearCoxSite:
     """The site's data and the linear Cox model's local train / evaluate steps."""
 
-    def __init__(self, csv_path: Path, run_seed: int, validation_fraction: float = VALIDATION_FRACTION):
+    def __init__(self, csv_path: Path, run_seed: int, validation_fraction: float = VALIDATION_FRACTION,
+                 l2_penalty: float = 0.0):
+        if l2_penalty < 0:
+            raise ValueError(f"{csv_path}: l2-penalty must be >= 0, got {l2_penalty}")
+        self.l2_penalty = l2_penalty
         frame = read_table(csv_path)
         self.features = feature_columns(frame)
         fold = frame[FOLD].astype(str) if FOLD in frame.columns else pd.Series("train", index=frame.index)
@@ -120,6 +129,13 @@ class LinearCoxSite:
         risk = model(self._standardise(split, statistics)).squeeze(-1)
         return cox_loss(risk, split.time, split.event)
 
+    def objective(self, model: torch.nn.Module, split: Split, statistics: dict) -> torch.Tensor:
+        """What local training minimises: `loss` + l2/2 ||beta||^2 (the bias is not penalised)."""
+        loss = self.loss(model, split, statistics)
+        if self.l2_penalty > 0:
+            loss = loss + self.l2_penalty / 2 * (model.fc.weight**2).sum()
+        return loss
+
     def fit(self, model: torch.nn.Module, statistics: dict, epochs: int, lr: float, optimizer: str, prox_mu: float,
             seed: int = 0, blend_weights: dict[str, float] | None = None) -> dict[str, float]:
         """`epochs` full-batch steps from the global weights (+ FedProx term); returns loss aggregates.
@@ -132,7 +148,7 @@ class LinearCoxSite:
             pre_val = float(self.loss(model, self.val, statistics)) if self.val.events else float("nan")
         for _ in range(epochs):
             opt.zero_grad()
-            loss = self.loss(model, self.train, statistics)
+            loss = self.objective(model, self.train, statistics)
             if prox_mu > 0:
                 loss = loss + prox_mu / 2 * sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
             loss.backward()
@@ -176,13 +192,14 @@ class LinearCoxSite:
 
 def fit_pooled(sites: list[LinearCoxSite], statistics: dict, steps: int, lr: float, seed: int) -> torch.nn.Module:
     """Centralised reference: `steps` full-batch gradient-descent steps on the Cox likelihood pooled
-    over the sites' training splits and stratified by site (sum_k events_k * mean loss_k / sum_k events_k)."""
+    over the sites' training splits and stratified by site (sum_k events_k * objective_k / sum_k events_k,
+    each site's ridge penalty included)."""
     model = build_linear_cox(len(statistics["mean"]), seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     events = [s.train.events for s in sites]
     for _ in range(steps):
         opt.zero_grad()
-        loss = sum(e * s.loss(model, s.train, statistics) for e, s in zip(events, sites)) / sum(events)
+        loss = sum(e * s.objective(model, s.train, statistics) for e, s in zip(events, sites)) / sum(events)
         loss.backward()
         opt.step()
     return model

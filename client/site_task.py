@@ -25,12 +25,12 @@ from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS
 
 
 @lru_cache(maxsize=16)
-def _linear_cox_site(csv_path: Path, run_seed: int, validation_fraction: float):
+def _linear_cox_site(csv_path: Path, run_seed: int, validation_fraction: float, l2_penalty: float):
     """The site's table, read once per process (a ClientApp process handles one message; the
     in-process benchmarks call many rounds)."""
     from .linear_cox_site import LinearCoxSite
 
-    return LinearCoxSite(csv_path, run_seed, validation_fraction)
+    return LinearCoxSite(csv_path, run_seed, validation_fraction, l2_penalty)
 
 
 class SiteTask:
@@ -64,7 +64,8 @@ class SiteTask:
         task = str(cfg.get("task", "multimodal"))
         seed, fraction = int(cfg.get("run-seed", 0)), float(cfg.get("validation-fraction", 0.2))
         if task == "linear-cox":
-            return _linear_cox_site(self._root() / self.site.layout.clinical_csv, seed, fraction)
+            l2 = float(cfg.get("l2-penalty", 0.0))
+            return _linear_cox_site(self._root() / self.site.layout.clinical_csv, seed, fraction, l2)
         if task == "multimodal":
             from stsfl.common.config import ClinicalSchema
 

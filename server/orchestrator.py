@@ -109,6 +109,7 @@ class Federation:
                 "preset": self.fed.preset,
                 "run-seed": self.fed.seed,
                 "validation-fraction": self.fed.validation_fraction,
+                "l2-penalty": self.fed.l2_penalty,
                 "schema": to_json(self.hooks.schema_json()),
             }
         )

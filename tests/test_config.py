@@ -73,6 +73,14 @@ def test_wrong_type_names_key_and_expectation(tmp_path):
         load_config(path, FederationConfig)
 
 
+def test_l2_penalty_is_validated_and_only_for_linear_cox(tmp_path):
+    assert load_config(write(tmp_path, "sites: [a]\ntask: linear-cox\nl2_penalty: 0.3\n"), FederationConfig).l2_penalty == 0.3
+    with pytest.raises(ConfigError, match=r"l2_penalty: .*greater than or equal to 0"):
+        load_config(write(tmp_path, "sites: [a]\ntask: linear-cox\nl2_penalty: -1\n"), FederationConfig)
+    with pytest.raises(ConfigError, match=r"l2_penalty applies to task linear-cox only"):
+        load_config(write(tmp_path, "sites: [a]\nl2_penalty: 0.3\n"), FederationConfig)
+
+
 def test_missing_required_value_is_named(tmp_path):
     path = write(tmp_path, "rounds: 2\n")
     with pytest.raises(ConfigError, match=r"sites: required value is missing"):

@@ -5,6 +5,8 @@
 - Three sites, FedAvg weighted by events: the same as gradient descent on the pooled Cox model
   stratified by centre (why we weight by events: stsfl.server.strategies).
 - The federated feature statistics equal the pooled ones.
+- With a ridge penalty (`l2_penalty`), FedAvg converges to the penalised optimum that lifelines'
+  CoxPHFitter(penalizer, l1_ratio=0, strata=site) finds on the pooled rows.
 The client side runs through `SiteTask.train` and the server step through `Aggregator`: the code
 the ClientApp and ServerApp run, without the transport.
 """
@@ -12,7 +14,9 @@ the ClientApp and ServerApp run, without the transport.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from lifelines import CoxPHFitter
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from stsfl.client.linear_cox_site import LinearCoxSite, fit_pooled
@@ -43,17 +47,17 @@ def _statistics(tasks, cfg):
     return combined, per_site
 
 
-def _federated(yamls, rounds: int) -> dict[str, np.ndarray]:
+def _federated(yamls, rounds: int, lr: float = LR, l2: float = 0.0) -> dict[str, np.ndarray]:
     tasks = _tasks(yamls)
-    base = ConfigRecord({"task": "linear-cox", "run-seed": SEED, "federation": "eq"})
+    fed = FederationConfig(sites=[t.name for t in tasks], task="linear-cox", strategy="fedavg", weighting="events", l2_penalty=l2)
+    base = ConfigRecord({"task": "linear-cox", "run-seed": SEED, "federation": "eq", "l2-penalty": fed.l2_penalty})
     statistics, _ = _statistics(tasks, base)
-    fed = FederationConfig(sites=[t.name for t in tasks], strategy="fedavg", weighting="events")
     aggregator = Aggregator(fed)
     glob = state_dict_to_arrays(build_linear_cox(len(statistics["mean"]), SEED).state_dict())
     for server_round in range(1, rounds + 1):
         cfg = ConfigRecord(dict(base, **{
             "statistics": to_json(statistics), "server-round": server_round, "seed": SEED + server_round,
-            "local-epochs": 1, "learning-rate": LR, "client-optimizer": "sgd", "prox-mu": 0.0,
+            "local-epochs": 1, "learning-rate": lr, "client-optimizer": "sgd", "prox-mu": 0.0,
         }))
         replies = []
         for task in tasks:
@@ -89,3 +93,26 @@ def test_federated_statistics_equal_pooled(region_sites):
     np.testing.assert_allclose(statistics["mean"], pooled.mean(axis=0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(statistics["std"], np.where(pooled.std(axis=0) > 1e-12, pooled.std(axis=0), 1.0), rtol=1e-7)
     assert sum(s["counts"]["patients"] for s in per_site) == len(pooled)
+
+
+def test_federated_ridge_optimum_equals_lifelines(region_sites):
+    """FedAvg, one full-batch step per round, l2 = 1: the federated optimum is lifelines' penalised,
+    site-stratified Cox fit. Our objective is nll / events + l2/2 ||beta||^2; lifelines' is nll +
+    n x penalizer/2 ||beta_s||^2 on its own standardisation beta_s = beta x std (ddof 1), which for
+    columns we standardised (population std 1) is sqrt(n / (n - 1)): penalizer = l2 x events (n - 1) / n^2."""
+    l2 = 1.0
+    fed = _federated(region_sites, rounds=60, lr=0.3, l2=l2)["fc.weight"].reshape(-1)
+    sites = [LinearCoxSite(p.parent / p.stem / "clinical.csv", SEED) for p in region_sites]
+    statistics = combine_moments([s.statistics()["moments"] for s in sites])
+    frame = pd.concat(
+        [pd.DataFrame(LinearCoxSite._standardise(s.train, statistics).numpy().astype(np.float64)).assign(
+            T=s.train.time.numpy(), E=s.train.event.numpy(), site=k) for k, s in enumerate(sites)],
+        ignore_index=True,
+    )
+    varying = [c for c in range(fed.size) if frame[c].std() > 1e-9]  # lifelines cannot scale constant columns
+    n, events = len(frame), int(frame["E"].sum())
+    cph = CoxPHFitter(penalizer=l2 * events * (n - 1) / n**2, l1_ratio=0.0)
+    cph.fit(frame[[*varying, "T", "E", "site"]], duration_col="T", event_col="E", strata=["site"])
+    np.testing.assert_allclose(fed[varying], cph.params_.to_numpy(), atol=1e-3)
+    assert np.abs(fed[varying]).max() > 0.05, "the penalised optimum must not be trivially zero"
+    np.testing.assert_allclose(np.delete(fed, varying), 0.0, atol=1e-3)  # no data gradient: the penalty zeroes them

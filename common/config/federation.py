@@ -86,6 +86,10 @@ class FederationConfig(StrictModel):
     local_epochs: PositiveInt = 1
     learning_rate: PositiveFloat = 1e-3
     client_optimizer: Literal["adam", "sgd"] = "adam"
+    l2_penalty: float = Field(
+        0.0, ge=0.0,
+        description="task linear-cox: ridge penalty l2_penalty/2 ||beta||^2 on the Cox coefficients, added to each site's per-event mean loss",
+    )
     seed: int = 0
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of a training site's patients kept for validation")
     min_sites: PositiveInt = Field(1, description="quorum: a round completes with at least this many training sites")
@@ -118,6 +122,8 @@ class FederationConfig(StrictModel):
         unknown = [s for s in self.holdout if s not in self.sites]
         if unknown:
             raise ValueError(f"holdout site(s) {', '.join(unknown)} are not listed in `sites`")
+        if self.l2_penalty > 0 and self.task != "linear-cox":
+            raise ValueError(f"l2_penalty applies to task linear-cox only (task is {self.task!r})")
         if not self.training_sites:
             raise ValueError("every site is held out: at least one site must train")
         if self.min_sites > len(self.training_sites):
