@@ -72,6 +72,7 @@ def test_two_rounds_with_blending_and_holdout_evaluation(site_tasks):
     held_out = site_tasks["held_out"].evaluate(numpy_to_arrays(glob), cfg)
     assert held_out["eval-patients"] == 6
     assert 0.0 <= held_out["c-harrell-os"] <= 1.0
+    assert {"c-uno-os", "ibs-os", "eval-events-dm"} <= set(held_out)
     training = site_tasks["a"].evaluate(numpy_to_arrays(glob), cfg)
     assert np.isfinite(training["val-loss-fused"])
 
@@ -94,6 +95,12 @@ def test_fedbn_sites_keep_their_own_normalisation_layers(site_tasks):
     cfg2 = ConfigRecord(dict(base, **{"statistics": to_json(statistics), "server-round": 2, "seed": 2}))
     after2 = arrays_to_numpy(site.train(numpy_to_arrays(foreign), cfg2)[0])[norm_weight]
     assert np.abs(after2 - own).max() < 0.5 < np.abs(after2 - 5.0).min()
+    # Cross-site validation: the global model takes the site's own layers of the round (as at every
+    # evaluation); another site's local model is evaluated with the layers it was sent with.
+    cfg_eval = ConfigRecord(dict(base, **{"statistics": to_json(statistics), "server-round": 2}))
+    cross = site.cross_evaluate({"global": numpy_to_arrays(foreign), "local-b": numpy_to_arrays(foreign)}, cfg_eval)
+    assert cross["global"] == site.evaluate(numpy_to_arrays(foreign), cfg_eval)
+    assert cross["global"]["val-loss-fused"] != cross["local-b"]["val-loss-fused"]
 
 
 def test_baseline_query_pools_the_training_sites_bins(site_tasks):
