@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -127,19 +128,19 @@ def round_summary(history: list[dict]) -> dict:
     }
 
 
-def scaling(site_counts: list[int], rounds: int, simulate: bool) -> list[dict]:
+def scaling(site_counts: list[int], rounds: int, simulate: bool, work: Path | None) -> list[dict]:
     out = []
     for n in site_counts:
-        with tempfile.TemporaryDirectory() as tmp:
-            workdir = Path(tmp)
-            yamls = region_site_yamls(workdir, n)
-            body = {"name": f"systems-{n}", "task": "linear-cox", "rounds": rounds, "eval_every": rounds, "local_epochs": 1,
-                    "learning_rate": 0.5, "client_optimizer": "sgd"}
-            config = write_federation(workdir / "federation.yaml", yamls, body, simulate)
-            start = time.perf_counter()
-            history = run(config, yamls, workdir, simulate)
-            out.append({"sites": n, "wall_s": time.perf_counter() - start, **round_summary(history)})
-            print(f"{'simulated' if simulate else 'real'} {n} sites: {out[-1]['median_train_round_s']:.1f} s per round", flush=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"systems-{n}-", dir=work))  # kept when the run fails (its logs)
+        yamls = region_site_yamls(workdir, n)
+        body = {"name": f"systems-{n}", "task": "linear-cox", "rounds": rounds, "eval_every": rounds, "local_epochs": 1,
+                "learning_rate": 0.5, "client_optimizer": "sgd"}
+        config = write_federation(workdir / "federation.yaml", yamls, body, simulate)
+        start = time.perf_counter()
+        history = run(config, yamls, workdir, simulate)
+        out.append({"sites": n, "wall_s": time.perf_counter() - start, **round_summary(history)})
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"{'simulated' if simulate else 'real'} {n} sites: {out[-1]['median_train_round_s']:.1f} s per round", flush=True)
     return out
 
 
@@ -258,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=4, help="rounds per federation (the first and last are not steady state)")
     parser.add_argument("--cohort", type=Path, default=Path("/tmp/synth-default"), help="synthetic cohort for the paper round")
     parser.add_argument("--paper-patients", type=int, default=6)
+    parser.add_argument("--work", type=Path, help="parent of the temporary work folders (default: the system's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if DATA is None and {"real", "simulation"} & set(args.parts):
@@ -271,15 +273,15 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save = lambda: args.out.write_text(json.dumps(report, indent=2) + "\n")  # noqa: E731 - after every part
     if "paper" in args.parts:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=args.work) as tmp:
             report["paper_round"] = {**paper_round(args.cohort, args.paper_patients, Path(tmp)), **stamp()}
         save()
     if "simulation" in args.parts:
         report["simulation"] = {"task": "linear-cox (40 float32 values)", "cpus": 2, "threads_per_site": 1,
-                                "results": scaling(args.sim_sites, args.rounds, True), **stamp()}
+                                "results": scaling(args.sim_sites, args.rounds, True, args.work), **stamp()}
         save()
     if "real" in args.parts:
-        report["real_processes"] = {"task": "linear-cox (40 float32 values)", "results": scaling(args.sites, args.rounds, False), **stamp()}
+        report["real_processes"] = {"task": "linear-cox (40 float32 values)", "results": scaling(args.sites, args.rounds, False, args.work), **stamp()}
         save()
     for key, title in (("real_processes", "Loopback federation (real processes), linear Cox"),
                        ("simulation", "Simulated federation (Flower simulation engine, 2 CPUs), linear Cox")):
