@@ -308,8 +308,12 @@ def run_baselines(
     n_boot: int = 200,
     seed: int = 0,
     progress: bool = True,
+    checkpoint_root: Path | None = None,
 ) -> BaselineReport:
-    """Prepare the sites, split, fit every requested model, score on the test split."""
+    """Prepare the sites, split, fit every requested model, score on the test split.
+
+    checkpoint_root: each network trains with checkpoints in <root>/<model> (after every epoch), so a
+    run stopped midway resumes where it was, and a finished model is only re-scored."""
     import time
 
     unknown = [m for m in models if m not in ALL_MODELS]
@@ -329,7 +333,10 @@ def run_baselines(
     fitted = []
     for name in models:
         start = time.perf_counter()
-        f = fit_clinical_model(cohort, name, seed=seed) if name in CLINICAL_MODELS else fit_network(cohort, name, train_cfg, progress)
+        if name in CLINICAL_MODELS:
+            f = fit_clinical_model(cohort, name, seed=seed)
+        else:
+            f = fit_network(cohort, name, train_cfg, progress, checkpoint_root / name if checkpoint_root else None)
         f.seconds = time.perf_counter() - start
         fitted.append(f)
     return score(cohort, fitted, truth_csv, horizons, n_boot)
