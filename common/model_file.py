@@ -68,8 +68,9 @@ class ExportedModel:
         entry = self.baseline["endpoints"][endpoint]
         if site is None:
             return BaselineHazard.from_dict(entry["pooled"]), BaselineBins.from_dict(entry["bins"])
-        if site not in entry["per_site_bins"]:
-            raise ModelFileError(f"no baseline hazard for site {site!r}; the model has: {', '.join(entry['per_site_bins'])}")
+        if site not in entry.get("per_site_bins", {}):
+            carried = ", ".join(entry.get("per_site_bins", {})) or "none (export with --site-baselines)"
+            raise ModelFileError(f"no baseline hazard for site {site!r} in the model file; per-site baselines: {carried}")
         bins = BaselineBins.from_dict(entry["per_site_bins"][site])
         return BaselineHazard.from_bins(bins), bins
 

@@ -172,7 +172,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export_model import export_from_results
 
-    path = export_from_results(Path(args.results), Path(args.out))
+    path = export_from_results(Path(args.results), Path(args.out), site_baselines=args.site_baselines)
     console.print(f"model file: {path} (sites predict with: sts-client predict --site site.yaml --model {path} ...)")
     return 0
 
@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                                            "schema, statistics, baseline hazard)")
     export.add_argument("--results", required=True, help="the federation's results folder")
     export.add_argument("--out", required=True, help="model file to write (e.g. model.stsfl.zip)")
+    export.add_argument("--site-baselines", action="store_true",
+                        help="also carry each training site's own baseline hazard (its monthly event counts)")
     export.set_defaults(func=_cmd_export)
     report = sub.add_parser("report", help="write the run report (report.html + PNGs) of a results folder")
     report.add_argument("results_dir", metavar="RESULTS_DIR")

@@ -30,7 +30,17 @@ def _read(results: Path, name: str) -> Path:
     return path
 
 
-def export_from_results(results_dir: Path, out: Path) -> Path:
+def without_site_baselines(baseline: dict) -> dict:
+    """The baseline document without the per-site bins and baselines: the model file goes to every
+    site, and one site's monthly event counts are not another site's business."""
+    endpoints = {name: {k: v for k, v in entry.items() if k not in ("per_site", "per_site_bins")}
+                 for name, entry in baseline["endpoints"].items()}
+    return {**baseline, "endpoints": endpoints}
+
+
+def export_from_results(results_dir: Path, out: Path, site_baselines: bool = False) -> Path:
+    """The model file of a finished run; `site_baselines` also carries every training site's own
+    (stratified) baseline hazard and bins."""
     results = Path(results_dir)
     fed = load_config(_read(results, "federation.yaml"), FederationConfig)
     if fed.task != "multimodal":
@@ -49,7 +59,7 @@ def export_from_results(results_dir: Path, out: Path) -> Path:
         preset=load_preset(fed.preset),
         schema=MultimodalHooks(fed).schema,
         statistics=statistics,
-        baseline=baseline,
+        baseline=baseline if site_baselines else without_site_baselines(baseline),
         horizons_years=list(fed.prediction.horizons_years),
         modalities=list(MODALITIES),
         encoder_fingerprint=next(iter(fingerprints), None),

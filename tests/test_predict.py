@@ -125,6 +125,11 @@ def test_server_export_of_a_results_folder_gives_the_same_model(exported, tmp_pa
     assert model.preset == _SMALL and all(np.array_equal(model.arrays[k], v) for k, v in local.arrays.items())
     hazard, _ = model.baseline_hazard("os")
     np.testing.assert_array_equal(hazard.cumulative, local.baseline_hazard("os")[0].cumulative)
+    with pytest.raises(ModelFileError, match="export with --site-baselines"):
+        model.baseline_hazard("os", site="test_site")  # sites' own counts stay out unless asked for
+    with_sites = load_model_file(export_from_results(results, tmp_path / "sites.zip", site_baselines=True))
+    np.testing.assert_array_equal(with_sites.baseline_hazard("os", site="test_site")[0].cumulative,
+                                  local.baseline_hazard("os", site="test_site")[0].cumulative)
     (results / "federation.yaml").write_text(yaml.safe_dump({"sites": ["a"], "task": "linear-cox"}))
     with pytest.raises(UserError, match="only multimodal models are exported"):
         export_from_results(results, tmp_path / "no.zip")
