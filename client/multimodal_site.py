@@ -92,10 +92,12 @@ class MultimodalSite:
         """Held-out centre: all usable patients; training site: its validation split. Per endpoint,
         from the fused head: Harrell's C and Uno's C (censoring distribution estimated on the
         evaluated patients themselves, truncated at their 80th time percentile: a held-out centre
-        has no training split), event counts; for training sites also the fused validation loss."""
+        has no training split), event counts, Kaplan-Meier of the predicted low / high risk halves on
+        a fixed grid (stsfl.common.risk_group_km); for training sites also the fused validation loss."""
         import numpy as np
 
         from stsfl.common.metrics import harrell_c, uno_c
+        from stsfl.common.risk_group_km import risk_group_km
 
         pids = [p.pid for p in self.prepared.patients] if holdout else self.val_pids
         metrics: dict[str, float] = {"eval-patients": float(len(pids))}
@@ -111,6 +113,7 @@ class MultimodalSite:
             if event.sum() > 0 and observed.sum() > 1:
                 risk, time = result.risks[FUSED][observed, k], result.time[observed, k]
                 metrics[f"c-harrell-{endpoint}"] = harrell_c(time, event, risk)
+                metrics.update(risk_group_km(endpoint, time, event, risk))  # the report's KM panels
                 try:
                     metrics[f"c-uno-{endpoint}"] = uno_c(time, event, time, event, risk, tau=float(np.quantile(time, 0.8)))
                 except ValueError:  # censoring survival reaches 0 before tau: Uno's C is undefined here

@@ -27,7 +27,8 @@ from typing import Any
 from .report_data import events_weighted_mean
 
 TRACKING_DIR = "tensorboard"
-# Per-site metrics that are bookkeeping, not results: left out of the store.
+# Per-site metrics that are bookkeeping, not results: left out of the store (as are the km-* points
+# of the risk-group curves: a curve per round is for the report, not a scalar to follow).
 SKIPPED_SITE_METRICS = ("bytes-up", "bytes-down", "time-serialise-s")
 
 
@@ -44,7 +45,7 @@ def round_scalars(record: dict[str, Any]) -> dict[str, float]:
     for phase in ("train_sites", "evaluate_sites"):
         for site, metrics in record.get(phase, {}).items():
             for key, value in metrics.items():
-                if key not in SKIPPED_SITE_METRICS:
+                if key not in SKIPPED_SITE_METRICS and not key.startswith("km-"):
                     scalars[f"site/{site}/{key}"] = float(value)
     for key in ("selection_score", "time_round_s", "time_wait_s", "float32_bytes"):
         if record.get(key) is not None:
