@@ -10,7 +10,7 @@ plus the same figures as PNG files, built from a results folder.
 
 Sections: run, cohort per site, training curves (loss per head, blend weights), evaluation
 (per-site and held-out C-index with approximate CIs, Uno's C, td-AUC, IBS; C-index over rounds),
-Kaplan-Meier by predicted risk group, calibration, cross-site matrix, leave-one-centre-out, and
+Kaplan-Meier of the predicted low / high risk halves per site (stsfl.common.risk_group_km), calibration, cross-site matrix, leave-one-centre-out, and
 the baseline comparison. A section whose input file is not in the folder is replaced by a
 one-line note saying which file it needs.
 """
