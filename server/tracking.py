@@ -12,15 +12,16 @@ Tags (all scalars, step = round):
     round/<name>                    selection score, round and wait time, model size in bytes
 
 TensorBoard rather than MLflow: the store is plain files next to the other results (no tracking
-server or database at the coordinator), the writer comes with torch (`torch.utils.tensorboard`),
-and the `tensorboard` package adds little beyond protobuf/grpc that Flower already brings, whereas
-MLflow pulls a web stack (Flask, SQLAlchemy, alembic, ...). The store is rewritten from the
+server or database at the coordinator), and the `tensorboard` package adds little beyond the
+protobuf/grpc that Flower already brings, whereas MLflow pulls a web stack (Flask, SQLAlchemy,
+alembic, ...). The store is rewritten from the
 in-memory history after every round, like rounds.jsonl, so a resumed run has the same events as an
 uninterrupted one (appending would repeat the rounds before the crash).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +55,23 @@ def round_scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 def write_tensorboard(root: Path, history: list[dict[str, Any]]) -> Path:
-    """(Re)write <root>/tensorboard/ from the per-round records; returns the folder."""
-    from torch.utils.tensorboard import SummaryWriter
+    """(Re)write <root>/tensorboard/ from the per-round records; returns the folder.
+
+    TensorBoard's own event writer, not torch.utils.tensorboard: same files, without importing
+    torch into a coordinator that may not need it (the linear-Cox task)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     logdir = Path(root) / TRACKING_DIR
     logdir.mkdir(parents=True, exist_ok=True)
     for old in logdir.glob("events.out.tfevents.*"):
         old.unlink()
-    writer = SummaryWriter(log_dir=str(logdir))
+    writer = EventFileWriter(str(logdir))
     try:
         for record in history:
-            for tag, value in round_scalars(record).items():
-                writer.add_scalar(tag, value, global_step=int(record["round"]))
+            values = [Summary.Value(tag=tag, simple_value=value) for tag, value in round_scalars(record).items()]
+            writer.add_event(Event(wall_time=time.time(), step=int(record["round"]), summary=Summary(value=values)))
     finally:
         writer.close()
     return logdir
