@@ -9,6 +9,8 @@ A site splits the patients it evaluated at its own median predicted log-risk (co
     km-<endpoint>-<group>-n           patients in the group
     logrank-p-<endpoint>              log-rank p-value of high vs low
 
+nothing when a group has fewer than MIN_GROUP_SIZE patients.
+
 Survival on a fixed grid rather than the curve's own steps: the steps would sit at individual
 patients' event times; grid values are the same picture at report resolution and say nothing
 about any one patient beyond what a published KM plot does.
@@ -25,16 +27,19 @@ from lifelines import KaplanMeierFitter
 from .metrics import risk_groups
 
 DAYS_PER_YEAR = 365.25
+# Small-cell suppression: a group of fewer patients than this gets no curve (its steps would be
+# close to individual outcomes).
+MIN_GROUP_SIZE = 5
 KM_GRID_DAYS = tuple(int(round(q * DAYS_PER_YEAR / 4)) for q in range(0, 21))  # 0, 91, ..., 1826
 GROUPS = ("low", "high")
 
 
 def risk_group_km(endpoint: str, time, event, risk) -> dict[str, float]:
     """The keys above for one endpoint (patients without the endpoint already removed); empty when
-    the split leaves a group empty."""
+    a group has fewer than MIN_GROUP_SIZE patients."""
     time, event, risk = np.asarray(time, float), np.asarray(event, float) > 0.5, np.asarray(risk, float)
     groups = risk_groups(time, event, risk)
-    if groups.high.all() or not groups.high.any():
+    if min(groups.high.sum(), (~groups.high).sum()) < MIN_GROUP_SIZE:
         return {}
     out: dict[str, float] = {}
     if np.isfinite(groups.logrank_p):

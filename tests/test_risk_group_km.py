@@ -44,3 +44,5 @@ def test_parse_gives_the_curves_back_and_no_curves_is_none():
     assert curves["p"] == metrics["logrank-p-os"]
     assert parse_risk_group_km(metrics, "dm") is None
     assert risk_group_km("os", time, event, np.zeros_like(risk)) == {}  # one risk value: no split
+    assert risk_group_km("os", time[:9], event[:9], risk[:9]) == {}  # groups of 4 and 5: suppressed
+    assert risk_group_km("os", time[:10], event[:10], risk[:10])["km-os-high-n"] == 5
