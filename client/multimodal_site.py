@@ -104,7 +104,11 @@ class MultimodalSite:
                  horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS) -> dict[str, float]:
         """Held-out centre: all usable patients; training site: its validation split. Per endpoint,
         from the fused head: the aggregate metrics of `stsfl.common.site_metrics` (Harrell's and
-        Uno's C, td-AUC at `horizons`, IBS, events); for training sites also the fused validation loss."""
+        Uno's C, td-AUC at `horizons`, IBS, events), Kaplan-Meier of the predicted low / high risk
+        halves on a fixed grid (stsfl.common.risk_group_km, the report's panels); for training sites
+        also the fused validation loss."""
+        from stsfl.common.risk_group_km import risk_group_km
+
         pids = [p.pid for p in self.prepared.patients] if holdout else self.val_pids
         metrics: dict[str, float] = {"eval-patients": float(len(pids))}
         if not pids:
@@ -115,6 +119,9 @@ class MultimodalSite:
         per_endpoint = {}
         for k, endpoint in enumerate(self.schema.endpoint_names):
             observed = result.observed[:, k].astype(bool)
-            per_endpoint[endpoint] = (result.time[observed, k], result.event[observed, k], result.risks[FUSED][observed, k])
+            time, event, risk = result.time[observed, k], result.event[observed, k], result.risks[FUSED][observed, k]
+            per_endpoint[endpoint] = (time, event, risk)
+            if event.sum() > 0 and observed.sum() > 1:
+                metrics.update(risk_group_km(endpoint, time, event, risk))
         metrics.update(site_metrics(per_endpoint, horizons))
         return metrics

@@ -10,7 +10,7 @@ plus the same figures as PNG files, built from a results folder.
 
 Sections: run, cohort per site, training curves (loss per head, blend weights), evaluation
 (per-site and held-out C-index with approximate CIs, Uno's C, td-AUC, IBS; C-index over rounds),
-Kaplan-Meier by predicted risk group, calibration, cross-site matrix, leave-one-centre-out, and
+Kaplan-Meier of the predicted low / high risk halves per site (stsfl.common.risk_group_km), calibration, cross-site matrix, leave-one-centre-out, and
 the baseline comparison. A section whose input file is not in the folder is replaced by a
 one-line note saying which file it needs.
 """
@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from stsfl.common.risk_group_km import parse_risk_group_km
 
 from . import report_figures as figures
 from .report_data import (
@@ -164,11 +166,25 @@ def evaluation_section(run: RunResults, out: Path) -> Section:
     return section
 
 
-def kaplan_meier_section() -> Section:
-    """Always a note for now: the sites' evaluation replies carry metrics, not risk-group curves."""
-    return Section("Kaplan-Meier by predicted risk group",
-                   note="the sites do not report risk-group survival curves yet (only their C-index, "
-                        "td-AUC and IBS), so there is nothing to draw at the coordinator")
+def kaplan_meier_section(run: RunResults, out: Path) -> Section:
+    """KM of each site's predicted low / high risk halves at the selected round (aggregate grid values)."""
+    record = next((r for r in run.rounds if r["round"] == run.selected_round and r.get("evaluate_sites")), None)
+    sites = sorted((record or {}).get("evaluate_sites", {}), key=lambda s: (s not in run.holdout, s))
+    panels = []
+    for site in sites:
+        for endpoint in run.endpoints:
+            curves = parse_risk_group_km(record["evaluate_sites"][site], endpoint)
+            if curves is not None:
+                panels.append((f"{site} ({run.role(site)}), {endpoint}", curves))
+    if not panels:
+        return Section("Kaplan-Meier by predicted risk group",
+                       note="no site reported risk-group curves at the selected round (older sites, or too few events)")
+    body = [_p("Each site splits the patients it evaluated at its own median predicted risk and reports the "
+               "Kaplan-Meier survival of both halves every 3 months (aggregates, no patient times) and the "
+               "log-rank p-value.")]
+    return Section("Kaplan-Meier by predicted risk group", body,
+                   [(figures.plot_risk_group_km(panels, max(1, len(run.endpoints)), out / "km_risk_groups.png"),
+                     "Kaplan-Meier of the predicted low- and high-risk halves per site and endpoint.")])
 
 
 def calibration_section(run: RunResults) -> Section:
@@ -285,7 +301,7 @@ def build_report(results_dir: str | Path, baselines: str | Path | None = None) -
         lambda: cohort_section(run, out),
         lambda: training_section(run, out),
         lambda: evaluation_section(run, out),
-        kaplan_meier_section,
+        lambda: kaplan_meier_section(run, out),
         lambda: calibration_section(run),
         lambda: cross_site_section(run),
         lambda: loco_section(run),

@@ -152,3 +152,26 @@ def plot_baselines(models: dict[str, dict[str, Any]], endpoints: list[str], path
         ax.set_xlabel("Harrell's C (bootstrap 95 % CI)")
         ax.set_title(endpoint, fontsize=10)
     return save_png(fig, path)
+
+
+def plot_risk_group_km(panels: list[tuple[str, dict]], n_cols: int, path: Path) -> Path:
+    """Kaplan-Meier of the predicted low / high risk halves per panel (site x endpoint), from the
+    grid values the sites reported (stsfl.common.risk_group_km), log-rank p in each title."""
+    plt = pyplot()
+    n_rows = (len(panels) + n_cols - 1) // n_cols
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, curves) in zip(axes.flat, panels):
+        for group, colour in (("low", "tab:blue"), ("high", "tab:red")):
+            days, survival = curves[group]
+            n = curves["n"].get(group)
+            ax.step(np.asarray(days) / 365.25, survival, where="post", color=colour,
+                    label=f"{group} risk" + (f" (n={n:.0f})" if n is not None else ""))
+        p = curves["p"]
+        ax.set_title(title + ("" if p is None else f"\nlog-rank p = {p:.3g}"), fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("years")
+        ax.set_ylabel("survival")
+        ax.legend(fontsize=7)
+    return save_png(fig, path)

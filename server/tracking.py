@@ -12,22 +12,24 @@ Tags (all scalars, step = round):
     round/<name>                    selection score, round and wait time, model size in bytes
 
 TensorBoard rather than MLflow: the store is plain files next to the other results (no tracking
-server or database at the coordinator), the writer comes with torch (`torch.utils.tensorboard`),
-and the `tensorboard` package adds little beyond protobuf/grpc that Flower already brings, whereas
-MLflow pulls a web stack (Flask, SQLAlchemy, alembic, ...). The store is rewritten from the
+server or database at the coordinator), and the `tensorboard` package adds little beyond the
+protobuf/grpc that Flower already brings, whereas MLflow pulls a web stack (Flask, SQLAlchemy,
+alembic, ...). The store is rewritten from the
 in-memory history after every round, like rounds.jsonl, so a resumed run has the same events as an
 uninterrupted one (appending would repeat the rounds before the crash).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from .report_data import events_weighted_mean
 
 TRACKING_DIR = "tensorboard"
-# Per-site metrics that are bookkeeping, not results: left out of the store.
+# Per-site metrics that are bookkeeping, not results: left out of the store (as are the km-* points
+# of the risk-group curves: a curve per round is for the report, not a scalar to follow).
 SKIPPED_SITE_METRICS = ("bytes-up", "bytes-down", "time-serialise-s")
 
 
@@ -44,7 +46,7 @@ def round_scalars(record: dict[str, Any]) -> dict[str, float]:
     for phase in ("train_sites", "evaluate_sites"):
         for site, metrics in record.get(phase, {}).items():
             for key, value in metrics.items():
-                if key not in SKIPPED_SITE_METRICS:
+                if key not in SKIPPED_SITE_METRICS and not key.startswith("km-"):
                     scalars[f"site/{site}/{key}"] = float(value)
     for key in ("selection_score", "time_round_s", "time_wait_s", "float32_bytes"):
         if record.get(key) is not None:
@@ -53,18 +55,23 @@ def round_scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 def write_tensorboard(root: Path, history: list[dict[str, Any]]) -> Path:
-    """(Re)write <root>/tensorboard/ from the per-round records; returns the folder."""
-    from torch.utils.tensorboard import SummaryWriter
+    """(Re)write <root>/tensorboard/ from the per-round records; returns the folder.
+
+    TensorBoard's own event writer, not torch.utils.tensorboard: same files, without importing
+    torch into a coordinator that may not need it (the linear-Cox task)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     logdir = Path(root) / TRACKING_DIR
     logdir.mkdir(parents=True, exist_ok=True)
     for old in logdir.glob("events.out.tfevents.*"):
         old.unlink()
-    writer = SummaryWriter(log_dir=str(logdir))
+    writer = EventFileWriter(str(logdir))
     try:
         for record in history:
-            for tag, value in round_scalars(record).items():
-                writer.add_scalar(tag, value, global_step=int(record["round"]))
+            values = [Summary.Value(tag=tag, simple_value=value) for tag, value in round_scalars(record).items()]
+            writer.add_event(Event(wall_time=time.time(), step=int(record["round"]), summary=Summary(value=values)))
     finally:
         writer.close()
     return logdir

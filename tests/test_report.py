@@ -14,6 +14,7 @@ import pytest
 
 from stsfl.common.console import UserError
 from stsfl.common.metrics import bootstrap_ci, harrell_c
+from stsfl.common.risk_group_km import risk_group_km
 from stsfl.server.report import build_report
 from stsfl.server.report_data import RunResults, c_index_ci, evaluation_rows, head_losses
 from stsfl.server.results import ResultsFolder
@@ -30,7 +31,7 @@ def _site_eval(rng: np.random.Generator, n: int, strength: float) -> dict[str, f
     time = rng.exponential(np.exp(-strength * risk)) * 1000
     event = (rng.uniform(size=n) < 0.6).astype(float)
     return {"eval-patients": float(n), "eval-events-os": float(event.sum()), "c-harrell-os": harrell_c(time, event, risk),
-            "auc-365d-os": 0.7, "ibs-os": 0.18}
+            "auc-365d-os": 0.7, "ibs-os": 0.18, **risk_group_km("os", time, event, risk)}
 
 
 @pytest.fixture
@@ -59,13 +60,15 @@ def results(tmp_path) -> Path:
 
 def test_report_has_every_section_and_notes_the_missing_files(results):
     page = build_report(results).read_text()
-    for title in ("Cohort per site", "Training", "Evaluation", "Kaplan-Meier", "Calibration", "Cross-site matrix"):
+    for title in ("Cohort per site", "Training", "Evaluation", "Kaplan-Meier by predicted risk group", "Calibration",
+                  "Cross-site matrix"):
         assert f">{title}" in page
     assert "no cross_site.csv" in page and "no baselines.json" in page and "no calibration.json" in page
     assert "Leave-one-centre-out" not in page  # not a LOCO run: no section at all
     assert "38 (95 %)" in page  # MRI coverage of 40 usable patients
     assert {p.name for p in (results / "report").glob("*.png")} == {
-        "cohort.png", "losses.png", "blend_weights.png", "c_index_sites.png", "c_index_rounds.png"}
+        "cohort.png", "losses.png", "blend_weights.png", "c_index_sites.png", "c_index_rounds.png", "km_risk_groups.png"}
+    assert "log-rank" in page
 
 
 def test_optional_files_add_their_tables(results):
