@@ -130,7 +130,7 @@ def predict_patients(
     seed: int = 0,
 ) -> list[PatientPrediction]:
     """Predict, write one HTML page per patient and predictions.csv into `out_dir`; returns the predictions."""
-    from .gradcam import mri_gradcam, save_overlay
+    from .gradcam import cached_tumour_masks, mri_gradcam, save_overlay
     from .patient_report import save_attended_tiles, save_survival_figure, write_csv, write_patient_page
     from .site_inventory import site_root
 
@@ -172,8 +172,9 @@ def predict_patients(
         prediction.figures["survival"] = save_survival_figure(prediction, out_dir / f"{pid}_survival.png")
         if present[0] and "mri" in model.modalities:
             cam = mri_gradcam(net, batch, endpoint=0)[0]
-            prediction.figures["gradcam"] = save_overlay(batch.mri[0, 1].numpy(), cam, None, out_dir / f"{pid}_gradcam.png",
-                                                         f"{pid}: Grad-CAM of {model.schema.endpoints[0].label}")
+            mask = cached_tumour_masks(prepared, [pid]).get(pid)
+            prediction.figures["gradcam"], _ = save_overlay(batch.mri[0, 1].numpy(), cam, mask, out_dir / f"{pid}_gradcam.png",
+                                                            f"{pid}: Grad-CAM of {model.schema.endpoints[0].label}")
         slide = _slide_path(root, target, pid) if present[1] and "wsi" in model.modalities else None
         if slide is not None:
             with torch.no_grad():

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.app import ConfigRecord
 
-from stsfl.common.fed_protocol import BASELINE, CALIBRATION, MSG_BASELINE, MSG_CALIBRATION, from_json, to_json
+from stsfl.common.fed_protocol import ARRAYS, BASELINE, CALIBRATION, MSG_BASELINE, MSG_CALIBRATION, from_json, to_json
 from stsfl.common.params import numpy_to_arrays
 
 from .baseline_phase import baseline_query_config, write_baseline
@@ -35,7 +35,7 @@ def run_prediction_phases(run: "Federation", state: "ServerState") -> None:
     run.sites.refresh(run.query_timeout)
     present = [s for s in run.fed.training_sites if s in run.sites.node_of]
     arrays = numpy_to_arrays(state.best_arrays or state.global_arrays)
-    ok, _ = run._send(MSG_BASELINE, present, arrays, cfg, model_round)
+    ok, _ = run._send(MSG_BASELINE, present, {ARRAYS: arrays}, cfg, model_round)
     if not ok:
         run.log("baseline hazard: no training site replied; no baseline_hazard.json")
         return
@@ -50,7 +50,7 @@ def _calibration(run: "Federation", arrays: Any, cfg: ConfigRecord, baseline: di
     cfg.update(calibration_query_config(run.fed, baseline))
     cfg["holdout-sites"] = to_json(run.fed.holdout)
     present = [s for s in run.fed.sites if s in run.sites.node_of]
-    ok, _ = run._send(MSG_CALIBRATION, present, arrays, cfg, model_round)
+    ok, _ = run._send(MSG_CALIBRATION, present, {ARRAYS: arrays}, cfg, model_round)
     if not ok:
         run.log("calibration: no site replied; no calibration.json")
         return

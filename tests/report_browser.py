@@ -52,7 +52,7 @@ def rendered_dom(page: Path, workdir: Path) -> tuple[str, list[tuple[str, bool, 
     probe_page.write_text(text.replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
     cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={workdir / 'chromium-profile'}", "--dump-dom",
            probe_page.resolve().as_uri()]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=180)
     assert done.returncode == 0, f"chromium exit {done.returncode}: {done.stderr[-2000:]}"
     dom = done.stdout
     found = re.search(r'<pre id="image-probe">(.*?)</pre>', dom, re.S)

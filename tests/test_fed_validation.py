@@ -164,7 +164,9 @@ def test_cross_site_validation_after_the_last_round(region_sites, tmp_path, serv
                       "cross_site: {enabled: true, local_epochs: 3}\n")
     grid = InProcessGrid(region_sites)
     summary = run_in_process(grid, config, tmp_path / "results")
-    assert grid.sent[-3:] == ["evaluate.cross"] * 3, "one cross-site message per site, after the last round"
+    after_training = grid.sent[len(grid.sent) - grid.sent[::-1].index("train"):]
+    assert [m for m in after_training if not m.startswith("query.")] == ["evaluate.cross"] * 3, \
+        "one cross-site message per site, after the last round (then the prediction queries)"
     assert grid.sent.count("train") == 2 * 2 + 2, "2 rounds x 2 training sites + 2 fine-tunings"
     held_out = summary["holdout_selected"]["region_3"]
     assert {"c-harrell-os", "c-uno-os", "auc-365d-os", "auc-1095d-os", "ibs-os", "eval-events-os"} <= set(held_out)
