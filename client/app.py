@@ -14,7 +14,9 @@ Handlers (message types in stsfl.common.fed_protocol):
 - evaluate: the global model on this site's evaluation split; reply: aggregate metrics;
 - evaluate.cross: several models (cross-site validation) on the same split; reply: their metrics.
 - query.baseline: after the last round, binned events and risk sums for the baseline hazard;
-- query.calibration: then, calibration and decision curves of the absolute risks.
+- query.calibration: then, calibration and decision curves of the absolute risks;
+- query.site_outputs: last, risk scores, Grad-CAM overlays and the validation report written at the
+  site (stsfl.client.site_outputs); the reply holds counts only.
 """
 
 from __future__ import annotations
@@ -133,3 +135,11 @@ def baseline(msg: Message, context: Context) -> Message:
 @app.query("calibration")
 def calibration(msg: Message, context: Context) -> Message:
     return _json_reply(msg, context, "calibration", CALIBRATION)
+
+
+@app.query("site_outputs")
+def site_outputs(msg: Message, context: Context) -> Message:
+    task = _site(context)
+    counts = task.site_outputs(msg.content[ARRAYS], msg.content[CONFIG])
+    content = RecordDict({SITE: site_record(task.name), METRICS: MetricRecord({k: int(v) for k, v in counts.items()})})
+    return Message(content, reply_to=msg)

@@ -102,6 +102,9 @@ class LinearCoxSite:
         pid = frame.iloc[:, 0].astype(str)
         is_val = pid.map(lambda p: in_validation(p, run_seed, validation_fraction)) & (fold != "test")
         self.all = _split(frame, self.features)
+        # Each row's patient id and split, in the order of `all` (the site's risk_scores.csv).
+        self.pids = pid.tolist()
+        self.row_splits = np.where(fold == "test", "test", np.where(is_val, "validation", "train")).tolist()
         self.train = _split(frame[(fold != "test") & ~is_val], self.features)
         self.val = _split(frame[is_val], self.features)
         self.test = _split(frame[fold == "test"], self.features)
@@ -174,6 +177,21 @@ class LinearCoxSite:
         time = torch.cat([split.time.reshape(-1) for split in rows]).numpy()
         event = torch.cat([split.event.reshape(-1) for split in rows]).numpy()
         return SiteRisks(["os"], time[:, None], event[:, None], np.ones((len(time), 1), bool), risk[:, None])
+
+    def patient_risks(self, model: torch.nn.Module, statistics: dict, holdout: bool):
+        """Log-risk of every row with its split (test fold included; all `external` at a held-out centre)."""
+        from .site_outputs import PatientRisks
+
+        with torch.no_grad():
+            risk = model(self._standardise(self.all, statistics)).reshape(-1, 1).numpy()
+        splits = ["external"] * len(self.pids) if holdout else list(self.row_splits)
+        return PatientRisks(list(self.pids), splits, ["clinical"] * len(self.pids), ["os"], risk)
+
+    @staticmethod
+    def write_site_documents(model: torch.nn.Module, statistics: dict, folder: Path, federation: str) -> dict[str, int]:
+        """Nothing beyond risk_scores.csv: a tabular site has no MRI to explain and no `sts-client
+        validate` report (its table is checked when it is read)."""
+        return {}
 
     def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool,
                  horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS) -> dict[str, float]:

@@ -15,9 +15,11 @@ training and validation splits, from which the server computes the next blend we
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from stsfl.common.clinical_features import clinical_dim
@@ -40,6 +42,7 @@ class MultimodalSite:
         self.preset = load_preset(preset)
         self.schema = schema
         self.run_seed = run_seed
+        self.policy = site.bad_patient_policy
         self.prepared = prepare_site(site, site_yaml, self.preset, schema=schema, progress=False)
         pids = [p.pid for p in self.prepared.patients]
         self.val_pids = [p for p in pids if in_validation(p, run_seed, validation_fraction)]
@@ -99,6 +102,44 @@ class MultimodalSite:
         result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
         return SiteRisks(list(self.schema.endpoint_names), result.time, result.event, result.observed, result.risks[FUSED],
                          self.prepared.encoder_fingerprint)
+
+    def patient_risks(self, model: torch.nn.Module, statistics: dict, holdout: bool):
+        """The fused head's log-risks of every usable patient, with its split (a held-out centre's
+        patients are `external`) and modalities: the site's risk_scores.csv (stays at the site)."""
+        from .site_outputs import PatientRisks
+
+        patients = self.prepared.patients
+        endpoints = list(self.schema.endpoint_names)
+        if not patients:
+            return PatientRisks([], [], [], endpoints, np.zeros((0, len(endpoints))))
+        result = evaluate(model, self._loader(statistics, [p.pid for p in patients], False, self.run_seed),
+                          self.preset.train.ties)
+        by_pid = {p.pid: p for p in patients}
+        validation = set(self.val_pids)
+        splits = ["external" if holdout else "validation" if pid in validation else "train" for pid in result.pids]
+        modalities = ["+".join([m for m, key in (("mri", by_pid[pid].mri_key), ("wsi", by_pid[pid].wsi_key)) if key is not None]
+                               + ["clinical"]) for pid in result.pids]
+        return PatientRisks(list(result.pids), splits, modalities, endpoints, result.risks[FUSED])
+
+    def write_site_documents(self, model: torch.nn.Module, statistics: dict, folder: Path, federation: str) -> dict[str, int]:
+        """Into `folder` (at the site): the validation report and a Grad-CAM overlay (first endpoint,
+        fused head) of every usable patient with an MRI, under gradcam/ (emptied first, so the folder
+        holds this run's overlays only). Returns the counts {"gradcams", "problems"}."""
+        from .gradcam import site_gradcams
+        from .site_outputs import GRADCAM_DIR
+        from .site_report import write_validation_report
+
+        problems = write_validation_report(self.prepared, self.policy, folder,
+                                           f"Site {self.prepared.name}, federation {federation}: validation report")
+        gradcam_dir = folder / GRADCAM_DIR
+        shutil.rmtree(gradcam_dir, ignore_errors=True)
+        gradcam_dir.mkdir(parents=True)
+        with_mri = [p.pid for p in self.prepared.patients if p.mri_key is not None]
+        overlays = []
+        if with_mri and "mri" in model.modalities:
+            overlays = site_gradcams(model, self.prepared, GlobalClinicalStats.from_dict(statistics), with_mri, gradcam_dir,
+                                     batch_size=self.preset.train.batch_size)
+        return {"gradcams": len(overlays), "problems": problems}
 
     def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool,
                  horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS) -> dict[str, float]:

@@ -69,12 +69,22 @@ class PreparedSite:
         return {p.patient for p in self.problems if p.severity == "error" and p.patient}
 
 
+def _site_folder(site: SiteConfig, site_yaml: Path | None, configured: Path | None, default: str) -> Path:
+    """A folder the site YAML may set (relative to the YAML's folder), else <root>/.stsfl/<default>."""
+    if configured is None:
+        return site_root(site, site_yaml) / ".stsfl" / default
+    path = Path(configured)
+    return path if path.is_absolute() or site_yaml is None else Path(site_yaml).resolve().parent / path
+
+
 def site_cache_dir(site: SiteConfig, site_yaml: Path | None) -> Path:
     """`cache_dir` from the site YAML (relative to its folder), else <root>/.stsfl/cache."""
-    if site.cache_dir is None:
-        return site_root(site, site_yaml) / ".stsfl" / "cache"
-    path = Path(site.cache_dir)
-    return path if path.is_absolute() or site_yaml is None else Path(site_yaml).resolve().parent / path
+    return _site_folder(site, site_yaml, site.cache_dir, "cache")
+
+
+def site_outputs_dir(site: SiteConfig, site_yaml: Path | None) -> Path:
+    """`outputs_dir` from the site YAML (relative to its folder), else <root>/.stsfl/outputs."""
+    return _site_folder(site, site_yaml, site.outputs_dir, "outputs")
 
 
 class _Preprocessor:

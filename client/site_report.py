@@ -3,7 +3,10 @@ endpoint, every problem with its location, and whether the site can train at all
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -82,3 +85,24 @@ def print_report(console: Console, prepared: PreparedSite, summary: SiteSummary,
         console.print("[bold red]the site cannot train:[/] " + "; ".join(blockers))
     else:
         console.print("[bold green]the site can train[/]")
+
+
+VALIDATION_REPORT = "validation_report"  # .html and .txt
+PROBLEMS_CSV = "problems.csv"
+
+
+def write_validation_report(prepared: PreparedSite, policy: str, folder: Path, title: str) -> int:
+    """What `sts-client validate` prints, as files for the site's IT team: validation_report.html
+    (self-contained), validation_report.txt and problems.csv (one row per problem with its
+    location). Returns the number of problems."""
+    summary = summarise(prepared)
+    console = Console(record=True, width=120, file=io.StringIO(), color_system="truecolor")
+    console.print(f"[bold]{title}[/]")
+    print_report(console, prepared, summary, training_blockers(summary, prepared.problems, policy))
+    (folder / f"{VALIDATION_REPORT}.txt").write_text(console.export_text(clear=False), encoding="utf-8")
+    (folder / f"{VALIDATION_REPORT}.html").write_text(console.export_html(inline_styles=True, clear=False), encoding="utf-8")
+    with open(folder / PROBLEMS_CSV, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(("severity", "file", "patient", "column", "reason"))
+        writer.writerows((p.severity, p.file or "", p.patient or "", p.column or "", p.reason) for p in prepared.problems)
+    return len(prepared.problems)

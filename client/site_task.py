@@ -19,7 +19,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
 from stsfl.common.config import SiteConfig, load_config
-from stsfl.common.fed_protocol import BASELINE, BASELINE_GRID, HORIZONS, NUM_EVENTS, NUM_PATIENTS, from_json
+from stsfl.common.fed_protocol import BASELINE, BASELINE_BINS, BASELINE_GRID, HORIZONS, NUM_EVENTS, NUM_PATIENTS, from_json
 from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS
 
@@ -181,3 +181,23 @@ class SiteTask:
         hazards = {name: BaselineHazard.from_dict(h) for name, h in from_json(str(cfg[BASELINE])).items()}
         risks = impl.outcome_risks(model, statistics, validation_only=not holdout)
         return calibration_reply(risks, hazards, from_json(str(cfg[HORIZONS])))
+
+    def site_outputs(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, int]:
+        """Write this site's own outputs of the run at the site (stsfl.client.site_outputs) under
+        <outputs_dir>/<federation>/: its patients' risk scores (absolute risks when the config holds
+        the pooled baseline hazard), and, for the multimodal task, Grad-CAM overlays and the
+        validation report. Returns counts only: {"patients", "gradcams", "problems"}."""
+        from .site_outputs import RISK_SCORES, write_risk_scores
+        from .site_prepare import site_outputs_dir
+
+        impl = self._impl(cfg)
+        model, statistics = self._eval_model(impl, arrays, cfg)
+        federation = str(cfg["federation"])
+        folder = site_outputs_dir(self.site, self.site_yaml) / federation
+        folder.mkdir(parents=True, exist_ok=True)
+        holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
+        risks = impl.patient_risks(model, statistics, holdout)
+        hazards, bins = from_json(str(cfg.get(BASELINE, "{}"))), from_json(str(cfg.get(BASELINE_BINS, "{}")))
+        patients = write_risk_scores(folder / RISK_SCORES, risks, hazards, bins, from_json(str(cfg.get(HORIZONS, "[]"))),
+                                     seed=int(cfg.get("run-seed", 0)))
+        return {"patients": patients, **impl.write_site_documents(model, statistics, folder, federation)}

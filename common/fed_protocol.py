@@ -24,6 +24,7 @@ MSG_EVALUATE = "evaluate"  # evaluate the global model on a site's evaluation sp
 MSG_CROSS_EVALUATE = "evaluate.cross"
 MSG_BASELINE = "query.baseline"  # after the last round: binned events / risk sums for the baseline hazard
 MSG_CALIBRATION = "query.calibration"  # then: calibration and decision curves of the absolute risks
+MSG_SITE_OUTPUTS = "query.site_outputs"  # last: each site writes its own patients' outputs at the site; counts come back
 
 # Record keys.
 ARRAYS = "arrays"
@@ -36,6 +37,7 @@ BASELINE = "baseline"  # baseline reply: per endpoint, bins on the shared grid +
 BASELINE_GRID = "baseline-grid"  # baseline query config: {"bin_days", "max_days"} as JSON
 CALIBRATION = "calibration"  # calibration reply: per endpoint and horizon, decile curves and counts, as JSON
 HORIZONS = "horizons"  # calibration query config: horizons in days as JSON (and BASELINE: pooled baselines)
+BASELINE_BINS = "baseline-bins"  # site-outputs query config: the pooled bins per endpoint (risk intervals), as JSON
 
 MODEL_PREFIX = "model/"
 METRICS_PREFIX = "metrics/"

@@ -14,7 +14,10 @@ Phases, in the order they happen:
 5. after each round: checkpoint (atomic) and results files;
 6. with `cross_site.enabled`, after the last round: cross-site validation (stsfl.server.cross_site).
 7. after the last round: baseline hazard and calibration of the selected model
-   (stsfl.server.prediction_phases) -> baseline_hazard.json, calibration.json.
+   (stsfl.server.prediction_phases) -> baseline_hazard.json, calibration.json;
+8. with `site_outputs.enabled` (default), last: every site writes its patients' risk scores,
+   Grad-CAM overlays and validation report at the site (stsfl.server.site_outputs_phase); only
+   counts come back, into summary.json.
 
 Resuming (`resume=True`) reloads the checkpoint and continues after its round; per-round seeds
 are `seed + round`, so the continuation is the same computation as an uninterrupted run.
@@ -313,13 +316,20 @@ class Federation:
             self.results.write_history(state.meta["history"])
             self.log(self._progress_line(record))
         cross_site = self._cross_site(state) if fed.cross_site.enabled else None
+        baseline = None
         if fed.prediction.baseline:
             from .prediction_phases import run_prediction_phases
 
-            run_prediction_phases(self, state)
-        return self._finish(state, cross_site)
+            baseline = run_prediction_phases(self, state)
+        site_outputs = None
+        if fed.site_outputs.enabled:
+            from .site_outputs_phase import run_site_outputs
 
-    def _finish(self, state: ServerState, cross_site: CrossSiteMatrix | None) -> dict[str, Any]:
+            site_outputs = run_site_outputs(self, state, baseline)
+        return self._finish(state, cross_site, site_outputs)
+
+    def _finish(self, state: ServerState, cross_site: CrossSiteMatrix | None,
+                site_outputs: dict[str, Any] | None = None) -> dict[str, Any]:
         history = state.meta["history"]
         best_round = state.meta.get("best_round")
         selected = next((r for r in history if r["round"] == best_round), history[-1])
@@ -336,6 +346,7 @@ class Federation:
             "blend_weights": state.meta.get("blend_weights"),
             "cross_site": None if cross_site is None else {"models": cross_site.models, "sites": cross_site.sites,
                                                            "file": "cross_site.csv"},
+            "site_outputs": site_outputs,  # counts per site; the outputs themselves stay at the sites
         }
         self.results.write_model("model_final.npz", state.global_arrays)
         self.results.write_model("model_selected.npz", state.best_arrays or state.global_arrays)

@@ -7,6 +7,7 @@ orchestrator (`Federation.run`) with its own messaging (`_send`) and round confi
    its evaluation patients (stsfl.server.calibration_phase) -> calibration.json + PNGs.
 
 A phase nobody answers is logged and skipped: the trained model is still the run's result.
+The site-outputs phase (stsfl.server.site_outputs_phase) follows with the baseline returned here.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
     from .orchestrator import Federation
 
 
-def run_prediction_phases(run: "Federation", state: "ServerState") -> None:
-    """Baseline hazard, then calibration, of the selected model (the latest when none was selected)."""
+def run_prediction_phases(run: "Federation", state: "ServerState") -> dict | None:
+    """Baseline hazard, then calibration, of the selected model (the latest when none was selected);
+    returns the baseline document (None when no training site answered)."""
     run.results.write_status("baseline", completed_rounds=state.round)
     model_round = state.meta.get("best_round") or state.round
     cfg = run._round_config(state, model_round)
@@ -38,12 +40,13 @@ def run_prediction_phases(run: "Federation", state: "ServerState") -> None:
     ok, _ = run._send(MSG_BASELINE, present, {ARRAYS: arrays}, cfg, model_round)
     if not ok:
         run.log("baseline hazard: no training site replied; no baseline_hazard.json")
-        return
+        return None
     replies = {s: from_json(str(r.content[BASELINE]["json"])) for s, r in ok.items()}
     document = write_baseline(run.results.root, replies, run.fed, model_round)
     events = ", ".join(f"{e} {v['events']} events" for e, v in document["endpoints"].items())
     run.log(f"baseline hazard of round {model_round}'s model from {len(ok)} site(s): {events}")
     _calibration(run, arrays, cfg, document, model_round)
+    return document
 
 
 def _calibration(run: "Federation", arrays: Any, cfg: ConfigRecord, baseline: dict, model_round: int) -> None:

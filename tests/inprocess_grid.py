@@ -31,6 +31,7 @@ class InProcessGrid:
             for node, (site, path) in enumerate(sorted(site_yamls.items()), start=1)
         }
         self.sent: list[str] = []  # message types, in order
+        self.replies: list[Message] = []  # what the sites answered, in order
 
     def get_node_ids(self) -> list[int]:
         return list(self.node_config)
@@ -42,6 +43,7 @@ class InProcessGrid:
             self.sent.append(msg.metadata.message_type)
             context = Context(run_id=1, node_id=node, node_config=self.node_config[node], state=RecordDict(), run_config={})
             replies.append(client_app(msg, context))
+        self.replies += replies
         return replies
 
 

@@ -43,6 +43,14 @@ class CrossSiteConfig(StrictModel):
     local_epochs: PositiveInt = Field(1, description="local fine-tuning epochs from the final global model")
 
 
+class SiteOutputsConfig(StrictModel):
+    """The site-outputs query after the prediction phases: every site writes, on its own side, its
+    patients' risk scores, Grad-CAM overlays and its validation report (stsfl.client.site_outputs);
+    only counts come back."""
+
+    enabled: bool = True
+
+
 class SimulationConfig(StrictModel):
     """`sts-server --simulate`: every site of `sites` as a virtual SuperNode of Flower's simulation
     engine on this machine (same ServerApp and ClientApp as a real federation).
@@ -105,6 +113,7 @@ class FederationConfig(StrictModel):
     network: NetworkConfig = NetworkConfig()
     simulation: SimulationConfig = SimulationConfig()
     prediction: PredictionConfig = PredictionConfig()
+    site_outputs: SiteOutputsConfig = SiteOutputsConfig()
 
     @model_validator(mode="after")
     def _sites_consistent(self) -> "FederationConfig":

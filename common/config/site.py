@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from .loader import StrictModel
 
 
@@ -25,3 +27,8 @@ class SiteConfig(StrictModel):
     schema_file: Path | None = None
     bad_patient_policy: Literal["skip", "fail"] = "skip"
     cache_dir: Path | None = None
+    outputs_dir: Path | None = Field(
+        None,
+        description="where a federation run leaves this site's own outputs (risk scores, Grad-CAM overlays, "
+        "validation report), one folder per federation; default <root>/.stsfl/outputs; relative to this YAML",
+    )

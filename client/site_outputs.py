@@ -1,0 +1,85 @@
+"""The site-outputs query, last after the federation's final round: what a run leaves at the site for
+the site's own people (its clinicians and IT team). Nothing of it is sent anywhere.
+
+    <outputs_dir>/<federation>/
+        risk_scores.csv                 one row per usable patient (see `write_risk_scores`)
+        gradcam/<pid>_gradcam.png       Grad-CAM overlays of every patient with an MRI (multimodal task)
+        validation_report.html, .txt    what `sts-client validate` prints, and problems.csv (multimodal task)
+
+`outputs_dir` is the site YAML's key (default <root>/.stsfl/outputs). The reply to the server holds
+counts only (patients scored, overlays written, problems listed).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stsfl.common.absolute_risk import predict_absolute
+from stsfl.common.baseline_hazard import DAYS_PER_YEAR, BaselineBins, BaselineHazard
+
+from .predict import N_BOOT
+
+RISK_SCORES = "risk_scores.csv"
+GRADCAM_DIR = "gradcam"
+# The split a patient was in: the training site's two splits, a tabular site's test fold, a held-out centre.
+SPLITS = ("train", "validation", "test", "external")
+
+
+@dataclass
+class PatientRisks:
+    """The site's usable patients with the fused head's log-risk [N, K] in `endpoints` order, the
+    split each was in (one of SPLITS) and the modalities it had (e.g. "mri+wsi+clinical")."""
+
+    pids: list[str]
+    splits: list[str]
+    modalities: list[str]
+    endpoints: list[str]
+    log_risk: np.ndarray
+
+
+def horizon_label(days: float) -> str:
+    """Column suffix of a horizon, in years: 1826.25 -> '5y'."""
+    return f"{days / DAYS_PER_YEAR:.3g}y"
+
+
+def write_risk_scores(
+    path: Path,
+    risks: PatientRisks,
+    hazards: dict[str, dict],
+    bins: dict[str, dict],
+    horizons_days: Sequence[float],
+    seed: int = 0,
+) -> int:
+    """risk_scores.csv: pid, split, modalities, then per endpoint `<e>_log_risk` and, where the
+    pooled baseline hazard of the endpoint is known (`hazards`: BaselineHazard dicts), the absolute
+    risk `<e>_risk_<h>y` at each horizon with its 95 % Poisson-bootstrap interval (`_low`, `_high`)
+    from the pooled bins. Written atomically; returns the number of patients."""
+    header = ["pid", "split", "modalities"]
+    columns: list[Sequence] = [risks.pids, risks.splits, risks.modalities]
+    for k, endpoint in enumerate(risks.endpoints):
+        eta = np.asarray(risks.log_risk[:, k], float)
+        header.append(f"{endpoint}_log_risk")
+        columns.append(eta)
+        if endpoint not in hazards or not len(horizons_days):
+            continue
+        pooled_bins = BaselineBins.from_dict(bins[endpoint]) if endpoint in bins else None
+        absolute = predict_absolute(eta, BaselineHazard.from_dict(hazards[endpoint]), horizons_days, bins=pooled_bins,
+                                    times=np.asarray(horizons_days, float), n_boot=N_BOOT, seed=seed)
+        for j, days in enumerate(horizons_days):
+            name = f"{endpoint}_risk_{horizon_label(days)}"
+            header += [name, f"{name}_low", f"{name}_high"]
+            columns += [absolute.risk[:, j], absolute.risk_low[:, j], absolute.risk_high[:, j]]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for row in zip(*columns):
+            writer.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in row])
+    os.replace(tmp, path)
+    return len(risks.pids)
