@@ -75,11 +75,13 @@ def test_compose_wires_every_federation_site_to_the_coordinator():
         site_yaml = COMPOSE.parent / site_mounts[option(svc["command"], "--site")]
         site = load_config(site_yaml, SiteConfig)
         assert site.name == name
-        # the YAML's relative paths land on the mounts: data read-only, cache a named volume
+        # the YAML's relative paths land on the mounts: data read-only, cache and outputs named volumes
         container_dir = Path(option(svc["command"], "--site")).parent
         data = next(v for v in svc["volumes"] if v.split(":")[1] == str(container_dir / site.root))
         assert data.endswith(":ro"), f"{name}: the site's data must be mounted read-only"
         assert not site_mounts[str(container_dir / site.cache_dir)].startswith((".", "/")), "cache: a named volume"
+        outputs = next(v for v in svc["volumes"] if v.split(":")[1] == str(container_dir / site.outputs_dir))
+        assert not outputs.endswith(":ro") and not outputs.startswith((".", "/")), "site outputs: a writable named volume"
         assert svc["networks"] == services[coordinator]["networks"]
     for network in services[coordinator]["networks"]:
         assert compose["networks"][network]["internal"] is True, "the dry run publishes nothing outside the host"

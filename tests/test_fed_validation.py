@@ -161,9 +161,10 @@ def region_sites(tcga_brca_dir, tmp_path_factory) -> dict:
 def test_cross_site_validation_after_the_last_round(region_sites, tmp_path, server_identity):
     config = tmp_path / "federation.yaml"
     config.write_text(BODY + "name: xsite\nsites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
-                      "cross_site: {enabled: true, local_epochs: 3}\n")
+                      "cross_site: {enabled: true, local_epochs: 3}\nsite_outputs: {enabled: false}\n")
     grid = InProcessGrid(region_sites)
     summary = run_in_process(grid, config, tmp_path / "results")
+    assert "query.site_outputs" not in grid.sent and summary["site_outputs"] is None, "switched off in the YAML"
     after_training = grid.sent[len(grid.sent) - grid.sent[::-1].index("train"):]
     assert [m for m in after_training if not m.startswith("query.")] == ["evaluate.cross"] * 3, \
         "one cross-site message per site, after the last round (then the prediction queries)"
@@ -202,6 +203,19 @@ def test_loco_runs_one_federation_per_centre(region_sites, tmp_path, server_iden
         assert row["c_harrell"] == fold["holdout_selected"][row["held_out"]]["c-harrell-os"]
         assert 0.0 < row["c_harrell"] < 1.0 and row["events"] > 0
     assert (tmp_path / "results" / "loco.csv").read_text().count("\n") == 4
+    # Every fold's sites scored all their rows at the site (a tabular site: risk scores only), the
+    # held-out centre's as external; the risks come from the fold's pooled baseline hazard.
+    for fold in ("region_0", "region_1", "region_3"):
+        for site, site_yaml in region_sites.items():
+            with open(site_yaml.parent / site / ".stsfl" / "outputs" / f"loco-loco-{fold}" / "risk_scores.csv") as fh:
+                rows = list(csv.DictReader(fh))
+            assert len(rows) == (site_yaml.parent / site / "clinical.csv").read_text().count("\n") - 1
+            splits = {r["split"] for r in rows}
+            if site == fold:
+                assert splits == {"external"}
+            else:
+                assert "train" in splits and splits <= {"train", "validation", "test"}
+            assert all(0.0 <= float(r["os_risk_1y"]) <= float(r["os_risk_5y"]) <= 1.0 for r in rows)
     # A second call finds every fold done and rebuilds the same table without training.
     folds.clear()
     assert run_loco(tmp_path / "results" / "federation.yaml", tmp_path / "results", run_fold) == table

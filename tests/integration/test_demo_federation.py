@@ -47,6 +47,11 @@ def test_multimodal_federation_on_the_tiny_synthetic_cohort(tmp_path, monkeypatc
     statistics = json.loads((tmp_path / "results" / "statistics.json").read_text())
     assert set(statistics["global"]["mean"]) >= {"age", "tumour_size"}  # federated standardisation
     assert set(statistics["per_site_counts"]) == {"center_0", "center_1", "center_2"}
+    # each site's own outputs stay at the site (default <root>/.stsfl/outputs): the server has counts only
+    with open(cohort / "center_2" / ".stsfl" / "outputs" / "stsfl-demo" / "risk_scores.csv", newline="") as fh:
+        scores = list(csv.DictReader(fh))
+    assert len(scores) == summary["site_outputs"]["sites"]["center_2"]["patients"] > 0
+    assert {r["split"] for r in scores} == {"external"}
     # the run report sts-server wrote at the end, as Chromium renders it
     text = assert_report_renders(tmp_path / "results", tmp_path)
     assert "usable patients" in text  # the cohort table has the modality coverage the sites reported
