@@ -47,13 +47,11 @@ def _prepared_site(tmp_path):
     from site_builder import make_site, to_image
 
     from stsfl.client.site_prepare import prepare_site
-    from stsfl.common.config import SiteConfig, load_config
+    from stsfl.common.config import SiteConfig, load_config, without_n4
 
     site_yaml = make_site(tmp_path / "site", n=2, slides=False)
     sitk.WriteImage(to_image(_cone_mask()), str(tmp_path / "site" / "mri" / "p0" / "mask.nii.gz"))
-    preset = tiny_preset()
-    mri = preset.preprocessing.mri.model_copy(update={"n4": preset.preprocessing.mri.n4.model_copy(update={"enabled": False})})
-    preset = preset.model_copy(update={"preprocessing": preset.preprocessing.model_copy(update={"mri": mri})})
+    preset = without_n4(tiny_preset())
     return prepare_site(load_config(site_yaml, SiteConfig), site_yaml, preset, progress=False)
 
 

@@ -16,17 +16,15 @@ from stsfl.client.predict import predict_patients
 from stsfl.client.site_prepare import prepare_site
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import combine_clinical_sums
-from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema
+from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4
 from stsfl.common.console import UserError
 from stsfl.common.model_file import ModelFileError, load_model_file
 from stsfl.common.multimodal import MultimodalCoxNet
 
 from site_builder import COLUMNS, clinical_row, make_site, write_csv
 
-_SMALL = load_preset("cpu-small")
 # N4 off: the tests are about prediction, and N4 is most of the tiny sites' preprocessing time.
-PRESET = _SMALL.model_copy(update={"preprocessing": _SMALL.preprocessing.model_copy(update={
-    "mri": _SMALL.preprocessing.mri.model_copy(update={"n4": _SMALL.preprocessing.mri.n4.model_copy(update={"enabled": False})})})})
+PRESET = without_n4(load_preset("cpu-small"))
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +120,7 @@ def test_server_export_of_a_results_folder_gives_the_same_model(exported, tmp_pa
     out = export_from_results(results, tmp_path / "fed.stsfl.zip")
     model = load_model_file(out, schema=load_schema())
     assert model.source["holdout_sites"] == ["other"] and model.encoder_fingerprint == local.encoder_fingerprint
-    assert model.preset == _SMALL and all(np.array_equal(model.arrays[k], v) for k, v in local.arrays.items())
+    assert model.preset == load_preset("cpu-small") and all(np.array_equal(model.arrays[k], v) for k, v in local.arrays.items())
     hazard, _ = model.baseline_hazard("os")
     np.testing.assert_array_equal(hazard.cumulative, local.baseline_hazard("os")[0].cumulative)
     with pytest.raises(ModelFileError, match="export with --site-baselines"):

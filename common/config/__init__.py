@@ -21,6 +21,15 @@ def load_preset(name_or_path: str) -> ModelPreset:
     return load_config(bundled_path(f"presets/{name_or_path}.yaml"), ModelPreset)
 
 
+def without_n4(preset: ModelPreset, name: str | None = None) -> ModelPreset:
+    """The preset with N4 bias-field correction off (most of the CPU preprocessing time; the
+    benchmarks' and tests' `--no-n4`), optionally renamed."""
+    pre = preset.preprocessing
+    mri = pre.mri.model_copy(update={"n4": pre.mri.n4.model_copy(update={"enabled": False})})
+    update = {"preprocessing": pre.model_copy(update={"mri": mri})}
+    return preset.model_copy(update=update if name is None else {**update, "name": name})
+
+
 __all__ = [
     "BaselineGridConfig",
     "ClinicalSchema",
@@ -39,4 +48,5 @@ __all__ = [
     "load_schema",
     "parse_config",
     "read_yaml",
+    "without_n4",
 ]

@@ -41,14 +41,12 @@ def main() -> None:
     from rich.console import Console
 
     from stsfl.client.baselines import ALL_MODELS, report_table, run_baselines
-    from stsfl.common.config import load_preset, load_schema
+    from stsfl.common.config import load_preset, load_schema, without_n4
 
     torch.set_num_threads(args.threads)
     preset = load_preset(args.preset)
     if args.no_n4:
-        pre = preset.preprocessing
-        mri = pre.mri.model_copy(update={"n4": pre.mri.n4.model_copy(update={"enabled": False})})
-        preset = preset.model_copy(update={"preprocessing": pre.model_copy(update={"mri": mri})})
+        preset = without_n4(preset)
     train_cfg = preset.train if args.epochs is None else preset.train.model_copy(update={"epochs": args.epochs})
     start = time.perf_counter()
     report = run_baselines(

@@ -40,7 +40,7 @@ from stsfl.client.site_dataset import SiteDataset, site_collate
 from stsfl.client.trainer import evaluate, make_loader, train_local
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats, combine_clinical_sums
-from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema
+from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4
 from stsfl.common.metrics import bootstrap_ci, harrell_c, harrell_c_difference
 from stsfl.common.multimodal import FUSED, MultimodalCoxNet
 from stsfl.server.cli import run_federation
@@ -59,9 +59,7 @@ def write_inputs(cohort: Path, work: Path, preset_name: str, no_n4: bool, cache_
     """Site YAMLs of the cohort's centres (sorted; optional cache folder per centre) and the preset YAML."""
     preset = load_preset(preset_name)
     if no_n4:
-        pre = preset.preprocessing
-        mri = pre.mri.model_copy(update={"n4": pre.mri.n4.model_copy(update={"enabled": False})})
-        preset = preset.model_copy(update={"name": f"{preset.name}-no-n4", "preprocessing": pre.model_copy(update={"mri": mri})})
+        preset = without_n4(preset, name=f"{preset.name}-no-n4")
     work.mkdir(parents=True, exist_ok=True)
     preset_path = work / "preset.yaml"
     preset_path.write_text(yaml.safe_dump(preset.model_dump(mode="json"), sort_keys=False))

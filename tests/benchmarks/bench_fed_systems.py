@@ -173,12 +173,9 @@ def paper_round(cohort: Path, patients: int, workdir: Path) -> dict:
     from bench_pipeline import first_patients
 
     from stsfl.client.site_prepare import prepare_site
-    from stsfl.common.config import SiteConfig, load_config, load_preset
+    from stsfl.common.config import SiteConfig, load_config, load_preset, without_n4
 
-    preset = load_preset("paper")
-    pre = preset.preprocessing
-    mri = pre.mri.model_copy(update={"n4": pre.mri.n4.model_copy(update={"enabled": False})})
-    preset = preset.model_copy(update={"name": "paper-no-n4", "preprocessing": pre.model_copy(update={"mri": mri})})
+    preset = without_n4(load_preset("paper"), name="paper-no-n4")
     preset_path = workdir / "paper-no-n4.yaml"
     preset_path.write_text(yaml.safe_dump(preset.model_dump(mode="json"), sort_keys=False))
     yamls = []

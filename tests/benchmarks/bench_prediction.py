@@ -102,7 +102,7 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
     )
     from stsfl.common.clinical_features import clinical_dim
     from stsfl.common.clinical_stats import combine_clinical_sums
-    from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema
+    from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4
     from stsfl.common.metrics import brier_times, breslow_survival, harrell_c, integrated_brier_of_survival
     from stsfl.common.multimodal import MultimodalCoxNet
 
@@ -110,9 +110,7 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
     start = time.perf_counter()
     preset = load_preset(args.preset)
     if args.no_n4:
-        pre = preset.preprocessing
-        mri = pre.mri.model_copy(update={"n4": pre.mri.n4.model_copy(update={"enabled": False})})
-        preset = preset.model_copy(update={"preprocessing": pre.model_copy(update={"mri": mri})})
+        preset = without_n4(preset)
     schema = load_schema()
     yamls = _site_yamls(args.cohort, args.cache_root)
     prepared = [prepare_site(load_config(y, SiteConfig), y, preset, schema=schema) for y in yamls]

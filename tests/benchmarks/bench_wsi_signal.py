@@ -49,13 +49,11 @@ def main() -> None:
     from rich.console import Console
 
     from stsfl.client.baselines import discover_sites, load_cohort
-    from stsfl.common.config import load_preset, load_schema
+    from stsfl.common.config import load_preset, load_schema, without_n4
 
     preset = load_preset(args.preset)
     if args.no_n4:
-        pre = preset.preprocessing
-        mri = pre.mri.model_copy(update={"n4": pre.mri.n4.model_copy(update={"enabled": False})})
-        preset = preset.model_copy(update={"preprocessing": pre.model_copy(update={"mri": mri})})
+        preset = without_n4(preset)
     cohort = load_cohort(discover_sites([args.cohort]), preset, load_schema(), args.seed, progress=True)
     truth = pd.read_csv(args.cohort / "ground_truth.csv", dtype={"patient_id": str}).set_index("patient_id")
     x_train, y_train = bag_summaries(cohort, "train", truth)
