@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stsfl.common.baseline_hazard import site_baseline_bins, time_grid
+from stsfl.common.risk_group_km import MIN_GROUP_SIZE
 from stsfl.common.risk_histogram import risk_histogram
 
 
@@ -37,7 +38,7 @@ def baseline_reply(risks: SiteRisks, grid: dict) -> dict:
         seen = np.asarray(risks.observed[:, k], bool)
         time, event, eta = risks.time[seen, k], risks.event[seen, k], risks.log_risk[seen, k]
         out[endpoint] = {
-            "bins": site_baseline_bins(time, event, eta, edges).to_dict(),
+            "bins": site_baseline_bins(time, event, eta, edges, min_at_risk=MIN_GROUP_SIZE).to_dict(),
             "risk_histogram": risk_histogram(eta).tolist(),
         }
     return {"endpoints": out, "patients": int(len(risks.time)), "encoder_fingerprint": risks.encoder_fingerprint}

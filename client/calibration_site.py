@@ -13,10 +13,12 @@ import numpy as np
 
 from stsfl.common.baseline_hazard import BaselineHazard
 from stsfl.common.calibration import calibration_groups, calibration_intercept_slope, decision_curve
+from stsfl.common.risk_group_km import MIN_GROUP_SIZE
 
 from .baseline_site import SiteRisks
 
-MIN_PATIENTS = 10  # fewer evaluation patients: no calibration curve (deciles of one patient say nothing)
+MIN_PATIENTS = 10  # fewer evaluation patients: no calibration curve
+DECILES = 10
 
 
 def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], horizons_days: list[float]) -> dict:
@@ -41,7 +43,9 @@ def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], hori
             except ValueError as err:
                 per_horizon[key] = {"skipped": str(err)}
                 continue
-            groups = calibration_groups(risk, time, event, horizon)
+            # Small-cell suppression: deciles of fewer than MIN_GROUP_SIZE patients would show single
+            # patients' risks and outcomes, so small sites report fewer, larger groups.
+            groups = calibration_groups(risk, time, event, horizon, groups=min(DECILES, len(time) // MIN_GROUP_SIZE))
             curve = decision_curve(risk, time, event, horizon)
             per_horizon[key] = {
                 "groups": {"n": groups.n.tolist(), "predicted": groups.predicted.tolist(), "observed": groups.observed.tolist()},

@@ -9,6 +9,7 @@ Categories match the schema ignoring case and surrounding spaces.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,7 +117,13 @@ def read_clinical_csv(path: Path, schema: ClinicalSchema, problems: ProblemLog, 
     outcomes_required False (new patients to predict for): absent endpoint columns mean no outcome."""
     path = Path(path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        with warnings.catch_warnings():
+            # A first data row longer than the header would otherwise become a silent index or be
+            # truncated; a longer later row is pandas' ParserError. Both: the file is malformed.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
+    except pd.errors.ParserWarning:
+        raise SiteUnusableError([Problem("cannot read clinical table: line 2 has more cells than the header", str(path))]) from None
     except FileNotFoundError:
         raise SiteUnusableError([Problem("clinical table not found", str(path))]) from None
     except (OSError, ValueError, pd.errors.ParserError) as err:

@@ -71,9 +71,12 @@ class BaselineBins:
         return BaselineBins(edges, events, risk_sum)
 
 
-def site_baseline_bins(time: np.ndarray, event: np.ndarray, log_risk: np.ndarray, edges: np.ndarray) -> BaselineBins:
+def site_baseline_bins(time: np.ndarray, event: np.ndarray, log_risk: np.ndarray, edges: np.ndarray,
+                       min_at_risk: int = 0) -> BaselineBins:
     """A site's bins of one endpoint. time, event, log_risk: [N] (days, 0/1, the model's log-risk).
-    Events after the last edge are not counted (the grid covers the follow-up the federation uses)."""
+    Events after the last edge are not counted (the grid covers the follow-up the federation uses).
+    Bins where fewer than `min_at_risk` patients are at risk are sent empty (no events, no risk
+    sum): with one patient at risk a bin's risk sum is that patient's relative risk."""
     time, log_risk = np.asarray(time, float), np.asarray(log_risk, float)
     is_event = np.asarray(event) > 0.5
     edges = np.asarray(edges, float)
@@ -87,6 +90,8 @@ def site_baseline_bins(time: np.ndarray, event: np.ndarray, log_risk: np.ndarray
     index = np.searchsorted(edges, time[is_event], side="left") - 1
     index = index[(index >= 0) & (index < len(widths))]
     events = np.bincount(index, minlength=len(widths)).astype(float)
+    small = (share > 0).sum(axis=0) < min_at_risk
+    events[small], risk_sum[small] = 0.0, 0.0
     return BaselineBins(edges, events, risk_sum)
 
 

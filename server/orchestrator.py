@@ -58,7 +58,7 @@ from .cross_site import GLOBAL_MODEL, CrossSiteMatrix, local_model_name, write_c
 from .model_hooks import LinearCoxHooks
 from .results import ResultsFolder
 from .sites import SiteDirectory
-from .strategies import Aggregator
+from .strategies import Aggregator, screen_updates
 
 # Fused-head validation loss reported by training sites at evaluation: the model-selection score.
 SELECTION_METRIC = "val-loss-fused"
@@ -187,6 +187,11 @@ class Federation:
         t0 = time.monotonic()
         ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: global_record}, self._round_config(state, server_round), server_round)
         t_wait = time.monotonic() - t0
+        rejected = screen_updates(global_record, {s: r.content[ARRAYS] for s, r in ok.items()}, self.fed.max_update_norm_ratio)
+        for site, reason in sorted(rejected.items()):
+            self.log(f"round {server_round}: update of site {site} rejected, not averaged: {reason}")
+            failed[site] = f"update rejected: {reason}"
+            del ok[site]
         if len(ok) < self.fed.min_sites:
             raise QuorumError(
                 f"round {server_round}: {len(ok)} training site(s) replied ({', '.join(sorted(ok)) or 'none'}), "

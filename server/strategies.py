@@ -112,6 +112,33 @@ class Aggregator:
                 setattr(self.strategy, f"{prefix}_t", moments)
 
 
+def screen_updates(global_arrays: ArrayRecord, updates: dict[str, ArrayRecord], max_norm_ratio: float) -> dict[str, str]:
+    """Sites whose update must not be averaged -> why: a non-finite value, a tensor the global
+    model does not have (or of another shape), or an update norm ||w_site - w_global|| more than
+    `max_norm_ratio` times the median norm of the other sites' updates (a diverged or corrupted
+    site; with one site only the first two checks apply)."""
+    reference = arrays_to_numpy(global_arrays)
+    rejected: dict[str, str] = {}
+    norms: dict[str, float] = {}
+    for site, arrays in updates.items():
+        values = arrays_to_numpy(arrays)
+        if values.keys() != reference.keys() or any(values[k].shape != reference[k].shape for k in reference):
+            rejected[site] = "its tensors do not match the global model's names and shapes"
+            continue
+        bad = [k for k, v in values.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad:
+            rejected[site] = f"non-finite values (NaN/inf) in {', '.join(bad[:3])}"
+            continue
+        norms[site] = float(np.sqrt(sum(float(np.sum((values[k].astype(np.float64) - reference[k]) ** 2))
+                                        for k in reference if values[k].dtype.kind == "f")))
+    for site, norm in norms.items():
+        others = [n for s, n in norms.items() if s != site]
+        typical = float(np.median(others)) if others else 0.0
+        if typical > 0 and norm > max_norm_ratio * typical:  # others that did not move give no scale
+            rejected[site] = f"update norm {norm:.3g} is more than {max_norm_ratio:g} x the other sites' median {typical:.3g}"
+    return rejected
+
+
 @dataclass
 class _Reply:
     """The part of a reply Message that Flower's `aggregate_train` reads (valid replies only), so the

@@ -89,3 +89,18 @@ def test_poisson_bootstrap_brackets_the_estimate():
     b = np.searchsorted(bins.edges, 1095.0)
     assert low[b] < point[b] < high[b]
     assert 0.05 < (high[b] - low[b]) / point[b] < 0.6
+
+
+def test_bins_with_few_patients_at_risk_are_sent_empty():
+    x, time, event = linear_cohort(60, seed=5)
+    edges = time_grid()
+    full = site_baseline_bins(time, event, x[:, 0], edges)
+    suppressed = site_baseline_bins(time, event, x[:, 0], edges, min_at_risk=5)
+    at_risk = (time[:, None] > edges[None, :-1]).sum(axis=0)
+    small = at_risk < 5
+    assert small.any() and (~small).any()
+    assert not suppressed.risk_sum[small].any() and not suppressed.events[small].any()
+    np.testing.assert_array_equal(suppressed.risk_sum[~small], full.risk_sum[~small])
+    np.testing.assert_array_equal(suppressed.events[~small], full.events[~small])
+    # no risk sum left is a single patient's relative risk
+    assert not np.isin(suppressed.risk_sum[suppressed.risk_sum > 0], np.exp(x[:, 0])).any()

@@ -30,10 +30,12 @@ PRESET = without_n4(load_preset("cpu-small"))
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
-    site_yaml = make_site(root / "site", n=5)
+    # 8 patients: the baseline phase leaves out bins with fewer than 5 at risk, and the events
+    # between 1 and 5 years must fall in bins that still count
+    site_yaml = make_site(root / "site", n=8)
     # follow-up over 7 years, events before 1 year and between 1 and 5 years
     write_csv(root / "site" / "clinical.csv", [
-        clinical_row(f"p{i}", i) | {"os_time": str(100 + 600 * i), "dm_time": str(80 + 500 * i)} for i in range(5)])
+        clinical_row(f"p{i}", i) | {"os_time": str(100 + 600 * i), "dm_time": str(80 + 500 * i)} for i in range(8)])
     schema = load_schema()
     prepared = prepare_site(load_config(site_yaml, SiteConfig), site_yaml, PRESET, schema=schema, progress=False)
     stats = combine_clinical_sums([prepared.clinical_sums()], schema)

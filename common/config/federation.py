@@ -101,6 +101,11 @@ class FederationConfig(StrictModel):
     seed: int = 0
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of a training site's patients kept for validation")
     min_sites: PositiveInt = Field(1, description="quorum: a round completes with at least this many training sites")
+    max_update_norm_ratio: float = Field(
+        100.0, gt=1.0,
+        description="a site update (new weights - global) whose norm exceeds this many times the other sites' median "
+                    "is rejected and logged, not averaged (as is an update with NaN/inf)",
+    )
     round_timeout_s: PositiveFloat = Field(600.0, description="how long a round waits for the sites' replies")
     wait_for_sites_s: PositiveFloat = Field(300.0, description="how long to wait for every site to connect")
     eval_every: PositiveInt = Field(1, description="held-out evaluation every N rounds (and always after the last)")

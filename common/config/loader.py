@@ -22,13 +22,20 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _printable(text: str) -> str:
+    """`text` with control characters and line breaks escaped: one problem stays on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _key_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
         else:
-            parts.append(("." if parts else "") + str(item))
+            text = str(item)
+            shown = text if text and text == text.strip() else repr(text)  # an empty or space-padded key stays visible
+            parts.append(("." if parts else "") + shown)
     return "".join(parts) or "<top level>"
 
 
@@ -47,7 +54,7 @@ def _describe(error: dict[str, Any]) -> str:
 
 def format_validation_error(source: str, err: ValidationError) -> str:
     """One line per problem: `<file>: <key.path>: <what was expected>`."""
-    lines = [f"{source}: {_key_path(e['loc'])}: {_describe(e)}" for e in err.errors()]
+    lines = [_printable(f"{source}: {_key_path(e['loc'])}: {_describe(e)}") for e in err.errors()]
     return "invalid configuration\n  " + "\n  ".join(lines)
 
 
@@ -70,8 +77,12 @@ def read_yaml(path: str | Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read configuration file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the file as UTF-8") from None
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

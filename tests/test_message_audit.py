@@ -1,0 +1,112 @@
+"""What leaves a site (README "What leaves a site"): every reply the real ClientApp returns during
+whole federations - statistics, training, evaluation, cross-site validation, baseline and
+calibration queries - is audited for per-patient content (tests/message_audit.py), on the TCGA-BRCA
+region sites (linear Cox) and on tiny multimodal sites (MRI + slides + clinical). The auditor itself
+is shown to catch leaking replies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+from stsfl.client.calibration_site import calibration_reply
+from stsfl.client.baseline_site import SiteRisks
+from stsfl.client.tcga_brca import write_region_sites
+from stsfl.common.baseline_hazard import BaselineHazard
+from stsfl.common.fed_protocol import ARRAYS, CONFIG, METRICS, SITE, STATS, site_record, to_json
+from stsfl.common.params import numpy_to_arrays
+
+from inprocess_grid import run_in_process, server_identity  # noqa: F401 (fixture)
+from message_audit import AuditedGrid, MessageAudit, SitePrivates
+from site_builder import make_site
+
+ALL_TYPES = {"query.stats", "train", "evaluate", "evaluate.cross", "query.baseline", "query.calibration"}
+
+
+def _report(audit: MessageAudit, label: str) -> str:
+    line = (f"{label}: {audit.messages} replies, {audit.bytes} bytes inspected ({audit.by_type}); "
+            f"{len(audit.findings)} findings")
+    print(line)
+    return line + "".join(f"\n  {f}" for f in audit.findings[:20])
+
+
+def test_nothing_per_patient_leaves_the_tcga_region_sites(tcga_brca_dir, tmp_path, server_identity):
+    sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
+    config = tmp_path / "federation.yaml"
+    config.write_text("task: linear-cox\nname: audit\nrounds: 2\nlocal_epochs: 5\nlearning_rate: 0.05\nseed: 3\n"
+                      "sites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
+                      "cross_site: {enabled: true, local_epochs: 2}\n")
+    audit = MessageAudit()
+    run_in_process(AuditedGrid(sites, audit), config, tmp_path / "results")
+    report = _report(audit, "linear-cox TCGA regions")
+    assert set(audit.by_type) == ALL_TYPES, report
+    assert not audit.findings, report
+
+
+def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identity):
+    sites = {}
+    for i, name in enumerate(["a", "b", "held_out"]):
+        site_yaml = make_site(tmp_path / name, n=12, slides=(i != 1))
+        site_yaml.write_text(yaml.safe_dump({**yaml.safe_load(site_yaml.read_text()), "name": name}))
+        sites[name] = site_yaml
+    config = tmp_path / "federation.yaml"
+    config.write_text("task: multimodal\npreset: cpu-small\nname: audit-mm\nrounds: 1\nlocal_epochs: 1\n"
+                      "sites: [a, b, held_out]\nholdout: [held_out]\nvalidation_fraction: 0.34\n"
+                      "cross_site: {enabled: true, local_epochs: 1}\n")
+    audit = MessageAudit()
+    run_in_process(AuditedGrid(sites, audit), config, tmp_path / "results")
+    report = _report(audit, "multimodal tiny sites")
+    assert set(audit.by_type) == ALL_TYPES, report
+    assert not audit.findings, report
+
+
+# ---------------------------------------------------------------------------- the auditor catches leaks
+def _message(kind: str, content: RecordDict) -> Message:
+    return Message(content, dst_node_id=1, message_type=kind)
+
+
+def test_the_auditor_catches_a_leaking_reply(server_identity):
+    rng = np.random.default_rng(0)
+    ids = {f"TCGA-XX-{i:04d}" for i in range(40)}
+    times = rng.integers(30, 3000, 40).astype(float) + 0.5
+    privates = SitePrivates(ids, np.unique(times), {40, 32, 8, 11}, 40)
+    log_risk = np.sort(rng.normal(size=40))
+    model = {"fc.weight": rng.normal(size=(1, 5)).astype(np.float32)}
+    sent = _message("train", RecordDict({ARRAYS: numpy_to_arrays(model), CONFIG: ConfigRecord({"server-round": 1})}))
+    leaking = RecordDict({
+        SITE: site_record("region_9"),
+        ARRAYS: numpy_to_arrays({**model, "risks": log_risk.astype(np.float32)}),
+        METRICS: MetricRecord({"c-harrell-os": 0.7, "max-time": float(times[3]), "a-risk": float(log_risk[5]),
+                               "per-patient": [0.1] * 32}),
+        STATS: ConfigRecord({"json": to_json({"who": sorted(ids)[0], "relative": float(np.exp(log_risk[7]))})}),
+    })
+    reply = Message(leaking, reply_to=sent)
+    audit = MessageAudit()
+    audit.inspect(sent, reply, privates, np.unique(np.concatenate([log_risk, np.exp(log_risk)])))
+    found = "\n".join(map(str, audit.findings))
+    for where in ("arrays/risks", "metrics.max-time", "metrics.a-risk", "metrics.per-patient", "stats.json.who",
+                  "stats.json.relative"):
+        assert where in found, found
+    clean = RecordDict({SITE: site_record("region_9"), ARRAYS: numpy_to_arrays(model),
+                        METRICS: MetricRecord({"c-harrell-os": 0.7, "num-patients": 32.0})})
+    audit = MessageAudit()
+    audit.inspect(sent, Message(clean, reply_to=sent), privates, np.unique(np.concatenate([log_risk, np.exp(log_risk)])))
+    assert audit.findings == [] and audit.messages == 1 and audit.bytes > 20
+
+
+def test_calibration_groups_hold_at_least_five_patients():
+    """Regression: with 10-19 evaluation patients the risk deciles held single patients, whose mean
+    predicted risk is that patient's absolute risk (and the observed risk their outcome)."""
+    rng = np.random.default_rng(1)
+    n = 12
+    eta = rng.normal(size=n)
+    time = rng.uniform(100, 2000, n)
+    event = (rng.uniform(size=n) < 0.6).astype(float)
+    hazard = BaselineHazard(np.array([0.0, 3000.0]), np.array([0.0, 1.0]))
+    risks = SiteRisks(["os"], time[:, None], event[:, None], np.ones((n, 1), bool), eta[:, None])
+    reply = calibration_reply(risks, {"os": hazard}, [1000.0])["endpoints"]["os"]["1000"]
+    assert min(reply["groups"]["n"]) >= 5 and sum(reply["groups"]["n"]) == n
+    absolute = 1.0 - np.exp(-hazard.at(np.array([1000.0]))[0] * np.exp(eta))
+    assert not np.isin(np.round(reply["groups"]["predicted"], 12), np.round(absolute, 12)).any()
