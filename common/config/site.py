@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from .loader import StrictModel
+from .security import SiteSecurity
 
 
 class SiteLayout(StrictModel):
@@ -25,3 +26,4 @@ class SiteConfig(StrictModel):
     schema_file: Path | None = None
     bad_patient_policy: Literal["skip", "fail"] = "skip"
     cache_dir: Path | None = None
+    security: SiteSecurity = SiteSecurity()
