@@ -8,6 +8,7 @@ Coordinator, once:
         certs/server.crt  the SuperLink's certificate (SANs: the --host values, localhost, 127.0.0.1)
         certs/server.key  its key (stays on the coordinator)
     python deploy/make_certs.py server --out certs --ca certs --host ...   renew server.crt/.key with the same CA
+    (`federation --site NAME ...` also makes site key pairs under certs/sites/, for a dry run on one host)
 Each site, once:
     python deploy/make_certs.py site-key --out keys --site sarcoma-centre-a
         keys/sarcoma-centre-a.key  the site's private key: never leaves the site
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     fed = sub.add_parser("federation", help="CA + SuperLink certificate (coordinator)")
     fed.add_argument("--name", default="stsfl", help="federation name (in the CA's common name)")
+    fed.add_argument("--site", action="append", default=[], help="also make this site's key pair under OUT/sites/ "
+                     "(a dry run on one host; in a federation each site makes its own)")
     server = sub.add_parser("server", help="a new SuperLink certificate from an existing CA (coordinator)")
     server.add_argument("--ca", required=True, help="folder holding ca.crt and ca.key")
     for p in (fed, server):
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "federation":
         written = list(make_ca(Path(args.out), args.name)) + _server(args, Path(args.out))
+        for site in args.site:
+            written += make_site_keys(Path(args.out) / "sites", site)
     elif args.command == "server":
         written = _server(args, Path(args.ca))
     else:

@@ -135,3 +135,20 @@ def test_sts_server_refuses_an_expired_certificate_before_starting(tmp_path):
 ])
 def test_refusals_are_told_apart_from_a_superlink_that_is_not_up_yet(line, kind):
     assert supernode_refusal(f"INFO : Starting Flower SuperNode\n{line}\n") == kind
+
+
+def test_copies_of_the_federation_yaml_keep_finding_the_certificates(tmp_path, certs):
+    """The results folder's copy (read by --resume) and the LOCO folds' YAMLs live elsewhere."""
+    from stsfl.server.loco import loco_config
+    from stsfl.server.results import ResultsFolder
+
+    config = tmp_path / "fed" / "federation.yaml"
+    config.parent.mkdir()
+    (config.parent / "ca.crt").write_bytes(certs.ca_cert.read_bytes())
+    config.write_text("sites: [a]\nsecurity:\n  ca_cert: ca.crt\n  site_keys: {a: /keys/a.pub}\n", encoding="utf-8")
+    ResultsFolder(tmp_path / "results").copy_config(config)
+    copy = load_config(tmp_path / "results" / "federation.yaml", FederationConfig)
+    assert copy.security.ca_cert == config.parent.resolve() / "ca.crt"
+    assert str(copy.security.site_keys["a"]) == "/keys/a.pub"
+    data, _ = loco_config(config)
+    assert data["security"]["ca_cert"] == str(config.parent.resolve() / "ca.crt")

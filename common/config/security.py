@@ -90,3 +90,21 @@ def site_tls(security: SiteSecurity, config_path: Path) -> SiteTls | None:
         ca_cert=_existing(config_path, "security.ca_cert", security.ca_cert),
         auth_key=_existing(config_path, "security.auth_key", security.auth_key),
     )
+
+
+def absolute_security_paths(data: dict, config_path: Path) -> dict:
+    """The federation YAML's data with the relative paths of its `security` block made absolute
+    (against the YAML's folder), for copies written elsewhere (results folder, LOCO folds);
+    `data` itself when there is nothing to change."""
+    security = data.get("security") if isinstance(data, dict) else None
+    if not isinstance(security, dict):
+        return data
+    folder = Path(config_path).resolve().parent
+
+    def absolute(value):
+        return value if not isinstance(value, str) or Path(value).is_absolute() else str(folder / value)
+
+    fixed = {key: absolute(value) for key, value in security.items() if key != "site_keys"}
+    if isinstance(security.get("site_keys"), dict):
+        fixed["site_keys"] = {site: absolute(value) for site, value in security["site_keys"].items()}
+    return data if fixed == security else {**data, "security": fixed}
