@@ -11,6 +11,12 @@ Joining starts a Flower SuperNode for this site. The SuperNode carries node-conf
 reads its data through them. The SuperNode's output goes to the screen and to
 <log-dir>/sts-client-<site>.log. When the SuperNode exits (its SuperLink went away, e.g. the
 coordinator restarted to resume a run), a new one is started, so a site stays joined.
+
+The connection uses TLS (the YAML's security.ca_cert verifies the SuperLink) and the site signs
+in with its key (security.auth_key) unless the YAML says `security.insecure: true`. When the
+SuperLink refuses the site (certificate expired or not from our CA, key not registered),
+sts-client stops with the reason instead of retrying; a key not registered is retried for
+--registration-wait seconds first (the coordinator registers the keys just after starting).
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ import sys
 import time
 from pathlib import Path
 
-from stsfl.common.config import SiteConfig, load_config, load_preset
+from stsfl.common.certificates import CertificateError, load_site_private_key
+from stsfl.common.config import ConfigError, SiteConfig, load_config, load_preset
+from stsfl.common.config.security import SiteTls, site_tls
 from stsfl.common.console import UserError, console, run_cli
 from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME
-from stsfl.common.flower_procs import flower_env, free_port, supernode_command
+from stsfl.common.flower_procs import flower_env, free_port, supernode_command, supernode_refusal, warn_insecure
 
 RECONNECT_DELAY_S = 2.0
+RECENT_OUTPUT_CHARS = 20_000
 
 
 def site_node_config(site_yaml: Path) -> dict[str, str]:
@@ -38,10 +47,39 @@ def site_node_config(site_yaml: Path) -> dict[str, str]:
     return {NODE_SITE_NAME: site.name, NODE_SITE_CONFIG: str(Path(site_yaml).resolve())}
 
 
+def site_security(site_yaml: Path) -> SiteTls | None:
+    """The site's TLS files (checked: they exist, the key is one Flower reads), or None with a
+    WARNING when the YAML says `security.insecure: true`."""
+    tls = site_tls(load_config(site_yaml, SiteConfig).security, site_yaml)
+    if tls is None:
+        warn_insecure(site_yaml, "this site connects")
+        return None
+    try:
+        load_site_private_key(tls.auth_key)
+    except CertificateError as err:
+        raise ConfigError(f"{site_yaml}: security.auth_key: {err}") from None
+    return tls
+
+
+def refusal_message(kind: str, site_yaml: Path, tls: SiteTls, server: str) -> str:
+    """What the operator should do about a refusal (`stsfl.common.flower_procs.supernode_refusal`)."""
+    return {
+        "expired": f"the SuperLink at {server} presents an expired certificate: the coordinator must renew it "
+                   "(deploy/make_certs.py server); nothing to change at this site",
+        "wrong-ca": f"the SuperLink at {server} presents a certificate that the CA in {site_yaml}: security.ca_cert "
+                    f"({tls.ca_cert}) does not vouch for: wrong CA file, or a server that is not the coordinator's",
+        "unregistered": f"the SuperLink at {server} does not know this site's key ({site_yaml}: security.auth_key "
+                        f"= {tls.auth_key}): send the PUBLIC key {tls.auth_key.with_suffix('.pub')} to the coordinator "
+                        "to be registered (docs/site-operator.md, 'Joining securely')",
+        "key-invalid": f"{site_yaml}: security.auth_key: {tls.auth_key} is not a key Flower can read",
+    }[kind]
+
+
 def _cmd_join(args: argparse.Namespace) -> int:
     if not args.site or not args.server:
         raise UserError("give --site site.yaml and --server HOST:PORT")
     node_config = site_node_config(Path(args.site))
+    tls = site_security(Path(args.site))
     if ":" not in args.server:
         raise UserError(f"--server {args.server!r}: expected HOST:PORT of the coordinator's SuperLink")
     log_dir = Path(args.log_dir)
@@ -50,10 +88,21 @@ def _cmd_join(args: argparse.Namespace) -> int:
     console.print(f"site {node_config[NODE_SITE_NAME]} joining {args.server} (log: {log_path})")
     # SIGTERM must stop the SuperNode too: turn it into SystemExit so the `finally` below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    unregistered_since = None
     while True:
         # A fresh local port each time: a previous SuperNode's SuperExec may still be polling the old one.
-        cmd = supernode_command(args.server, node_config, args.port or free_port())
-        code = _run_supernode(cmd, log_path)
+        cmd = supernode_command(args.server, node_config, args.port or free_port(), tls=tls)
+        code, output = _run_supernode(cmd, log_path)
+        refusal = supernode_refusal(output) if tls else None
+        if refusal == "unregistered":
+            # The coordinator registers the sites' keys just after its SuperLink starts: wait a little.
+            unregistered_since = unregistered_since or time.monotonic()
+            if time.monotonic() - unregistered_since < args.registration_wait:
+                refusal = None
+        else:
+            unregistered_since = None
+        if refusal:
+            raise UserError(f"site {node_config[NODE_SITE_NAME]} refused: {refusal_message(refusal, Path(args.site), tls, args.server)}")
         if not args.reconnect:
             return code
         # A SuperNode exits when its SuperLink goes away (e.g. the coordinator restarts to
@@ -65,20 +114,25 @@ def _cmd_join(args: argparse.Namespace) -> int:
         time.sleep(RECONNECT_DELAY_S)
 
 
-def _run_supernode(cmd: list[str], log_path: Path) -> int:
+def _run_supernode(cmd: list[str], log_path: Path) -> tuple[int, str]:
     """Run one SuperNode to its end; its output goes to the log file and is echoed to the screen.
+    Returns its exit code and output.
 
     The output goes to the file, not a pipe: the SuperNode's SuperExec child inherits the stream
     and can outlive it, so end-of-pipe would not tell that the SuperNode has exited."""
     with open(log_path, "ab") as log, open(log_path, "rb") as tail:
         tail.seek(0, os.SEEK_END)
         proc = subprocess.Popen(cmd, env=flower_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        recent = ""  # the end of its output: why a refused SuperNode exited is in its last lines
         try:
             while proc.poll() is None:
                 time.sleep(0.5)
-                sys.stderr.write(tail.read().decode("utf-8", "replace"))
-            sys.stderr.write(tail.read().decode("utf-8", "replace"))
-            return proc.returncode
+                chunk = tail.read().decode("utf-8", "replace")
+                sys.stderr.write(chunk)
+                recent = (recent + chunk)[-RECENT_OUTPUT_CHARS:]
+            chunk = tail.read().decode("utf-8", "replace")
+            sys.stderr.write(chunk)
+            return proc.returncode, (recent + chunk)[-RECENT_OUTPUT_CHARS:]
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -147,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="local port of the SuperNode's ClientApp API (default: free)")
     parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
                         help="exit when the SuperNode exits instead of starting a new one")
+    parser.add_argument("--registration-wait", type=float, default=60.0, metavar="S",
+                        help="how long to keep trying while the SuperLink does not know this site's key (default: 60 s)")
     parser.add_argument("--log-dir", default="logs", help="where sts-client-<site>.log goes (default: ./logs)")
     parser.set_defaults(func=_cmd_join)
     sub = parser.add_subparsers(dest="command")

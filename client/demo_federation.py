@@ -2,7 +2,9 @@
 
 One `sts-server` process (SuperLink + our ServerApp) and one `sts-client` process per centre
 (a SuperNode each), on loopback, the last centre held out; the coordinator's progress lines go
-to the screen, every process logs under <results>/logs. Processes are started here as separate
+to the screen, every process logs under <results>/logs. Secured as a real federation: throwaway
+certificates under <results>/certs (a CA, the SuperLink's certificate, a key pair per centre, every
+centre registered) and site YAMLs under <results>/sites that point at them. Processes are started here as separate
 programs (the helper CLI does not import the server package) and stopped by PID at the end.
 """
 
@@ -18,9 +20,11 @@ import yaml
 
 from stsfl.common.console import UserError, console
 from stsfl.common.flower_procs import FlowerProcess, flower_env, free_port, spawn
+from stsfl.common.local_certs import LocalCerts, make_local_certs, secured_site_yaml
 
 
-def write_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: int, local_epochs: int) -> Path:
+def write_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: int, local_epochs: int,
+                          certs: LocalCerts) -> Path:
     """federation.yaml over the cohort's centres (sorted), the last one held out, cross-site
     validation after the last round."""
     centres = sorted(p.parent.name for p in Path(cohort_dir).glob("*/site.yaml"))
@@ -42,6 +46,7 @@ def write_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: 
         "min_sites": len(training),
         "round_timeout_s": 1800.0,
         "wait_for_sites_s": 600.0,
+        "security": certs.federation_security(),
     }
     results.mkdir(parents=True, exist_ok=True)
     path = results / "federation.yaml"
@@ -52,16 +57,21 @@ def write_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: 
 def run_demo_federation(cohort_dir: Path, results: Path, preset: str = "cpu-small", rounds: int = 3,
                         local_epochs: int = 2) -> dict:
     """Run the federation to its end; returns summary.json's content."""
-    config = write_demo_federation(cohort_dir, results, preset, rounds, local_epochs)
+    site_yamls = sorted(Path(cohort_dir).glob("*/site.yaml"))
+    certs = make_local_certs(results / "certs", [p.parent.name for p in site_yamls], name="stsfl-demo")
+    config = write_demo_federation(cohort_dir, results, preset, rounds, local_epochs, certs)
     port = free_port()
     logs = results / "logs"
     env = flower_env()
     clients: list[FlowerProcess] = []
-    for site_yaml in sorted(Path(cohort_dir).glob("*/site.yaml")):
-        cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(site_yaml.resolve()),
+    for site_yaml in site_yamls:
+        centre = site_yaml.parent.name
+        site_yaml = secured_site_yaml(site_yaml, results / "sites" / f"{centre}.yaml", certs.site_security(centre))
+        cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(site_yaml),
                "--server", f"127.0.0.1:{port}", "--log-dir", str(logs)]
-        clients.append(spawn("sts-client", cmd, logs / f"{site_yaml.parent.name}.out", env))
-    console.print(f"federation: {len(clients)} sites on 127.0.0.1:{port}, logs in {logs}")
+        clients.append(spawn("sts-client", cmd, logs / f"{centre}.out", env))
+    console.print(f"federation: {len(clients)} sites on 127.0.0.1:{port} (TLS, certificates in {results / 'certs'}), "
+                  f"logs in {logs}")
     server = subprocess.Popen(
         [sys.executable, "-m", "stsfl.server.cli", "--config", str(config), "--results", str(results), "--port", str(port)],
         env=env,

@@ -9,12 +9,20 @@ integration tests, so every launcher uses the same flags. Facts about flwr 1.41 
 - runtime dependency installation (`uv sync` of the app's pyproject) is on by default for the
   SuperLink: we turn it off, the app's code is the `stsfl` package installed next to Flower;
 - `flwr run APP_DIR CONNECTION` reads connections from `$FLWR_HOME/config.toml`; the connection
-  named `local` would be a managed simulation, so we write an explicit one.
+  named `local` would be a managed simulation, so we write an explicit one;
+- TLS: the SuperLink needs `--ssl-ca-certfile/--ssl-certfile/--ssl-keyfile`, a SuperNode
+  `--root-certificates CA`, a `flwr` connection `root-certificates = CA`. SuperNode authentication:
+  the SuperLink runs with `--enable-supernode-auth` (it requires TLS) and admits only the public keys
+  registered through its Control API (`flwr supernode register KEY.pub CONNECTION`; the registry
+  lives in the SuperLink's state, so they are registered again at every start); a SuperNode signs
+  its requests with `--auth-supernode-private-key` (OpenSSH EC key). A refused SuperNode exits with
+  code 305 after logging why (see `supernode_refusal`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -25,7 +33,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config.security import ServerTls, SiteTls
 from .console import UserError
+
+log = logging.getLogger("stsfl.security")
+
+
+def warn_insecure(config_path: Path, what: str) -> None:
+    """The WARNING every launcher logs when a YAML says `security.insecure: true`."""
+    log.warning("%s: security.insecure is true: %s without TLS and without SuperNode authentication; "
+                "anyone who can reach it can read the traffic%s", config_path, what,
+                " and join as a site" if what.startswith("the SuperLink") else "")
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on `host` right now (the OS picks it)."""
@@ -190,14 +209,14 @@ def start_superlink(
     database: Path | None = None,
     startup_timeout: float = 60.0,
     simulation: bool = False,
+    tls: ServerTls | None = None,
 ) -> FlowerProcess:
-    """Start an insecure SuperLink on host:port (its Fleet, Control and Runtime APIs share that
-    one HTTP port in flwr 1.41) and wait until it listens. `database` keeps its state on disk.
-    `simulation`: runs go to Flower's simulation engine (virtual SuperNodes in this process group)."""
-    cmd = [
-        flower_bin("flower-superlink"),
-        "--insecure",
-        "--disable-runtime-dependency-installation",
+    """Start a SuperLink on host:port (its Fleet, Control and Runtime APIs share that one HTTP
+    port in flwr 1.41) and wait until it listens: with `tls`, TLS and SuperNode authentication
+    (register the site keys next, `register_site_keys`), without it insecure. `database` keeps
+    its state on disk. `simulation`: runs go to Flower's simulation engine (virtual SuperNodes in
+    this process group)."""
+    cmd = [flower_bin("flower-superlink"), *_superlink_security_args(tls), "--disable-runtime-dependency-installation",
         "--host", host,
         "--port", str(port),
     ]
@@ -220,6 +239,49 @@ def start_superlink(
     return link
 
 
+def _superlink_security_args(tls: ServerTls | None) -> list[str]:
+    if tls is None:
+        return ["--insecure"]
+    return ["--ssl-ca-certfile", str(tls.ca_cert), "--ssl-certfile", str(tls.server_cert),
+            "--ssl-keyfile", str(tls.server_key), "--enable-supernode-auth"]
+
+
+def register_site_keys(site_keys: dict[str, Path], connection: str, env: dict[str, str] | None) -> None:
+    """Register every site's public key with the running SuperLink of `connection` (its Control
+    API), all at once: each `flwr` call is seconds of imports, and sites are refused until then."""
+    procs = {
+        site: subprocess.Popen([flower_bin("flwr"), "supernode", "register", str(key), connection, "--name", site],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for site, key in site_keys.items()
+    }
+    failed = []
+    for site, proc in procs.items():
+        out, _ = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            failed.append(f"{site} ({site_keys[site]}): {out.strip().splitlines()[-1] if out.strip() else proc.returncode}")
+    if failed:
+        raise UserError("the SuperLink did not accept the public key of site(s):\n  " + "\n  ".join(failed))
+
+
+# What a refused SuperNode logs before it exits (flwr 1.41), most specific first.
+REFUSALS = (
+    ("expired", "certificate has expired"),
+    ("wrong-ca", "CERTIFICATE_VERIFY_FAILED"),
+    ("unregistered", "Failed to activate SuperNode"),
+    ("key-invalid", "Unable to parse the private key file"),
+)
+
+
+def supernode_refusal(log_text: str) -> str | None:
+    """Why the SuperLink refused a SuperNode, from its log: 'expired' (the SuperLink's
+    certificate), 'wrong-ca' (the certificate is not from our CA, or names another host),
+    'unregistered' (the site's key is not registered), 'key-invalid'; None when not refused."""
+    for kind, marker in REFUSALS:
+        if marker in log_text:
+            return kind
+    return None
+
+
 def toml_pairs(values: dict[str, str | int | float | bool]) -> str:
     """`--node-config` / `--run-config` value: space-separated TOML `key=value` pairs.
 
@@ -238,12 +300,16 @@ def toml_pairs(values: dict[str, str | int | float | bool]) -> str:
     return " ".join(parts)
 
 
-def supernode_command(superlink: str, node_config: dict[str, str | int | float], port: int, host: str = "127.0.0.1") -> list[str]:
-    """`flower-supernode` command for an insecure SuperNode that connects to the Fleet API at
-    `superlink` (HOST:PORT) and serves its ClientApp IO API on host:port."""
+def supernode_command(superlink: str, node_config: dict[str, str | int | float], port: int, host: str = "127.0.0.1",
+                      tls: SiteTls | None = None) -> list[str]:
+    """`flower-supernode` command for a SuperNode that connects to the Fleet API at `superlink`
+    (HOST:PORT), with TLS and its authentication key when `tls` is given (insecure otherwise),
+    and serves its ClientApp IO API on host:port."""
+    security = ["--insecure"] if tls is None else [
+        "--root-certificates", str(tls.ca_cert), "--auth-supernode-private-key", str(tls.auth_key)]
     return [
         flower_bin("flower-supernode"),
-        "--insecure",
+        *security,
         "--superlink", superlink,
         "--host", host,
         "--port", str(port),
@@ -258,20 +324,23 @@ def start_supernode(
     env: dict[str, str] | None = None,
     port: int = 0,
     host: str = "127.0.0.1",
+    tls: SiteTls | None = None,
 ) -> FlowerProcess:
     """Start a SuperNode in the background (log to `log_path`) and wait until its local API listens."""
     port = port or free_port(host)
-    node = spawn("supernode", supernode_command(superlink, node_config, port, host), log_path, env)
+    node = spawn("supernode", supernode_command(superlink, node_config, port, host, tls), log_path, env)
     wait_for_port(host, port, 60.0, node.proc)
     return node
 
 
-def write_connection(flwr_home: Path, name: str, control_address: str) -> Path:
-    """Write `$FLWR_HOME/config.toml` with one explicit insecure connection `name` (the default)."""
+def write_connection(flwr_home: Path, name: str, control_address: str, root_certificates: Path | None = None) -> Path:
+    """Write `$FLWR_HOME/config.toml` with one explicit connection `name` (the default): TLS
+    verified with the CA certificate `root_certificates`, insecure without it."""
     flwr_home.mkdir(parents=True, exist_ok=True)
     path = flwr_home / "config.toml"
+    security = "insecure = true" if root_certificates is None else f"root-certificates = {json.dumps(str(root_certificates))}"
     path.write_text(
-        f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{control_address}"\ninsecure = true\n',
+        f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{control_address}"\n{security}\n',
         encoding="utf-8",
     )
     return path

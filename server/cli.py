@@ -27,13 +27,17 @@ import sys
 import time
 from pathlib import Path
 
-from stsfl.common.config import FederationConfig, load_config
+from stsfl.common.certificates import CertificateError, check_server_certificate, load_site_public_key
+from stsfl.common.config import ConfigError, FederationConfig, load_config
+from stsfl.common.config.security import ServerTls, server_tls
 from stsfl.common.console import UserError, console, run_cli
 from stsfl.common.flower_procs import (
     flower_env,
     flwr_run_command,
     free_port,
+    register_site_keys,
     start_superlink,
+    warn_insecure,
     write_connection,
 )
 from stsfl.common.site_metrics import describe_metrics
@@ -68,6 +72,7 @@ def run_federation(
     if resume and not (results / "checkpoint.npz").is_file():
         raise UserError(f"{results}: no checkpoint.npz, nothing to resume")
     plan = plan_simulation(fed, config_path) if simulate else None
+    tls = None if plan else superlink_tls(fed, config_path)
     results.mkdir(parents=True, exist_ok=True)
     echo = echo or (lambda line: console.print(line, highlight=False, soft_wrap=True))
     host = host or fed.network.host
@@ -76,11 +81,14 @@ def run_federation(
     flwr_home = results / ".flwr"
     env = flower_env(flwr_home, task_poll_interval)
     env = plan.env(env) if plan else env
-    link = start_superlink(host, port, results / "superlink.log", env, simulation=plan is not None)
+    link = start_superlink(host, port, results / "superlink.log", env, simulation=plan is not None, tls=tls)
     try:
-        echo(f"SuperLink listening on {host}:{port} (log: {results / 'superlink.log'})")
+        write_connection(flwr_home, CONNECTION, f"{host}:{port}", tls.ca_cert if tls else None)
+        if tls:
+            register_site_keys(tls.site_keys, CONNECTION, env)
+        secured = f"TLS, {len(tls.site_keys)} registered sites" if tls else "INSECURE" if not plan else "simulation"
+        echo(f"SuperLink listening on {host}:{port} ({secured}; log: {results / 'superlink.log'})")
         echo(plan.describe() if plan else f"sites join with: sts-client --site <site.yaml> --server {host}:{port}")
-        write_connection(flwr_home, CONNECTION, f"{host}:{port}")
         run_config = {"federation-config": str(config_path), "results-dir": str(results), "resume": resume}
         run_config.update(plan.run_config() if plan else {})
         cmd = flwr_run_command(CONNECTION, run_config, federation_config=plan.federation_config() if plan else None)
@@ -95,6 +103,23 @@ def run_federation(
         )
     _write_report(results, echo)
     return _read_json(results / "summary.json")
+
+
+def superlink_tls(fed: FederationConfig, config_path: Path) -> ServerTls | None:
+    """The SuperLink's certificates and the registered site keys from the YAML's `security` block,
+    checked before anything starts (files exist, certificates in date and from the CA); None with a
+    WARNING when the YAML says `insecure: true`."""
+    tls = server_tls(fed.security, fed.sites, config_path)
+    if tls is None:
+        warn_insecure(config_path, "the SuperLink accepts connections")
+        return None
+    try:
+        check_server_certificate(tls.ca_cert, tls.server_cert, tls.server_key)
+        for key in tls.site_keys.values():
+            load_site_public_key(key)
+    except CertificateError as err:
+        raise ConfigError(f"{config_path}: security: {err}") from None
+    return tls
 
 
 def _write_report(results: Path, echo) -> None:

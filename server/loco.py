@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from stsfl.common.config import FederationConfig, parse_config, read_yaml
+from stsfl.common.config.security import absolute_security_paths
 from stsfl.common.site_metrics import reported_endpoints
 
 RunFold = Callable[[Path, Path, bool], dict]  # (fold federation.yaml, fold results folder, resume) -> summary
@@ -37,7 +38,8 @@ LOCO_FIELDS = ("held_out", "endpoint", "c_harrell", "c_uno", "events", "patients
 def loco_config(config_path: Path, force: bool = False) -> tuple[dict[str, Any], FederationConfig]:
     """The YAML's data and its validated config, with `mode: loco` when `force` (the --loco flag):
     the same checks and messages as a YAML that says so."""
-    data = read_yaml(config_path) or {}
+    # the folds' YAMLs are written elsewhere: certificate paths must not depend on where the YAML is
+    data = absolute_security_paths(read_yaml(config_path) or {}, config_path)
     if force and isinstance(data, dict):
         data = {**data, "mode": "loco"}
     return data, parse_config(data, FederationConfig, str(config_path))

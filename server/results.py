@@ -27,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+
+from stsfl.common.config import read_yaml
+from stsfl.common.config.security import absolute_security_paths
 
 from .tracking import write_tensorboard
 
@@ -47,9 +51,17 @@ class ResultsFolder:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def copy_config(self, config_path: Path) -> None:
+        """The YAML as it is, or - when its `security` paths are relative - with them made
+        absolute, so that `sts-server --resume` finds the certificates from the copy."""
         target = self.root / "federation.yaml"
-        if Path(config_path).resolve() != target.resolve():
+        if Path(config_path).resolve() == target.resolve():
+            return
+        data = read_yaml(config_path)
+        fixed = absolute_security_paths(data, config_path)
+        if fixed is data:
             shutil.copyfile(config_path, target)
+        else:
+            _atomic_write_text(target, yaml.safe_dump(fixed, sort_keys=False))
 
     def write_status(self, phase: str, **fields: Any) -> None:
         _atomic_write_text(self.root / "status.json", json.dumps({"phase": phase, **fields}, indent=2) + "\n")

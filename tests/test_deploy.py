@@ -87,6 +87,40 @@ def test_compose_wires_every_federation_site_to_the_coordinator():
         assert compose["networks"][network]["internal"] is True, "the dry run publishes nothing outside the host"
 
 
+def _mounted(volumes: list[str], path: Path) -> bool:
+    """Whether `path` (inside the container) is a mount target or lies under one."""
+    targets = [Path(v.split(":")[1]) for v in volumes]
+    return any(path == t or t in path.parents for t in targets)
+
+
+def test_compose_mounts_the_certificates_the_yamls_name():
+    """TLS + SuperNode authentication in the dry run: every path of the federation YAML's and the
+    site YAMLs' `security` blocks (relative to where the container sees the YAML) is mounted, from
+    the one certificate folder, and every site's public key is registered."""
+    compose = load_compose()
+    services = compose["services"]
+    sites = site_services(compose)
+    (coordinator,) = [n for n in services if n not in sites]
+    fed = load_config(COMPOSE.parent / "compose" / "federation.yaml", FederationConfig)
+    assert not fed.security.insecure and sorted(fed.security.site_keys) == sorted(fed.sites)
+    config_dir = Path(option(services[coordinator]["command"], "--config")).parent
+    paths = [fed.security.ca_cert, fed.security.server_cert, fed.security.server_key, *fed.security.site_keys.values()]
+    for path in paths:
+        assert _mounted(services[coordinator]["volumes"], config_dir / path), f"coordinator: {path} is not mounted"
+    # the certificate folder: the coordinator's mount that holds the CA certificate
+    (folder,) = [v.split(":")[0] for v in services[coordinator]["volumes"]
+                 if Path(v.split(":")[1]) in (config_dir / fed.security.ca_cert).parents]
+    for name in sites:
+        site_yaml = next(v.split(":")[0] for v in services[name]["volumes"] if v.endswith(":/site/site.yaml:ro"))
+        security = load_config(COMPOSE.parent / site_yaml, SiteConfig).security
+        assert not security.insecure
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]}
+        site_dir = Path(option(services[name]["command"], "--site")).parent
+        assert mounts[str(site_dir / security.ca_cert)] == f"{folder}/ca.crt"
+        assert mounts[str(site_dir / security.auth_key)] == f"{folder}/sites/{name}.key"
+        assert str(fed.security.site_keys[name]).endswith(f"sites/{name}.pub")
+
+
 def test_systemd_units_run_the_same_commands_as_the_containers():
     from stsfl.client.cli import build_parser as client_parser
     from stsfl.server.cli import build_parser as server_parser

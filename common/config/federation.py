@@ -9,6 +9,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_va
 
 from .loader import StrictModel
 from .prediction import PredictionConfig
+from .security import FederationSecurity
 
 StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedbn"]
 
@@ -116,6 +117,7 @@ class FederationConfig(StrictModel):
     blending: bool = Field(True, description="federated gradient blending of the per-modality heads")
     results_dir: Path = Path("results")
     network: NetworkConfig = NetworkConfig()
+    security: FederationSecurity = FederationSecurity()
     simulation: SimulationConfig = SimulationConfig()
     prediction: PredictionConfig = PredictionConfig()
     site_outputs: SiteOutputsConfig = SiteOutputsConfig()
@@ -148,6 +150,9 @@ class FederationConfig(StrictModel):
         strangers = sorted(set(self.simulation.site_configs) - set(self.sites))
         if strangers:
             raise ValueError(f"simulation.site_configs names site(s) {', '.join(strangers)} that are not listed in `sites`")
+        strangers = sorted(set(self.security.site_keys) - set(self.sites))
+        if strangers:
+            raise ValueError(f"security.site_keys names site(s) {', '.join(strangers)} that are not listed in `sites`")
         return self
 
     @property

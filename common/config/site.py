@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from .loader import StrictModel
+from .security import SiteSecurity
 
 
 class SiteLayout(StrictModel):
@@ -32,3 +33,4 @@ class SiteConfig(StrictModel):
         description="where a federation run leaves this site's own outputs (risk scores, Grad-CAM overlays, "
         "validation report), one folder per federation; default <root>/.stsfl/outputs; relative to this YAML",
     )
+    security: SiteSecurity = SiteSecurity()

@@ -1,7 +1,8 @@
 """Real Flower processes on loopback for the integration tests.
 
 `federation` starts one `sts-client` per site (each runs a SuperNode; FLWR_HOME under tmp_path) that
-connect to a SuperLink port chosen up front; the test then starts the coordinator (sts-server's
+connect to a SuperLink port chosen up front, secured with throwaway certificates (TLS + SuperNode
+authentication, every site registered: `LocalFederation.certs`); the test then starts the coordinator (sts-server's
 `run_federation`, in-process or as a subprocess) on that port. Everything a test starts is
 stopped by PID at teardown.
 """
@@ -16,9 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.flower_procs import FlowerProcess, flower_env, free_port, spawn
+from stsfl.common.local_certs import make_local_certs, secured_site_yaml
 
 # SuperExec polls for work every 1 s by default; tests do not need to wait that long.
 POLL_INTERVAL = 0.05
@@ -34,6 +37,7 @@ class LocalFederation:
         self.env = flower_env(root / "flwr-home", POLL_INTERVAL)
         self.nodes: dict[str, FlowerProcess] = {}
         self.extra: list[subprocess.Popen] = []
+        self.certs = make_local_certs(root / "certs", list(site_yamls))
 
     @property
     def address(self) -> str:
@@ -41,7 +45,9 @@ class LocalFederation:
 
     def start_site(self, site: str) -> FlowerProcess:
         """`sts-client --site ... --server ...` (it restarts its SuperNode when the SuperLink restarts)."""
-        cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(self.site_yamls[site]),
+        site_yaml = secured_site_yaml(self.site_yamls[site], self.root / "sites" / f"{site}.yaml",
+                                      self.certs.site_security(site))
+        cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(site_yaml),
                "--server", self.address, "--log-dir", str(self.root / "logs")]
         node = spawn("sts-client", cmd, self.root / "logs" / f"{site}.out", self.env)
         self.nodes[site] = node
@@ -52,7 +58,9 @@ class LocalFederation:
 
     def write_federation(self, name: str, body: str) -> Path:
         path = self.root / f"{name}.yaml"
-        path.write_text(f"name: {name}\ntask: linear-cox\nsites: [{', '.join(self.site_yamls)}]\n{body}", encoding="utf-8")
+        security = yaml.safe_dump({"security": self.certs.federation_security()})
+        path.write_text(f"name: {name}\ntask: linear-cox\nsites: [{', '.join(self.site_yamls)}]\n{body}{security}",
+                        encoding="utf-8")
         return path
 
     def spawn_server(self, *args: str) -> subprocess.Popen:

@@ -1,7 +1,9 @@
 """deploy/compose.yaml's dry run without containers: every service's start-up command (its image's
 ENTRYPOINT + the service's command, parsed from the files; mounts laid out as folders, see
 tests/deploy_files.py) runs as a process here against the tiny synthetic cohort, and the
-coordinator finishes the federation and writes its results, report and TensorBoard store."""
+coordinator finishes the federation and writes its results, report and TensorBoard store, over
+TLS with every site authenticated (the certificate folder laid out as deploy/make_certs.py
+federation --site ... writes it)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 from deploy_files import load_compose, service_command, site_services
 
 from stsfl.common.flower_procs import flower_env, free_port, spawn
+from stsfl.common.local_certs import make_local_certs
 from stsfl.common.synthetic import generate_cohort, load_synth_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -22,9 +25,10 @@ TIMEOUT_S = 900
 def test_compose_services_run_a_federation(tmp_path):
     cohort = tmp_path / "cohort"
     generate_cohort(load_synth_config(None, tiny=True), cohort)
-    compose = load_compose({"STSFL_COHORT": str(cohort)})
+    sites = site_services(load_compose())
+    make_local_certs(tmp_path / "certs", sites)
+    compose = load_compose({"STSFL_COHORT": str(cohort), "STSFL_CERTS": str(tmp_path / "certs")})
     port = free_port()
-    sites = site_services(compose)
     (coordinator,) = [n for n in compose["services"] if n not in sites]
     commands = {name: service_command(compose, name, tmp_path / "containers", port) for name in compose["services"]}
     procs = {}
