@@ -87,21 +87,28 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_cohort(tiny: bool) -> tuple[Path, dict]:
+    """The demo's cohort folder and its description: generated unless the folder already holds
+    one with the same settings and seed (a second `make demo` reuses it)."""
+    from stsfl.common.synthetic import generate_cohort, load_synth_config, read_cohort
+
+    cohort_dir = DEMO_COHORT.with_name(DEMO_COHORT.name + "-tiny") if tiny else DEMO_COHORT
+    config = load_synth_config(None, tiny=tiny)
+    cohort = read_cohort(cohort_dir)
+    if cohort is not None and cohort.get("settings_hash") == config.settings_hash():
+        console.print(f"{cohort_dir}: the cohort is already there (same settings and seed); not regenerated")
+        return cohort_dir, cohort
+    return cohort_dir, generate_cohort(config, cohort_dir)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Synthetic cohort -> a real local federation (one SuperNode process per centre, the last
     centre held out) -> the results folder and a short summary."""
     from stsfl.common.site_metrics import describe_metrics
-    from stsfl.common.synthetic import generate_cohort, load_synth_config, read_cohort
 
     from .demo_federation import run_demo_federation
 
-    cohort_dir = DEMO_COHORT.with_name(DEMO_COHORT.name + "-tiny") if args.tiny else DEMO_COHORT
-    config = load_synth_config(None, tiny=args.tiny)
-    cohort = read_cohort(cohort_dir)
-    if cohort is not None and cohort.get("settings_hash") == config.settings_hash():
-        console.print(f"{cohort_dir}: the cohort is already there (same settings and seed); not regenerated")
-    else:
-        cohort = generate_cohort(config, cohort_dir)
+    cohort_dir, cohort = demo_cohort(args.tiny)
     _print_cohort(cohort, cohort_dir)
     summary = run_demo_federation(cohort_dir, args.results, rounds=args.rounds)
     console.print(f"federation done: selected round {summary['selected_round']} of {summary['rounds']} "

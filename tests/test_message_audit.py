@@ -1,6 +1,6 @@
 """What leaves a site (README "What leaves a site"): every reply the real ClientApp returns during
-whole federations - statistics, training, evaluation, cross-site validation, baseline and
-calibration queries - is audited for per-patient content (tests/message_audit.py), on the TCGA-BRCA
+whole federations - statistics, training, evaluation, cross-site validation, baseline,
+calibration and site-outputs queries - is audited for per-patient content (tests/message_audit.py), on the TCGA-BRCA
 region sites (linear Cox) and on tiny multimodal sites (MRI + slides + clinical). The auditor itself
 is shown to catch leaking replies."""
 
@@ -22,7 +22,8 @@ from inprocess_grid import run_in_process, server_identity  # noqa: F401 (fixtur
 from message_audit import AuditedGrid, MessageAudit, SitePrivates
 from site_builder import make_site
 
-ALL_TYPES = {"query.stats", "train", "evaluate", "evaluate.cross", "query.baseline", "query.calibration"}
+ALL_TYPES = {"query.stats", "train", "evaluate", "evaluate.cross", "query.baseline", "query.calibration",
+             "query.site_outputs"}
 
 
 def _report(audit: MessageAudit, label: str) -> str:

@@ -85,11 +85,11 @@ def test_sites_write_their_outputs_and_send_counts_only(sites, tmp_path, server_
                     low, mid, high = (float(r[f"{endpoint}_risk_{y}y{s}"]) for s in ("_low", "", "_high"))
                     assert low <= mid + 1e-9 and mid <= high + 1e-9
         assert {p.name for p in (folder / "gradcam").iterdir()} == {f"{pid}_gradcam.png" for pid in with_mri[site]}
-        assert "usable patients" in (folder / "validation_report.html").read_text()
-        assert "the site can train" in (folder / "validation_report.txt").read_text()
+        assert "usable patients" in (folder / "validation_report.html").read_text(encoding="utf-8")
+        assert "the site can train" in (folder / "validation_report.txt").read_text(encoding="utf-8")
         problems = _rows(folder / "problems.csv")
         assert [(p["patient"], p["column"]) for p in problems] == ([("bad", "age")] if site == "b" else [])
-    assert "bad" in (folders["b"] / "validation_report.txt").read_text()
+    assert "bad" in (folders["b"] / "validation_report.txt").read_text(encoding="utf-8")
 
     # Only counts came back, and the server recorded them.
     replies = [r for r in grid.replies if r.metadata.message_type == MSG_SITE_OUTPUTS]

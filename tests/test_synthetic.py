@@ -297,10 +297,13 @@ def test_demo_keeps_an_existing_cohort_with_the_same_settings(tmp_path, tiny_coh
     monkeypatch.setattr(lab, "DEMO_COHORT", demo)
     monkeypatch.setattr("stsfl.common.synthetic.load_synth_config", lambda *a, **k: tiny_config)
     before = (demo / "cohort.json").stat().st_mtime_ns
-    with pytest.raises(SystemExit) as exit_info:
-        lab.main(["demo"])
-    assert exit_info.value.code == 0
+    cohort_dir, cohort = lab.demo_cohort(tiny=False)
+    assert cohort_dir == demo and cohort["settings_hash"] == tiny_config.settings_hash()
     assert (demo / "cohort.json").stat().st_mtime_ns == before
+    # other settings: the cohort is made again
+    monkeypatch.setattr("stsfl.common.synthetic.load_synth_config", lambda *a, **k: tiny_config.model_copy(update={"seed": 7}))
+    _, again = lab.demo_cohort(tiny=False)
+    assert again["seed"] == 7 and (demo / "cohort.json").stat().st_mtime_ns != before
 
 
 def test_cli_synth_writes_a_cohort_and_prints_the_oracle_table(tmp_path, capsys):
