@@ -33,17 +33,22 @@ def _report(audit: MessageAudit, label: str) -> str:
     return line + "".join(f"\n  {f}" for f in audit.findings[:20])
 
 
+def _run_and_audit(sites: dict, config, results, label: str) -> None:
+    """A whole in-process federation whose every reply is audited: all message types seen, no finding."""
+    audit = MessageAudit()
+    run_in_process(AuditedGrid(sites, audit), config, results)
+    report = _report(audit, label)
+    assert set(audit.by_type) == ALL_TYPES, report
+    assert not audit.findings, report
+
+
 def test_nothing_per_patient_leaves_the_tcga_region_sites(tcga_brca_dir, tmp_path, server_identity):
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
     config.write_text("task: linear-cox\nname: audit\nrounds: 2\nlocal_epochs: 5\nlearning_rate: 0.05\nseed: 3\n"
                       "sites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
                       "cross_site: {enabled: true, local_epochs: 2}\n")
-    audit = MessageAudit()
-    run_in_process(AuditedGrid(sites, audit), config, tmp_path / "results")
-    report = _report(audit, "linear-cox TCGA regions")
-    assert set(audit.by_type) == ALL_TYPES, report
-    assert not audit.findings, report
+    _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions")
 
 
 def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identity):
@@ -56,11 +61,7 @@ def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identi
     config.write_text("task: multimodal\npreset: cpu-small\nname: audit-mm\nrounds: 1\nlocal_epochs: 1\n"
                       "sites: [a, b, held_out]\nholdout: [held_out]\nvalidation_fraction: 0.34\n"
                       "cross_site: {enabled: true, local_epochs: 1}\n")
-    audit = MessageAudit()
-    run_in_process(AuditedGrid(sites, audit), config, tmp_path / "results")
-    report = _report(audit, "multimodal tiny sites")
-    assert set(audit.by_type) == ALL_TYPES, report
-    assert not audit.findings, report
+    _run_and_audit(sites, config, tmp_path / "results", "multimodal tiny sites")
 
 
 # ---------------------------------------------------------------------------- the auditor catches leaks
