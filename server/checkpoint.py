@@ -1,7 +1,9 @@
 """The server's checkpoint: everything needed to continue a federation after the last complete round.
 
 One file, `checkpoint.npz`, written to a temporary name and renamed over the old one (atomic on
-POSIX), so a crash never leaves a half-written checkpoint. It holds the global weights
+POSIX), so a crash never leaves a half-written checkpoint; the one before it is kept as
+`checkpoint.prev.npz`, which `load_checkpoint` falls back to when the newest cannot be read (a
+disk error, a truncated copy: every member of the zip is read and CRC-checked). It holds the global weights
 (`global/<name>`), the best-so-far weights (`best/<name>`), strategy state (`strategy/<name>`,
 e.g. FedAdam's moments) and a JSON document `meta` (round, blend weights, federated statistics,
 metrics history, best round).
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 import numpy as np
 
 CHECKPOINT_NAME = "checkpoint.npz"
+PREVIOUS_NAME = "checkpoint.prev.npz"
 
 
 @dataclass
@@ -45,15 +50,46 @@ def save_checkpoint(results_dir: Path, state: ServerState) -> Path:
         np.savez(fh, **payload)
         fh.flush()
         os.fsync(fh.fileno())
+    if path.is_file():
+        # a link, renamed into place: checkpoint.npz exists at every moment
+        previous_tmp = path.with_name(f".{PREVIOUS_NAME}.tmp")
+        previous_tmp.unlink(missing_ok=True)
+        os.link(path, previous_tmp)
+        os.replace(previous_tmp, path.with_name(PREVIOUS_NAME))
     os.replace(tmp, path)
     return path
 
 
-def load_checkpoint(results_dir: Path) -> ServerState:
-    """Read the checkpoint of a results folder; a clear error if there is none."""
+class CorruptCheckpointError(RuntimeError):
+    """Neither the checkpoint nor the previous one can be read."""
+
+
+def load_checkpoint(results_dir: Path, log: Callable[[str], None] = print) -> ServerState:
+    """Read the checkpoint of a results folder, or the previous one (saying so through `log`) when
+    the newest is unreadable; a clear error if there is none or neither can be read."""
     path = Path(results_dir) / CHECKPOINT_NAME
+    previous = path.with_name(PREVIOUS_NAME)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: nothing to resume")
+    try:
+        return _read(path)
+    except _UNREADABLE as err:
+        problem = f"{path} is unreadable ({type(err).__name__}: {err})"
+    if not previous.is_file():
+        raise CorruptCheckpointError(f"{problem}, and there is no {PREVIOUS_NAME} to fall back to")
+    try:
+        state = _read(previous)
+    except _UNREADABLE as err:
+        raise CorruptCheckpointError(f"{problem}, and so is {previous} ({type(err).__name__}: {err})") from err
+    log(f"WARNING: {problem}; resuming from {previous} (after round {state.round}), the round after it runs again")
+    return state
+
+
+# what a damaged npz raises: bad zip structure, a member's CRC, a truncated member, broken meta
+_UNREADABLE = (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, UnicodeDecodeError)
+
+
+def _read(path: Path) -> ServerState:
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(bytes(data["meta"]).decode("utf-8"))
         groups: dict[str, dict[str, np.ndarray]] = {"global": {}, "best": {}, "strategy": {}}

@@ -299,7 +299,7 @@ class Federation:
         self.results.write_status("waiting-for-sites", expected=fed.sites)
         self.sites.wait_for(fed.sites, fed.wait_for_sites_s, self.query_timeout)
         if self.resume:
-            state = load_checkpoint(self.results.root)
+            state = load_checkpoint(self.results.root, log=self.log)
             self.aggregator.load_state(state.strategy_state)
             self.log(f"resuming after round {state.round} of {fed.rounds}")
         else:

@@ -10,7 +10,7 @@
                                    blend weights, bytes, timings)
     <results>/summary.json         the final result: best round, held-out metrics of the selected model
     <results>/tensorboard/         the same per-round metrics as TensorBoard events (stsfl.server.tracking)
-    <results>/checkpoint.npz       see stsfl.server.checkpoint
+    <results>/checkpoint.npz       see stsfl.server.checkpoint (and checkpoint.prev.npz, the one before)
     <results>/model_final.npz, model_selected.npz   global weights after the last / selected round
 
 Files are rewritten from the in-memory history after each round, so a resumed run produces the

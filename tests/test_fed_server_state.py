@@ -3,11 +3,14 @@ federated moments, checkpoints, and the strategies' server step."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from flwr.app import MetricRecord, RecordDict
 
+from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.config import FederationConfig
 from stsfl.common.fed_protocol import ARRAYS, METRICS, NUM_EVENTS, NUM_PATIENTS
 from stsfl.common.moments import combine_moments, site_moments
@@ -21,8 +24,10 @@ from stsfl.common.params import (
     numpy_to_arrays,
     state_dict_to_arrays,
 )
-from stsfl.server.checkpoint import ServerState, load_checkpoint, save_checkpoint
+from stsfl.server.checkpoint import CorruptCheckpointError, ServerState, load_checkpoint, save_checkpoint
 from stsfl.server.strategies import Aggregator
+
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 
 def _net() -> torch.nn.Module:
@@ -86,6 +91,56 @@ def test_checkpoint_round_trip(tmp_path):
     assert back.global_arrays["bn.n"].dtype == state.global_arrays["bn.n"].dtype
     np.testing.assert_array_equal(back.strategy_state["m/fc.weight"], 1.0)
     assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed away
+
+
+
+def _state(round_: int) -> ServerState:
+    return ServerState(round=round_, global_arrays={"w": np.full((64, 64), round_, np.float32)}, meta={"history": []})
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped bytes", "empty"])
+def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
+    for r in (1, 2, 3):
+        save_checkpoint(tmp_path, _state(r))
+    newest = tmp_path / "checkpoint.npz"
+    data = bytearray(newest.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "flipped bytes":  # inside the weights: only the member's CRC can tell
+        data[len(data) // 2: len(data) // 2 + 16] = bytes(16)
+    else:
+        data = bytearray()
+    newest.write_bytes(bytes(data))
+    said = []
+    state = load_checkpoint(tmp_path, log=said.append)
+    assert state.round == 2 and float(state.global_arrays["w"][0, 0]) == 2.0
+    assert len(said) == 1 and "checkpoint.npz is unreadable" in said[0] and "checkpoint.prev.npz (after round 2)" in said[0]
+    (tmp_path / "checkpoint.prev.npz").write_bytes(b"not a zip")
+    with pytest.raises(CorruptCheckpointError, match="checkpoint.npz is unreadable.*and so is .*checkpoint.prev.npz"):
+        load_checkpoint(tmp_path, log=said.append)
+
+
+def test_a_resume_over_a_corrupt_checkpoint_ends_with_the_uninterrupted_model(tcga_brca_dir, tmp_path, capsys, server_identity):
+    """The last round's checkpoint is damaged after a complete run: the resumed run goes back to the
+    round before, runs the last round again and ends with the same model, nothing lost."""
+    sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
+    config = tmp_path / "federation.yaml"
+    config.write_text("task: linear-cox\nname: ckpt\nrounds: 3\nlocal_epochs: 5\nlearning_rate: 0.05\nseed: 3\n"
+                      "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nprediction: {baseline: false}\n"
+                      "site_outputs: {enabled: false}\n")
+    clean = run_in_process(InProcessGrid(sites), config, tmp_path / "clean")
+    run_in_process(InProcessGrid(sites), config, tmp_path / "damaged")
+    checkpoint = tmp_path / "damaged" / "checkpoint.npz"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    resumed = run_in_process(InProcessGrid(sites), config, tmp_path / "damaged", resume=True)
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "(after round 2)" in out and "resuming after round 2 of 3" in out, out
+    with np.load(tmp_path / "clean" / "model_final.npz") as a, np.load(tmp_path / "damaged" / "model_final.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+    assert resumed["holdout_selected"] == clean["holdout_selected"]
+    rounds = [json.loads(line)["round"] for line in (tmp_path / "damaged" / "rounds.jsonl").read_text().splitlines()]
+    assert rounds == [1, 2, 3]
 
 
 def _reply(arrays: dict[str, np.ndarray], patients: int, events: int) -> RecordDict:
