@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/stsfl demo
 
+# Two workers, whole files each: the integration tests spend most of their time waiting on
+# Flower's polling and process starts, so two of them share the 2 cores well.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)
