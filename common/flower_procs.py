@@ -251,7 +251,8 @@ def register_site_keys(site_keys: dict[str, Path], connection: str, env: dict[st
     API), all at once: each `flwr` call is seconds of imports, and sites are refused until then."""
     procs = {
         site: subprocess.Popen([flower_bin("flwr"), "supernode", "register", str(key), connection, "--name", site],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, encoding="utf-8", errors="replace")  # flwr prints emoji; LANG may be C
         for site, key in site_keys.items()
     }
     failed = []

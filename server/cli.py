@@ -137,7 +137,8 @@ def _stream(cmd: list[str], env: dict, log_path: Path, echo) -> bool:
     Returns whether the SuperLink accepted the run."""
     started = False
     with open(log_path, "a", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, encoding="utf-8", errors="replace")  # flwr prints emoji; LANG may be C
         try:
             assert proc.stdout is not None
             for line in proc.stdout:

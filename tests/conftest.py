@@ -23,3 +23,18 @@ def tcga_brca_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared TCGA-BRCA data not found at {path}")
     return path
+
+
+# The longest modules first, alternating between the two pytest-xdist workers of `make test`
+# (`--dist loadfile` hands each worker two modules in this order, then the next as one finishes),
+# so that the real-process federations do not queue up on one worker.
+LONGEST_FIRST = ("test_federation_processes", "test_demo_federation", "test_deploy_dry_run", "test_site_dropout",
+                 "test_simulation", "test_secure_transport")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside a module and among the others is kept

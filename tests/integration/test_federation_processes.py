@@ -105,7 +105,9 @@ def test_cross_site_matrix_holds_every_model_at_every_site(completed_run):
 
 
 def test_resume_after_killing_the_server_gives_the_same_model(federation, completed_run):
-    config = federation.write_federation("complete", BODY + "min_sites: 2\n")
+    # no prediction phases or site outputs after the resumed rounds: the models are compared
+    config = federation.write_federation("complete", BODY + "min_sites: 2\nprediction: {baseline: false}\n"
+                                         "site_outputs: {enabled: false}\n")
     results = federation.root / "results"
     server = federation.spawn_server("--config", str(config), "--results", str(results))
     wait_until(lambda: _status(results).get("completed_rounds", 0) >= 1, 240, "round 1 to complete")
@@ -120,22 +122,6 @@ def test_resume_after_killing_the_server_gives_the_same_model(federation, comple
             np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-6, atol=1e-7)
     reference = json.loads((completed_run / "summary.json").read_text())
     assert summary["holdout_final"] == reference["holdout_final"]
-
-
-def test_a_site_that_disconnects_misses_one_round_and_rejoins(federation):
-    body = BODY.replace("round_timeout_s: 60", "round_timeout_s: 30").replace("rounds: 2\neval_every: 2", "rounds: 3\neval_every: 3")
-    config = federation.write_federation("dropout", body + "min_sites: 1\n")
-    results = federation.root / "results"
-    server = federation.spawn_server("--config", str(config), "--results", str(results))
-    wait_until(lambda: _status(results).get("completed_rounds", 0) >= 1, 240, "round 1 to complete")
-    federation.stop_site("region_1")  # disconnects while round 2 starts
-    federation.start_site("region_1")  # and comes back as a new SuperNode
-    wait_until(lambda: server.poll() is not None, 300, "the federation to finish")
-    assert server.returncode == 0, (federation.root / "logs" / "sts-server-0.out").read_text()[-3000:]
-    history = _history(results)
-    assert history[1]["sites_train"] == ["region_0"], "round 2 completes with the remaining site (quorum 1)"
-    assert "region_1" in history[1]["sites_failed"]
-    assert history[2]["sites_train"] == TRAINING, "the site rejoins in round 3"
 
 
 def test_the_baseline_hazard_comes_from_the_training_sites_after_the_last_round(completed_run):

@@ -34,7 +34,8 @@ def _site_yaml(root: Path, name: str, ca_cert: Path, auth_key: Path) -> Path:
 def _sts_client(site_yaml: Path, address: str, root: Path, env: dict) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(site_yaml), "--server", address,
            "--log-dir", str(root / "logs"), "--no-reconnect", "--registration-wait", "0"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            errors="replace", start_new_session=True)
 
 
 def _refusal(proc: subprocess.Popen) -> str:
