@@ -7,7 +7,8 @@ Phases, in the order they happen:
 3. rounds 1..R: training sites get the global weights + round config (seed, local epochs,
    learning rate, prox-mu, blend weights, statistics); each replies with new weights and
    aggregates (patients, events, per-head train / validation losses, timings). The round
-   completes when `min_sites` training sites replied within `round_timeout_s`;
+   completes when `min_sites` training sites replied within `round_timeout_s` (it first waits up
+   to `rejoin_wait_s` for training sites that dropped out);
 4. every `eval_every` rounds and after the last: all sites evaluate the global model (training
    sites on their validation split: the fused-head loss used for model selection; held-out
    centres on all their patients: C-index, td-AUC, IBS, events);
@@ -57,7 +58,7 @@ from .checkpoint import ServerState, load_checkpoint, save_checkpoint
 from .cross_site import GLOBAL_MODEL, CrossSiteMatrix, local_model_name, write_cross_site
 from .model_hooks import LinearCoxHooks
 from .results import ResultsFolder
-from .sites import SiteDirectory
+from .sites import MissingSitesError, SiteDirectory
 from .strategies import Aggregator, screen_updates
 
 # Fused-head validation loss reported by training sites at evaluation: the model-selection score.
@@ -161,10 +162,11 @@ class Federation:
                         ttl=self.fed.round_timeout_s, group_id=str(server_round))
             )
         replies = list(self.grid.send_and_receive(messages, timeout=self.fed.round_timeout_s))
-        by_node = {node: site for site, node in self.sites.node_of.items()}
+        # the SuperLink itself signs an error reply (e.g. node unavailable), so match replies by the message they answer
+        site_of_message = {m.metadata.message_id: site for m, site in zip(messages, sites)}
         ok, failed = {}, {}
         for reply in replies:
-            site = by_node.get(reply.metadata.src_node_id, str(reply.metadata.src_node_id))
+            site = site_of_message.get(reply.metadata.reply_to_message_id, str(reply.metadata.src_node_id))
             if reply.has_error():
                 failed[site] = reply.error.reason
             else:
@@ -180,6 +182,11 @@ class Federation:
     def _train_round(self, state: ServerState, server_round: int) -> dict[str, Any]:
         training = self.fed.training_sites
         self.sites.refresh(self.query_timeout)
+        if self.sites.missing(training) and self.fed.rejoin_wait_s > 0:
+            try:
+                self.sites.wait_for(training, self.fed.rejoin_wait_s, self.query_timeout)
+            except MissingSitesError:
+                self.log(f"round {server_round}: goes ahead without {', '.join(self.sites.missing(training))}")
         if len(training) - len(self.sites.missing(training)) < self.fed.min_sites:
             self.sites.wait_for(training, self.fed.wait_for_sites_s, self.query_timeout, at_least=self.fed.min_sites)
         present = [s for s in training if s in self.sites.node_of]

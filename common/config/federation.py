@@ -109,6 +109,11 @@ class FederationConfig(StrictModel):
     )
     round_timeout_s: PositiveFloat = Field(600.0, description="how long a round waits for the sites' replies")
     wait_for_sites_s: PositiveFloat = Field(300.0, description="how long to wait for every site to connect")
+    rejoin_wait_s: float = Field(
+        0.0, ge=0.0,
+        description="at the start of a round, how long to wait for training sites that dropped out (e.g. restarting) "
+                    "before the round goes ahead with the quorum",
+    )
     eval_every: PositiveInt = Field(1, description="held-out evaluation every N rounds (and always after the last)")
     eval_horizons_days: list[PositiveFloat] = Field(
         [365.0, 730.0, 1825.0], min_length=1, description="horizons (days) of the time-dependent AUC at evaluation"

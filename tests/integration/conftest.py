@@ -73,6 +73,10 @@ class LocalFederation:
         self.extra.append(proc)
         return proc
 
+    def server_log(self, proc: subprocess.Popen) -> Path:
+        """The screen output of a process started by `spawn_server`."""
+        return self.root / "logs" / f"sts-server-{self.extra.index(proc)}.out"
+
     def stop_all(self) -> None:
         for proc in self.extra:
             if proc.poll() is None:
@@ -106,11 +110,16 @@ def kill_tree(pid: int) -> None:
         pass
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
+def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen | None = None,
+               log: Path | None = None) -> None:
+    """Poll `predicate`; fail at `timeout`, or as soon as `process` (e.g. sts-server) has exited without it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
+        if process is not None and process.poll() is not None and not predicate():
+            tail = log.read_text(encoding="utf-8", errors="replace")[-3000:] if log is not None else ""
+            raise AssertionError(f"the process exited (code {process.returncode}) before {what}\n{tail}")
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 

@@ -110,7 +110,8 @@ def test_resume_after_killing_the_server_gives_the_same_model(federation, comple
                                          "site_outputs: {enabled: false}\n")
     results = federation.root / "results"
     server = federation.spawn_server("--config", str(config), "--results", str(results))
-    wait_until(lambda: _status(results).get("completed_rounds", 0) >= 1, 240, "round 1 to complete")
+    wait_until(lambda: _status(results).get("completed_rounds", 0) >= 1, 240, "round 1 to complete",
+               server, federation.server_log(server))
     kill_tree(server.pid)  # the coordinator crashes between rounds (SuperLink and ServerApp included)
     server.wait(10)
     assert _status(results)["completed_rounds"] == 1
