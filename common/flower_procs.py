@@ -143,8 +143,8 @@ class FlowerProcess:
             self.proc.wait(5)
 
 
-def _descendant_groups(pid: int) -> set[int]:
-    """Process-group ids of every process below `pid` (read from /proc; empty without it)."""
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (read from /proc; empty without it)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -153,14 +153,22 @@ def _descendant_groups(pid: int) -> set[int]:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    groups, todo = set(), [pid]
+    found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
-            try:
-                groups.add(os.getpgid(child))
-            except ProcessLookupError:
-                continue
+            found.append(child)
             todo.append(child)
+    return found
+
+
+def _descendant_groups(pid: int) -> set[int]:
+    """Process-group ids of every process below `pid`."""
+    groups = set()
+    for child in descendants(pid):
+        try:
+            groups.add(os.getpgid(child))
+        except ProcessLookupError:
+            continue
     return groups
 
 

@@ -14,32 +14,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from lifelines import KaplanMeierFitter
-from lifelines.statistics import logrank_test
-from sksurv.linear_model.coxph import BreslowEstimator
-from sksurv.metrics import (
-    concordance_index_censored,
-    concordance_index_ipcw,
-    cumulative_dynamic_auc,
-    integrated_brier_score,
-)
-from sksurv.util import Surv
 
+# lifelines and scikit-survival are imported where they are used: importing them takes ~1.5 s, paid
+# by every ClientApp process (one per message) that imports this module for its names only.
 from .figures import pyplot, save_png
 
 
 def _surv(time: np.ndarray, event: np.ndarray) -> np.ndarray:
+    from sksurv.util import Surv
+
     return Surv.from_arrays(event=np.asarray(event) > 0.5, time=np.asarray(time, dtype=float))
 
 
 def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     """Harrell's concordance index (ties in risk count 1/2)."""
+    from sksurv.metrics import concordance_index_censored
+
     return float(concordance_index_censored(np.asarray(event) > 0.5, np.asarray(time, float), np.asarray(risk, float))[0])
 
 
 def uno_c(train_time, train_event, time, event, risk, tau: float | None = None) -> float:
     """Uno's IPCW concordance truncated at tau (default: the largest training time, where the
     censoring distribution estimated on the training split is still positive)."""
+    from sksurv.metrics import concordance_index_ipcw
+
     tau = float(np.max(train_time)) if tau is None else tau
     return float(concordance_index_ipcw(_surv(train_time, train_event), _surv(time, event), np.asarray(risk, float), tau=tau)[0])
 
@@ -53,6 +51,8 @@ def usable_horizons(horizons: Sequence[float], train_time: np.ndarray, time: np.
 
 def time_dependent_auc(train_time, train_event, time, event, risk, horizons: Sequence[float]) -> dict[float, float]:
     """{horizon: cumulative/dynamic AUC} at the usable horizons (empty if none is usable)."""
+    from sksurv.metrics import cumulative_dynamic_auc
+
     h = usable_horizons(horizons, train_time, time)
     if h.size == 0:
         return {}
@@ -62,6 +62,8 @@ def time_dependent_auc(train_time, train_event, time, event, risk, horizons: Seq
 
 def breslow_survival(train_time, train_event, train_risk, risk, times: np.ndarray) -> np.ndarray:
     """S(t | x) = S0(t)^exp(risk) at `times`, [N, T]; S0 from the Breslow estimator on the training split."""
+    from sksurv.linear_model.coxph import BreslowEstimator
+
     breslow = BreslowEstimator().fit(np.asarray(train_risk, float), np.asarray(train_event) > 0.5, np.asarray(train_time, float))
     return np.stack([fn(times) for fn in breslow.get_survival_function(np.asarray(risk, float))])
 
@@ -76,6 +78,8 @@ def brier_times(train_time, time, n_times: int = 20) -> np.ndarray:
 
 def integrated_brier_of_survival(train_time, train_event, time, event, survival: np.ndarray, times: np.ndarray) -> float:
     """Integrated Brier score of predicted survival [N, T] at `times` (censoring from the training split)."""
+    from sksurv.metrics import integrated_brier_score
+
     return float(integrated_brier_score(_surv(train_time, train_event), _surv(time, event), survival, times))
 
 
@@ -102,6 +106,8 @@ def risk_groups(time, event, risk, threshold: float | None = None) -> RiskGroups
     high = risk > threshold
     if high.all() or not high.any():
         return RiskGroups(threshold, high, float("nan"))
+    from lifelines.statistics import logrank_test
+
     time, event = np.asarray(time, float), np.asarray(event) > 0.5
     test = logrank_test(time[high], time[~high], event_observed_A=event[high], event_observed_B=event[~high])
     return RiskGroups(threshold, high, float(test.p_value))
@@ -109,6 +115,8 @@ def risk_groups(time, event, risk, threshold: float | None = None) -> RiskGroups
 
 def plot_kaplan_meier(time, event, groups: RiskGroups, path: str | Path, title: str) -> Path:
     """Kaplan-Meier curves of the low- and high-risk groups with the log-rank p-value, as a PNG."""
+    from lifelines import KaplanMeierFitter
+
     time, event = np.asarray(time, float), np.asarray(event) > 0.5
     fig, ax = pyplot().subplots(figsize=(5, 4))
     for label, mask, colour in (("low risk", ~groups.high, "tab:blue"), ("high risk", groups.high, "tab:red")):

@@ -116,7 +116,9 @@ def screen_updates(global_arrays: ArrayRecord, updates: dict[str, ArrayRecord], 
     """Sites whose update must not be averaged -> why: a non-finite value, a tensor the global
     model does not have (or of another shape), or an update norm ||w_site - w_global|| more than
     `max_norm_ratio` times the median norm of the other sites' updates (a diverged or corrupted
-    site; with one site only the first two checks apply)."""
+    site; with one site only the first two checks apply). The median counts as at least 1 % of
+    ||w_global||: others that barely moved (a first step of a OneCycle schedule) give no scale, and
+    a DP site's noisy update is legitimately larger than theirs."""
     reference = arrays_to_numpy(global_arrays)
     rejected: dict[str, str] = {}
     norms: dict[str, float] = {}
@@ -131,10 +133,11 @@ def screen_updates(global_arrays: ArrayRecord, updates: dict[str, ArrayRecord], 
             continue
         norms[site] = float(np.sqrt(sum(float(np.sum((values[k].astype(np.float64) - reference[k]) ** 2))
                                         for k in reference if values[k].dtype.kind == "f")))
+    floor = 0.01 * float(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in reference.values() if v.dtype.kind == "f")))
     for site, norm in norms.items():
         others = [n for s, n in norms.items() if s != site]
-        typical = float(np.median(others)) if others else 0.0
-        if typical > 0 and norm > max_norm_ratio * typical:  # others that did not move give no scale
+        typical = max(float(np.median(others)), floor) if others else 0.0
+        if typical > 0 and norm > max_norm_ratio * typical:
             rejected[site] = f"update norm {norm:.3g} is more than {max_norm_ratio:g} x the other sites' median {typical:.3g}"
     return rejected
 

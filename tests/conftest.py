@@ -29,7 +29,7 @@ def tcga_brca_dir() -> Path:
 # (`--dist loadfile` hands each worker two modules in this order, then the next as one finishes),
 # so that the real-process federations do not queue up on one worker.
 LONGEST_FIRST = ("test_federation_processes", "test_demo_federation", "test_deploy_dry_run", "test_site_dropout",
-                 "test_simulation", "test_secure_transport")
+                 "test_simulation", "test_site_timeout", "test_secure_transport")
 
 
 def pytest_collection_modifyitems(items):

@@ -1,8 +1,11 @@
-"""Federations of real processes on loopback: SuperLink + 3 SuperNodes, one centre held out
-(the uninterrupted run ends with cross-site validation).
+"""A federation of real processes on loopback: SuperLink + 3 SuperNodes, one centre held out,
+whose coordinator is killed after round 1 and resumed: the resumed run must end as the
+uninterrupted one (computed in this process by the same ServerApp and ClientApp code) and its
+results folder must be complete (per-round metrics, cross-site validation, baseline hazard,
+calibration).
 
 Sites are real data (TCGA-BRCA regions 0 and 1 train, region 3 is held out) with the
-clinical-only linear Cox task, so a run takes about a minute on two CPU cores.
+clinical-only linear Cox task, so the run takes about two minutes on two CPU cores.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import pytest
 
 from stsfl.server.cli import run_federation
 from stsfl.server.results import read_site_metrics
+
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 from .conftest import LocalFederation, POLL_INTERVAL, kill_tree, wait_until
 
@@ -48,18 +53,43 @@ def _history(results: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def completed_run(region_site_yamls, tmp_path_factory) -> Path:
-    """An uninterrupted 2-round federation (sts-server's code in this process, SuperNodes outside)."""
+    """A 2-round federation whose sts-server is killed after round 1 (SuperLink and ServerApp
+    included) and resumed with `--resume` until the end, cross-site validation included."""
     root = tmp_path_factory.mktemp("complete")
     (root / "logs").mkdir()
     fed = LocalFederation(root, region_site_yamls)
+    results = root / "results"
     try:
         for site in region_site_yamls:
             fed.start_site(site)
-        config = fed.write_federation("complete", BODY + "min_sites: 2\ncross_site: {enabled: true, local_epochs: 3}\n")
-        run_federation(config, root / "results", port=fed.port, task_poll_interval=POLL_INTERVAL, echo=print)
+        # site outputs (one more message wave) run on real processes in test_demo_federation
+        config = fed.write_federation("complete", BODY + "min_sites: 2\ncross_site: {enabled: true, local_epochs: 3}\n"
+                                      "site_outputs: {enabled: false}\n")
+        server = fed.spawn_server("--config", str(config), "--results", str(results))
+        wait_until(lambda: _status(results).get("completed_rounds", 0) >= 1, 240, "round 1 to complete",
+                   server, fed.server_log(server))
+        kill_tree(server.pid)  # the coordinator crashes between rounds
+        server.wait(10)
+        assert _status(results)["completed_rounds"] == 1
+        run_federation(results / "federation.yaml", results, port=fed.port, resume=True,
+                       task_poll_interval=POLL_INTERVAL, echo=print)
     finally:
         fed.stop_all()
-    return root / "results"
+    return results
+
+
+def test_the_resumed_run_ends_with_the_uninterrupted_model(completed_run, region_site_yamls, tmp_path, server_identity):
+    assert [r["round"] for r in _history(completed_run)] == [1, 2]
+    straight = tmp_path / "straight"
+    reference = run_in_process(InProcessGrid(region_site_yamls), completed_run / "federation.yaml", straight)
+    with np.load(completed_run / "model_final.npz") as resumed, np.load(straight / "model_final.npz") as uninterrupted:
+        assert resumed.files == uninterrupted.files
+        for name in uninterrupted.files:
+            np.testing.assert_allclose(resumed[name], uninterrupted[name], rtol=1e-6, atol=1e-7)
+    summary = json.loads((completed_run / "summary.json").read_text())
+    assert summary["holdout_final"].keys() == reference["holdout_final"].keys()
+    for site, metrics in reference["holdout_final"].items():
+        assert summary["holdout_final"][site] == pytest.approx(metrics, rel=1e-6)
 
 
 def test_results_hold_per_round_metrics_for_every_site(completed_run):
@@ -102,27 +132,6 @@ def test_cross_site_matrix_holds_every_model_at_every_site(completed_run):
             assert 0.0 < float(row[site]) < 1.0, f"{row['metric']} of {row['model']} at {site}"
     assert (completed_run / "cross_site.png").stat().st_size > 10_000
     assert all((completed_run / f"model_local_{s}.npz").is_file() for s in TRAINING)
-
-
-def test_resume_after_killing_the_server_gives_the_same_model(federation, completed_run):
-    # no prediction phases or site outputs after the resumed rounds: the models are compared
-    config = federation.write_federation("complete", BODY + "min_sites: 2\nprediction: {baseline: false}\n"
-                                         "site_outputs: {enabled: false}\n")
-    results = federation.root / "results"
-    server = federation.spawn_server("--config", str(config), "--results", str(results))
-    wait_until(lambda: _status(results).get("completed_rounds", 0) >= 1, 240, "round 1 to complete",
-               server, federation.server_log(server))
-    kill_tree(server.pid)  # the coordinator crashes between rounds (SuperLink and ServerApp included)
-    server.wait(10)
-    assert _status(results)["completed_rounds"] == 1
-    summary = run_federation(results / "federation.yaml", results, port=federation.port, resume=True,
-                             task_poll_interval=POLL_INTERVAL, echo=print)
-    assert [r["round"] for r in _history(results)] == [1, 2]
-    with np.load(results / "model_final.npz") as resumed, np.load(completed_run / "model_final.npz") as straight:
-        for name in straight.files:
-            np.testing.assert_allclose(resumed[name], straight[name], rtol=1e-6, atol=1e-7)
-    reference = json.loads((completed_run / "summary.json").read_text())
-    assert summary["holdout_final"] == reference["holdout_final"]
 
 
 def test_the_baseline_hazard_comes_from_the_training_sites_after_the_last_round(completed_run):

@@ -30,7 +30,9 @@ def test_simulated_federation_writes_the_same_results_folder(tmp_path, monkeypat
     config.write_text(yaml.safe_dump({
         "name": "simulated", "task": "multimodal", "preset": "cpu-small", "sites": CENTRES, "holdout": ["center_2"],
         "rounds": 2, "local_epochs": 1, "learning_rate": 0.01, "min_sites": 2, "round_timeout_s": 300,
-        "wait_for_sites_s": 120,
+        "wait_for_sites_s": 120, "eval_every": 2,
+        # the prediction phases and site outputs run on real processes in test_demo_federation
+        "prediction": {"baseline": False}, "site_outputs": {"enabled": False},
         # relative to this YAML, as a user would write them
         "simulation": {"site_configs": {c: f"cohort/{c}/site.yaml" for c in CENTRES}, "cpus": 2, "threads_per_site": 1},
     }))
