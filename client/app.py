@@ -36,6 +36,7 @@ from stsfl.common.fed_protocol import (
     NODE_PARTITION_ID,
     NODE_SITE_CONFIG,
     NODE_SITE_NAME,
+    PRIVACY,
     RUN_SIMULATION_SITES,
     RUN_SIMULATION_THREADS,
     SITE,
@@ -88,13 +89,14 @@ def statistics(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     task = _site(context)
-    arrays, metrics, blend_stats = task.train(msg.content[ARRAYS], msg.content[CONFIG])
+    arrays, metrics, blend_stats, privacy = task.train(msg.content[ARRAYS], msg.content[CONFIG])
     content = RecordDict(
         {
             SITE: site_record(task.name),
             ARRAYS: arrays,
             METRICS: MetricRecord(metrics),
             BLEND_STATS: ConfigRecord({"json": to_json(blend_stats)}),
+            **({PRIVACY: ConfigRecord(privacy)} if privacy else {}),
         }
     )
     return Message(content, reply_to=msg)

@@ -29,6 +29,7 @@ from stsfl.common.multimodal import FUSED, MultimodalCoxNet
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
 
 from .linear_cox_site import in_validation
+from .privacy import DpSgd
 from .site_dataset import SiteDataset, site_collate
 from .site_prepare import prepare_site
 from .trainer import evaluate, make_loader, train_local
@@ -38,8 +39,8 @@ class MultimodalSite:
     """The site's prepared data and the multimodal network's local train / evaluate steps."""
 
     def __init__(self, site: SiteConfig, site_yaml: Path, preset: str, schema: ClinicalSchema, run_seed: int,
-                 validation_fraction: float):
-        self.preset = load_preset(preset)
+                 validation_fraction: float, norm: str | None = None):
+        self.preset = load_preset(preset, norm)
         self.schema = schema
         self.run_seed = run_seed
         self.policy = site.bad_patient_policy
@@ -75,15 +76,21 @@ class MultimodalSite:
         dataset = SiteDataset(self.prepared, GlobalClinicalStats.from_dict(statistics), train=train, pids=pids, seed=seed)
         return make_loader(dataset, self.preset.train.batch_size, site_collate(self.preset), shuffle=train, seed=seed)
 
+    def dp_sample_rate(self) -> float:
+        """DP-SGD's Poisson sampling rate: batch size / training patients."""
+        return DpSgd.sample_rate(len(self.train_pids), self.preset.train.batch_size)
+
     def fit(self, model: torch.nn.Module, statistics: dict, epochs: int, lr: float, optimizer: str, prox_mu: float,
-            seed: int = 0, blend_weights: dict[str, float] | None = None) -> dict[str, float]:
-        """Local epochs from the global weights; returns per-head mean losses and the pooled statistics."""
+            seed: int = 0, blend_weights: dict[str, float] | None = None, privacy: DpSgd | None = None) -> dict[str, float]:
+        """Local epochs from the global weights (DP-SGD with `privacy`); returns per-head mean losses
+        and keeps the pooled statistics in `last_stats`."""
         cfg = self.preset.train.model_copy(update={"epochs": epochs, "lr": lr, "prox_mu": prox_mu, "seed": seed})
         global_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if prox_mu > 0 else None
         val_loader = self._loader(statistics, self.val_pids, False, seed) if self.val_pids else None
         result = train_local(
             model, self._loader(statistics, self.train_pids, True, seed), val_loader, cfg,
             global_state=global_state, blend_weights=blend_weights, keep_best=False, show_progress=False,
+            privacy=privacy,
         )
         model.load_state_dict(result.state)
         metrics = {f"train-loss-{h}": v for h, v in result.train_stats.mean_losses().items()}

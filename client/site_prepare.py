@@ -82,6 +82,12 @@ def site_cache_dir(site: SiteConfig, site_yaml: Path | None) -> Path:
     return _site_folder(site, site_yaml, site.cache_dir, "cache")
 
 
+def site_state_dir(site: SiteConfig, site_yaml: Path | None) -> Path:
+    """Where the site keeps its own federation state (FedBN layers, privacy ledger): `cache_dir`
+    (relative to the YAML's folder), else <root>/.stsfl."""
+    return _site_folder(site, site_yaml, site.cache_dir, "")
+
+
 def site_outputs_dir(site: SiteConfig, site_yaml: Path | None) -> Path:
     """`outputs_dir` from the site YAML (relative to its folder), else <root>/.stsfl/outputs."""
     return _site_folder(site, site_yaml, site.outputs_dir, "outputs")

@@ -23,6 +23,8 @@ from stsfl.common.fed_protocol import BASELINE, BASELINE_BINS, BASELINE_GRID, HO
 from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS
 
+from .privacy import DpSgd, PrivacyLedger
+
 
 @lru_cache(maxsize=16)
 def _linear_cox_site(csv_path: Path, run_seed: int, validation_fraction: float, l2_penalty: float):
@@ -55,8 +57,9 @@ class SiteTask:
         return root if root.is_absolute() else (self.site_yaml.parent / root).resolve()
 
     def _state_dir(self, federation: str) -> Path:
-        base = Path(self.site.cache_dir) if self.site.cache_dir else self._root() / ".stsfl"
-        path = base / "federations" / federation
+        from .site_prepare import site_state_dir
+
+        path = site_state_dir(self.site, self.site_yaml) / "federations" / federation
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -73,7 +76,8 @@ class SiteTask:
 
             # The federation's schema (sent by the server) is the one every site encodes with.
             schema = ClinicalSchema.model_validate(from_json(str(cfg["schema"])))
-            return MultimodalSite(self.site, self.site_yaml, str(cfg["preset"]), schema, seed, fraction)
+            return MultimodalSite(self.site, self.site_yaml, str(cfg["preset"]), schema, seed, fraction,
+                                  norm=str(cfg.get("model-norm", "")) or None)
         raise ValueError(f"task {task!r} is not available at this site")
 
     def _model(self, impl, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[torch.nn.Module, dict]:
@@ -89,9 +93,10 @@ class SiteTask:
     def statistics(self, cfg: ConfigRecord) -> dict[str, Any]:
         return self._impl(cfg).statistics()
 
-    def train(self, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[ArrayRecord, dict[str, float], dict[str, Any]]:
+    def train(self, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[ArrayRecord, dict[str, float], dict[str, Any], dict[str, float]]:
         """Local training from the global weights: (new weights, metrics, pooled per-head loss
-        statistics for federated blending, empty for a single-head model)."""
+        statistics for federated blending - empty for a single-head model -, privacy: epsilon spent
+        and noise multiplier, empty without DP)."""
         t0 = time.perf_counter()
         impl = self._impl(cfg)
         model, statistics = self._model(impl, arrays, cfg)
@@ -102,18 +107,26 @@ class SiteTask:
             previous = self._norm_path(cfg, server_round - 1)
             if previous.is_file():
                 model.load_state_dict({**model.state_dict(), **torch.load(previous)})
+        epochs = int(cfg["local-epochs"])
+        privacy, ledger = self._privacy(impl, cfg, epochs)
         t1 = time.perf_counter()
         torch.manual_seed(int(cfg["seed"]))
         metrics = impl.fit(
             model,
             statistics,
-            epochs=int(cfg["local-epochs"]),
+            epochs=epochs,
             lr=float(cfg["learning-rate"]),
             optimizer=str(cfg.get("client-optimizer", "adam")),
             prox_mu=float(cfg.get("prox-mu", 0.0)),
             seed=int(cfg["seed"]),
             blend_weights=from_json(str(cfg.get("blend-weights", "null"))),
+            **({"privacy": privacy} if privacy else {}),
         )
+        spent = {}
+        if privacy:
+            rate = impl.dp_sample_rate()
+            ledger.record(server_round, privacy.noise_multiplier, rate, epochs * DpSgd.steps_per_epoch(rate))
+            spent = {"dp-epsilon": ledger.epsilon(), "dp-noise-multiplier": privacy.noise_multiplier}
         t2 = time.perf_counter()
         state = model.state_dict()
         if keep_local and norm_keys:
@@ -129,7 +142,22 @@ class SiteTask:
                 "time-serialise-s": time.perf_counter() - t2,
             }
         )
-        return reply, metrics, getattr(impl, "last_stats", {})
+        return reply, metrics, getattr(impl, "last_stats", {}), spent
+
+    def _privacy(self, impl, cfg: ConfigRecord, epochs: int) -> tuple[DpSgd | None, PrivacyLedger | None]:
+        """This training's DP-SGD settings and the site's ledger, or (None, None) without DP.
+        Raises PrivacyBudgetSpent when the training would take epsilon past the budget."""
+        settings = self.site.privacy
+        if not settings.dp:
+            return None, None
+        if not hasattr(impl, "dp_sample_rate"):
+            raise ValueError(f"site {self.name}: privacy.dp trains the multimodal network; task {cfg.get('task')!r} has no DP-SGD")
+        ledger = PrivacyLedger(self._state_dir(str(cfg["federation"])) / "privacy_ledger.json", settings.delta)
+        rate = impl.dp_sample_rate()
+        noise = settings.noise_multiplier or ledger.calibrated_noise(
+            settings.epsilon_budget, rate, int(cfg.get("planned-epochs", epochs)) * DpSgd.steps_per_epoch(rate))
+        ledger.check(settings.epsilon_budget, noise, rate, epochs * DpSgd.steps_per_epoch(rate))
+        return DpSgd(noise, settings.max_grad_norm, seed=int(cfg["seed"])), ledger
 
     def evaluate(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, float]:
         return self._evaluate(self._impl(cfg), arrays, cfg, own_norm=True)

@@ -44,6 +44,7 @@ from stsfl.common.cox import Ties
 from stsfl.common.head_losses import blended_loss, head_loss_stats, head_losses
 from stsfl.common.multimodal import FUSED
 
+from .privacy import DpSgd, attach_dp, poisson_batches
 from .progress import progress_bar
 from .training_plots import save_training_plot
 
@@ -74,6 +75,8 @@ class LocalTrainResult:
     best_epoch: int
     blend: BlendState
     history: list[dict] = field(default_factory=list)
+    dp_steps: int = 0
+    dp_sample_rate: float = 0.0
 
 
 def make_loader(dataset: Dataset, batch_size: int, collate_fn, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -175,22 +178,41 @@ class _Stepper:
                 for name, p in named.items() if p.requires_grad and name in global_state
             }
 
+        self.dp_optimizer = None
+
+    def make_private(self, dp: DpSgd, expected_batch_size: int):
+        """DP-SGD from here on (per-patient clipping replaces clip_grad_norm_; no AMP scaling).
+        Returns the hooked module; close it with `._close()`."""
+        self.scaler = torch.amp.GradScaler("cuda", enabled=False)
+        hooked, self.dp_optimizer = attach_dp(self.model, self.optimizer, dp, expected_batch_size)
+        return hooked
+
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
-    def step(self) -> None:
-        self.scaler.unscale_(self.optimizer)
+    def _add_prox(self) -> None:
         if self.anchor is not None:
-            # FedProx: the gradient of mu/2 ||w - w_global||^2, added as if it were in the loss.
+            # FedProx: the gradient of mu/2 ||w - w_global||^2, added as if it were in the loss
+            # (after DP noise: it does not depend on the data).
             with torch.no_grad():
                 for name, p in self.model.named_parameters():
                     if name in self.anchor and p.grad is not None:
                         p.grad.add_(p - self.anchor[name], alpha=self.cfg.prox_mu)
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        if self.dp_optimizer is not None:
+            if self.dp_optimizer.pre_step():  # clip per patient, sum, add noise, scale -> .grad
+                self._add_prox()
+                self.optimizer.step()
+            self.dp_optimizer.zero_grad(set_to_none=True)
+        else:
+            self.scaler.unscale_(self.optimizer)
+            self._add_prox()
+            if self.cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
         # OneCycle must not run past its total steps (a resumed or shortened epoch may ask again).
         if self.scheduler.last_epoch < self.scheduler.total_steps:
             self.scheduler.step()
@@ -211,7 +233,13 @@ def _set_rng_state(state, device: torch.device) -> None:
 
 
 def _train_chunk(chunk: list[SurvivalBatch], stepper: _Stepper, weights: Mapping[str, float], cfg: TrainConfig, seen: _Labels) -> float:
-    """One optimiser step over `chunk` (the chunk is the risk set); returns the blended loss."""
+    """One optimiser step over `chunk` (the chunk is the risk set); returns the blended loss.
+    An empty chunk (DP-SGD's Poisson sampling drew nobody) is a noise-only step."""
+    if not chunk:
+        for p in stepper.params:
+            p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        stepper.step()
+        return float("nan")
     loss = accumulate_chunk_gradients(stepper.model, [b.to(stepper.device) for b in chunk], weights, cfg, stepper.backward, seen)
     stepper.step()
     return loss
@@ -295,6 +323,7 @@ def train_local(
     keep_best: bool = True,
     checkpoint_dir: str | Path | None = None,
     show_progress: bool = True,
+    privacy: DpSgd | None = None,
 ) -> LocalTrainResult:
     """Train `model` in place for `epochs` (default cfg.epochs) and return the selected weights.
 
@@ -304,6 +333,8 @@ def train_local(
     eval mode (see the module docstring); None -> the epoch's running training losses.
     checkpoint_dir: `last.pt` after every epoch (resumed from when present), `best.pt`, and
     `training.png` (blend weights and per-head losses over the epochs).
+    privacy: DP-SGD (stsfl.client.privacy): Poisson-sampled batches of expected size
+    batch_size, the batch the risk set; result.dp_steps and .dp_sample_rate say what to account.
     """
     epochs = epochs or cfg.epochs
     torch.manual_seed(cfg.seed)
@@ -318,8 +349,14 @@ def train_local(
     fixed_weights = blend_weights is not None or cfg.blend_mode == "off"
     blending = not fixed_weights and val_loader is not None
 
+    if privacy is not None and cfg.risk_set != "batch":
+        raise ValueError(f"DP-SGD needs risk_set: batch (the Poisson-sampled batch), not {cfg.risk_set!r}")
     per_step = _micro_batches_per_step(cfg, train_loader)
-    stepper = _Stepper(model, cfg, epochs * math.ceil(len(train_loader) / per_step), global_state)
+    sample_rate = DpSgd.sample_rate(len(train_loader.dataset), train_loader.batch_size)
+    steps_per_epoch = DpSgd.steps_per_epoch(sample_rate) if privacy else math.ceil(len(train_loader) / per_step)
+    stepper = _Stepper(model, cfg, epochs * steps_per_epoch, global_state)
+    hooked = stepper.make_private(privacy, train_loader.batch_size) if privacy else None
+    dp_generator = torch.Generator().manual_seed(privacy.seed) if privacy else None
     best = {"loss": math.inf, "epoch": 0, "state": None}
     history: list[dict] = []
     first_epoch = 1
@@ -335,13 +372,14 @@ def train_local(
         _set_epoch(train_loader, epoch, cfg.seed)
         model.train()
         seen = _Labels()
+        chunks = (poisson_batches(train_loader.dataset, train_loader.collate_fn, sample_rate, steps_per_epoch, dp_generator)
+                  if privacy else _chunks(train_loader, per_step))
         losses = [
             _train_chunk(chunk, stepper, state.weights, cfg, seen)
-            for chunk in progress_bar(_chunks(train_loader, per_step), f"epoch {epoch}/{epochs}",
-                                      math.ceil(len(train_loader) / per_step), show_progress)
+            for chunk in progress_bar(chunks, f"epoch {epoch}/{epochs}", steps_per_epoch, show_progress)
         ]
         train_stats = seen.stats(cfg.ties)
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": stepper.scheduler.get_last_lr()[0],
+        record = {"epoch": epoch, "loss": float(np.nanmean(losses)), "lr": stepper.scheduler.get_last_lr()[0],
                   "weights": dict(state.weights), "train": train_stats.mean_losses()}
         if val_loader is not None:
             val_stats = evaluate(model, val_loader, cfg.ties).stats
@@ -356,6 +394,8 @@ def train_local(
         if ckpt_dir is not None:
             _save(ckpt_dir, epoch, model, stepper, state, best, history)
 
+    if hooked is not None:
+        hooked._close()  # removes the per-patient gradient hooks; `model` is the plain network again
     if ckpt_dir is not None and history:
         save_training_plot(state, history, ckpt_dir / "training.png")
     if best["state"] is not None:
@@ -370,6 +410,8 @@ def train_local(
         best_epoch=best["epoch"] or epochs,
         blend=state,
         history=history,
+        dp_steps=(epochs - first_epoch + 1) * steps_per_epoch if privacy else 0,
+        dp_sample_rate=sample_rate if privacy else 0.0,
     )
 
 

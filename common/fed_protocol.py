@@ -32,6 +32,7 @@ CONFIG = "config"
 METRICS = "metrics"
 SITE = "site"
 STATS = "stats"
+PRIVACY = "privacy"  # train reply of a DP-SGD site (ConfigRecord): dp-epsilon, dp-noise-multiplier; Flower averages the one MetricRecord
 BLEND_STATS = "blend-stats"  # train reply: per-head pooled-loss statistics (sums, event counts) as JSON
 BASELINE = "baseline"  # baseline reply: per endpoint, bins on the shared grid + log-risk histogram, as JSON
 BASELINE_GRID = "baseline-grid"  # baseline query config: {"bin_days", "max_days"} as JSON

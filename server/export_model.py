@@ -56,7 +56,7 @@ def export_from_results(results_dir: Path, out: Path, site_baselines: bool = Fal
         raise UserError(f"{results}: the sites used different slide encoder weights ({sorted(fingerprints)})")
     model = ExportedModel(
         arrays=arrays,
-        preset=load_preset(fed.preset),
+        preset=load_preset(fed.preset, fed.model_norm),
         schema=MultimodalHooks(fed).schema,
         statistics=statistics,
         baseline=baseline if site_baselines else without_site_baselines(baseline),

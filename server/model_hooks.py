@@ -87,7 +87,7 @@ class MultimodalHooks(LinearCoxHooks):
         from stsfl.common.multimodal import MultimodalCoxNet
 
         torch.manual_seed(seed)
-        return MultimodalCoxNet(load_preset(self.fed.preset), clinical_dim(self.schema), len(self.schema.endpoints))
+        return MultimodalCoxNet(load_preset(self.fed.preset, self.fed.model_norm), clinical_dim(self.schema), len(self.schema.endpoints))
 
     def initial_arrays(self, statistics: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
         return _numpy_state(self._model(seed))
@@ -111,7 +111,7 @@ class MultimodalHooks(LinearCoxHooks):
         train = HeadLossStats.merge(HeadLossStats.from_dict(s["train"]) for s in usable)
         val = HeadLossStats.merge(HeadLossStats.from_dict(s["val"]) for s in usable)
         if state is None:
-            blend = BlendState(heads=tuple(train.loss_sums), mode=load_preset(self.fed.preset).train.blend_mode)
+            blend = BlendState(heads=tuple(train.loss_sums), mode=load_preset(self.fed.preset, self.fed.model_norm).train.blend_mode)
         else:
             blend = BlendState.from_dict(state)
         weights = blend.update(server_round, Checkpoint(train=train.mean_losses(), val=val.mean_losses()))

@@ -42,11 +42,12 @@ from stsfl.common.fed_protocol import (
     CONFIG,
     METRICS,
     METRICS_PREFIX,
+    MODEL_PREFIX,
     MSG_CROSS_EVALUATE,
     MSG_EVALUATE,
     MSG_TRAIN,
-    MODEL_PREFIX,
     NUM_EVENTS,
+    PRIVACY,
     from_json,
     reply_site_name,
     to_json,
@@ -111,6 +112,10 @@ class Federation:
                 "federation": self.fed.name,
                 "task": self.fed.task,
                 "preset": self.fed.preset,
+                "model-norm": self.fed.model_norm or "",
+                # what a DP site calibrates its noise to: every local epoch the federation plans to ask for
+                "planned-epochs": self.fed.rounds * self.fed.local_epochs
+                + (self.fed.cross_site.local_epochs if self.fed.cross_site.enabled else 0),
                 "run-seed": self.fed.seed,
                 "validation-fraction": self.fed.validation_fraction,
                 "l2-penalty": self.fed.l2_penalty,
@@ -209,6 +214,9 @@ class Federation:
         new_global, _ = self.aggregator.aggregate(server_round, global_record, [ok[s].content for s in sorted(ok)])
         t_agg = time.monotonic() - t1
         per_site = {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
+        for site, reply in ok.items():
+            if PRIVACY in reply.content:
+                per_site[site].update({k: float(v) for k, v in reply.content[PRIVACY].items()})
         bytes_down = arrays_nbytes(global_record)
         for site, reply in ok.items():
             per_site[site]["bytes-down"] = float(bytes_down)
@@ -257,6 +265,9 @@ class Federation:
             parts.append(f"train loss {loss:.4f}")
         if record.get("selection_score") is not None:
             parts.append(f"val loss {record['selection_score']:.4f}")
+        epsilons = {s: m["dp-epsilon"] for s, m in record["train_sites"].items() if "dp-epsilon" in m}
+        if epsilons:
+            parts.append("DP epsilon " + ", ".join(f"{s} {e:.2f}" for s, e in sorted(epsilons.items())))
         for site in self.fed.holdout:
             metrics = record.get("evaluate_sites", {}).get(site, {})
             if metrics:

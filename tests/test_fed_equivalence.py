@@ -61,7 +61,7 @@ def _federated(yamls, rounds: int, lr: float = LR, l2: float = 0.0) -> dict[str,
         }))
         replies = []
         for task in tasks:
-            arrays, metrics, _ = task.train(glob, cfg)
+            arrays, metrics, _, _ = task.train(glob, cfg)
             replies.append(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}))
         glob, _ = aggregator.aggregate(server_round, glob, replies)
     return arrays_to_numpy(glob)

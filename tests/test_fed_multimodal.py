@@ -56,7 +56,7 @@ def test_two_rounds_with_blending_and_holdout_evaluation(site_tasks):
         }))
         replies, stats = [], {}
         for name in fed.training_sites:
-            arrays, metrics, blend_stats = site_tasks[name].train(numpy_to_arrays(glob), cfg)
+            arrays, metrics, blend_stats, _ = site_tasks[name].train(numpy_to_arrays(glob), cfg)
             assert {"train-loss-fused", "val-loss-fused", "num-patients", "num-events"} <= set(metrics)
             replies.append(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}))
             stats[name] = blend_stats
@@ -87,7 +87,7 @@ def test_fedbn_sites_keep_their_own_normalisation_layers(site_tasks):
     glob = hooks.initial_arrays(statistics, seed=0)
     site = site_tasks["a"]
     cfg1 = ConfigRecord(dict(base, **{"statistics": to_json(statistics), "server-round": 1, "seed": 1}))
-    after1, _, _ = site.train(numpy_to_arrays(glob), cfg1)
+    after1, _, _, _ = site.train(numpy_to_arrays(glob), cfg1)
     norm_weight = "encoders.mri.features.norm0.weight"
     own = arrays_to_numpy(after1)[norm_weight]
     # The server sends normalisation weights the site never had: the site must ignore them.

@@ -6,12 +6,15 @@ is shown to catch leaking replies."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import yaml
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from stsfl.client.calibration_site import calibration_reply
+from stsfl.client.privacy import PrivacyLedger
 from stsfl.client.baseline_site import SiteRisks
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.baseline_hazard import BaselineHazard
@@ -52,16 +55,23 @@ def test_nothing_per_patient_leaves_the_tcga_region_sites(tcga_brca_dir, tmp_pat
 
 
 def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identity):
+    """...site `a` with DP-SGD included: it spends its budget over the planned round and fine-tuning."""
     sites = {}
     for i, name in enumerate(["a", "b", "held_out"]):
         site_yaml = make_site(tmp_path / name, n=12, slides=(i != 1))
-        site_yaml.write_text(yaml.safe_dump({**yaml.safe_load(site_yaml.read_text()), "name": name}))
+        privacy = {"privacy": {"dp": True, "epsilon_budget": 8.0}} if name == "a" else {}
+        site_yaml.write_text(yaml.safe_dump({**yaml.safe_load(site_yaml.read_text()), "name": name, **privacy}))
         sites[name] = site_yaml
     config = tmp_path / "federation.yaml"
-    config.write_text("task: multimodal\npreset: cpu-small\nname: audit-mm\nrounds: 1\nlocal_epochs: 1\n"
-                      "sites: [a, b, held_out]\nholdout: [held_out]\nvalidation_fraction: 0.34\n"
+    config.write_text("task: multimodal\npreset: cpu-small\nmodel_norm: group\nname: audit-mm\nrounds: 1\n"
+                      "local_epochs: 1\nsites: [a, b, held_out]\nholdout: [held_out]\nvalidation_fraction: 0.34\n"
                       "cross_site: {enabled: true, local_epochs: 1}\n")
     _run_and_audit(sites, config, tmp_path / "results", "multimodal tiny sites")
+    round_1 = json.loads((tmp_path / "results" / "rounds.jsonl").read_text().splitlines()[0])["train_sites"]
+    assert 0 < round_1["a"]["dp-epsilon"] < 8.0 and "dp-epsilon" not in round_1["b"]
+    ledger = json.loads((tmp_path / "a" / "cache" / "federations" / "audit-mm" / "privacy_ledger.json").read_text())
+    assert [e["round"] for e in ledger["entries"]] == [1, 2], "the round and the cross-site fine-tuning"
+    assert PrivacyLedger.epsilon_of(ledger["entries"], ledger["delta"]) == pytest.approx(8.0, rel=0.02)
 
 
 # ---------------------------------------------------------------------------- the auditor catches leaks

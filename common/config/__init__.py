@@ -14,11 +14,14 @@ def load_schema(path=None) -> ClinicalSchema:
     return load_config(path or bundled_path("schema.yaml"), ClinicalSchema)
 
 
-def load_preset(name_or_path: str) -> ModelPreset:
-    """A model preset by bundled name (`paper`, `cpu-small`) or by YAML path."""
+def load_preset(name_or_path: str, norm: str | None = None) -> ModelPreset:
+    """A model preset by bundled name (`paper`, `cpu-small`) or by YAML path; `norm` overrides its
+    normalisation layers (the federation's `model_norm`)."""
     if name_or_path.endswith((".yaml", ".yml")):
-        return load_config(name_or_path, ModelPreset)
-    return load_config(bundled_path(f"presets/{name_or_path}.yaml"), ModelPreset)
+        preset = load_config(name_or_path, ModelPreset)
+    else:
+        preset = load_config(bundled_path(f"presets/{name_or_path}.yaml"), ModelPreset)
+    return preset if norm is None else preset.model_copy(update={"norm": norm})
 
 
 def without_n4(preset: ModelPreset, name: str | None = None) -> ModelPreset:

@@ -9,6 +9,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_va
 
 from .loader import StrictModel
 from .prediction import PredictionConfig
+from .preset import Norm
 from .security import FederationSecurity
 
 StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedbn"]
@@ -80,6 +81,9 @@ class FederationConfig(StrictModel):
         "single", description="one federation with the `holdout` centres, or leave-one-centre-out: one federation per centre"
     )
     preset: str = "cpu-small"
+    model_norm: Norm | None = Field(
+        None, description="normalisation layers of the network, overriding the preset's (DP-SGD needs group or instance)"
+    )
     schema_file: Path | None = Field(None, description="clinical schema; default: the bundled configs/schema.yaml")
     sites: list[str]
     holdout: list[str] = []
@@ -105,7 +109,7 @@ class FederationConfig(StrictModel):
     max_update_norm_ratio: float = Field(
         100.0, gt=1.0,
         description="a site update (new weights - global) whose norm exceeds this many times the other sites' median "
-                    "is rejected and logged, not averaged (as is an update with NaN/inf)",
+                    "(counted as at least 1 % of the global model's norm) is rejected and logged, not averaged (as is an update with NaN/inf)",
     )
     round_timeout_s: PositiveFloat = Field(600.0, description="how long a round waits for the sites' replies")
     wait_for_sites_s: PositiveFloat = Field(300.0, description="how long to wait for every site to connect")

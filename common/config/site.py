@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat, model_validator
 
 from .loader import StrictModel
 from .security import SiteSecurity
@@ -17,6 +17,28 @@ class SiteLayout(StrictModel):
     clinical_csv: str = "clinical.csv"
     mri_dir: str = "mri"
     wsi_dir: str = "wsi"
+
+
+class PrivacyConfig(StrictModel):
+    """DP-SGD at this site (stsfl.client.privacy): per-patient clipping, Gaussian noise, a budget."""
+
+    dp: bool = Field(False, description="train with Opacus DP-SGD (needs a federation with model_norm group or instance)")
+    epsilon_budget: PositiveFloat | None = Field(
+        None, description="epsilon this site spends in one federation at most; it stops training when the next "
+        "training would pass it"
+    )
+    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="the delta of (epsilon, delta); keep it well below 1 / patients")
+    max_grad_norm: PositiveFloat = Field(1.0, description="each patient's gradient contribution is clipped to this norm")
+    noise_multiplier: PositiveFloat | None = Field(
+        None, description="noise std / max_grad_norm; default: the smallest that spends epsilon_budget over the "
+        "federation's planned epochs"
+    )
+
+    @model_validator(mode="after")
+    def _budget_or_noise(self) -> "PrivacyConfig":
+        if self.dp and self.epsilon_budget is None and self.noise_multiplier is None:
+            raise ValueError("privacy.dp needs epsilon_budget (or a fixed noise_multiplier)")
+        return self
 
 
 class SiteConfig(StrictModel):
@@ -34,3 +56,4 @@ class SiteConfig(StrictModel):
         "validation report), one folder per federation; default <root>/.stsfl/outputs; relative to this YAML",
     )
     security: SiteSecurity = SiteSecurity()
+    privacy: PrivacyConfig = PrivacyConfig()

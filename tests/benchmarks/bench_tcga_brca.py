@@ -197,7 +197,7 @@ def run_federated(site_yamls: list[Path], strategy: str, seed: int, rounds: int,
             "statistics": to_json(statistics), "server-round": server_round, "seed": seed + server_round,
             "prox-mu": aggregator.client_prox_mu,
         }))
-        replies = [RecordDict({"arrays": a, "metrics": MetricRecord(m)}) for a, m, _ in (t.train(glob, cfg) for t in tasks)]
+        replies = [RecordDict({"arrays": a, "metrics": MetricRecord(m)}) for a, m, _, _ in (t.train(glob, cfg) for t in tasks)]
         glob, _ = aggregator.aggregate(server_round, glob, replies)
     return arrays_to_state_dict(glob)["fc.weight"].numpy().reshape(-1).astype(np.float64), time.perf_counter() - t0
 
