@@ -40,6 +40,12 @@ def test_screen_updates_names_each_bad_site():
     # Two sites that both moved a little, or a single site: nothing to reject.
     assert screen_updates(numpy_to_arrays(glob), {k: numpy_to_arrays(updates[k]) for k in ("a", "b")}, 100.0) == {}
     assert screen_updates(numpy_to_arrays(glob), {"a": numpy_to_arrays(updates["huge"])}, 100.0) == {}
+    # Others that barely moved (1e-9) give no scale: a larger yet ordinary update (a DP site's noise) is kept,
+    # an update as large as 1000 x the model is not.
+    still = {"a": step(1e-9), "b": step(1e-9)}
+    assert screen_updates(numpy_to_arrays(glob), {k: numpy_to_arrays(v) for k, v in {**still, "dp": step(1e-2)}.items()}, 100.0) == {}
+    assert list(screen_updates(numpy_to_arrays(glob), {k: numpy_to_arrays(v) for k, v in {**still, "bad": step(1e3)}.items()},
+                               100.0)) == ["bad"]
 
 
 class PoisoningGrid(InProcessGrid):
