@@ -11,6 +11,7 @@ round, so a resumed federation sees the same local state as an uninterrupted one
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class SiteTask:
         return root if root.is_absolute() else (self.site_yaml.parent / root).resolve()
 
     def _state_dir(self, federation: str) -> Path:
-        from .site_prepare import site_state_dir
+        from .site_prepare import site_state_dir  # lazily: it imports the MRI and slide pipelines
 
         path = site_state_dir(self.site, self.site_yaml) / "federations" / federation
         path.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,7 @@ class SiteTask:
             if previous.is_file():
                 model.load_state_dict({**model.state_dict(), **torch.load(previous)})
         epochs = int(cfg["local-epochs"])
-        privacy, ledger = self._privacy(impl, cfg, epochs)
+        privacy, spend = self._privacy(impl, cfg, epochs, server_round)
         t1 = time.perf_counter()
         torch.manual_seed(int(cfg["seed"]))
         metrics = impl.fit(
@@ -122,11 +123,7 @@ class SiteTask:
             blend_weights=from_json(str(cfg.get("blend-weights", "null"))),
             **({"privacy": privacy} if privacy else {}),
         )
-        spent = {}
-        if privacy:
-            rate = impl.dp_sample_rate()
-            ledger.record(server_round, privacy.noise_multiplier, rate, epochs * DpSgd.steps_per_epoch(rate))
-            spent = {"dp-epsilon": ledger.epsilon(), "dp-noise-multiplier": privacy.noise_multiplier}
+        spent = spend()
         t2 = time.perf_counter()
         state = model.state_dict()
         if keep_local and norm_keys:
@@ -144,20 +141,28 @@ class SiteTask:
         )
         return reply, metrics, getattr(impl, "last_stats", {}), spent
 
-    def _privacy(self, impl, cfg: ConfigRecord, epochs: int) -> tuple[DpSgd | None, PrivacyLedger | None]:
-        """This training's DP-SGD settings and the site's ledger, or (None, None) without DP.
+    def _privacy(self, impl, cfg: ConfigRecord, epochs: int,
+                 server_round: int) -> tuple[DpSgd | None, Callable[[], dict[str, float]]]:
+        """This training's DP-SGD settings (None without DP) and `spend`, to call once it has run:
+        it records the training in the site's ledger and returns what the reply reports.
         Raises PrivacyBudgetSpent when the training would take epsilon past the budget."""
         settings = self.site.privacy
         if not settings.dp:
-            return None, None
+            return None, dict
         if not hasattr(impl, "dp_sample_rate"):
             raise ValueError(f"site {self.name}: privacy.dp trains the multimodal network; task {cfg.get('task')!r} has no DP-SGD")
         ledger = PrivacyLedger(self._state_dir(str(cfg["federation"])) / "privacy_ledger.json", settings.delta)
         rate = impl.dp_sample_rate()
+        steps_per_epoch = DpSgd.steps_per_epoch(rate)
         noise = settings.noise_multiplier or ledger.calibrated_noise(
-            settings.epsilon_budget, rate, int(cfg.get("planned-epochs", epochs)) * DpSgd.steps_per_epoch(rate))
-        ledger.check(settings.epsilon_budget, noise, rate, epochs * DpSgd.steps_per_epoch(rate))
-        return DpSgd(noise, settings.max_grad_norm, seed=int(cfg["seed"])), ledger
+            settings.epsilon_budget, rate, int(cfg.get("planned-epochs", epochs)) * steps_per_epoch)
+        ledger.check(settings.epsilon_budget, noise, rate, epochs * steps_per_epoch)
+
+        def spend() -> dict[str, float]:
+            ledger.record(server_round, noise, rate, epochs * steps_per_epoch)
+            return {"dp-epsilon": ledger.epsilon(), "dp-noise-multiplier": noise}
+
+        return DpSgd(noise, settings.max_grad_norm, seed=int(cfg["seed"])), spend
 
     def evaluate(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, float]:
         return self._evaluate(self._impl(cfg), arrays, cfg, own_norm=True)

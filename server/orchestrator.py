@@ -214,11 +214,10 @@ class Federation:
         new_global, _ = self.aggregator.aggregate(server_round, global_record, [ok[s].content for s in sorted(ok)])
         t_agg = time.monotonic() - t1
         per_site = {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
-        for site, reply in ok.items():
-            if PRIVACY in reply.content:
-                per_site[site].update({k: float(v) for k, v in reply.content[PRIVACY].items()})
         bytes_down = arrays_nbytes(global_record)
         for site, reply in ok.items():
+            if PRIVACY in reply.content:  # a DP-SGD site's epsilon spent and noise multiplier
+                per_site[site].update({k: float(v) for k, v in reply.content[PRIVACY].items()})
             per_site[site]["bytes-down"] = float(bytes_down)
             per_site[site]["bytes-up"] = float(arrays_nbytes(reply.content[ARRAYS]))
         blend_stats = {s: from_json(str(r.content[BLEND_STATS]["json"])) for s, r in ok.items() if BLEND_STATS in r.content}
