@@ -35,8 +35,10 @@ def _client_apps(node_pid: int) -> set[int]:
 def test_a_site_that_answers_too_late_misses_the_round_and_trains_again(federation):
     body = BODY.replace("round_timeout_s: 60", f"round_timeout_s: {TIMEOUT_S}").replace(
         "rounds: 2\neval_every: 2", "rounds: 3\neval_every: 3")
-    config = federation.write_federation("timeout", body + "min_sites: 1\nprediction: {baseline: false}\n"
-                                         "site_outputs: {enabled: false}\n")
+    # rejoin_wait_s: on a busy machine the SuperLink may list region_1's node as gone for a moment
+    # after its ClientApp hung; round 3 waits for it to be back instead of racing it
+    config = federation.write_federation("timeout", body + "min_sites: 1\nrejoin_wait_s: 180\n"
+                                         "prediction: {baseline: false}\nsite_outputs: {enabled: false}\n")
     results = federation.root / "results"
     server = federation.spawn_server("--config", str(config), "--results", str(results))
     log = federation.server_log(server)
