@@ -10,7 +10,8 @@ engine, whose node-config holds only a `partition-id`: it indexes the run config
 
 Handlers (message types in stsfl.common.fed_protocol):
 - query.stats: per-site clinical sums and counts, event counts (the statistics phase);
-- train: local training from the global weights; reply: new weights + aggregate losses;
+- train: local training from the global weights; reply: new weights + aggregate losses (under
+  secure aggregation the four SecAgg+ stages, stsfl.client.secure_update: a masked update instead);
 - evaluate: the global model on this site's evaluation split; reply: aggregate metrics;
 - evaluate.cross: several models (cross-site validation) on the same split; reply: their metrics.
 - query.baseline: after the last round, binned events and risk sums for the baseline hazard;
@@ -29,6 +30,7 @@ from stsfl.common.fed_protocol import (
     BASELINE,
     BLEND_STATS,
     CALIBRATION,
+    CLIPPING_RANGE,
     CONFIG,
     METRICS,
     METRICS_PREFIX,
@@ -41,10 +43,13 @@ from stsfl.common.fed_protocol import (
     RUN_SIMULATION_THREADS,
     SITE,
     STATS,
+    WEIGHT,
     from_json,
     site_record,
     to_json,
 )
+
+from .secure_update import is_secure_round, legacy_fit_records, secure_aggregation_mod
 
 app = ClientApp()
 
@@ -86,14 +91,20 @@ def statistics(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-@app.train()
+@app.train(mods=[secure_aggregation_mod])
 def train(msg: Message, context: Context) -> Message:
     task = _site(context)
-    arrays, metrics, blend_stats, privacy = task.train(msg.content[ARRAYS], msg.content[CONFIG])
+    cfg = msg.content[CONFIG]
+    arrays, metrics, blend_stats, privacy = task.train(msg.content[ARRAYS], cfg)
+    if is_secure_round(msg):  # SecAgg+: the mod masks the update; no weights leave in the clear
+        update = legacy_fit_records(msg.content[ARRAYS], arrays, metrics[str(cfg[WEIGHT])],
+                                    float(cfg[CLIPPING_RANGE]), task.name)
+    else:
+        update = {ARRAYS: arrays}
     content = RecordDict(
         {
             SITE: site_record(task.name),
-            ARRAYS: arrays,
+            **update,
             METRICS: MetricRecord(metrics),
             BLEND_STATS: ConfigRecord({"json": to_json(blend_stats)}),
             **({PRIVACY: ConfigRecord(privacy)} if privacy else {}),

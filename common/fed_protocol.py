@@ -55,7 +55,11 @@ RUN_SIMULATION_THREADS = "simulation-threads"
 # MetricRecord keys every train reply carries.
 NUM_PATIENTS = "num-patients"
 NUM_EVENTS = "num-events"
-WEIGHT = "weight"  # the aggregation weight the server asked for (events or patients)
+
+# Train config keys of a round under secure aggregation (stsfl.server.secure_aggregation): the
+# MetricRecord key whose value weights the site's masked update (num-events or num-patients).
+WEIGHT = "weight"
+CLIPPING_RANGE = "clipping-range"  # and the range each coordinate of the weighted update is clipped to
 
 
 def site_record(name: str) -> ConfigRecord:

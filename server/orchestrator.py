@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from stsfl.common.config import FederationConfig
 from stsfl.common.fed_protocol import (
     ARRAYS,
     BLEND_STATS,
+    CLIPPING_RANGE,
     CONFIG,
     METRICS,
     METRICS_PREFIX,
@@ -48,6 +49,7 @@ from stsfl.common.fed_protocol import (
     MSG_TRAIN,
     NUM_EVENTS,
     PRIVACY,
+    WEIGHT,
     from_json,
     reply_site_name,
     to_json,
@@ -156,26 +158,28 @@ class Federation:
                   "history": [], "best_round": None, "best_score": None},
         )
 
-    def _send(self, kind: str, sites: list[str], records: dict[str, Any], cfg: ConfigRecord, server_round: int) -> tuple[dict, dict]:
-        """Send one message per site (`records`, e.g. {ARRAYS: weights}, plus the config);
-        return (site -> reply, site -> failure reason)."""
+    def _send(self, kind: str, sites: list[str], records: dict[str, Any] | Callable[[str], dict[str, Any]],
+              cfg: ConfigRecord, server_round: int) -> tuple[dict, dict]:
+        """Send one message per site (`records`, e.g. {ARRAYS: weights}, or site -> its records; plus
+        the config); return (site -> reply, site -> failure reason)."""
         messages = []
         for site in sites:
-            content = RecordDict({**records, CONFIG: cfg})
+            content = RecordDict({**(records(site) if callable(records) else records), CONFIG: cfg})
             messages.append(
                 Message(content, dst_node_id=self.sites.node_of[site], message_type=kind,
                         ttl=self.fed.round_timeout_s, group_id=str(server_round))
             )
         replies = list(self.grid.send_and_receive(messages, timeout=self.fed.round_timeout_s))
-        # the SuperLink itself signs an error reply (e.g. node unavailable), so match replies by the message they answer
+        # the SuperLink itself signs an error reply (e.g. node unavailable), and SecAgg+ stage replies carry
+        # no site record, so match replies by the message they answer
         site_of_message = {m.metadata.message_id: site for m, site in zip(messages, sites)}
         ok, failed = {}, {}
         for reply in replies:
-            site = site_of_message.get(reply.metadata.reply_to_message_id, str(reply.metadata.src_node_id))
+            site = site_of_message.get(reply.metadata.reply_to_message_id)
             if reply.has_error():
-                failed[site] = reply.error.reason
+                failed[site or str(reply.metadata.src_node_id)] = reply.error.reason
             else:
-                ok[reply_site_name(reply.content)] = reply
+                ok[site or reply_site_name(reply.content)] = reply
         for site in sites:
             if site not in ok and site not in failed:
                 failed[site] = f"no reply within {self.fed.round_timeout_s:.0f} s"
@@ -196,14 +200,20 @@ class Federation:
             self.sites.wait_for(training, self.fed.wait_for_sites_s, self.query_timeout, at_least=self.fed.min_sites)
         present = [s for s in training if s in self.sites.node_of]
         global_record = numpy_to_arrays(state.global_arrays)
+        cfg = self._round_config(state, server_round)
         t0 = time.monotonic()
-        ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: global_record}, self._round_config(state, server_round), server_round)
+        if self.fed.secure_aggregation.enabled:
+            ok, failed, contents, bytes_up = self._secure_train(state, present, global_record, cfg, server_round)
+        else:
+            ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: global_record}, cfg, server_round)
+            rejected = screen_updates(global_record, {s: r.content[ARRAYS] for s, r in ok.items()}, self.fed.max_update_norm_ratio)
+            for site, reason in sorted(rejected.items()):
+                self.log(f"round {server_round}: update of site {site} rejected, not averaged: {reason}")
+                failed[site] = f"update rejected: {reason}"
+                del ok[site]
+            contents = [ok[s].content for s in sorted(ok)]
+            bytes_up = {s: arrays_nbytes(r.content[ARRAYS]) for s, r in ok.items()}
         t_wait = time.monotonic() - t0
-        rejected = screen_updates(global_record, {s: r.content[ARRAYS] for s, r in ok.items()}, self.fed.max_update_norm_ratio)
-        for site, reason in sorted(rejected.items()):
-            self.log(f"round {server_round}: update of site {site} rejected, not averaged: {reason}")
-            failed[site] = f"update rejected: {reason}"
-            del ok[site]
         if len(ok) < self.fed.min_sites:
             raise QuorumError(
                 f"round {server_round}: {len(ok)} training site(s) replied ({', '.join(sorted(ok)) or 'none'}), "
@@ -211,7 +221,7 @@ class Federation:
                 + "; ".join(f"{s}: {r}" for s, r in sorted(failed.items()))
             )
         t1 = time.monotonic()
-        new_global, _ = self.aggregator.aggregate(server_round, global_record, [ok[s].content for s in sorted(ok)])
+        new_global, _ = self.aggregator.aggregate(server_round, global_record, contents)
         t_agg = time.monotonic() - t1
         per_site = {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
         bytes_down = arrays_nbytes(global_record)
@@ -219,7 +229,7 @@ class Federation:
             if PRIVACY in reply.content:  # a DP-SGD site's epsilon spent and noise multiplier
                 per_site[site].update({k: float(v) for k, v in reply.content[PRIVACY].items()})
             per_site[site]["bytes-down"] = float(bytes_down)
-            per_site[site]["bytes-up"] = float(arrays_nbytes(reply.content[ARRAYS]))
+            per_site[site]["bytes-up"] = float(bytes_up[site])
         blend_stats = {s: from_json(str(r.content[BLEND_STATS]["json"])) for s, r in ok.items() if BLEND_STATS in r.content}
         blend, state.meta["blend_state"] = self.hooks.update_blend(server_round, blend_stats, state.meta.get("blend_state"))
         if blend is not None:
@@ -236,6 +246,40 @@ class Federation:
             "time_wait_s": t_wait,
             "time_aggregate_s": t_agg,
         }
+
+    def _secure_train(self, state: ServerState, sites: list[str], global_record: Any, cfg: ConfigRecord,
+                      server_round: int) -> tuple[dict, dict, list[RecordDict], dict[str, int]]:
+        """A training round through SecAgg+ (stsfl.server.secure_aggregation): (site -> stage-3 reply,
+        site -> failure, the one reply content the strategy aggregates: global + the weighted mean
+        update with the total weight, site -> masked bytes up)."""
+        from .secure_aggregation import SecureAggregationError, secure_round
+
+        secure = self.fed.secure_aggregation
+        weight_key = self.aggregator.weight_key
+        cfg.update({WEIGHT: weight_key, CLIPPING_RANGE: float(secure.clipping_range)})
+        float_names = [k for k, a in state.global_arrays.items() if a.dtype.kind == "f"]
+        try:
+            result = secure_round(lambda to, records: self._send(MSG_TRAIN, to, records, cfg, server_round),
+                                  self.sites.node_of, sites, {ARRAYS: global_record}, float_names, secure,
+                                  self._max_weight())
+        except SecureAggregationError as exc:
+            raise QuorumError(f"round {server_round}: {exc}") from exc
+        averaged = dict(state.global_arrays)
+        for name, update in result.mean_update.items():
+            averaged[name] = (state.global_arrays[name].astype(np.float64) + update).astype(averaged[name].dtype)
+        total = sum(float(r.content[METRICS][weight_key]) for r in result.replies.values())
+        content = RecordDict({ARRAYS: numpy_to_arrays(averaged), METRICS: MetricRecord({weight_key: total})})
+        return result.replies, result.failed, [content], result.masked_bytes
+
+    def _max_weight(self) -> float:
+        """An upper bound of any site's aggregation weight (SecAgg+ quantizes weight / max_weight):
+        its training patients, times the endpoints when weighting by events."""
+        bounds = []
+        for stats in self.sites.statistics.values():
+            counts = stats["counts"]
+            endpoints = len(counts.get("events", {})) if self.aggregator.weight_key == NUM_EVENTS else 1
+            bounds.append(float(counts["patients"]) * max(endpoints, 1))
+        return max(bounds + [1.0])
 
     def _evaluate(self, state: ServerState, server_round: int) -> dict[str, dict[str, float]]:
         """Every connected site evaluates the current global model (training sites: validation split)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from flwr.app import Context, Message, RecordDict
@@ -30,6 +31,9 @@ class InProcessGrid:
             node: {NODE_SITE_NAME: site, NODE_SITE_CONFIG: str(path)}
             for node, (site, path) in enumerate(sorted(site_yamls.items()), start=1)
         }
+        # one Context per node for the whole run, as a SuperNode keeps it (SecAgg+ keeps its keys in its state)
+        self.contexts = {node: Context(run_id=1, node_id=node, node_config=cfg, state=RecordDict(), run_config={})
+                         for node, cfg in self.node_config.items()}
         self.sent: list[str] = []  # message types, in order
         self.replies: list[Message] = []  # what the sites answered, in order
 
@@ -40,9 +44,9 @@ class InProcessGrid:
         replies = []
         for msg in messages:
             node = msg.metadata.dst_node_id
+            msg.metadata.__dict__["_message_id"] = str(uuid4())  # as a Grid does when it pushes a message
             self.sent.append(msg.metadata.message_type)
-            context = Context(run_id=1, node_id=node, node_config=self.node_config[node], state=RecordDict(), run_config={})
-            replies.append(client_app(msg, context))
+            replies.append(client_app(msg, self.contexts[node]))
         self.replies += replies
         return replies
 

@@ -45,6 +45,21 @@ class CrossSiteConfig(StrictModel):
     local_epochs: PositiveInt = Field(1, description="local fine-tuning epochs from the final global model")
 
 
+class SecureAggregationConfig(StrictModel):
+    """Flower's SecAgg+ over the training sites' updates (stsfl.server.secure_aggregation): the
+    coordinator learns only the weighted mean of the updates, never one site's.
+
+    clipping_range: each coordinate of a site's weighted update (new weights - global) is clipped to
+    +-clipping_range before it is quantized; quantization_range: integer levels over that range;
+    threshold_fraction: share of a round's training sites whose key shares are needed to unmask
+    (at least 2), so a round survives sites that drop out after sending their keys."""
+
+    enabled: bool = False
+    clipping_range: PositiveFloat = 8.0
+    quantization_range: PositiveInt = Field(2**22, le=2**24)
+    threshold_fraction: float = Field(0.66, gt=0.0, le=1.0)
+
+
 class SiteOutputsConfig(StrictModel):
     """The site-outputs query after the prediction phases: every site writes, on its own side, its
     patients' risk scores, Grad-CAM overlays and its validation report (stsfl.client.site_outputs);
@@ -123,6 +138,7 @@ class FederationConfig(StrictModel):
         [365.0, 730.0, 1825.0], min_length=1, description="horizons (days) of the time-dependent AUC at evaluation"
     )
     cross_site: CrossSiteConfig = CrossSiteConfig()
+    secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
     blending: bool = Field(True, description="federated gradient blending of the per-modality heads")
     results_dir: Path = Path("results")
     network: NetworkConfig = NetworkConfig()
@@ -156,6 +172,17 @@ class FederationConfig(StrictModel):
                 f"min_sites={self.min_sites} but only {len(self.training_sites)} site(s) train "
                 f"({', '.join(self.training_sites)})"
             )
+        if self.secure_aggregation.enabled:
+            if self.cross_site.enabled:
+                raise ValueError(
+                    "secure_aggregation.enabled and cross_site.enabled exclude each other: cross-site validation "
+                    "sends every site's fine-tuned model to the coordinator in the clear, which secure aggregation "
+                    "exists to prevent (turn one of them off)"
+                )
+            if len(self.training_sites) < 2:
+                raise ValueError(
+                    "secure_aggregation needs at least 2 training sites: the sum of one site's update is that update"
+                )
         strangers = sorted(set(self.simulation.site_configs) - set(self.sites))
         if strangers:
             raise ValueError(f"simulation.site_configs names site(s) {', '.join(strangers)} that are not listed in `sites`")
