@@ -28,8 +28,8 @@ def tcga_brca_dir() -> Path:
 # The longest modules first, alternating between the two pytest-xdist workers of `make test`
 # (`--dist loadfile` hands each worker two modules in this order, then the next as one finishes),
 # so that the real-process federations do not queue up on one worker.
-LONGEST_FIRST = ("test_federation_processes", "test_demo_federation", "test_deploy_dry_run", "test_site_dropout",
-                 "test_simulation", "test_site_timeout", "test_secure_transport")
+LONGEST_FIRST = ("test_site_faults", "test_federation_processes", "test_demo_federation",
+                 "test_secure_aggregation_processes", "test_deploy_dry_run", "test_simulation", "test_secure_transport")
 
 
 def pytest_collection_modifyitems(items):

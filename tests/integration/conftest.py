@@ -43,13 +43,14 @@ class LocalFederation:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start_site(self, site: str) -> FlowerProcess:
-        """`sts-client --site ... --server ...` (it restarts its SuperNode when the SuperLink restarts)."""
+    def start_site(self, site: str, env: dict[str, str] | None = None) -> FlowerProcess:
+        """`sts-client --site ... --server ...` (it restarts its SuperNode when the SuperLink restarts);
+        `env`: variables added to this site's environment."""
         site_yaml = secured_site_yaml(self.site_yamls[site], self.root / "sites" / f"{site}.yaml",
                                       self.certs.site_security(site))
         cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(site_yaml),
                "--server", self.address, "--log-dir", str(self.root / "logs")]
-        node = spawn("sts-client", cmd, self.root / "logs" / f"{site}.out", self.env)
+        node = spawn("sts-client", cmd, self.root / "logs" / f"{site}.out", {**self.env, **(env or {})})
         self.nodes[site] = node
         return node
 

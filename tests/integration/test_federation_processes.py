@@ -1,6 +1,7 @@
 """A federation of real processes on loopback: SuperLink + 3 SuperNodes, one centre held out,
-whose coordinator is killed after round 1 and resumed: the resumed run must end as the
-uninterrupted one (computed in this process by the same ServerApp and ClientApp code) and its
+whose coordinator is killed after round 1, whose newest checkpoint is then damaged (truncated, as
+by a disk that filled up during the write), and which is resumed: the resume must say so, go back
+to the previous checkpoint and still end as the uninterrupted one (computed in this process by the same ServerApp and ClientApp code) and its
 results folder must be complete (per-round metrics, cross-site validation, baseline hazard,
 calibration).
 
@@ -54,7 +55,8 @@ def _history(results: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def completed_run(region_site_yamls, tmp_path_factory) -> Path:
     """A 2-round federation whose sts-server is killed after round 1 (SuperLink and ServerApp
-    included) and resumed with `--resume` until the end, cross-site validation included."""
+    included), whose round-1 checkpoint is truncated, and which is resumed with `--resume` until
+    the end, cross-site validation included."""
     root = tmp_path_factory.mktemp("complete")
     (root / "logs").mkdir()
     fed = LocalFederation(root, region_site_yamls)
@@ -71,6 +73,8 @@ def completed_run(region_site_yamls, tmp_path_factory) -> Path:
         kill_tree(server.pid)  # the coordinator crashes between rounds
         server.wait(10)
         assert _status(results)["completed_rounds"] == 1
+        checkpoint = results / "checkpoint.npz"
+        checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
         run_federation(results / "federation.yaml", results, port=fed.port, resume=True,
                        task_poll_interval=POLL_INTERVAL, echo=print)
     finally:
@@ -79,7 +83,9 @@ def completed_run(region_site_yamls, tmp_path_factory) -> Path:
 
 
 def test_the_resumed_run_ends_with_the_uninterrupted_model(completed_run, region_site_yamls, tmp_path, server_identity):
-    assert [r["round"] for r in _history(completed_run)] == [1, 2]
+    log = (completed_run / "server.log").read_text(encoding="utf-8", errors="replace")
+    assert "resuming from" in log and "checkpoint.prev.npz (after round 0)" in log, log[-2000:]
+    assert [r["round"] for r in _history(completed_run)] == [1, 2], "round 1 ran again after the damaged checkpoint"
     straight = tmp_path / "straight"
     reference = run_in_process(InProcessGrid(region_site_yamls), completed_run / "federation.yaml", straight)
     with np.load(completed_run / "model_final.npz") as resumed, np.load(straight / "model_final.npz") as uninterrupted:
