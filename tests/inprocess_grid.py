@@ -2,7 +2,8 @@
 
 `InProcessGrid` answers the two Grid calls the orchestrator makes (`get_node_ids`,
 `send_and_receive`) by calling the real ClientApp (`stsfl.client.app.app`) with the node-config
-an `sts-client` would give its SuperNode. Only the transport is left out (tests/integration covers
+an `sts-client` would give its SuperNode (an exception in the ClientApp becomes the error reply a
+SuperNode sends). Only the transport is left out (tests/integration covers
 it), so whole federations - LOCO folds, cross-site validation - run in seconds in unit tests.
 """
 
@@ -13,7 +14,8 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
 from stsfl.client.app import app as client_app
@@ -46,7 +48,11 @@ class InProcessGrid:
             node = msg.metadata.dst_node_id
             msg.metadata.__dict__["_message_id"] = str(uuid4())  # as a Grid does when it pushes a message
             self.sent.append(msg.metadata.message_type)
-            replies.append(client_app(msg, self.contexts[node]))
+            try:
+                replies.append(client_app(msg, self.contexts[node]))
+            except Exception as exc:  # noqa: BLE001 - what a SuperNode makes of a ClientApp that raised
+                reason = str(type(exc)) + ":<'" + str(exc) + "'>"
+                replies.append(Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg))
         self.replies += replies
         return replies
 

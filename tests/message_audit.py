@@ -93,6 +93,15 @@ def _walk(value, where: str) -> Iterator[tuple[str, object]]:
         yield where, value
 
 
+def _nbytes(value) -> int:
+    """Payload bytes of a ConfigRecord / MetricRecord value (numbers counted as 8)."""
+    if isinstance(value, (str, bytes)):
+        return len(value.encode() if isinstance(value, str) else value)
+    if isinstance(value, list):
+        return sum(_nbytes(v) for v in value)
+    return 8
+
+
 def _close_to_any(values: np.ndarray, secrets: np.ndarray) -> np.ndarray:
     """Mask of `values` [M] within RTOL of some element of sorted `secrets` [S]."""
     if not len(secrets) or not len(values):
@@ -112,10 +121,11 @@ class MessageAudit:
     findings: list[Finding] = field(default_factory=list)
 
     def inspect(self, sent: Message, reply: Message, privates: SitePrivates, risks: np.ndarray,
-                public: Iterable[float] = ()) -> None:
+                public: Iterable[float] = (), site: str | None = None) -> None:
         """Check one reply; `risks` holds the per-patient log-risks, relative and absolute risks of
-        the site under every model of the exchange; `public` numbers the server itself sent."""
-        kind, site = sent.metadata.message_type, reply_site_name(reply.content)
+        the site under every model of the exchange; `public` numbers the server itself sent; `site`:
+        the replying site (default: the name in the reply; SecAgg+ stage replies carry none)."""
+        kind, site = sent.metadata.message_type, site or reply_site_name(reply.content)
         self.messages += 1
         self.by_type[kind] = self.by_type.get(kind, 0) + 1
         sent_shapes = {name: tuple(a.shape) for name, a in self._sent_arrays(sent.content)}
@@ -141,7 +151,7 @@ class MessageAudit:
                     self.bytes += len(value.encode())
                     leaves = _walk(from_json(value), f"{name}.json")
                 else:
-                    self.bytes += len(value.encode()) if isinstance(value, str) else 8 * len(np.atleast_1d(value))
+                    self.bytes += _nbytes(value)
                     leaves = _walk(value, f"{name}.{key}")
                     leaves = [(f"{name}", key), *leaves]
                 for where, leaf in leaves:
@@ -239,5 +249,5 @@ class AuditedGrid(InProcessGrid):
                 self._privates[task.name] = SitePrivates.of(task, impl)
             privates = self._privates[task.name]
             risks = per_patient_risks(task, impl, sent, reply)
-            self.audit.inspect(sent, reply, privates, risks, public_numbers(sent))
+            self.audit.inspect(sent, reply, privates, risks, public_numbers(sent), site=task.name)
         return replies

@@ -36,12 +36,12 @@ def _report(audit: MessageAudit, label: str) -> str:
     return line + "".join(f"\n  {f}" for f in audit.findings[:20])
 
 
-def _run_and_audit(sites: dict, config, results, label: str) -> None:
-    """A whole in-process federation whose every reply is audited: all message types seen, no finding."""
+def _run_and_audit(sites: dict, config, results, label: str, types: set[str] = ALL_TYPES) -> None:
+    """A whole in-process federation whose every reply is audited: all message `types` seen, no finding."""
     audit = MessageAudit()
     run_in_process(AuditedGrid(sites, audit), config, results)
     report = _report(audit, label)
-    assert set(audit.by_type) == ALL_TYPES, report
+    assert set(audit.by_type) == types, report
     assert not audit.findings, report
 
 
@@ -52,6 +52,16 @@ def test_nothing_per_patient_leaves_the_tcga_region_sites(tcga_brca_dir, tmp_pat
                       "sites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
                       "cross_site: {enabled: true, local_epochs: 2}\n")
     _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions")
+
+
+def test_nothing_per_patient_leaves_the_sites_under_secure_aggregation(tcga_brca_dir, tmp_path, server_identity):
+    """The four SecAgg+ stages replace the train reply (no cross-site validation: it is refused with them)."""
+    sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
+    config = tmp_path / "federation.yaml"
+    config.write_text("task: linear-cox\nname: audit-secagg\nrounds: 2\nlocal_epochs: 5\nlearning_rate: 0.05\nseed: 3\n"
+                      "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nsecure_aggregation: {enabled: true}\n")
+    _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions, SecAgg+",
+                   ALL_TYPES - {"evaluate.cross"})
 
 
 def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identity):

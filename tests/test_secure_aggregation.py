@@ -1,8 +1,8 @@
 """Secure aggregation (Flower's SecAgg+ stages driven by our orchestrator, the client side Flower's
 `secaggplus_mod`): whole in-process federations on the TCGA-BRCA region sites through the real
 ClientApp. The coordinator must end with the plain run's model (to quantization error) while no
-train reply carries a site's weights, and a site that drops out after sharing its keys is unmasked
-from the others' shares."""
+train reply carries a site's weights; a site that drops out after sharing its keys is unmasked
+from the others' shares, and one whose update is not finite refuses to send it."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
+from stsfl.client.site_task import SiteTask
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.config import ConfigError, FederationConfig, load_config
 from stsfl.common.fed_protocol import ARRAYS
+from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
 from stsfl.server.secure_aggregation import threshold
 
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
@@ -91,6 +93,29 @@ def test_a_site_that_drops_after_sharing_keys_is_unmasked_from_the_others_shares
         np.testing.assert_allclose(secure[name], plain[name], rtol=0, atol=2e-4)
     rounds = [json.loads(line) for line in (tmp_path / "secure" / "rounds.jsonl").read_text().splitlines()]
     assert rounds[0]["sites_train"] == ["region_0", "region_1"] and list(rounds[0]["sites_failed"]) == ["region_2"]
+
+
+def test_a_site_with_a_non_finite_update_refuses_to_send_it_and_the_round_goes_on(region_sites, tmp_path, server_identity,
+                                                                                 monkeypatch):
+    train = SiteTask.train
+
+    def diverged_at_region_2(self, arrays, cfg):
+        new_arrays, *rest = train(self, arrays, cfg)
+        if self.name == "region_2":
+            new_arrays = numpy_to_arrays({k: np.full_like(v, np.nan) for k, v in arrays_to_numpy(new_arrays).items()})
+        return (new_arrays, *rest)
+
+    monkeypatch.setattr(SiteTask, "train", diverged_at_region_2)
+    body = BODY.format(strategy="fedavg").replace("rounds: 2", "rounds: 1")
+    _, secure, _ = _run(region_sites, tmp_path, "secure", body + "secure_aggregation: {enabled: true}\n")
+    rounds = [json.loads(line) for line in (tmp_path / "secure" / "rounds.jsonl").read_text().splitlines()]
+    assert rounds[0]["sites_train"] == ["region_0", "region_1"]
+    assert "site region_2: the local update has non-finite values" in rounds[0]["sites_failed"]["region_2"]
+    # region_2's pairwise masks came out of the sum: the round is the plain one without region_2
+    monkeypatch.setattr(SiteTask, "train", train)
+    _, plain, _ = _run(region_sites, tmp_path, "plain", body, DiesWhenAskedToTrain(region_sites, "region_2"))
+    for name in plain:
+        np.testing.assert_allclose(secure[name], plain[name], rtol=0, atol=2e-4)
 
 
 def test_secure_aggregation_refuses_what_would_reveal_one_site(tmp_path):
