@@ -132,7 +132,6 @@ def predict_patients(
     """Predict, write one HTML page per patient and predictions.csv into `out_dir`; returns the predictions."""
     from .gradcam import cached_tumour_masks, mri_gradcam, save_overlay
     from .patient_report import save_attended_tiles, save_survival_figure, write_csv, write_patient_page
-    from .site_inventory import site_root
 
     site_yaml = Path(site_yaml)
     site = load_config(site_yaml, SiteConfig)
@@ -141,7 +140,7 @@ def predict_patients(
     prepared = _prepare(model, target, target_yaml, pids)
     pids = pids or [p.pid for p in prepared.patients]
     if not pids:
-        raise UserError(f"{site_root(target, target_yaml)}: no patient to predict")
+        raise UserError(f"{target.root_dir(target_yaml)}: no patient to predict")
     net = build_network(model)
     dataset = SiteDataset(prepared, GlobalClinicalStats.from_dict(model.statistics), pids=pids, seed=seed)
     collate = site_collate(model.preset)
@@ -149,7 +148,7 @@ def predict_patients(
     times = np.linspace(0.0, horizons.max() * 1.2, 121)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    root = site_root(target, target_yaml)
+    root = target.root_dir(target_yaml)
     by_pid = {p.pid: p for p in prepared.patients}
     predictions = []
     for index, pid in enumerate(pids):

@@ -35,14 +35,6 @@ class SiteInventory:
     inputs: dict[str, PatientInputs] = field(default_factory=dict)
 
 
-def site_root(site: SiteConfig, site_yaml: Path | None) -> Path:
-    """The site folder; a relative `root` is relative to the site YAML's folder."""
-    root = Path(site.root)
-    if not root.is_absolute() and site_yaml is not None:
-        root = Path(site_yaml).resolve().parent / root
-    return root.resolve()
-
-
 def _under(root: Path, path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else root / path
 
@@ -70,7 +62,7 @@ def _slide_patient(filename: str, ids: set[str]) -> str:
 def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, schema: ClinicalSchema | None = None,
               outcomes_required: bool = True) -> SiteInventory:
     """Read clinical.csv and list the images; raises SiteUnusableError when the CSV is unusable."""
-    root = site_root(site, site_yaml)
+    root = site.root_dir(site_yaml)
     schema = schema or site_schema(site, site_yaml)
     table = read_clinical_csv(_under(root, site.layout.clinical_csv), schema, problems, outcomes_required)
     inputs: dict[str, PatientInputs] = {pid: PatientInputs() for pid in table.records}

@@ -28,7 +28,7 @@ from .mri_preprocess import preprocess_mri
 from .patch_encoder import PatchEncoder
 from .preprocess_cache import PreprocessCache
 from .problems import PatientDataError, Problem, ProblemLog
-from .site_inventory import PatientInputs, SiteInventory, scan_site, site_root
+from .site_inventory import PatientInputs, SiteInventory, scan_site
 from .wsi_bag import slide_bag
 
 
@@ -72,7 +72,7 @@ class PreparedSite:
 def _site_folder(site: SiteConfig, site_yaml: Path | None, configured: Path | None, default: str) -> Path:
     """A folder the site YAML may set (relative to the YAML's folder), else <root>/.stsfl/<default>."""
     if configured is None:
-        return site_root(site, site_yaml) / ".stsfl" / default
+        return site.root_dir(site_yaml) / ".stsfl" / default
     path = Path(configured)
     return path if path.is_absolute() or site_yaml is None else Path(site_yaml).resolve().parent / path
 

@@ -53,10 +53,6 @@ class SiteTask:
         return cls(name, site, path)
 
     # ------------------------------------------------------------------ helpers
-    def _root(self) -> Path:
-        root = Path(self.site.root)
-        return root if root.is_absolute() else (self.site_yaml.parent / root).resolve()
-
     def _state_dir(self, federation: str) -> Path:
         from .site_prepare import site_state_dir  # lazily: it imports the MRI and slide pipelines
 
@@ -69,7 +65,7 @@ class SiteTask:
         seed, fraction = int(cfg.get("run-seed", 0)), float(cfg.get("validation-fraction", 0.2))
         if task == "linear-cox":
             l2 = float(cfg.get("l2-penalty", 0.0))
-            return _linear_cox_site(self._root() / self.site.layout.clinical_csv, seed, fraction, l2)
+            return _linear_cox_site(self.site.root_dir(self.site_yaml) / self.site.layout.clinical_csv, seed, fraction, l2)
         if task == "multimodal":
             from stsfl.common.config import ClinicalSchema
 

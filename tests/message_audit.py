@@ -57,7 +57,7 @@ class SitePrivates:
     def of(task: SiteTask, impl) -> "SitePrivates":
         if isinstance(impl, LinearCoxSite):
             splits = (impl.all, impl.train, impl.val, impl.test)
-            ids = set(read_table(task._root() / task.site.layout.clinical_csv).iloc[:, 0].astype(str))
+            ids = set(read_table(task.site.root_dir(task.site_yaml) / task.site.layout.clinical_csv).iloc[:, 0].astype(str))
             # A list as long as the feature vector is per feature (moments, names), whatever the split sizes.
             lengths = {n for s in splits for n in (len(s), s.events)} - {len(impl.features)}
             return SitePrivates(ids, np.unique(impl.all.time.numpy()), lengths, len(impl.all))

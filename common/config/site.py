@@ -57,3 +57,10 @@ class SiteConfig(StrictModel):
     )
     security: SiteSecurity = SiteSecurity()
     privacy: PrivacyConfig = PrivacyConfig()
+
+    def root_dir(self, site_yaml: Path | None) -> Path:
+        """The site folder; a relative `root` is relative to the site YAML's folder."""
+        root = Path(self.root)
+        if not root.is_absolute() and site_yaml is not None:
+            root = Path(site_yaml).resolve().parent / root
+        return root.resolve()

@@ -36,7 +36,6 @@ from torch.utils.data import DataLoader
 
 from stsfl.client.patch_encoder import PatchEncoder
 from stsfl.client.site_dataset import SiteDataset, site_collate
-from stsfl.client.site_inventory import site_root
 from stsfl.client.site_prepare import prepare_site
 from stsfl.client.wsi_bag import slide_bag
 from stsfl.client.wsi_tiles import TileReader, open_slide
@@ -60,7 +59,7 @@ def site_yamls(cohort: Path, limit: int | None) -> list[Path]:
 def first_patients(site_yaml: Path, n: int, into: Path) -> Path:
     """A site folder with the first n patients of `site_yaml`'s site (CSV rows; images symlinked)."""
     site = load_config(site_yaml, SiteConfig)
-    root = site_root(site, site_yaml)
+    root = site.root_dir(site_yaml)
     frame = pd.read_csv(root / site.layout.clinical_csv, dtype=str, keep_default_na=False).head(n)
     into.mkdir(parents=True)
     frame.to_csv(into / "clinical.csv", index=False)
