@@ -1,15 +1,16 @@
 """Imported at start-up by every Python process of one test site (its `sts-client` gets this folder
-on PYTHONPATH, and the SuperNode's ClientApp processes inherit it): in the round named by
-STSFL_POISON_ROUND this site's train reply carries NaN weights - a diverged or corrupted site on
-real processes, with no hook in the product. It wraps `SiteTask.train` when the ClientApp first
-imports stsfl.client.site_task."""
+on PYTHONPATH, and the SuperNode's ClientApp processes inherit it): in the rounds named by
+STSFL_POISON_ROUNDS (e.g. "2:slow,3:nan,5:huge") this site's train reply comes STSFL_SLOW_S seconds
+late, or carries NaN weights, or weights a million times too large - a stuck, diverged or corrupted
+site on real processes, with no hook in the product. It wraps `SiteTask.train` when the ClientApp first imports stsfl.client.site_task."""
 
 import importlib.abc
 import importlib.util
 import os
 import sys
+import time
 
-POISON_ROUND = int(os.environ.get("STSFL_POISON_ROUND", "0"))
+POISONS = {int(r): kind for r, kind in (item.split(":") for item in os.environ.get("STSFL_POISON_ROUNDS", "").split(",") if item)}
 
 
 def _poison(site_task_class) -> None:
@@ -17,14 +18,17 @@ def _poison(site_task_class) -> None:
 
     def poisoned_train(self, arrays, cfg):
         new_arrays, *rest = train(self, arrays, cfg)
-        if int(cfg.get("server-round", 0)) == POISON_ROUND:
+        kind = POISONS.get(int(cfg.get("server-round", 0)))
+        if kind == "slow":
+            time.sleep(float(os.environ["STSFL_SLOW_S"]))
+        elif kind:
             import numpy as np
 
             from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
 
+            poison = (lambda v: np.full_like(v, np.nan)) if kind == "nan" else (lambda v: v * 1e6)
             values = arrays_to_numpy(new_arrays)
-            new_arrays = numpy_to_arrays({k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
-                                          for k, v in values.items()})
+            new_arrays = numpy_to_arrays({k: poison(v) if v.dtype.kind == "f" else v for k, v in values.items()})
         return (new_arrays, *rest)
 
     site_task_class.train = poisoned_train
@@ -46,5 +50,5 @@ class _WrapSiteTaskOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-if POISON_ROUND:
+if POISONS:
     sys.meta_path.insert(0, _WrapSiteTaskOnImport())
