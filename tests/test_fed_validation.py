@@ -1,7 +1,7 @@
 """External validation of federated models: the metrics a site reports, the cross-site matrix, the
 leave-one-centre-out (LOCO) table and their configuration; then the real orchestrator and
 ClientApp in one process (tests/inprocess_grid.py) on three TCGA-BRCA regions: a federation
-with cross-site validation, and a LOCO run of three folds."""
+with cross-site validation and the prediction phases, and a LOCO run of three folds."""
 
 from __future__ import annotations
 
@@ -183,6 +183,22 @@ def test_cross_site_validation_after_the_last_round(region_sites, tmp_path, serv
     with np.load(tmp_path / "results" / "model_final.npz") as final, np.load(tmp_path / "results" / "model_local_region_0.npz") as local:
         assert any(not np.allclose(final[k], local[k]) for k in final.files)
     assert (tmp_path / "results" / "cross_site.png").is_file()
+    # After cross-site validation: the baseline hazard of the last round's model from the training sites
+    # and calibration at every site.
+    results, training = tmp_path / "results", ["region_0", "region_1"]
+    baseline = json.loads((results / "baseline_hazard.json").read_text())
+    assert baseline["sites"] == training and baseline["model_round"] == 2
+    os_ = baseline["endpoints"]["os"]
+    counts = json.loads((results / "statistics.json").read_text())["per_site_counts"]
+    # every training-site event inside the 20-year grid (training + validation rows: at least the training split's)
+    assert os_["events"] >= sum(counts[s]["events"]["os"] for s in training)
+    assert os_["pooled"]["cumulative"][-1] > 0 and set(os_["per_site"]) == set(training)
+    assert (results / "baseline_hazard.png").is_file()
+    calibration = json.loads((results / "calibration.json").read_text())
+    assert set(calibration["sites"]) == {*training, "region_3"}
+    three_years = calibration["sites"]["region_3"]["endpoints"]["os"]["1095.75"]
+    assert np.isfinite(three_years["slope"]) and len(three_years["groups"]["n"]) == 10
+    assert (results / "calibration_os.png").is_file()
 
 
 def test_loco_runs_one_federation_per_centre(region_sites, tmp_path, server_identity):

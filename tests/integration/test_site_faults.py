@@ -3,8 +3,8 @@
 come from the sites' real ClientApp processes (tests/integration/poisoned_site, on those sites'
 PYTHONPATH) or from killing a site:
 
-- round 2: region_1 answers 10 s after the round timeout: the round completes with region_0, the
-  late reply is dropped;
+- round 2: region_1 answers a few seconds after the round timeout: the round completes with
+  region_0, the late reply is dropped;
 - round 3: region_0 sends NaN weights: the update is rejected and logged, not averaged, and the
   round completes with region_1, which is back;
 - round 4: region_1's sts-client is killed as the round starts and restarted: the round completes
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import wait_until
+from .conftest import LocalFederation, wait_until
 from .test_federation_processes import BODY, HOLDOUT, TRAINING, _history, _status
 
 pytestmark = pytest.mark.integration
@@ -28,13 +28,25 @@ pytestmark = pytest.mark.integration
 TIMEOUT_S = 45  # a healthy ClientApp answers in ~10-15 s on two idle cores, 30+ on two busy ones (round 1 timed out at 30 s once)
 FAULTY = str(Path(__file__).parent / "poisoned_site")
 POISONED_SITE = {"PYTHONPATH": FAULTY, "STSFL_POISON_ROUNDS": "3:nan,5:huge"}
-SLOW_SITE = {"PYTHONPATH": FAULTY, "STSFL_POISON_ROUNDS": "2:slow", "STSFL_SLOW_S": str(TIMEOUT_S + 10)}
+# late by a few seconds only: the SuperNode handles its messages one after the other, so round 3's message
+# waits for the slow one to finish
+SLOW_SITE = {"PYTHONPATH": FAULTY, "STSFL_POISON_ROUNDS": "2:slow", "STSFL_SLOW_S": str(TIMEOUT_S + 3)}
+
+
+@pytest.fixture
+def federation(region_site_yamls, tmp_path):
+    """The three sites' SuperNodes, region_0 and region_1 with their faults."""
+    fed = LocalFederation(tmp_path, region_site_yamls)
+    (tmp_path / "logs").mkdir()
+    try:
+        for site in region_site_yamls:
+            fed.start_site(site, env={"region_0": POISONED_SITE, "region_1": SLOW_SITE}.get(site))
+        yield fed
+    finally:
+        fed.stop_all()
 
 
 def test_hung_poisoned_and_killed_sites_each_cost_one_round(federation):
-    for site, env in (("region_0", POISONED_SITE), ("region_1", SLOW_SITE)):
-        federation.stop_site(site)
-        federation.start_site(site, env=env)
     body = BODY.replace("round_timeout_s: 60", f"round_timeout_s: {TIMEOUT_S}").replace(
         "rounds: 2\neval_every: 2", "rounds: 5\neval_every: 5")
     # rejoin_wait_s: a round first waits for a site that restarted instead of racing it; no prediction
