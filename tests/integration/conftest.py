@@ -132,14 +132,20 @@ def region_site_yamls(tcga_brca_dir, tmp_path_factory) -> dict[str, Path]:
     return {p.stem: p for p in paths}
 
 
-@pytest.fixture
-def federation(region_site_yamls, tmp_path):
-    """One SuperNode process per site, connecting to the SuperLink port of `federation.port`."""
-    fed = LocalFederation(tmp_path, region_site_yamls)
-    (tmp_path / "logs").mkdir()
+def running_federation(site_yamls: dict[str, Path], root: Path, envs: dict[str, dict[str, str]] | None = None):
+    """For fixtures (`yield from`): one SuperNode process per site (`envs`: extra environment of a
+    site), connecting to the SuperLink port of `federation.port`; everything stopped at the end."""
+    fed = LocalFederation(root, site_yamls)
+    (root / "logs").mkdir()
     try:
-        for site in region_site_yamls:
-            fed.start_site(site)
+        for site in site_yamls:
+            fed.start_site(site, env=(envs or {}).get(site))
         yield fed
     finally:
         fed.stop_all()
+
+
+@pytest.fixture
+def federation(region_site_yamls, tmp_path):
+    """One SuperNode process per site, connecting to the SuperLink port of `federation.port`."""
+    yield from running_federation(region_site_yamls, tmp_path)

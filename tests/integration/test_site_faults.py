@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import LocalFederation, wait_until
+from .conftest import running_federation, wait_until
 from .test_federation_processes import BODY, HOLDOUT, TRAINING, _history, _status
 
 pytestmark = pytest.mark.integration
@@ -36,14 +36,7 @@ SLOW_SITE = {"PYTHONPATH": FAULTY, "STSFL_POISON_ROUNDS": "2:slow", "STSFL_SLOW_
 @pytest.fixture
 def federation(region_site_yamls, tmp_path):
     """The three sites' SuperNodes, region_0 and region_1 with their faults."""
-    fed = LocalFederation(tmp_path, region_site_yamls)
-    (tmp_path / "logs").mkdir()
-    try:
-        for site in region_site_yamls:
-            fed.start_site(site, env={"region_0": POISONED_SITE, "region_1": SLOW_SITE}.get(site))
-        yield fed
-    finally:
-        fed.stop_all()
+    yield from running_federation(region_site_yamls, tmp_path, {"region_0": POISONED_SITE, "region_1": SLOW_SITE})
 
 
 def test_hung_poisoned_and_killed_sites_each_cost_one_round(federation):
