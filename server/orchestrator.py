@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from stsfl.common.config import FederationConfig
@@ -179,17 +178,17 @@ class Federation:
             site = site_of_message.get(reply.metadata.reply_to_message_id)
             if reply.has_error():
                 failed[site or str(reply.metadata.src_node_id)] = reply.error.reason
-                if site and reply.error.code == ErrorCode.NODE_UNAVAILABLE:
-                    self.sites.forget(site)  # gone: a round that waits for rejoining sites waits for it
             else:
                 ok[site or reply_site_name(reply.content)] = reply
         for site in sites:
             if site not in ok and site not in failed:
                 failed[site] = f"no reply within {self.fed.round_timeout_s:.0f} s"
-        # A site that was only late or whose ClientApp failed stays mapped to its node: it is still
-        # there for the next round (forgetting it would cost a statistics query to find it again).
+        # A failed site is asked who it is again before it gets the next round's work: a killed site
+        # may still be listed by the SuperLink (until its heartbeat expires) and come back under the same
+        # node id (its key), so only its answer tells that it is back; a round waits for it (rejoin_wait_s).
         for site, reason in failed.items():
             self.log(f"round {server_round}: site {site} did not {kind.split('.')[0]}: {reason}")
+            self.sites.forget(site)
         return ok, failed
 
     def _train_round(self, state: ServerState, server_round: int) -> dict[str, Any]:

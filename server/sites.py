@@ -2,9 +2,9 @@
 
 A SuperNode is started by `sts-client` with node-config `site-name`; our ClientApp puts that
 name in every reply. The server asks unknown nodes once (the statistics query, which the
-statistics phase needs anyway) and keeps node id -> site name. A node that the SuperLink no
-longer lists, or reports unavailable, is dropped; when its site reconnects (a new SuperNode gets a
-new node id) it is asked again.
+statistics phase needs anyway) and keeps node id -> site name. A node that fails to reply is
+forgotten and asked again before its next work: a restarted site may come back under the same node
+id (the SuperLink keeps the node id it registered for the site's key) or a new one.
 """
 
 from __future__ import annotations
