@@ -24,18 +24,21 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 log = logging.getLogger("stsfl.client")
 
 
+def is_secure_round(msg: Message) -> bool:
+    """Whether the message is a SecAgg+ stage (it carries Flower's stage record)."""
+    return RECORD_KEY_CONFIGS in msg.content.config_records
+
+
 def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Flower's SecAgg+ stages for train messages that carry its stage record; every other
     message (plain rounds, cross-site fine-tuning) goes straight to the handler."""
-    if RECORD_KEY_CONFIGS not in msg.content.config_records:
+    if not is_secure_round(msg):
         return call_next(msg, context)
     from flwr.client.mod import secaggplus_mod  # lazily: it imports the key-agreement crypto
 
     return secaggplus_mod(msg, context, call_next)
 
 
-def is_secure_round(msg: Message) -> bool:
-    return RECORD_KEY_CONFIGS in msg.content.config_records
 
 
 def update_vector(global_arrays: ArrayRecord, new_arrays: ArrayRecord) -> dict[str, np.ndarray]:

@@ -17,8 +17,8 @@ stsfl.client.secure_update):
 
 The coordinator learns the weighted mean of the updates of the sites alive at stage 3 and nothing
 about one site's update. Every site is every other's neighbour (SecAgg+ with num_shares = n: a
-hospital federation is small). Weights are quantized against `max_weight` (the largest count any
-site reported in the statistics phase) so no site's weight ratio exceeds 1.
+hospital federation is small). Weights are quantized against `max_weight` (an upper bound of any
+site's weight from the counts it reported in the statistics phase) so no weight ratio exceeds 1.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def secure_round(send: SendStage, node_of: dict[str, int], sites: list[str], tra
                  float_names: list[str], params: SecureAggregationConfig, max_weight: float) -> SecureSum:
     """Run the four stages over `sites`; `train_records` (global arrays) go with stage 3."""
     failed: dict[str, str] = {}
+    t = threshold(len(sites), params.threshold_fraction)
 
     def alive(replies: dict[str, Message], errors: dict[str, str]) -> list[str]:
         failed.update(errors)
@@ -99,8 +100,6 @@ def secure_round(send: SendStage, node_of: dict[str, int], sites: list[str], tra
                 f"{t} needed to unmask ({len(sites)} started the round; failed: "
                 + "; ".join(f"{s}: {r}" for s, r in sorted(failed.items())) + ")"
             )
-
-    t = threshold(len(sites), params.threshold_fraction)
 
     setup = {
         Key.SAMPLE_NUMBER: len(sites), Key.SHARE_NUMBER: len(sites), Key.THRESHOLD: t,
