@@ -15,7 +15,7 @@ log-hazard from ground_truth.csv) on the same patients, and for the best federat
 paired-bootstrap difference to pooled (target: within 0.01 of pooled).
 
     python tests/benchmarks/bench_fed_strategies.py --cohort data/synthetic [--rounds 10] [--local-epochs 1]
-        [--no-blending] [--no-n4] [--cache-dir DIR] [--strategies fedavg fedprox fedadam fedbn]
+        [--no-blending] [--no-n4] [--cache-dir DIR] [--strategies fedavg fedprox fedadam fedbn] [--no-local] [--seed S]
 
 Prints a table and writes tests/benchmarks/results/fed_strategies.json (progress lines on stdout).
 """
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="fixed uniform head weights everywhere (federation: blending: false; pooled / local: blend_mode off)")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-local", dest="local", action="store_false",
+                        help="skip local-only training (for extra seeds of the federated - pooled difference)")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--no-n4", action="store_true", help="skip N4 in MRI preprocessing (as bench_baselines --no-n4)")
     parser.add_argument("--cache-dir", type=Path, help="preprocessing cache, one sub-folder per centre (default: the cohort's)")
@@ -207,16 +209,17 @@ def main(argv: list[str] | None = None) -> None:
     log(f"pooled: {methods['pooled']['heldout']}")
 
     local = {}
-    for site in training:
+    for site in training if args.local else []:
         t0 = time.perf_counter()
         own = combine_clinical_sums([site.prepared.clinical_sums()], schema).to_dict()
         model = train_central([site], own, epochs, args.seed, args.blending)
         name = f"local:{site.prepared.name}"
         local[name] = {"heldout": scorer.risk(name, model, own), "seconds": time.perf_counter() - t0, "epochs": epochs}
         log(f"{name}: {local[name]['heldout']}")
-    best_local = max(local, key=lambda n: np.mean([v["c"] for v in local[n]["heldout"].values()]))
-    methods["local-only (best site)"] = {**local[best_local], "site": best_local.split(":", 1)[1]}
-    scorer.risks["local-only (best site)"] = scorer.risks[best_local]
+    best_local = max(local, key=lambda n: np.mean([v["c"] for v in local[n]["heldout"].values()]), default=None)
+    if best_local:
+        methods["local-only (best site)"] = {**local[best_local], "site": best_local.split(":", 1)[1]}
+        scorer.risks["local-only (best site)"] = scorer.risks[best_local]
 
     for strategy in args.strategies:
         t0 = time.perf_counter()
