@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/stsfl demo
 
-# Two workers, whole files each: the integration tests spend most of their time waiting on
-# Flower's polling and process starts, so two of them share the 2 cores well.
+# Three workers on the 2 cores, whole files each: the integration tests spend most of their time
+# waiting on Flower's polling, process starts and round timeouts (with two workers the cores were
+# busy 45 % of the suite's wall time), so a third worker fills that wait. --no-loadscope-reorder
+# keeps the order of tests/conftest.py (longest modules first) instead of xdist's largest-file-first.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 clean-venv:
 	rm -rf $(VENV)

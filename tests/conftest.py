@@ -25,8 +25,9 @@ def tcga_brca_dir() -> Path:
     return path
 
 
-# The longest modules first, alternating between the two pytest-xdist workers of `make test`
-# (`--dist loadfile` hands each worker two modules in this order, then the next as one finishes),
+# The longest modules first, spread over the pytest-xdist workers of `make test` (`--dist loadfile
+# --no-loadscope-reorder` hands out whole modules in this order, the next one to the first worker
+# that is free; without that flag xdist would order files by their number of tests),
 # so that the real-process federations do not queue up on one worker.
 LONGEST_FIRST = ("test_site_faults", "test_federation_processes", "test_demo_federation",
                  "test_secure_aggregation_processes", "test_deploy_dry_run", "test_simulation", "test_secure_transport")
