@@ -208,14 +208,18 @@ class LinearCoxSite:
         return metrics
 
 
-def fit_pooled(sites: list[LinearCoxSite], statistics: dict, steps: int, lr: float, seed: int) -> torch.nn.Module:
+def fit_pooled(sites: list[LinearCoxSite], statistics: dict, steps: int, lr: float | Sequence[float], seed: int) -> torch.nn.Module:
     """Centralised reference: `steps` full-batch gradient-descent steps on the Cox likelihood pooled
     over the sites' training splits and stratified by site (sum_k events_k * objective_k / sum_k events_k,
-    each site's ridge penalty included)."""
+    each site's ridge penalty included). `lr`: one rate for every step, or each step's rate."""
+    rates = [float(lr)] * steps if isinstance(lr, (int, float)) else [float(r) for r in lr]
+    if len(rates) != steps:
+        raise ValueError(f"{len(rates)} learning rates for {steps} steps")
     model = build_linear_cox(len(statistics["mean"]), seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    opt = torch.optim.SGD(model.parameters(), lr=rates[0] if rates else 0.0)
     events = [s.train.events for s in sites]
-    for _ in range(steps):
+    for rate in rates:
+        opt.param_groups[0]["lr"] = rate
         opt.zero_grad()
         loss = sum(e * s.objective(model, s.train, statistics) for e, s in zip(events, sites)) / sum(events)
         loss.backward()

@@ -132,7 +132,7 @@ class Federation:
                 "server-round": server_round,
                 "seed": self.fed.seed + server_round,
                 "local-epochs": self.fed.local_epochs,
-                "learning-rate": self.fed.learning_rate,
+                "learning-rate": self.fed.learning_rate_at(server_round),
                 "client-optimizer": self.fed.client_optimizer,
                 "prox-mu": self.aggregator.client_prox_mu,
                 "keep-norm-local": self.aggregator.keeps_norm_local,
@@ -241,6 +241,7 @@ class Federation:
         state.global_arrays = arrays_to_numpy(new_global)
         return {
             "round": server_round,
+            "learning_rate": float(cfg["learning-rate"]),
             "sites_train": sorted(ok),
             "sites_failed": failed,
             "train_sites": per_site,

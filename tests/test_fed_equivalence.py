@@ -4,6 +4,8 @@
   centralised gradient descent on that site (to float tolerance).
 - Three sites, FedAvg weighted by events: the same as gradient descent on the pooled Cox model
   stratified by centre (why we weight by events: stsfl.server.strategies).
+- With `learning_rate_decay: cosine`, the orchestrator sends each round's rate, and the one-site
+  federation equals gradient descent whose steps follow FederationConfig.learning_rate_at.
 - The federated feature statistics equal the pooled ones.
 - With a ridge penalty (`l2_penalty`), FedAvg converges to the penalised optimum that lifelines'
   CoxPHFitter(penalizer, l1_ratio=0, strata=site) finds on the pooled rows.
@@ -13,13 +15,15 @@ the ClientApp and ServerApp run, without the transport.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from lifelines import CoxPHFitter
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-from stsfl.client.linear_cox_site import LinearCoxSite, fit_pooled
+from stsfl.client.linear_cox_site import VALIDATION_FRACTION, LinearCoxSite, fit_pooled
 from stsfl.client.site_task import SiteTask
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.config import FederationConfig
@@ -28,6 +32,8 @@ from stsfl.common.linear_cox import build_linear_cox
 from stsfl.common.moments import combine_moments
 from stsfl.common.params import arrays_to_numpy, numpy_to_arrays, state_dict_to_arrays
 from stsfl.server.strategies import Aggregator
+
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 LR, SEED = 0.5, 3
 
@@ -67,11 +73,11 @@ def _federated(yamls, rounds: int, lr: float = LR, l2: float = 0.0) -> dict[str,
     return arrays_to_numpy(glob)
 
 
-def _centralised(yamls, rounds: int) -> dict[str, np.ndarray]:
+def _centralised(yamls, rounds: int, lr: float | list[float] = LR) -> dict[str, np.ndarray]:
     """Gradient descent on sum_k events_k * mean Cox loss_k / sum_k events_k (stratified by site)."""
     sites = [LinearCoxSite(p.parent / p.stem / "clinical.csv", SEED) for p in yamls]
     statistics = combine_moments([s.statistics()["moments"] for s in sites])
-    model = fit_pooled(sites, statistics, steps=rounds, lr=LR, seed=SEED)
+    model = fit_pooled(sites, statistics, steps=rounds, lr=lr, seed=SEED)
     return {k: v.detach().numpy() for k, v in model.state_dict().items()}
 
 
@@ -84,6 +90,24 @@ def test_fedavg_full_batch_gd_equals_centralised(region_sites, regions):
     assert not np.allclose(cen["fc.weight"], start["fc.weight"].numpy()), "training must move the weights"
     for name in cen:  # (the bias has no Cox gradient: it stays where it started on both sides)
         np.testing.assert_allclose(fed[name], cen[name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_decaying_learning_rate_reaches_the_sites_round_by_round(region_sites, tmp_path, server_identity):
+    """The real orchestrator and ClientApp (in process), one site, one full-batch SGD step per round:
+    the run is gradient descent with the cosine schedule's step sizes, not with the constant rate."""
+    config = tmp_path / "federation.yaml"
+    config.write_text(f"task: linear-cox\nname: decay\nsites: [region_0]\nrounds: 3\nlocal_epochs: 1\n"
+                      f"learning_rate: {LR}\nlearning_rate_decay: cosine\nlearning_rate_final: 0.2\n"
+                      f"client_optimizer: sgd\nseed: {SEED}\nvalidation_fraction: {VALIDATION_FRACTION}\n"
+                      "prediction: {baseline: false}\nsite_outputs: {enabled: false}\n")
+    run_in_process(InProcessGrid({"region_0": region_sites[0]}), config, tmp_path / "results")
+    rates = [json.loads(line)["learning_rate"] for line in (tmp_path / "results" / "rounds.jsonl").read_text().splitlines()]
+    assert rates == pytest.approx([LR, LR * 0.6, LR * 0.2])  # cosine from 1 to 0.2 of the rate: 0.6 half-way
+    with np.load(tmp_path / "results" / "model_final.npz") as federated:
+        decayed, constant = _centralised([region_sites[0]], 3, rates), _centralised([region_sites[0]], 3)
+        assert not np.allclose(decayed["fc.weight"], constant["fc.weight"], rtol=1e-3)
+        for name in decayed:
+            np.testing.assert_allclose(federated[name], decayed[name], rtol=1e-5, atol=1e-6)
 
 
 def test_federated_statistics_equal_pooled(region_sites):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -113,6 +114,12 @@ class FederationConfig(StrictModel):
     rounds: PositiveInt = 3
     local_epochs: PositiveInt = 1
     learning_rate: PositiveFloat = 1e-3
+    learning_rate_decay: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="the learning rate sent to the sites over the rounds: constant, or a cosine from learning_rate "
+                    "in round 1 to learning_rate_final x learning_rate in the last round",
+    )
+    learning_rate_final: float = Field(0.1, gt=0.0, le=1.0, description="cosine decay: the last round's learning rate, as a fraction of learning_rate")
     client_optimizer: Literal["adam", "sgd"] = "adam"
     l2_penalty: float = Field(
         0.0, ge=0.0,
@@ -146,6 +153,18 @@ class FederationConfig(StrictModel):
     simulation: SimulationConfig = SimulationConfig()
     prediction: PredictionConfig = PredictionConfig()
     site_outputs: SiteOutputsConfig = SiteOutputsConfig()
+
+    def learning_rate_at(self, server_round: int) -> float:
+        """The learning rate of `server_round` (1-based; rounds after the last, e.g. cross-site
+        fine-tuning, get the last round's). Why decay: with a constant rate every round's local
+        updates keep pulling the sites apart (client drift), so the global model keeps moving by as
+        much late in the run as early; a decaying rate lets it settle, as one long schedule does in
+        pooled training."""
+        if self.learning_rate_decay == "constant" or self.rounds == 1:
+            return self.learning_rate
+        progress = min((server_round - 1) / (self.rounds - 1), 1.0)
+        final = self.learning_rate_final
+        return self.learning_rate * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     @model_validator(mode="after")
     def _sites_consistent(self) -> "FederationConfig":
