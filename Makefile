@@ -16,12 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/stsfl demo
 
-# Three workers on the 2 cores, whole files each: the integration tests spend most of their time
-# waiting on Flower's polling, process starts and round timeouts (with two workers the cores were
-# busy 45 % of the suite's wall time), so a third worker fills that wait. --no-loadscope-reorder
-# keeps the order of tests/conftest.py (longest modules first) instead of xdist's largest-file-first.
+# Two workers, whole files each (--dist loadfile). --no-loadscope-reorder keeps the module order of
+# tests/conftest.py (xdist would otherwise start with the files that hold the most tests and leave
+# the one-test real-process federations for the end). A third worker was slower (14:52 against
+# 14:07): three real-process federations at once overloaded the 2 cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 clean-venv:
 	rm -rf $(VENV)

@@ -25,12 +25,13 @@ def tcga_brca_dir() -> Path:
     return path
 
 
-# The longest modules first, spread over the pytest-xdist workers of `make test` (`--dist loadfile
-# --no-loadscope-reorder` hands out whole modules in this order, the next one to the first worker
-# that is free; without that flag xdist would order files by their number of tests),
-# so that the real-process federations do not queue up on one worker.
-LONGEST_FIRST = ("test_site_faults", "test_federation_processes", "test_demo_federation",
-                 "test_secure_aggregation_processes", "test_deploy_dry_run", "test_simulation", "test_secure_transport")
+# The real-process federations first, in this order over the two pytest-xdist workers of `make test`
+# (`--dist loadfile --no-loadscope-reorder`: each worker takes two modules, then the next one whenever
+# it has fewer than two queued): the two multimodal ones (demo, deploy dry run) run one after the other
+# on one worker, next to the lighter TCGA federations on the other, whose round timeouts a second
+# multimodal federation on the same two cores would strain.
+LONGEST_FIRST = ("test_demo_federation", "test_site_faults", "test_deploy_dry_run", "test_federation_processes",
+                 "test_secure_aggregation_processes", "test_simulation", "test_secure_transport")
 
 
 def pytest_collection_modifyitems(items):
