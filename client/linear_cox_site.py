@@ -216,7 +216,7 @@ def fit_pooled(sites: list[LinearCoxSite], statistics: dict, steps: int, lr: flo
     if len(rates) != steps:
         raise ValueError(f"{len(rates)} learning rates for {steps} steps")
     model = build_linear_cox(len(statistics["mean"]), seed)
-    opt = torch.optim.SGD(model.parameters(), lr=rates[0] if rates else 0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # each step sets its own rate
     events = [s.train.events for s in sites]
     for rate in rates:
         opt.param_groups[0]["lr"] = rate

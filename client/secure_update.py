@@ -39,8 +39,6 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppC
     return secaggplus_mod(msg, context, call_next)
 
 
-
-
 def update_vector(global_arrays: ArrayRecord, new_arrays: ArrayRecord) -> dict[str, np.ndarray]:
     """name -> float64 update (new - global) for the floating-point tensors, in the global model's order
     (integer buffers such as BatchNorm's batch counters are not aggregated under SecAgg+)."""

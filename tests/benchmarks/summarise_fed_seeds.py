@@ -52,10 +52,11 @@ def summarise(pooled: dict[int, dict], variants: dict[str, dict[int, dict]]) -> 
     out = {}
     for variant, runs in sorted(variants.items()):
         seeds = sorted(s for s in runs if s in pooled)
-        diffs = {e: [runs[s][e] - pooled[s][e] for s in seeds] for e in ENDPOINTS}
+        per_seed = {s: {**runs[s], **{f"minus_pooled_{e}": runs[s][e] - pooled[s][e] for e in ENDPOINTS}} for s in seeds}
+        diffs = {e: [per_seed[s][f"minus_pooled_{e}"] for s in seeds] for e in ENDPOINTS}
         out[variant] = {
             "seeds": seeds,
-            "per_seed": {s: {**runs[s], **{f"minus_pooled_{e}": runs[s][e] - pooled[s][e] for e in ENDPOINTS}} for s in seeds},
+            "per_seed": per_seed,
             "mean_minus_pooled": {e: float(np.mean(d)) if d else None for e, d in diffs.items()},
             "sd_minus_pooled": {e: float(np.std(d, ddof=1)) if len(d) > 1 else None for e, d in diffs.items()},
             "within_0.01": {e: bool(np.mean(d) >= -0.01) if d else None for e, d in diffs.items()},
