@@ -16,10 +16,13 @@ paired-bootstrap difference to pooled (target: within 0.01 of pooled).
 
     python tests/benchmarks/bench_fed_strategies.py --cohort data/synthetic [--rounds 10] [--local-epochs 1]
         [--no-blending] [--no-n4] [--cache-dir DIR] [--strategies fedavg fedprox fedadam fedbn] [--seed S]
-        [--lr-decay cosine] [--no-local] [--no-pooled]
+        [--lr-decay cosine] [--federated-lr LR] [--no-local] [--no-pooled]
 
 --lr-decay cosine: the federations' learning rate decays over the rounds (learning_rate_decay,
-to 0.1 of the rate in the last round). --no-local / --no-pooled leave those trainings out (extra
+to 0.1 of the rate in the last round). --federated-lr: the federations' learning_rate (pooled and
+local-only keep the preset's 0.01). Averaging K sites' updates moves the model about 1/K as far
+as pooled SGD over the same epochs of the same data (each site takes 1/K of pooled's steps), so
+K x 0.01 is the rate that matches pooled's progress per epoch. --no-local / --no-pooled leave those trainings out (extra
 seeds or settings of one strategy; the difference to pooled then needs pooled from another run).
 
 Prints a table and writes tests/benchmarks/results/fed_strategies.json (progress lines on stdout).
@@ -150,12 +153,12 @@ def train_central(sites: list[MultimodalSite], statistics: dict, epochs: int, se
 
 
 def run_strategy(strategy: str, site_yamls: list[Path], preset: Path, rounds: int, local_epochs: int, blending: bool,
-                 seed: int, lr_decay: str, work: Path) -> Path:
+                 seed: int, learning_rate: float, lr_decay: str, work: Path) -> Path:
     """One simulated federation; returns its results folder."""
     names = [p.stem for p in site_yamls]
     config = {
         "name": f"bench-{strategy}", "task": "multimodal", "preset": str(preset), "sites": names, "holdout": [names[-1]],
-        "strategy": strategy, "rounds": rounds, "local_epochs": local_epochs, "learning_rate": LEARNING_RATE, "learning_rate_decay": lr_decay, "seed": seed, "blending": blending,
+        "strategy": strategy, "rounds": rounds, "local_epochs": local_epochs, "learning_rate": learning_rate, "learning_rate_decay": lr_decay, "seed": seed, "blending": blending,
         "validation_fraction": VALIDATION_FRACTION, "min_sites": len(names) - 1, "eval_every": 1,
         "round_timeout_s": 1800, "wait_for_sites_s": 600,
         "simulation": {"site_configs": {p.stem: str(p) for p in site_yamls}, "cpus": 2, "threads_per_site": 1},
@@ -184,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="fixed uniform head weights everywhere (federation: blending: false; pooled / local: blend_mode off)")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--federated-lr", type=float, default=LEARNING_RATE, help="the federations' learning_rate")
     parser.add_argument("--lr-decay", choices=("constant", "cosine"), default="constant", help="the federations' learning_rate_decay")
     parser.add_argument("--no-local", dest="local", action="store_false", help="skip local-only training")
     parser.add_argument("--no-pooled", dest="pooled", action="store_false", help="skip pooled training")
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     for strategy in args.strategies:
         t0 = time.perf_counter()
         results = run_strategy(strategy, site_yamls, preset_path, args.rounds, args.local_epochs, args.blending, args.seed,
-                               args.lr_decay, args.work)
+                               args.federated_lr, args.lr_decay, args.work)
         summary = json.loads((results / "summary.json").read_text())
         statistics = json.loads((results / "statistics.json").read_text())["global"]
         selected = load_global(results, "model_selected.npz", preset, schema, args.seed)
@@ -274,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         "cohort": str(args.cohort), "holdout": holdout.prepared.name, "training": [s.prepared.name for s in training],
         "preset": preset.name, "n4": not args.no_n4, "rounds": args.rounds, "local_epochs": args.local_epochs,
         "pooled_and_local_epochs": epochs, "blending": args.blending, "learning_rate": LEARNING_RATE,
-        "learning_rate_decay": args.lr_decay,
+        "federated_learning_rate": args.federated_lr, "learning_rate_decay": args.lr_decay,
         "seed": args.seed, "n_boot": args.n_boot, "cpus": os.cpu_count(), "engine": "flower simulation (sts-server --simulate)",
         "methods": methods, "local_sites": local, "oracle": oracle, "best_federated": best,
         "best_federated_minus_pooled": diff, "target_within_0.01_of_pooled": target,

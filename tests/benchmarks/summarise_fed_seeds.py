@@ -1,7 +1,7 @@
 """Federated - pooled over seeds: reads result files of bench_fed_strategies.py (one or more per
 seed, same cohort, rounds and local epochs), pairs every federated run with the pooled run of
 its seed, and tabulates held-out Harrell's C per seed and the mean (and sd) of the difference
-over seeds, per strategy and learning-rate schedule.
+over seeds, per strategy, federated learning rate and its schedule.
 
     python tests/benchmarks/summarise_fed_seeds.py tests/benchmarks/results/fed_strategies_seed*.json
         [--out tests/benchmarks/results/fed_strategies_seeds.json]
@@ -39,12 +39,13 @@ def collect(paths: list[Path]) -> tuple[dict[int, dict], dict[str, dict[int, dic
         elif these != settings:
             raise SystemExit(f"{path}: settings {these} differ from the other files' {settings}")
         seed, decay = int(run["seed"]), run.get("learning_rate_decay", "constant")
+        rate = run.get("federated_learning_rate", run["learning_rate"])
         for name, method in run["methods"].items():
             c = {e: method["heldout"][e]["c"] for e in ENDPOINTS}
             if name == "pooled":
                 pooled[seed] = c
             elif not name.startswith("local-only"):
-                variants[f"{name} ({decay} lr)"][seed] = {**c, "selected_round": method.get("selected_round")}
+                variants[f"{name} ({decay} lr {rate:g})"][seed] = {**c, "selected_round": method.get("selected_round")}
     return pooled, variants, settings or {}
 
 
