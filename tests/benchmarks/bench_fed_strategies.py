@@ -1,7 +1,7 @@
 """Strategies on the default synthetic cohort: held-out-centre C-index of local-only, FedAvg,
 FedProx, FedAdam, FedBN and pooled training of the same network, next to the oracle.
 
-The last centre is held out (as `stsfl demo` does); the others train. Every federated strategy
+The last centre is held out (as `stsfl demo` does; --holdout NAME holds out another); the others train. Every federated strategy
 is a real run of our ServerApp and ClientApp on Flower's simulation engine (`sts-server
 --simulate`: one virtual SuperNode per centre, 2 CPUs, 1 thread per site), with the product's
 defaults (events weighting, server-side gradient blending, model selection on the training
@@ -16,7 +16,7 @@ paired-bootstrap difference to pooled (target: within 0.01 of pooled).
 
     python tests/benchmarks/bench_fed_strategies.py --cohort data/synthetic [--rounds 10] [--local-epochs 1]
         [--no-blending] [--no-n4] [--cache-dir DIR] [--strategies fedavg fedprox fedadam fedbn] [--seed S]
-        [--lr-decay cosine] [--federated-lr LR] [--no-local] [--no-pooled]
+        [--lr-decay cosine] [--federated-lr LR] [--holdout CENTRE] [--no-local] [--no-pooled]
 
 --lr-decay cosine: the federations' learning rate decays over the rounds (learning_rate_decay,
 to 0.1 of the rate in the last round). --federated-lr: the federations' learning_rate (pooled and
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="fixed uniform head weights everywhere (federation: blending: false; pooled / local: blend_mode off)")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--holdout", help="the centre held out (default: the last one)")
     parser.add_argument("--federated-lr", type=float, default=LEARNING_RATE, help="the federations' learning_rate")
     parser.add_argument("--lr-decay", choices=("constant", "cosine"), default="constant", help="the federations' learning_rate_decay")
     parser.add_argument("--no-local", dest="local", action="store_false", help="skip local-only training")
@@ -201,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
 
     site_yamls, preset_path = write_inputs(args.cohort, args.work, args.preset, args.no_n4, args.cache_dir)
+    if args.holdout:
+        if args.holdout not in [p.stem for p in site_yamls]:
+            parser.error(f"--holdout {args.holdout}: no such centre in {args.cohort} ({', '.join(p.stem for p in site_yamls)})")
+        site_yamls = [p for p in site_yamls if p.stem != args.holdout] + [p for p in site_yamls if p.stem == args.holdout]
     schema = load_schema()
     sites = [MultimodalSite(load_config(p, SiteConfig), p, str(preset_path), schema, args.seed, VALIDATION_FRACTION)
              for p in site_yamls]

@@ -1,14 +1,16 @@
 """Federated - pooled over seeds: reads result files of bench_fed_strategies.py (one or more per
-seed, same cohort, rounds and local epochs), pairs every federated run with the pooled run of
-its seed, and tabulates held-out Harrell's C per seed and the mean (and sd) of the difference
-over seeds, per strategy, federated learning rate and its schedule.
+seed and held-out centre, same cohort, rounds and local epochs), pairs every federated run with
+the pooled run of its seed and held-out centre, and tabulates held-out Harrell's C per run and
+the mean (and sd) of the difference over runs, per strategy, federated learning rate and its
+schedule.
 
     python tests/benchmarks/summarise_fed_seeds.py tests/benchmarks/results/fed_strategies_seed*.json
         [--out tests/benchmarks/results/fed_strategies_seeds.json]
 
 Why over seeds: one held-out centre of 36 OS / 32 DM events gives each C a 95 % interval about
 0.18 wide, and the seed (validation split, initial weights) moves pooled training alone by 0.1,
-so the 0.01 target can only be read from a mean over seeds.
+so the 0.01 target can only be read from a mean over seeds (or over held-out centres:
+bench_fed_strategies.py --holdout, leave-one-centre-out).
 """
 
 from __future__ import annotations
@@ -26,38 +28,39 @@ RESULTS = Path(__file__).parent / "results" / "fed_strategies_seeds.json"
 ENDPOINTS = ("os", "dm")
 
 
-def collect(paths: list[Path]) -> tuple[dict[int, dict], dict[str, dict[int, dict]], dict]:
-    """(seed -> pooled C per endpoint, variant -> seed -> C per endpoint + selected round, settings)."""
-    pooled: dict[int, dict] = {}
-    variants: dict[str, dict[int, dict]] = defaultdict(dict)
+def collect(paths: list[Path]) -> tuple[dict[str, dict], dict[str, dict[str, dict]], dict]:
+    """(run -> pooled C per endpoint, variant -> run -> C per endpoint + selected round, settings);
+    a run is "<held-out centre> seed <seed>"."""
+    pooled: dict[str, dict] = {}
+    variants: dict[str, dict[str, dict]] = defaultdict(dict)
     settings = None
     for path in paths:
         run = json.loads(path.read_text())
-        these = {k: run[k] for k in ("cohort", "holdout", "rounds", "local_epochs", "blending", "preset")}
+        these = {k: run[k] for k in ("cohort", "rounds", "local_epochs", "blending", "preset")}
         if settings is None:
             settings = these
         elif these != settings:
             raise SystemExit(f"{path}: settings {these} differ from the other files' {settings}")
-        seed, decay = int(run["seed"]), run.get("learning_rate_decay", "constant")
+        key, decay = f"{run['holdout']} seed {run['seed']}", run.get("learning_rate_decay", "constant")
         rate = run.get("federated_learning_rate", run["learning_rate"])
         for name, method in run["methods"].items():
             c = {e: method["heldout"][e]["c"] for e in ENDPOINTS}
             if name == "pooled":
-                pooled[seed] = c
+                pooled[key] = c
             elif not name.startswith("local-only"):
-                variants[f"{name} ({decay} lr {rate:g})"][seed] = {**c, "selected_round": method.get("selected_round")}
+                variants[f"{name} ({decay} lr {rate:g})"][key] = {**c, "selected_round": method.get("selected_round")}
     return pooled, variants, settings or {}
 
 
-def summarise(pooled: dict[int, dict], variants: dict[str, dict[int, dict]]) -> dict[str, dict]:
+def summarise(pooled: dict[str, dict], variants: dict[str, dict[str, dict]]) -> dict[str, dict]:
     out = {}
     for variant, runs in sorted(variants.items()):
-        seeds = sorted(s for s in runs if s in pooled)
-        per_seed = {s: {**runs[s], **{f"minus_pooled_{e}": runs[s][e] - pooled[s][e] for e in ENDPOINTS}} for s in seeds}
-        diffs = {e: [per_seed[s][f"minus_pooled_{e}"] for s in seeds] for e in ENDPOINTS}
+        paired = sorted(k for k in runs if k in pooled)
+        per_run = {k: {**runs[k], **{f"minus_pooled_{e}": runs[k][e] - pooled[k][e] for e in ENDPOINTS}} for k in paired}
+        diffs = {e: [per_run[k][f"minus_pooled_{e}"] for k in paired] for e in ENDPOINTS}
         out[variant] = {
-            "seeds": seeds,
-            "per_seed": per_seed,
+            "runs": paired,
+            "per_run": per_run,
             "mean_minus_pooled": {e: float(np.mean(d)) if d else None for e, d in diffs.items()},
             "sd_minus_pooled": {e: float(np.std(d, ddof=1)) if len(d) > 1 else None for e, d in diffs.items()},
             "within_0.01": {e: bool(np.mean(d) >= -0.01) if d else None for e, d in diffs.items()},
@@ -73,23 +76,23 @@ def main(argv: list[str] | None = None) -> None:
     pooled, variants, settings = collect(args.files)
     summary = summarise(pooled, variants)
 
-    table = Table(title=f"Held-out {settings.get('holdout')}: Harrell's C, {settings.get('rounds')} rounds x "
-                        f"{settings.get('local_epochs')} epochs; federated - pooled per seed and mean over seeds")
-    table.add_column("seed")
+    table = Table(title=f"Held-out Harrell's C, {settings.get('rounds')} rounds x {settings.get('local_epochs')} epochs; "
+                        "federated - pooled per run and mean over runs")
+    table.add_column("held out, seed")
     table.add_column("pooled OS / DM")
     for variant in summary:
         table.add_column(f"{variant}: OS / DM (- pooled)")
-    for seed in sorted(pooled):
-        cells = [str(seed), f"{pooled[seed]['os']:.3f} / {pooled[seed]['dm']:.3f}"]
+    for key in sorted(pooled):
+        cells = [key, f"{pooled[key]['os']:.3f} / {pooled[key]['dm']:.3f}"]
         for variant, s in summary.items():
-            r = s["per_seed"].get(seed)
+            r = s["per_run"].get(key)
             cells.append(f"{r['os']:.3f} / {r['dm']:.3f} ({r['minus_pooled_os']:+.3f} / {r['minus_pooled_dm']:+.3f})" if r else "")
         table.add_row(*cells)
     mean_row = ["mean - pooled (sd)", ""]
     for s in summary.values():
         m, sd = s["mean_minus_pooled"], s["sd_minus_pooled"]
         mean_row.append(" / ".join(f"{m[e]:+.3f}" + (f" ({sd[e]:.3f})" if sd[e] is not None else "") for e in ENDPOINTS)
-                        + f", {len(s['seeds'])} seeds")
+                        + f", {len(s['runs'])} runs")
     table.add_row(*mean_row)
     Console(width=220).print(table)
     payload = {**settings, "files": [str(p) for p in args.files], "pooled": pooled, "variants": summary}
