@@ -1,8 +1,9 @@
 """Strategies on the default synthetic cohort: held-out-centre C-index of local-only, FedAvg,
 FedProx, FedAdam, FedBN and pooled training of the same network, next to the oracle.
 
-The last centre is held out (as `stsfl demo` does; --holdout NAME holds out another); the others train. Every federated strategy
-is a real run of our ServerApp and ClientApp on Flower's simulation engine (`sts-server
+The last centre is held out (as `stsfl demo` does; --holdout CENTRE holds out another); the
+others train. Every federated strategy is a real run of our ServerApp and ClientApp on Flower's
+simulation engine (`sts-server
 --simulate`: one virtual SuperNode per centre, 2 CPUs, 1 thread per site), with the product's
 defaults (events weighting, server-side gradient blending, model selection on the training
 sites' fused validation loss). Pooled and local-only train the same network (same preset, seed,
@@ -22,8 +23,9 @@ paired-bootstrap difference to pooled (target: within 0.01 of pooled).
 to 0.1 of the rate in the last round). --federated-lr: the federations' learning_rate (pooled and
 local-only keep the preset's 0.01). Averaging K sites' updates moves the model about 1/K as far
 as pooled SGD over the same epochs of the same data (each site takes 1/K of pooled's steps), so
-K x 0.01 is the rate that matches pooled's progress per epoch. --no-local / --no-pooled leave those trainings out (extra
-seeds or settings of one strategy; the difference to pooled then needs pooled from another run).
+K x 0.01 is the rate that matches pooled's progress per epoch. --no-local / --no-pooled leave
+those trainings out (extra seeds or settings of one strategy; the difference to pooled then needs
+pooled from another run).
 
 Prints a table and writes tests/benchmarks/results/fed_strategies.json (progress lines on stdout).
 """
@@ -203,9 +205,10 @@ def main(argv: list[str] | None = None) -> None:
 
     site_yamls, preset_path = write_inputs(args.cohort, args.work, args.preset, args.no_n4, args.cache_dir)
     if args.holdout:
-        if args.holdout not in [p.stem for p in site_yamls]:
-            parser.error(f"--holdout {args.holdout}: no such centre in {args.cohort} ({', '.join(p.stem for p in site_yamls)})")
-        site_yamls = [p for p in site_yamls if p.stem != args.holdout] + [p for p in site_yamls if p.stem == args.holdout]
+        centres = [p.stem for p in site_yamls]
+        if args.holdout not in centres:
+            parser.error(f"--holdout {args.holdout}: no such centre in {args.cohort} ({', '.join(centres)})")
+        site_yamls.sort(key=lambda p: p.stem == args.holdout)  # stable: the held-out centre goes last
     schema = load_schema()
     sites = [MultimodalSite(load_config(p, SiteConfig), p, str(preset_path), schema, args.seed, VALIDATION_FRACTION)
              for p in site_yamls]

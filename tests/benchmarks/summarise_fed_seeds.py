@@ -4,7 +4,8 @@ the pooled run of its seed and held-out centre, and tabulates held-out Harrell's
 the mean (and sd) of the difference over runs, per strategy, federated learning rate and its
 schedule.
 
-    python tests/benchmarks/summarise_fed_seeds.py tests/benchmarks/results/fed_strategies_seed*.json
+    python tests/benchmarks/summarise_fed_seeds.py tests/benchmarks/results/fed_strategies.json \
+        tests/benchmarks/results/fed_strategies_fedbn_*.json
         [--out tests/benchmarks/results/fed_strategies_seeds.json]
 
 Why over seeds: one held-out centre of 36 OS / 32 DM events gives each C a 95 % interval about
