@@ -24,7 +24,7 @@ import torch
 
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats
-from stsfl.common.config import ClinicalSchema, SiteConfig, load_preset
+from stsfl.common.config import ClinicalSchema, ScheduleWindow, SiteConfig, TrainConfig, load_preset
 from stsfl.common.multimodal import FUSED, MultimodalCoxNet
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
 
@@ -39,8 +39,10 @@ class MultimodalSite:
     """The site's prepared data and the multimodal network's local train / evaluate steps."""
 
     def __init__(self, site: SiteConfig, site_yaml: Path, preset: str, schema: ClinicalSchema, run_seed: int,
-                 validation_fraction: float, norm: str | None = None):
-        self.preset = load_preset(preset, norm)
+                 validation_fraction: float, norm: str | None = None, recipe: TrainConfig | None = None):
+        # The federation's recipe replaces the preset's `train:` block (None: the preset's own).
+        loaded = load_preset(preset, norm)
+        self.preset = loaded if recipe is None else loaded.model_copy(update={"train": recipe})
         self.schema = schema
         self.run_seed = run_seed
         self.policy = site.bad_patient_policy
@@ -80,17 +82,22 @@ class MultimodalSite:
         """DP-SGD's Poisson sampling rate: batch size / training patients."""
         return DpSgd.sample_rate(len(self.train_pids), self.preset.train.batch_size)
 
-    def fit(self, model: torch.nn.Module, statistics: dict, epochs: int, lr: float, optimizer: str, prox_mu: float,
-            seed: int = 0, blend_weights: dict[str, float] | None = None, privacy: DpSgd | None = None) -> dict[str, float]:
-        """Local epochs from the global weights (DP-SGD with `privacy`); returns per-head mean losses
-        and keeps the pooled statistics in `last_stats`."""
-        cfg = self.preset.train.model_copy(update={"epochs": epochs, "lr": lr, "prox_mu": prox_mu, "seed": seed})
-        global_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if prox_mu > 0 else None
+    @property
+    def recipe(self) -> TrainConfig:
+        return self.preset.train
+
+    def fit(self, model: torch.nn.Module, statistics: dict, window: ScheduleWindow, seed: int = 0,
+            blend_weights: dict[str, float] | None = None, privacy: DpSgd | None = None) -> dict[str, float]:
+        """`recipe.epochs_per_round` local epochs from the global weights at `window` of the run's
+        rate schedule, batches drawn with `seed` (DP-SGD with `privacy`); returns per-head mean
+        losses and keeps the pooled statistics in `last_stats`."""
+        recipe = self.recipe.model_copy(update={"seed": seed})
+        global_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if recipe.prox_mu > 0 else None
         val_loader = self._loader(statistics, self.val_pids, False, seed) if self.val_pids else None
         result = train_local(
-            model, self._loader(statistics, self.train_pids, True, seed), val_loader, cfg,
+            model, self._loader(statistics, self.train_pids, True, seed), val_loader, recipe,
             global_state=global_state, blend_weights=blend_weights, keep_best=False, show_progress=False,
-            privacy=privacy,
+            privacy=privacy, epochs=recipe.epochs_per_round, window=window,
         )
         model.load_state_dict(result.state)
         metrics = {f"train-loss-{h}": v for h, v in result.train_stats.mean_losses().items()}

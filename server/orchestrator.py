@@ -35,7 +35,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from stsfl.common.config import FederationConfig
+from stsfl.common.config import FederationConfig, ScheduleWindow
 from stsfl.common.fed_protocol import (
     ARRAYS,
     BLEND_STATS,
@@ -116,9 +116,10 @@ class Federation:
                 "preset": self.fed.preset,
                 "model-norm": self.fed.model_norm or "",
                 # what a DP site calibrates its noise to: every local epoch the federation plans to ask for
-                "planned-epochs": self.fed.rounds * self.fed.local_epochs
+                "planned-epochs": self.fed.rounds * self.fed.recipe.train.epochs_per_round
                 + (self.fed.cross_site.local_epochs if self.fed.cross_site.enabled else 0),
                 "run-seed": self.fed.seed,
+                "recipe": to_json(self.fed.recipe.train.model_dump(mode="json")),
                 "validation-fraction": self.fed.validation_fraction,
                 "l2-penalty": self.fed.l2_penalty,
                 "schema": to_json(self.hooks.schema_json()),
@@ -131,10 +132,7 @@ class Federation:
             {
                 "server-round": server_round,
                 "seed": self.fed.seed + server_round,
-                "local-epochs": self.fed.local_epochs,
-                "learning-rate": self.fed.learning_rate_at(server_round),
-                "client-optimizer": self.fed.client_optimizer,
-                "prox-mu": self.aggregator.client_prox_mu,
+                "schedule-window": to_json(self.fed.schedule_window(server_round).model_dump()),
                 "keep-norm-local": self.aggregator.keeps_norm_local,
                 "blend-weights": to_json(state.meta.get("blend_weights")),
                 "statistics": to_json(state.meta["statistics"]),
@@ -241,7 +239,7 @@ class Federation:
         state.global_arrays = arrays_to_numpy(new_global)
         return {
             "round": server_round,
-            "learning_rate": float(cfg["learning-rate"]),
+            "learning_rate": self.fed.learning_rate_at(server_round),
             "sites_train": sorted(ok),
             "sites_failed": failed,
             "train_sites": per_site,
@@ -330,7 +328,11 @@ class Federation:
         self.sites.refresh(self.query_timeout)
         training = [s for s in self.fed.training_sites if s in self.sites.node_of]
         cfg = self._round_config(state, phase_round)
-        cfg.update({"local-epochs": self.fed.cross_site.local_epochs, "prox-mu": 0.0})
+        # A fine-tuning of its own: the recipe's schedule over these epochs, no proximal term.
+        epochs = self.fed.cross_site.local_epochs
+        recipe = self.fed.recipe.train.model_copy(update={"epochs_per_round": epochs, "prox_mu": 0.0})
+        cfg.update({"recipe": to_json(recipe.model_dump(mode="json")),
+                    "schedule-window": to_json(ScheduleWindow(start_epoch=0, total_epochs=epochs).model_dump())})
         self.log(f"cross-site validation: {len(training)} site(s) fine-tune the final global model "
                  f"({self.fed.cross_site.local_epochs} local epoch(s))")
         global_record = numpy_to_arrays(state.global_arrays)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from .loader import StrictModel
+from .loader import StrictModel, bundled_path, load_config
 from .train import TrainConfig
 
 Norm = Literal["batch", "instance", "group"]
@@ -111,3 +111,13 @@ class ModelPreset(StrictModel):
     clinical: ClinicalNetConfig = ClinicalNetConfig()
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     train: TrainConfig = TrainConfig()
+
+
+def load_preset(name_or_path: str, norm: str | None = None) -> ModelPreset:
+    """A model preset by bundled name (`paper`, `cpu-small`) or by YAML path; `norm` overrides its
+    normalisation layers (the federation's `model_norm`)."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        preset = load_config(name_or_path, ModelPreset)
+    else:
+        preset = load_config(bundled_path(f"presets/{name_or_path}.yaml"), ModelPreset)
+    return preset if norm is None else preset.model_copy(update={"norm": norm})
