@@ -360,7 +360,7 @@ def train_local(
             raise ValueError(f"blend_weights lacks heads {sorted(missing)}")
         state = BlendState(heads=heads, mode="off", weights=dict(blend_weights))
     else:
-        state = blend or BlendState(heads=heads, mode=cfg.blend_mode, overfit_floor=cfg.blend_overfit_floor)
+        state = blend or BlendState.for_recipe(heads, cfg)
     fixed_weights = blend_weights is not None or cfg.blend_mode == "off"
     blending = not fixed_weights and val_loader is not None
 

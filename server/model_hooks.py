@@ -110,8 +110,7 @@ class MultimodalHooks(LinearCoxHooks):
         train = HeadLossStats.merge(HeadLossStats.from_dict(s["train"]) for s in usable)
         val = HeadLossStats.merge(HeadLossStats.from_dict(s["val"]) for s in usable)
         if state is None:
-            recipe = self.fed.recipe.train
-            blend = BlendState(heads=tuple(train.loss_sums), mode=recipe.blend_mode, overfit_floor=recipe.blend_overfit_floor)
+            blend = BlendState.for_recipe(train.loss_sums, self.fed.recipe.train)
         else:
             blend = BlendState.from_dict(state)
         weights = blend.update(server_round, Checkpoint(train=train.mean_losses(), val=val.mean_losses()))

@@ -293,15 +293,55 @@ class Federation:
         return {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
 
     def _select(self, state: ServerState, record: dict[str, Any]) -> None:
-        """Keep the global model with the lowest fused-head validation loss of the training sites."""
+        """Keep the global model with the lowest smoothed fused-head validation loss of the training
+        sites (FederationConfig.selection), unless they hold too few validation events."""
         train_eval = {s: m for s, m in record["evaluate_sites"].items() if s in self.fed.training_sites}
         score = _weighted_mean(train_eval, SELECTION_METRIC)
-        record["selection_score"] = score
+        events = sum(v for m in train_eval.values() for k, v in m.items() if k.startswith("eval-events-"))
+        record["selection_score"], record["validation_events"] = score, events
+        rule = self.fed.selection
+        if score is None or events < rule.min_validation_events:
+            if state.meta.get("selection_fallback") is None:
+                state.meta["selection_fallback"] = (
+                    f"last round: the training sites hold {events:.0f} validation events (selection.min_validation_events "
+                    f"is {rule.min_validation_events}), too few to choose a round by validation loss"
+                )
+                self._warn(state, f"model selection: {state.meta['selection_fallback']}; "
+                                  "raise validation_fraction or lower selection.min_validation_events")
+            return
+        previous = state.meta.get("smoothed_score")
+        smoothed = score if previous is None else rule.smoothing * previous + (1.0 - rule.smoothing) * score
+        state.meta["smoothed_score"] = record["selection_score_smoothed"] = smoothed
         best = state.meta.get("best_score")
-        if score is not None and (best is None or score < best):
-            state.meta["best_score"] = score
+        if best is None or smoothed < best:
+            state.meta["best_score"] = smoothed
             state.meta["best_round"] = record["round"]
             state.best_arrays = {k: v.copy() for k, v in state.global_arrays.items()}
+
+    def _warn(self, state: ServerState, text: str) -> None:
+        """A warning on the coordinator's screen, in server.log and in summary.json (and the report)."""
+        state.meta.setdefault("warnings", []).append(text)
+        self.log(f"WARNING: {text}")
+
+    def _check_learning(self, state: ServerState) -> None:
+        """Warn once when the training loss has not fallen for `stall_rounds` rounds."""
+        window = self.fed.stall_rounds
+        losses = [_weighted_mean(r["train_sites"], "train-loss-fused") for r in state.meta["history"]]
+        losses = [x for x in losses if x is not None]
+        if not window or len(losses) <= window or state.meta.get("stall_warned"):
+            return
+        before, recent = min(losses[:-window]), min(losses[-window:])
+        if recent < before * (1.0 - 1e-3):
+            return
+        state.meta["stall_warned"] = True
+        recipe = self.fed.recipe.train
+        rose = losses[-1] > losses[0] * (1.0 + 1e-3)
+        self._warn(state, (
+            f"the training loss has not fallen for {window} rounds ({losses[0]:.4f} in round 1, {losses[-1]:.4f} now): "
+            f"the model is not learning. Likely cause: the learning rate train.lr = {recipe.lr:g} "
+            f"(from {self.fed.recipe.sources['lr']}) is too "
+            + ("high (the loss rose)" if rose else "low") + "; `sts-server check-config` shows the recipe"
+        ))
 
     def _progress_line(self, record: dict[str, Any]) -> str:
         parts = [f"round {record['round']}/{self.fed.rounds}", f"sites {len(record['sites_train'])}/{len(self.fed.training_sites)}"]
@@ -387,6 +427,7 @@ class Federation:
             save_checkpoint(self.results.root, state)
             self.results.write_history(state.meta["history"])
             self.log(self._progress_line(record))
+            self._check_learning(state)
         cross_site = self._cross_site(state) if fed.cross_site.enabled else None
         baseline = None
         if fed.prediction.baseline:
@@ -412,7 +453,10 @@ class Federation:
             "training_sites": self.fed.training_sites,
             "holdout_sites": self.fed.holdout,
             "selected_round": selected["round"],
-            "selection": f"lowest events-weighted {SELECTION_METRIC} of the training sites",
+            "selection": state.meta.get("selection_fallback") or (
+                f"lowest events-weighted {SELECTION_METRIC} of the training sites, smoothed over rounds "
+                f"({selected.get('validation_events', 0):.0f} validation events)"),
+            "warnings": state.meta.get("warnings", []),
             "holdout_selected": {s: selected.get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "holdout_final": {s: history[-1].get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "blend_weights": state.meta.get("blend_weights"),

@@ -119,7 +119,7 @@ def test_local_blending_updates_every_interval():
 
 
 def test_blending_checkpoints_measure_both_splits_in_eval_mode_from_epoch_0():
-    model, train, val, cfg = _setup(epochs=2, blend_interval=1)
+    model, train, val, cfg = _setup(epochs=2, blend_interval=1, blend_smoothing=0.0)
     train_eval = make_loader(train.dataset, 4, train.collate_fn, shuffle=False)
     start_train, start_val = (evaluate(model, loader).stats.mean_losses() for loader in (train_eval, val))
     result = train_local(model, train, val, cfg, train_eval_loader=train_eval, show_progress=False)

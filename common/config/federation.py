@@ -84,6 +84,18 @@ class SiteOutputsConfig(StrictModel):
     enabled: bool = True
 
 
+class SelectionConfig(StrictModel):
+    """Which round's global model the run keeps (model_selected.npz, the baseline hazard, the site
+    outputs): the lowest exponentially smoothed, events-weighted fused validation loss of the
+    training sites. A dozen validation patients give a noisy loss whose minimum is mostly chance, so
+    it is smoothed over the evaluated rounds (`smoothing` x previous + (1 - smoothing) x new), and
+    below `min_validation_events` (all training sites' validation events, all endpoints) the run keeps
+    its last round and says why instead."""
+
+    smoothing: float = Field(0.5, ge=0.0, lt=1.0)
+    min_validation_events: NonNegativeInt = 20
+
+
 class SimulationConfig(StrictModel):
     """`sts-server --simulate`: every site of `sites` as a virtual SuperNode of Flower's simulation
     engine on this machine (same ServerApp and ClientApp as a real federation).
@@ -148,6 +160,10 @@ class FederationConfig(StrictModel):
         0.0, ge=0.0,
         description="at the start of a round, how long to wait for training sites that dropped out (e.g. restarting) "
                     "before the round goes ahead with the quorum",
+    )
+    selection: SelectionConfig = SelectionConfig()
+    stall_rounds: NonNegativeInt = Field(
+        3, description="warn when the training loss has not fallen for this many rounds (0 = never)"
     )
     eval_every: PositiveInt = Field(1, description="held-out evaluation every N rounds (and always after the last)")
     eval_horizons_days: list[PositiveFloat] = Field(

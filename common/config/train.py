@@ -59,6 +59,11 @@ class TrainConfig(StrictModel):
     blend_overfit_floor: NonNegativeFloat = Field(
         1.0, description="floor on |O_k| as a multiple of the heads' mean |O| (stsfl.common.blending); 0 = Wang's raw G/O^2"
     )
+    blend_smoothing: float = Field(
+        0.5, ge=0.0, lt=1.0, description="exponential smoothing of the per-head losses between blend updates (0 = none)"
+    )
+    blend_max_change: float = Field(0.25, gt=0.0, le=1.0, description="most a head's blend weight moves in one update")
+    blend_min_weight: float = Field(0.02, ge=0.0, lt=0.25, description="least blend weight of a head, so it can come back")
     prox_mu: NonNegativeFloat = Field(0.0, description="FedProx proximal weight mu; 0 = plain local SGD")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     seed: int = 0
