@@ -25,9 +25,12 @@ import torch
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import ClinicalSchema, ScheduleWindow, SiteConfig, TrainConfig, load_preset
+from stsfl.common.cox_newton import cox_score
 from stsfl.common.multimodal import FUSED, MultimodalCoxNet
+from stsfl.common.risk_group_km import MIN_GROUP_SIZE
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
 
+from .clinical_encoding import encode_record
 from .linear_cox_site import in_validation
 from .privacy import DpSgd
 from .site_dataset import SiteDataset, site_collate
@@ -106,6 +109,26 @@ class MultimodalSite:
         self.last_stats = {"train": result.train_stats.to_dict(),
                            "val": result.val_stats.to_dict() if result.val_stats is not None else None}
         return metrics
+
+    def clinical_cox(self, statistics: dict, beta: Sequence[Sequence[float]]) -> dict[str, dict]:
+        """Per endpoint, the Breslow score and information of the training split's encoded clinical
+        vectors at coefficients beta [K][D] (stsfl.common.cox_newton). An endpoint with fewer than
+        MIN_GROUP_SIZE events sends an empty part: with one event the score is that patient's row."""
+        stats = GlobalClinicalStats.from_dict(statistics)
+        by_pid = {p.pid: p.record for p in self.prepared.patients}
+        records = [by_pid[pid] for pid in self.train_pids]
+        dim = clinical_dim(self.schema)
+        x = np.stack([encode_record(r, stats, self.schema) for r in records]) if records else np.zeros((0, dim))
+        parts = {}
+        for k, endpoint in enumerate(self.schema.endpoint_names):
+            observed = np.array([bool(r.observed[k]) for r in records], dtype=bool)
+            time = np.array([r.time[k] for r in records], dtype=float)[observed]
+            event = np.array([r.event[k] for r in records], dtype=float)[observed]
+            part = cox_score(x[observed], time, event, np.asarray(beta[k], dtype=float))
+            if part.events < MIN_GROUP_SIZE:
+                part = cox_score(np.zeros((0, dim)), [], [], np.zeros(dim))
+            parts[endpoint] = part.to_dict()
+        return parts
 
     def outcome_risks(self, model: torch.nn.Module, statistics: dict, validation_only: bool = False):
         """The fused head's log-risks with the outcomes of every usable patient (the baseline hazard;

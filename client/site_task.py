@@ -20,7 +20,16 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
 from stsfl.common.config import ScheduleWindow, SiteConfig, TrainConfig, load_config
-from stsfl.common.fed_protocol import BASELINE, BASELINE_BINS, BASELINE_GRID, HORIZONS, NUM_EVENTS, NUM_PATIENTS, from_json
+from stsfl.common.fed_protocol import (
+    BASELINE,
+    BASELINE_BINS,
+    BASELINE_GRID,
+    CLINICAL_BETA,
+    HORIZONS,
+    NUM_EVENTS,
+    NUM_PATIENTS,
+    from_json,
+)
 from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS
 
@@ -161,6 +170,14 @@ class SiteTask:
             return {"dp-epsilon": ledger.epsilon(), "dp-noise-multiplier": noise}
 
         return DpSgd(noise, settings.max_grad_norm, seed=int(cfg["seed"])), spend
+
+    def clinical_cox(self, cfg: ConfigRecord) -> dict[str, Any]:
+        """Score and information of the clinical Cox model at the coefficients in the config
+        (stsfl.server.clinical_init_phase), per endpoint: aggregates of the training split."""
+        impl = self._impl(cfg)
+        if not hasattr(impl, "clinical_cox"):
+            raise ValueError(f"site {self.name}: task {cfg.get('task')!r} has no clinical Cox initialisation")
+        return impl.clinical_cox(from_json(str(cfg["statistics"])), from_json(str(cfg[CLINICAL_BETA])))
 
     def evaluate(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, float]:
         return self._evaluate(self._impl(cfg), arrays, cfg, own_norm=True)

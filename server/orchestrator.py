@@ -4,6 +4,8 @@ Phases, in the order they happen:
 1. wait for the sites of the config (timeout, names the missing ones);
 2. statistics: every site (training and held out) answers one query with its clinical sums and
    counts and its event counts; the server combines them (global standardisation, category sets);
+   then (multimodal) the fused head's clinical term starts from a federated clinical Cox fit
+   (stsfl.server.clinical_init_phase);
 3. rounds 1..R: training sites get the global weights + round config (seed, local epochs,
    learning rate, prox-mu, blend weights, statistics); each replies with new weights and
    aggregates (patients, events, per-head train / validation losses, timings). The round
@@ -58,6 +60,7 @@ from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, 
 from stsfl.common.site_metrics import describe_metrics
 
 from .checkpoint import ServerState, load_checkpoint, save_checkpoint
+from .clinical_init_phase import run_clinical_init
 from .cross_site import GLOBAL_MODEL, CrossSiteMatrix, local_model_name, write_cross_site
 from .model_hooks import LinearCoxHooks
 from .results import ResultsFolder
@@ -412,6 +415,7 @@ class Federation:
         else:
             self.results.write_status("statistics")
             state = self._statistics_phase()
+            run_clinical_init(self, state)
             save_checkpoint(self.results.root, state)
         for server_round in range(state.round + 1, fed.rounds + 1):
             self.results.write_status("training", round=server_round, completed_rounds=state.round)

@@ -27,6 +27,7 @@ from site_builder import make_site
 
 ALL_TYPES = {"query.stats", "train", "evaluate", "evaluate.cross", "query.baseline", "query.calibration",
              "query.site_outputs"}
+MULTIMODAL_TYPES = ALL_TYPES | {"query.clinical_cox"}
 
 
 def _report(audit: MessageAudit, label: str) -> str:
@@ -76,7 +77,7 @@ def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identi
     config.write_text("task: multimodal\npreset: cpu-small\nmodel_norm: group\nname: audit-mm\nrounds: 1\n"
                       "train: {epochs_per_round: 1}\nsites: [a, b, held_out]\nholdout: [held_out]\nvalidation_fraction: 0.34\n"
                       "cross_site: {enabled: true, local_epochs: 1}\n")
-    _run_and_audit(sites, config, tmp_path / "results", "multimodal tiny sites")
+    _run_and_audit(sites, config, tmp_path / "results", "multimodal tiny sites", MULTIMODAL_TYPES)
     round_1 = json.loads((tmp_path / "results" / "rounds.jsonl").read_text().splitlines()[0])["train_sites"]
     assert 0 < round_1["a"]["dp-epsilon"] < 8.0 and "dp-epsilon" not in round_1["b"]
     ledger = json.loads((tmp_path / "a" / "cache" / "federations" / "audit-mm" / "privacy_ledger.json").read_text())

@@ -84,6 +84,14 @@ class SiteOutputsConfig(StrictModel):
     enabled: bool = True
 
 
+class ClinicalInitConfig(StrictModel):
+    """Task multimodal: before round 1, the fused head's linear clinical term is fitted as a ridge
+    Cox model across the training sites by `steps` Newton steps (0 = off; stsfl.server.clinical_init_phase)."""
+
+    steps: NonNegativeInt = 3
+    l2_penalty: float = Field(0.01, ge=0.0, description="ridge l2/2 ||beta||^2 on the per-event mean log-likelihood")
+
+
 class SelectionConfig(StrictModel):
     """Which round's global model the run keeps (model_selected.npz, the baseline hazard, the site
     outputs): the lowest exponentially smoothed, events-weighted fused validation loss of the
@@ -161,6 +169,7 @@ class FederationConfig(StrictModel):
         description="at the start of a round, how long to wait for training sites that dropped out (e.g. restarting) "
                     "before the round goes ahead with the quorum",
     )
+    clinical_init: ClinicalInitConfig = ClinicalInitConfig()
     selection: SelectionConfig = SelectionConfig()
     stall_rounds: NonNegativeInt = Field(
         3, description="warn when the training loss has not fallen for this many rounds (0 = never)"
@@ -205,6 +214,8 @@ class FederationConfig(StrictModel):
                              + POOLED_ONLY_WHY[pooled_only[0]])
         if self.strategy == "fedprox" and recipe.prox_mu == 0:
             raise ValueError("strategy fedprox with train.prox_mu 0 is FedAvg: set train.prox_mu (e.g. 0.01)")
+        if self.task == "linear-cox" and "clinical_init" in self.model_fields_set:
+            raise ValueError("clinical_init applies to task multimodal (the linear-cox task is the clinical Cox model)")
         if self.task == "linear-cox" and recipe.blend_mode != "off":
             raise ValueError("train.blend_mode: the linear-cox task has one head and nothing to blend (use off)")
         return self

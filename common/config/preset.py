@@ -34,11 +34,14 @@ class WsiNetConfig(StrictModel):
 
 
 class ClinicalNetConfig(StrictModel):
-    """MLP over the encoded clinical vector."""
+    """MLP over the encoded clinical vector. linear_skip: the fused log-risk also gets a linear term
+    of the clinical vector, which a federation starts from a federated clinical Cox fit
+    (stsfl.server.clinical_init_phase), so the network begins where a clinical Cox model ends."""
 
     hidden: tuple[PositiveInt, ...] = (64, 32)
     out_features: PositiveInt = 12
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    linear_skip: bool = True
 
 
 class N4Config(StrictModel):
