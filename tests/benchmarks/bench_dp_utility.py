@@ -61,7 +61,7 @@ def run(epsilon: float | None, site_yamls: list[Path], preset: Path, args) -> Pa
         # a new federation name per invocation: each site keeps a privacy ledger per federation name
         "name": f"bench-dp-{label(epsilon)}-{args.stamp}", "task": "multimodal", "preset": str(preset), "model_norm": "group",
         "sites": names, "holdout": [names[-1]], "strategy": "fedavg", "rounds": args.rounds,
-        "local_epochs": args.local_epochs, "learning_rate": LEARNING_RATE, "seed": args.seed,
+        "train": {"epochs_per_round": args.local_epochs, "lr": LEARNING_RATE, "seed": args.seed, "schedule": "constant"},
         "validation_fraction": VALIDATION_FRACTION, "min_sites": len(names) - 1, "eval_every": args.rounds,
         "round_timeout_s": 3600, "wait_for_sites_s": 600, "prediction": {"baseline": False},
         "site_outputs": {"enabled": False},

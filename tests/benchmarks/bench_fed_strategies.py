@@ -160,7 +160,12 @@ def run_strategy(strategy: str, site_yamls: list[Path], preset: Path, rounds: in
     names = [p.stem for p in site_yamls]
     config = {
         "name": f"bench-{strategy}", "task": "multimodal", "preset": str(preset), "sites": names, "holdout": [names[-1]],
-        "strategy": strategy, "rounds": rounds, "local_epochs": local_epochs, "learning_rate": learning_rate, "learning_rate_decay": lr_decay, "seed": seed, "blending": blending,
+        "strategy": strategy, "rounds": rounds,
+        "train": {"epochs_per_round": local_epochs, "lr": learning_rate, "seed": seed,
+                  "schedule": {"constant": "constant", "cosine": "warmup_cosine", "onecycle": "onecycle"}[lr_decay],
+                  **({"warmup_fraction": 0.0, "final_lr_fraction": 0.1} if lr_decay == "cosine" else {}),
+                  **({} if blending else {"blend_mode": "off"}),
+                  **({"prox_mu": 0.01} if strategy == "fedprox" else {})},
         "validation_fraction": VALIDATION_FRACTION, "min_sites": len(names) - 1, "eval_every": 1,
         "round_timeout_s": 1800, "wait_for_sites_s": 600,
         "simulation": {"site_configs": {p.stem: str(p) for p in site_yamls}, "cpus": 2, "threads_per_site": 1},
@@ -191,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout", help="the centre held out (default: the last one)")
     parser.add_argument("--federated-lr", type=float, default=LEARNING_RATE, help="the federations' learning_rate")
-    parser.add_argument("--lr-decay", choices=("constant", "cosine"), default="constant", help="the federations' learning_rate_decay")
+    parser.add_argument("--lr-decay", choices=("constant", "cosine", "onecycle"), default="constant",
+                        help="the federations' rate schedule over the whole run: constant, a cosine decay to 0.1 of the rate "
+                             "(train.schedule warmup_cosine without warm-up) or onecycle (the preset's default)")
     parser.add_argument("--no-local", dest="local", action="store_false", help="skip local-only training")
     parser.add_argument("--no-pooled", dest="pooled", action="store_false", help="skip pooled training")
     parser.add_argument("--n-boot", type=int, default=1000)
