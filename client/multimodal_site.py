@@ -35,7 +35,7 @@ from .linear_cox_site import in_validation
 from .privacy import DpSgd
 from .site_dataset import SiteDataset, site_collate
 from .site_prepare import prepare_site
-from .trainer import evaluate, make_loader, train_local
+from .trainer import evaluate, make_loader, round_epochs, train_local
 
 
 class MultimodalSite:
@@ -91,16 +91,19 @@ class MultimodalSite:
 
     def fit(self, model: torch.nn.Module, statistics: dict, window: ScheduleWindow, seed: int = 0,
             blend_weights: dict[str, float] | None = None, privacy: DpSgd | None = None) -> dict[str, float]:
-        """`recipe.epochs_per_round` local epochs from the global weights at `window` of the run's
+        """`recipe.epochs_per_round` local epochs (at least min_steps_per_round steps) from the global weights at `window` of the run's
         rate schedule, batches drawn with `seed` (DP-SGD with `privacy`); returns per-head mean
         losses and keeps the pooled statistics in `last_stats`."""
         recipe = self.recipe.model_copy(update={"seed": seed})
         global_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if recipe.prox_mu > 0 else None
         val_loader = self._loader(statistics, self.val_pids, False, seed) if self.val_pids else None
+        train_loader = self._loader(statistics, self.train_pids, True, seed)
+        # DP-SGD spends its budget per planned epoch: a DP site runs exactly epochs_per_round.
+        epochs = recipe.epochs_per_round if privacy else round_epochs(recipe, train_loader)
         result = train_local(
-            model, self._loader(statistics, self.train_pids, True, seed), val_loader, recipe,
+            model, train_loader, val_loader, recipe,
             global_state=global_state, blend_weights=blend_weights, keep_best=False, show_progress=False,
-            privacy=privacy, epochs=recipe.epochs_per_round, window=window,
+            privacy=privacy, epochs=epochs, window=window,
         )
         model.load_state_dict(result.state)
         metrics = {f"train-loss-{h}": v for h, v in result.train_stats.mean_losses().items()}

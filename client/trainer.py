@@ -164,7 +164,7 @@ class _Stepper:
     Step i takes the rate of step first_step + i of the recipe's schedule over total_steps: the
     window of the whole training (pooled run or federation) that this call covers."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, first_step: int, total_steps: int,
+    def __init__(self, model: nn.Module, cfg: TrainConfig, first_step: float, total_steps: float,
                  global_state: Mapping[str, torch.Tensor] | None):
         self.model, self.cfg = model, cfg
         self.device = _device_of(model)
@@ -312,6 +312,13 @@ def _concat_labels(chunk: list[SurvivalBatch]) -> SurvivalBatch:
     )
 
 
+def round_epochs(cfg: TrainConfig, loader: DataLoader) -> int:
+    """Epochs of a federation round: epochs_per_round, or more when they make fewer than
+    cfg.min_steps_per_round optimiser steps over `loader` (the training split)."""
+    steps = math.ceil(len(loader) / _micro_batches_per_step(cfg, loader))
+    return max(cfg.epochs_per_round, math.ceil(cfg.min_steps_per_round / max(steps, 1)))
+
+
 def _set_epoch(loader: DataLoader, epoch: int, seed: int) -> None:
     # SiteDataset draws its augmentation from (seed, epoch, patient); the shuffle order is reseeded
     # per epoch too, so a run resumed from a checkpoint sees the batches an unbroken run would.
@@ -369,8 +376,10 @@ def train_local(
     per_step = _micro_batches_per_step(cfg, train_loader)
     sample_rate = DpSgd.sample_rate(len(train_loader.dataset), train_loader.batch_size)
     steps_per_epoch = DpSgd.steps_per_epoch(sample_rate) if privacy else math.ceil(len(train_loader) / per_step)
-    window = window or ScheduleWindow(start_epoch=0, total_epochs=epochs)
-    stepper = _Stepper(model, cfg, window.start_epoch * steps_per_epoch, window.total_epochs * steps_per_epoch, global_state)
+    window = window or ScheduleWindow(start_epoch=0, total_epochs=epochs, span_epochs=epochs)
+    per_schedule_epoch = epochs * steps_per_epoch / window.span_epochs
+    stepper = _Stepper(model, cfg, window.start_epoch * per_schedule_epoch, window.total_epochs * per_schedule_epoch,
+                       global_state)
     hooked = stepper.make_private(privacy, train_loader.batch_size) if privacy else None
     dp_generator = torch.Generator().manual_seed(privacy.seed) if privacy else None
     best = {"loss": math.inf, "epoch": 0, "state": None}

@@ -41,6 +41,7 @@ def run_clinical_init(run: "Federation", state: "ServerState") -> None:
     run.sites.refresh(run.query_timeout)
     present = [s for s in run.fed.training_sites if s in run.sites.node_of]
     history: dict[str, list[float]] = {e: [] for e in endpoints}
+    l2: dict[str, float] = {}
     for step in range(1, settings.steps + 1):
         cfg[CLINICAL_BETA] = to_json(beta.tolist())
         ok, _ = run._send(MSG_CLINICAL_COX, present, {}, cfg, 0)
@@ -50,14 +51,23 @@ def run_clinical_init(run: "Federation", state: "ServerState") -> None:
         parts = [from_json(str(r.content[CLINICAL_COX]["json"])) for r in ok.values()]
         for k, endpoint in enumerate(endpoints):
             total = CoxScore.total(CoxScore.from_dict(p[endpoint]) for p in parts)
-            if total.events:
-                history[endpoint].append(total.loglik / total.events - settings.l2_penalty / 2 * float(beta[k] @ beta[k]))
-            beta[k] = newton_step(total, beta[k], settings.l2_penalty)
+            if not total.events:
+                continue
+            l2.setdefault(endpoint, ridge(settings.l2_penalty, weight.shape[1], total.events))
+            history[endpoint].append(total.loglik / total.events - l2[endpoint] / 2 * float(beta[k] @ beta[k]))
+            beta[k] = newton_step(total, beta[k], l2[endpoint])
         run.log(f"clinical Cox initialisation, Newton step {step}/{settings.steps}: penalised log-likelihood per event "
                 + ", ".join(f"{e} {h[-1]:.4f}" for e, h in history.items() if h))
     state.global_arrays[SKIP_WEIGHT] = beta.astype(weight.dtype)
     for name in ("fused_head.weight", "fused_head.bias"):
         state.global_arrays[name] = np.zeros_like(state.global_arrays[name])
-    state.meta["clinical_init"] = {"steps": settings.steps, "l2_penalty": settings.l2_penalty,
+    state.meta["clinical_init"] = {"steps": settings.steps, "l2_penalty": l2,
                                    "objective_per_step": history, "coefficient_norm": {
                                        e: float(np.linalg.norm(beta[k])) for k, e in enumerate(endpoints)}}
+
+
+def ridge(setting: float | str, features: int, events: int) -> float:
+    """The ridge weight of an endpoint: the setting, or for "auto" features / events (a prior worth
+    about one event per coefficient; a small consortium with ~30 events and ~40 clinical features
+    otherwise fits noise that ranks a new centre's patients backwards)."""
+    return features / events if setting == "auto" else float(setting)

@@ -375,7 +375,7 @@ class Federation:
         epochs = self.fed.cross_site.local_epochs
         recipe = self.fed.recipe.train.model_copy(update={"epochs_per_round": epochs, "prox_mu": 0.0})
         cfg.update({"recipe": to_json(recipe.model_dump(mode="json")),
-                    "schedule-window": to_json(ScheduleWindow(start_epoch=0, total_epochs=epochs).model_dump())})
+                    "schedule-window": to_json(ScheduleWindow(start_epoch=0, total_epochs=epochs, span_epochs=epochs).model_dump())})
         self.log(f"cross-site validation: {len(training)} site(s) fine-tune the final global model "
                  f"({self.fed.cross_site.local_epochs} local epoch(s))")
         global_record = numpy_to_arrays(state.global_arrays)

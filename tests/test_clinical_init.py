@@ -88,7 +88,7 @@ def test_the_phase_starts_the_fused_head_at_the_federated_clinical_cox_fit(tmp_p
     for k, (name, n) in enumerate((("a", 70), ("b", 60))):
         sites[name], frame = _clinical_site(tmp_path, name, n, seed=k)
         frames.append(frame.assign(site=name))
-    fed = FederationConfig(sites=list(sites), validation_fraction=0.0, clinical_init={"steps": 5, "l2_penalty": 0.0})
+    fed = FederationConfig(sites=list(sites), validation_fraction=0.0, clinical_init={"steps": 6, "l2_penalty": 0.0})
     run = Federation(InProcessGrid(sites), fed, tmp_path / "federation.yaml", tmp_path / "results", hooks_for(fed),
                      log=lambda _: None)
     run.sites.wait_for(fed.sites, 60, 60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, model_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
 from .loader import StrictModel
 from .prediction import PredictionConfig
@@ -88,8 +88,10 @@ class ClinicalInitConfig(StrictModel):
     """Task multimodal: before round 1, the fused head's linear clinical term is fitted as a ridge
     Cox model across the training sites by `steps` Newton steps (0 = off; stsfl.server.clinical_init_phase)."""
 
-    steps: NonNegativeInt = 3
-    l2_penalty: float = Field(0.01, ge=0.0, description="ridge l2/2 ||beta||^2 on the per-event mean log-likelihood")
+    steps: NonNegativeInt = 4
+    l2_penalty: NonNegativeFloat | Literal["auto"] = Field(
+        "auto", description="ridge l2/2 ||beta||^2 on the per-event mean log-likelihood; auto: clinical features / "
+                            "training events of the endpoint (about one prior observation per coefficient)")
 
 
 class SelectionConfig(StrictModel):
@@ -238,7 +240,8 @@ class FederationConfig(StrictModel):
     def schedule_window(self, server_round: int) -> ScheduleWindow:
         """Round `server_round`'s stretch of the one learning-rate schedule of the whole run."""
         per_round = self._effective.train.epochs_per_round
-        return ScheduleWindow(start_epoch=(server_round - 1) * per_round, total_epochs=self.rounds * per_round)
+        return ScheduleWindow(start_epoch=(server_round - 1) * per_round, total_epochs=self.rounds * per_round,
+                              span_epochs=per_round)
 
     @model_validator(mode="after")
     def _sites_consistent(self) -> "FederationConfig":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from .loader import StrictModel
 
@@ -51,6 +51,9 @@ class TrainConfig(StrictModel):
     grad_clip: NonNegativeFloat = Field(1.0, description="max global gradient norm; 0 disables clipping")
     epochs: PositiveInt = Field(200, description="pooled training: epochs of one run")
     epochs_per_round: PositiveInt = Field(1, description="federation: local epochs of each site in each round")
+    min_steps_per_round: NonNegativeInt = Field(
+        32, description="federation: a site whose epochs_per_round make fewer optimiser steps trains more epochs "
+                        "(a site of 30 patients takes 4 steps an epoch; DP-SGD sites keep epochs_per_round)")
     batch_size: PositiveInt = 8
     ties: Literal["efron", "breslow"] = "efron"
     risk_set: Literal["batch", "site"] | PositiveInt = "batch"
@@ -68,7 +71,7 @@ class TrainConfig(StrictModel):
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     seed: int = 0
 
-    def learning_rate_at(self, step: int, total_steps: int) -> float:
+    def learning_rate_at(self, step: float, total_steps: float) -> float:
         """The rate of step `step` (0-based) of a training of `total_steps` steps in all ("onecycle"
         as torch's OneCycleLR with pct_start = warmup_fraction, step for step)."""
         if self.schedule == "constant":
@@ -91,9 +94,11 @@ def _cosine(start: float, end: float, t: float) -> float:
 
 
 class ScheduleWindow(StrictModel):
-    """Where a call of local training sits on the schedule: it covers epochs [start_epoch,
-    start_epoch + its epochs) of `total_epochs` (pooled training: 0 and its epochs; round r of a
-    federation: (r - 1) x epochs_per_round of rounds x epochs_per_round)."""
+    """Where a call of local training sits on the schedule: it covers schedule epochs [start_epoch,
+    start_epoch + span_epochs) of `total_epochs` (pooled training: 0, its epochs, its epochs; round r
+    of a federation: (r - 1) x epochs_per_round, rounds x epochs_per_round, epochs_per_round). A
+    site that runs more epochs than the span (min_steps_per_round) spreads the span over its steps."""
 
     start_epoch: int = Field(0, ge=0)
     total_epochs: PositiveInt = 1
+    span_epochs: PositiveInt = Field(1, description="schedule epochs the call covers, however many epochs it runs")

@@ -1,0 +1,151 @@
+"""The shipped defaults, untuned: does the federated network beat the federated clinical Cox model?
+
+For each held-out centre and seed, one multimodal federation over the other centres with nothing
+but the sites, the held-out centre and the seed set (FederationConfig's defaults, the preset's
+recipe: 20 rounds, the clinical Cox initialisation, blending, selection). Scored at the held-out
+centre: Harrell's C of the selected network, of the federated clinical Cox model it started from
+(the initial global model after the clinical_init phase: the same Newton fit a clinical-only
+federation would make), the oracle (the generator's true log-hazard) and the paired bootstrap
+difference network - clinical Cox; Spearman's rho of each image head's log-risk with its true
+component (ground_truth.csv os_mri, os_wsi, ...). The federation runs in process (the real
+orchestrator and ClientApp handlers over an in-process grid), so the times are the computation's.
+
+    python tests/benchmarks/bench_recipe.py COHORT [--holdout center_2 ...] [--seeds 0 1] [--no-n4]
+        [--cache-dir DIR] [--out tests/benchmarks/results/recipe.json]
+
+--no-n4 turns off N4 bias correction in preprocessing (speed); it does not touch the recipe.
+Prints one table and writes the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the in-process grid
+
+from bench_fed_strategies import Scorer, log, write_inputs  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+from inprocess_grid import InProcessGrid  # noqa: E402
+from stsfl.client.multimodal_site import MultimodalSite  # noqa: E402
+from stsfl.common.config import FederationConfig, SiteConfig, load_config, load_schema  # noqa: E402
+from stsfl.common.params import load_arrays  # noqa: E402
+from stsfl.server.clinical_init_phase import run_clinical_init  # noqa: E402
+from stsfl.server.model_hooks import hooks_for  # noqa: E402
+from stsfl.server.orchestrator import Federation  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "recipe.json"
+
+
+def federation_yaml(work: Path, sites: list[Path], holdout: str, seed: int, preset: Path) -> Path:
+    """The federation a new consortium writes: sites, the held-out centre, the seed; nothing tuned."""
+    names = [p.stem for p in sites]
+    body = {"name": f"recipe-{holdout}-seed{seed}", "preset": str(preset), "sites": names, "holdout": [holdout],
+            "train": {"seed": seed}, "site_outputs": {"enabled": False}, "prediction": {"baseline": False}}
+    path = work / f"federation-{holdout}-seed{seed}.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def head_correlations(scorer: Scorer, model: torch.nn.Module, statistics: dict, truth_csv: Path) -> dict[str, float]:
+    """Spearman's rho of each image head's log-risk with the true component of its modality."""
+    from stsfl.client.site_dataset import SiteDataset, site_collate
+    from stsfl.client.trainer import evaluate, make_loader
+    from stsfl.common.clinical_stats import GlobalClinicalStats
+
+    site = scorer.site
+    dataset = SiteDataset(site.prepared, GlobalClinicalStats.from_dict(statistics), pids=scorer.pids)
+    result = evaluate(model, make_loader(dataset, 8, site_collate(site.preset), shuffle=False))
+    truth = pd.read_csv(truth_csv, dtype={"patient_id": str}).set_index(["centre", "patient_id"])
+    out = {}
+    for k, endpoint in enumerate(scorer.endpoints):
+        for head in ("mri", "wsi"):
+            column = f"{endpoint}_{head}"
+            if head not in result.risks or column not in truth.columns:
+                continue
+            true = truth.loc[[(site.prepared.name, pid) for pid in result.pids], column].to_numpy()
+            out[f"{endpoint}_{head}"] = float(spearmanr(result.risks[head][:, k], true).statistic)
+    return out
+
+
+def one_run(cohort: Path, sites: list[Path], preset: Path, holdout: str, seed: int, work: Path, n_boot: int) -> dict:
+    config = federation_yaml(work, sites, holdout, seed, preset)
+    fed = load_config(config, FederationConfig)
+    grid = InProcessGrid({p.stem: p for p in sites})
+    results = work / f"results-{holdout}-seed{seed}"
+    t0 = time.monotonic()
+    run = Federation(grid, fed, config, results, hooks_for(fed), log=log)
+    run.sites.wait_for(fed.sites, 600, 600)
+    start = run._statistics_phase()
+    run_clinical_init(run, start)
+    summary = Federation(grid, fed, config, results, hooks_for(fed), log=log).run()
+    seconds = time.monotonic() - t0
+    site_yaml = next(p for p in sites if p.stem == holdout)
+    held_out = MultimodalSite(load_config(site_yaml, SiteConfig), site_yaml, str(preset), load_schema(), seed, 0.0)
+    scorer = Scorer(held_out, cohort / "ground_truth.csv", n_boot, seed)
+    statistics = start.meta["statistics"]
+    clinical = held_out.build_model(statistics, seed)
+    load_arrays(clinical, {k: v for k, v in start.global_arrays.items()})
+    scores = {"clinical_cox": scorer.risk("clinical_cox", clinical, statistics)}
+    network = held_out.build_model(statistics, seed)
+    with np.load(results / "model_selected.npz") as selected:
+        load_arrays(network, {k: selected[k] for k in selected.files})
+    scores["network"] = scorer.risk("network", network, statistics)
+    return {"holdout": holdout, "seed": seed, "seconds": seconds, "selected_round": summary["selected_round"],
+            "warnings": summary.get("warnings", []), "scores": scores, "oracle": scorer.oracle(),
+            "difference": scorer.difference("network", "clinical_cox"),
+            "head_rho": head_correlations(scorer, network, statistics, cohort / "ground_truth.csv"),
+            "blend_weights": summary.get("blend_weights")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cohort", type=Path)
+    parser.add_argument("--holdout", nargs="+", help="held-out centres (default: each centre in turn)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--no-n4", action="store_true")
+    parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/out/recipe"))
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    # Messages made outside a Flower process need the identity a ServerApp process has.
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = 1, 1, 0
+    sites, preset = write_inputs(args.cohort, args.work, "cpu-small", args.no_n4, args.cache_dir)
+    holdouts = args.holdout or [p.stem for p in sites]
+    runs = []
+    for holdout in holdouts:
+        for seed in args.seeds:
+            log(f"held out {holdout}, seed {seed}")
+            runs.append(one_run(args.cohort, sites, preset, holdout, seed, args.work, args.n_boot))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"cohort": str(args.cohort), "n4": not args.no_n4, "runs": runs}, indent=1))
+    table = Table(title=f"shipped defaults, held-out Harrell's C ({args.cohort.name})")
+    for column in ("held out", "seed", "endpoint", "network", "clinical Cox", "network - Cox [95% CI]", "oracle",
+                   "rho mri / wsi", "round", "minutes"):
+        table.add_column(column)
+    for run in runs:
+        for endpoint, net in run["scores"]["network"].items():
+            d = run["difference"][endpoint]
+            rho = " / ".join(f"{run['head_rho'].get(f'{endpoint}_{h}', float('nan')):.2f}" for h in ("mri", "wsi"))
+            table.add_row(run["holdout"], str(run["seed"]), endpoint, f"{net['c']:.3f}",
+                          f"{run['scores']['clinical_cox'][endpoint]['c']:.3f}",
+                          f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
+                          f"{(run['oracle'] or {}).get(endpoint, float('nan')):.3f}", rho,
+                          str(run["selected_round"]), f"{run['seconds'] / 60:.1f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
