@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,6 +183,16 @@ class _Stepper:
             }
 
         self.dp_optimizer = None
+
+    @staticmethod
+    def on_window(model: nn.Module, cfg: TrainConfig, window: ScheduleWindow | None, epochs: int, steps_per_epoch: int,
+                  global_state: Mapping[str, torch.Tensor] | None) -> "_Stepper":
+        """A stepper whose `epochs` x `steps_per_epoch` steps cover `window` of the schedule (None:
+        the schedule spans exactly these epochs)."""
+        window = window or ScheduleWindow(start_epoch=0, total_epochs=epochs, span_epochs=epochs)
+        per_schedule_epoch = epochs * steps_per_epoch / window.span_epochs
+        return _Stepper(model, cfg, window.start_epoch * per_schedule_epoch, window.total_epochs * per_schedule_epoch,
+                        global_state)
 
     @property
     def rate(self) -> float:
@@ -347,39 +357,23 @@ def train_local(
 ) -> LocalTrainResult:
     """Train `model` in place for `epochs` (default cfg.epochs) and return the selected weights.
 
-    global_state: the global model's state dict; with cfg.prox_mu > 0 it anchors the FedProx term.
-    blend_weights: fixed head weights {head: w}; None -> a local BlendState (or `blend`, to continue one).
-    train_eval_loader: the training split, unaugmented: blending checkpoints measure its losses in
-    eval mode (see the module docstring); None -> the epoch's running training losses.
-    checkpoint_dir: `last.pt` after every epoch (resumed from when present), `best.pt`, and
-    `training.png` (blend weights and per-head losses over the epochs).
-    privacy: DP-SGD (stsfl.client.privacy): Poisson-sampled batches of expected size
-    batch_size, the batch the risk set; result.dp_steps and .dp_sample_rate say what to account.
-    window: where these epochs sit on the recipe's learning-rate schedule (a federation round's
-    stretch of the run); None -> the schedule spans exactly these epochs (pooled training).
-    """
+    global_state anchors the FedProx term (cfg.prox_mu > 0); blend_weights: fixed head weights
+    (None: a local BlendState, or `blend` to continue one); train_eval_loader: the unaugmented
+    training split for the blending checkpoints (module docstring); checkpoint_dir: `last.pt` every
+    epoch (resumed from), `best.pt`, `training.png`; privacy: DP-SGD with Poisson-sampled batches
+    (result.dp_steps, .dp_sample_rate); window: this call's stretch of the recipe's rate schedule
+    (None: the schedule spans exactly these epochs)."""
     epochs = epochs or cfg.epochs
     torch.manual_seed(cfg.seed)
-    heads = tuple(model.head_names)
-    if blend_weights is not None:
-        missing = set(heads) - set(blend_weights)
-        if missing:
-            raise ValueError(f"blend_weights lacks heads {sorted(missing)}")
-        state = BlendState(heads=heads, mode="off", weights=dict(blend_weights))
-    else:
-        state = blend or BlendState.for_recipe(heads, cfg)
-    fixed_weights = blend_weights is not None or cfg.blend_mode == "off"
-    blending = not fixed_weights and val_loader is not None
+    state = _blend_state(tuple(model.head_names), cfg, blend_weights, blend)
+    blending = blend_weights is None and cfg.blend_mode != "off" and val_loader is not None
 
     if privacy is not None and cfg.risk_set != "batch":
         raise ValueError(f"DP-SGD needs risk_set: batch (the Poisson-sampled batch), not {cfg.risk_set!r}")
     per_step = _micro_batches_per_step(cfg, train_loader)
     sample_rate = DpSgd.sample_rate(len(train_loader.dataset), train_loader.batch_size)
     steps_per_epoch = DpSgd.steps_per_epoch(sample_rate) if privacy else math.ceil(len(train_loader) / per_step)
-    window = window or ScheduleWindow(start_epoch=0, total_epochs=epochs, span_epochs=epochs)
-    per_schedule_epoch = epochs * steps_per_epoch / window.span_epochs
-    stepper = _Stepper(model, cfg, window.start_epoch * per_schedule_epoch, window.total_epochs * per_schedule_epoch,
-                       global_state)
+    stepper = _Stepper.on_window(model, cfg, window, epochs, steps_per_epoch, global_state)
     hooked = stepper.make_private(privacy, train_loader.batch_size) if privacy else None
     dp_generator = torch.Generator().manual_seed(privacy.seed) if privacy else None
     best = {"loss": math.inf, "epoch": 0, "state": None}
@@ -395,24 +389,15 @@ def train_local(
     train_stats = val_stats = None
     for epoch in range(first_epoch, epochs + 1):
         _set_epoch(train_loader, epoch, cfg.seed)
-        model.train()
-        seen = _Labels()
         chunks = (poisson_batches(train_loader.dataset, train_loader.collate_fn, sample_rate, steps_per_epoch, dp_generator)
                   if privacy else _chunks(train_loader, per_step))
-        losses = [
-            _train_chunk(chunk, stepper, state.weights, cfg, seen)
-            for chunk in progress_bar(chunks, f"epoch {epoch}/{epochs}", steps_per_epoch, show_progress)
-        ]
-        train_stats = seen.stats(cfg.ties)
-        record = {"epoch": epoch, "loss": float(np.nanmean(losses)), "lr": stepper.rate,
-                  "weights": dict(state.weights), "train": train_stats.mean_losses()}
+        record, train_stats = _train_epoch(model, progress_bar(chunks, f"epoch {epoch}/{epochs}", steps_per_epoch,
+                                                               show_progress), stepper, state, cfg, epoch)
         if val_loader is not None:
             val_stats = evaluate(model, val_loader, cfg.ties).stats
             record["val"] = val_stats.mean_losses()
             if blending and epoch % cfg.blend_interval == 0:
-                if train_eval_loader is not None:
-                    record["train_eval"] = evaluate(model, train_eval_loader, cfg.ties).stats.mean_losses()
-                state.update(epoch, Checkpoint(train=record.get("train_eval", record["train"]), val=record["val"]))
+                _blend_checkpoint(model, state, record, train_eval_loader, cfg)
             if keep_best and record["val"][FUSED] < best["loss"]:
                 best = {"loss": record["val"][FUSED], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         history.append(record)
@@ -425,19 +410,51 @@ def train_local(
         save_training_plot(state, history, ckpt_dir / "training.png")
     if best["state"] is not None:
         model.load_state_dict(best["state"])
-    fused_events = train_stats.events[FUSED] if train_stats is not None else ()
     return LocalTrainResult(
         state={k: v.detach().clone() for k, v in model.state_dict().items()},
         train_stats=train_stats,
         val_stats=val_stats,
         n_examples=len(train_loader.dataset),
-        n_events=tuple(fused_events),
+        n_events=tuple(train_stats.events[FUSED]) if train_stats is not None else (),
         best_epoch=best["epoch"] or epochs,
         blend=state,
         history=history,
         dp_steps=(epochs - first_epoch + 1) * steps_per_epoch if privacy else 0,
         dp_sample_rate=sample_rate if privacy else 0.0,
     )
+
+
+def _train_epoch(model: nn.Module, chunks: Iterable[list[SurvivalBatch]], stepper: _Stepper, state: BlendState,
+                 cfg: TrainConfig, epoch: int) -> tuple[dict, HeadLossStats]:
+    """One optimiser step per chunk; the epoch's record (mean loss, rate, weights, per-head running
+    training losses) and its pooled training statistics."""
+    model.train()
+    seen = _Labels()
+    losses = [_train_chunk(chunk, stepper, state.weights, cfg, seen) for chunk in chunks]
+    train_stats = seen.stats(cfg.ties)
+    record = {"epoch": epoch, "loss": float(np.nanmean(losses)), "lr": stepper.rate,
+              "weights": dict(state.weights), "train": train_stats.mean_losses()}
+    return record, train_stats
+
+
+def _blend_state(heads: tuple[str, ...], cfg: TrainConfig, fixed: Mapping[str, float] | None,
+                 blend: BlendState | None) -> BlendState:
+    """Fixed head weights (a federation server's), the state to continue, or a fresh one of the recipe."""
+    if fixed is None:
+        return blend or BlendState.for_recipe(heads, cfg)
+    missing = set(heads) - set(fixed)
+    if missing:
+        raise ValueError(f"blend_weights lacks heads {sorted(missing)}")
+    return BlendState(heads=heads, mode="off", weights=dict(fixed))
+
+
+def _blend_checkpoint(model: nn.Module, state: BlendState, record: dict, train_eval_loader: DataLoader | None,
+                      cfg: TrainConfig) -> None:
+    """Update the blend weights from this epoch's losses (the unaugmented training split in eval
+    mode when `train_eval_loader` is given, else the epoch's running losses)."""
+    if train_eval_loader is not None:
+        record["train_eval"] = evaluate(model, train_eval_loader, cfg.ties).stats.mean_losses()
+    state.update(record["epoch"], Checkpoint(train=record.get("train_eval", record["train"]), val=record["val"]))
 
 
 def _checkpoint(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, ties: Ties) -> Checkpoint:

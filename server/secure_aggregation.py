@@ -83,6 +83,35 @@ def _configs(reply: Message) -> ConfigRecord:
     return reply.content.config_records[RECORD_KEY_CONFIGS]
 
 
+def _sum_masked(collected: dict[str, Message]) -> tuple[list[np.ndarray], dict[str, int]]:
+    """The modular sum of the sites' masked vectors, and the bytes each site sent."""
+    masked: list[np.ndarray] | None = None
+    masked_bytes = {}
+    for site, reply in collected.items():
+        chunks = _configs(reply)[Key.MASKED_PARAMETERS]
+        masked_bytes[site] = sum(len(b) for b in chunks)
+        vector = [bytes_to_ndarray(b) for b in chunks]
+        masked = vector if masked is None else parameters_addition(masked, vector)
+    return parameters_mod(masked, MOD_RANGE), masked_bytes
+
+
+def _remove_masks(masked: list[np.ndarray], shares: dict[int, list[bytes]], active: set[int],
+                  public_keys: dict[int, list[bytes]]) -> list[np.ndarray]:
+    """Subtract each summed site's private mask and, for a site that dropped after sharing its keys,
+    its pairwise masks with the sites in the sum (from the secrets its shares rebuild)."""
+    shapes = get_parameters_shape(masked)
+    for nid, owner_shares in shares.items():
+        secret = combine_shares(owner_shares)
+        if nid in active:  # the private mask seed of a site in the sum
+            masked = parameters_subtraction(masked, pseudo_rand_gen(secret, MOD_RANGE, shapes))
+            continue
+        for other in active:  # a site that dropped after sharing keys: remove its pairwise masks
+            shared = generate_shared_key(bytes_to_private_key(secret), bytes_to_public_key(public_keys[other][0]))
+            mask = pseudo_rand_gen(shared, MOD_RANGE, shapes)
+            masked = parameters_addition(masked, mask) if nid > other else parameters_subtraction(masked, mask)
+    return masked
+
+
 def secure_round(send: SendStage, node_of: dict[str, int], sites: list[str], train_records: dict[str, Any],
                  float_names: list[str], params: SecureAggregationConfig, max_weight: float) -> SecureSum:
     """Run the four stages over `sites`; `train_records` (global arrays) go with stage 3."""
@@ -133,14 +162,7 @@ def secure_round(send: SendStage, node_of: dict[str, int], sites: list[str], tra
     collected, errors = send(living, collect)
     living = alive(collected, errors)
     check(living, Stage.COLLECT_MASKED_VECTORS)
-    masked: list[np.ndarray] | None = None
-    masked_bytes = {}
-    for site in living:
-        chunks = _configs(collected[site])[Key.MASKED_PARAMETERS]
-        masked_bytes[site] = sum(len(b) for b in chunks)
-        vector = [bytes_to_ndarray(b) for b in chunks]
-        masked = vector if masked is None else parameters_addition(masked, vector)
-    masked = parameters_mod(masked, MOD_RANGE)
+    masked, masked_bytes = _sum_masked({s: collected[s] for s in living})
 
     active = {node_of[s] for s in living}
     dead = set(members) - active
@@ -152,21 +174,13 @@ def secure_round(send: SendStage, node_of: dict[str, int], sites: list[str], tra
         cfg = _configs(reply)
         for owner, share in zip(cfg[Key.NODE_ID_LIST], cfg[Key.SHARE_LIST], strict=True):
             shares[owner].append(share)
-    shapes = get_parameters_shape(masked)
     for nid, owner_shares in shares.items():
         if len(owner_shares) < t:
             raise SecureAggregationError(
                 f"secure aggregation could not unmask: {len(owner_shares)} share(s) of site {members[nid]}'s keys "
                 f"came back, {t} needed (failed: " + "; ".join(f"{s}: {r}" for s, r in sorted(failed.items())) + ")"
             )
-        secret = combine_shares(owner_shares)
-        if nid in active:  # the private mask seed of a site in the sum
-            masked = parameters_subtraction(masked, pseudo_rand_gen(secret, MOD_RANGE, shapes))
-            continue
-        for other in active:  # a site that dropped after sharing keys: remove its pairwise masks
-            shared = generate_shared_key(bytes_to_private_key(secret), bytes_to_public_key(public_keys[other][0]))
-            mask = pseudo_rand_gen(shared, MOD_RANGE, shapes)
-            masked = parameters_addition(masked, mask) if nid > other else parameters_subtraction(masked, mask)
+    masked = _remove_masks(masked, shares, active, public_keys)
     total_ratio, quantized = factor_extract(parameters_mod(masked, MOD_RANGE))
     if total_ratio <= 0:
         raise SecureAggregationError("secure aggregation: the sites in the sum have no weight")
