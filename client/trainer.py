@@ -376,13 +376,8 @@ def train_local(
     stepper = _Stepper.on_window(model, cfg, window, epochs, steps_per_epoch, global_state)
     hooked = stepper.make_private(privacy, train_loader.batch_size) if privacy else None
     dp_generator = torch.Generator().manual_seed(privacy.seed) if privacy else None
-    best = {"loss": math.inf, "epoch": 0, "state": None}
-    history: list[dict] = []
-    first_epoch = 1
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt_dir is not None and (ckpt_dir / "last.pt").is_file():
-        first_epoch, state, best, history = _resume(ckpt_dir / "last.pt", model, stepper)
-
+    first_epoch, state, best, history = _resume(ckpt_dir, model, stepper, state)
     if blending and train_eval_loader is not None and first_epoch == 1 and state.last is None:
         state.update(0, _checkpoint(model, train_eval_loader, val_loader, cfg.ties))
 
@@ -483,7 +478,11 @@ def _save(directory: Path, epoch: int, model: nn.Module, stepper: _Stepper, blen
         torch.save({"epoch": epoch, "model": best["state"], "val_fused_loss": best["loss"]}, directory / "best.pt")
 
 
-def _resume(path: Path, model: nn.Module, stepper: _Stepper):
+def _resume(directory: Path | None, model: nn.Module, stepper: _Stepper, blend: BlendState):
+    """(first epoch, blend state, best, history): from `directory`/last.pt when there is one, else a fresh start."""
+    path = directory / "last.pt" if directory is not None else None
+    if path is None or not path.is_file():
+        return 1, blend, {"loss": math.inf, "epoch": 0, "state": None}, []
     payload = torch.load(path, map_location=stepper.device, weights_only=False)
     model.load_state_dict(payload["model"])
     stepper.optimizer.load_state_dict(payload["optimizer"])
