@@ -88,7 +88,9 @@ class SiteTask:
 
     # ------------------------------------------------------------------ protocol
     def statistics(self, cfg: ConfigRecord) -> dict[str, Any]:
-        return self._impl(cfg).statistics()
+        from .statistics_reply import statistics_reply
+
+        return statistics_reply(self.site, self.site_yaml, cfg, lambda: self._impl(cfg).statistics())
 
     def train(self, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[ArrayRecord, dict[str, float], dict[str, Any], dict[str, float]]:
         """Local training from the global weights: (new weights, metrics, pooled per-head loss
