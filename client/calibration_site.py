@@ -55,3 +55,10 @@ def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], hori
             }
         out[endpoint] = per_horizon
     return {"endpoints": out, "patients": int(len(risks.time))}
+
+
+def skipped_reply(endpoints: list[str], horizons_days: list[float], reason: str) -> dict:
+    """The reply of a site with no evaluation patients (a training site under validation_fraction 0):
+    every endpoint and horizon skipped with `reason`, in calibration_reply's shape."""
+    return {"endpoints": {endpoint: {f"{h:g}": {"skipped": reason} for h in horizons_days} for endpoint in endpoints},
+            "patients": 0}

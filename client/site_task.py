@@ -204,12 +204,14 @@ class SiteTask:
         (held-out centre: all; training site: validation split), see calibration_site."""
         from stsfl.common.baseline_hazard import BaselineHazard
 
-        from .calibration_site import calibration_reply
+        from .calibration_site import calibration_reply, skipped_reply
 
-        impl = self._impl(cfg)
-        model, statistics = self._eval_model(impl, arrays, cfg)
         holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
         hazards = {name: BaselineHazard.from_dict(h) for name, h in from_json(str(cfg[BASELINE])).items()}
+        if not holdout and float(cfg.get("validation-fraction", 0.2)) == 0.0:
+            return skipped_reply(list(hazards), from_json(str(cfg[HORIZONS])), "no validation split (validation_fraction: 0)")
+        impl = self._impl(cfg)
+        model, statistics = self._eval_model(impl, arrays, cfg)
         risks = impl.outcome_risks(model, statistics, validation_only=not holdout)
         return calibration_reply(risks, hazards, from_json(str(cfg[HORIZONS])))
 

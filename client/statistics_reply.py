@@ -26,7 +26,8 @@ from .site_inventory import site_schema
 def statistics_reply(site: SiteConfig, site_yaml: Path, cfg: ConfigRecord, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """`compute()`'s statistics plus this site's schema fingerprint (multimodal task); only the
     fingerprint when the coordinator's schema differs; {STATS_UNUSABLE: cause} when the site's
-    data or configuration cannot be used (the errors a site operator fixes)."""
+    data or configuration cannot be used (the errors a site operator fixes; a tabular site's table
+    check raises ValueError naming the file)."""
     try:
         extra: dict[str, Any] = {}
         if str(cfg.get("task", "multimodal")) == "multimodal":
@@ -36,5 +37,5 @@ def statistics_reply(site: SiteConfig, site_yaml: Path, cfg: ConfigRecord, compu
                 return {STATS_SCHEMA_FINGERPRINT: own}
             extra[STATS_SCHEMA_FINGERPRINT] = own
         return {**compute(), **extra}
-    except (UserError, ConfigError) as err:
+    except (UserError, ConfigError, ValueError) as err:
         return {STATS_UNUSABLE: one_line_cause(f"{type(err).__name__}: {err}")}

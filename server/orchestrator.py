@@ -410,7 +410,8 @@ class Federation:
             "training_sites": self.fed.training_sites,
             "holdout_sites": self.fed.holdout,
             "selected_round": selected["round"],
-            "selection": f"lowest events-weighted {SELECTION_METRIC} of the training sites",
+            "selection": f"lowest events-weighted {SELECTION_METRIC} of the training sites" if best_round is not None
+            else "the last round: no training site reported a validation loss (validation_fraction: 0?)",
             "holdout_selected": {s: selected.get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "holdout_final": {s: history[-1].get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "blend_weights": state.meta.get("blend_weights"),
