@@ -1,4 +1,4 @@
-"""What leaves a site (README "What leaves a site"): every reply the real ClientApp returns during
+"""What leaves a site (docs/security.md, "What leaves a site"): every reply the real ClientApp returns during
 whole federations - statistics, training, evaluation, cross-site validation, baseline,
 calibration and site-outputs queries - is audited for per-patient content (tests/message_audit.py), on the TCGA-BRCA
 region sites (linear Cox) and on tiny multimodal sites (MRI + slides + clinical). The auditor itself
