@@ -15,7 +15,6 @@ Missing cells (empty, NA, N/A, NaN, null) are ignored when guessing.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,8 @@ import yaml
 from stsfl.common.config import ClinicalSchema, parse_config
 from stsfl.common.console import UserError
 
-from .clinical_table import BINARY_TOKENS, MISSING_TOKENS
+# read cells exactly as the site's clinical table will be read
+from .clinical_table import BINARY_TOKENS, _is_missing, _parse_number as _number
 
 ID_NAMES = ("patient_id", "patientid", "patient", "pid", "id", "subject_id", "case_id")
 ENDPOINT_PAIRS = ((re.compile(r"^(?P<name>.+)_time$", re.I), "{name}_event"), (re.compile(r"^(?P<name>T)$"), "E"),
@@ -43,15 +43,7 @@ class SchemaDraft:
 
 
 def _cells(frame: pd.DataFrame, column: str) -> list[str]:
-    return [c.strip() for c in frame[column] if c.strip().lower() not in MISSING_TOKENS]
-
-
-def _number(cell: str) -> float | None:
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+    return [c.strip() for c in frame[column] if not _is_missing(c)]
 
 
 def _id_column(frame: pd.DataFrame) -> tuple[str, str]:
