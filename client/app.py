@@ -14,6 +14,8 @@ Handlers (message types in stsfl.common.fed_protocol):
   secure aggregation the four SecAgg+ stages, stsfl.client.secure_update: a masked update instead);
 - evaluate: the global model on this site's evaluation split; reply: aggregate metrics;
 - evaluate.cross: several models (cross-site validation) on the same split; reply: their metrics.
+- query.clinical_cox: before round 1, the clinical Cox model's score and information at the
+  coefficients sent (stsfl.server.clinical_init_phase);
 - query.baseline: after the last round, binned events and risk sums for the baseline hazard;
 - query.calibration: then, calibration and decision curves of the absolute risks;
 - query.site_outputs: last, risk scores, Grad-CAM overlays and the validation report written at the
@@ -30,6 +32,7 @@ from stsfl.common.fed_protocol import (
     BASELINE,
     BLEND_STATS,
     CALIBRATION,
+    CLINICAL_COX,
     CLIPPING_RANGE,
     CONFIG,
     METRICS,
@@ -148,6 +151,14 @@ def baseline(msg: Message, context: Context) -> Message:
 @app.query("calibration")
 def calibration(msg: Message, context: Context) -> Message:
     return _json_reply(msg, context, "calibration", CALIBRATION)
+
+
+@app.query("clinical_cox")
+def clinical_cox(msg: Message, context: Context) -> Message:
+    task = _site(context)
+    parts = task.clinical_cox(msg.content[CONFIG])
+    content = RecordDict({SITE: site_record(task.name), CLINICAL_COX: ConfigRecord({"json": to_json(parts)})})
+    return Message(content, reply_to=msg)
 
 
 @app.query("site_outputs")

@@ -25,10 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stsfl.common.config import ScheduleWindow, TrainConfig, resolve_recipe
 from stsfl.common.cox import cox_loss
 from stsfl.common.linear_cox import build_linear_cox
 from stsfl.common.moments import site_moments
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
+
+from .optimizer import make_optimizer
 
 EVENT, TIME, FOLD = "E", "T", "fold"
 VALIDATION_FRACTION = 0.2
@@ -48,6 +51,11 @@ class Split:
     @property
     def events(self) -> int:
         return int(self.event.sum().item())
+
+
+def linear_cox_recipe() -> TrainConfig:
+    """The task's default recipe (full-batch gradient descent), as a federation without overrides runs it."""
+    return resolve_recipe("linear-cox", None, None, {}).train
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -92,10 +100,11 @@ class LinearCoxSite:
     """The site's data and the linear Cox model's local train / evaluate steps."""
 
     def __init__(self, csv_path: Path, run_seed: int, validation_fraction: float = VALIDATION_FRACTION,
-                 l2_penalty: float = 0.0):
+                 l2_penalty: float = 0.0, recipe: TrainConfig | None = None):
         if l2_penalty < 0:
             raise ValueError(f"{csv_path}: l2-penalty must be >= 0, got {l2_penalty}")
         self.l2_penalty = l2_penalty
+        self.recipe = recipe or linear_cox_recipe()
         frame = read_table(csv_path)
         self.features = feature_columns(frame)
         fold = frame[FOLD].astype(str) if FOLD in frame.columns else pd.Series("train", index=frame.index)
@@ -139,22 +148,30 @@ class LinearCoxSite:
             loss = loss + self.l2_penalty / 2 * (model.fc.weight**2).sum()
         return loss
 
-    def fit(self, model: torch.nn.Module, statistics: dict, epochs: int, lr: float, optimizer: str, prox_mu: float,
-            seed: int = 0, blend_weights: dict[str, float] | None = None) -> dict[str, float]:
-        """`epochs` full-batch steps from the global weights (+ FedProx term); returns loss aggregates.
-        Full-batch steps use no randomness (`seed` unused) and the single head needs no blending."""
+    def fit(self, model: torch.nn.Module, statistics: dict, window: ScheduleWindow, seed: int = 0,
+            blend_weights: dict[str, float] | None = None) -> dict[str, float]:
+        """`recipe.epochs_per_round` full-batch steps from the global weights (+ FedProx term) at
+        `window` of the run's rate schedule; returns loss aggregates. Full-batch steps use no
+        randomness (`seed` unused) and the single head needs no blending."""
+        recipe = self.recipe
         global_params = [p.detach().clone() for p in model.parameters()]
-        opt_cls = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
-        opt = opt_cls(model.parameters(), lr=lr)
+        params = list(model.parameters())
+        opt = make_optimizer(params, recipe)
+        steps = recipe.epochs_per_round
+        first, total = window.start_epoch, window.total_epochs
         with torch.no_grad():
             pre_train = float(self.loss(model, self.train, statistics))
             pre_val = float(self.loss(model, self.val, statistics)) if self.val.events else float("nan")
-        for _ in range(epochs):
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = recipe.learning_rate_at(first + step, total)
             opt.zero_grad()
             loss = self.objective(model, self.train, statistics)
-            if prox_mu > 0:
-                loss = loss + prox_mu / 2 * sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
+            if recipe.prox_mu > 0:
+                loss = loss + recipe.prox_mu / 2 * sum(((p - g) ** 2).sum() for p, g in zip(params, global_params))
             loss.backward()
+            if recipe.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
             opt.step()
         with torch.no_grad():
             post_train = float(self.loss(model, self.train, statistics))

@@ -24,10 +24,13 @@ import torch
 
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats
-from stsfl.common.config import ClinicalSchema, SiteConfig, load_preset
+from stsfl.common.config import ClinicalSchema, ScheduleWindow, SiteConfig, TrainConfig, load_preset
+from stsfl.common.cox_newton import cox_score
 from stsfl.common.multimodal import FUSED, MultimodalCoxNet
+from stsfl.common.risk_group_km import MIN_GROUP_SIZE
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
 
+from .clinical_encoding import encode_record
 from .linear_cox_site import in_validation
 from .privacy import DpSgd
 from .site_dataset import SiteDataset, site_collate
@@ -39,8 +42,10 @@ class MultimodalSite:
     """The site's prepared data and the multimodal network's local train / evaluate steps."""
 
     def __init__(self, site: SiteConfig, site_yaml: Path, preset: str, schema: ClinicalSchema, run_seed: int,
-                 validation_fraction: float, norm: str | None = None):
-        self.preset = load_preset(preset, norm)
+                 validation_fraction: float, norm: str | None = None, recipe: TrainConfig | None = None):
+        # The federation's recipe replaces the preset's `train:` block (None: the preset's own).
+        loaded = load_preset(preset, norm)
+        self.preset = loaded if recipe is None else loaded.model_copy(update={"train": recipe})
         self.schema = schema
         self.run_seed = run_seed
         self.policy = site.bad_patient_policy
@@ -80,17 +85,22 @@ class MultimodalSite:
         """DP-SGD's Poisson sampling rate: batch size / training patients."""
         return DpSgd.sample_rate(len(self.train_pids), self.preset.train.batch_size)
 
-    def fit(self, model: torch.nn.Module, statistics: dict, epochs: int, lr: float, optimizer: str, prox_mu: float,
-            seed: int = 0, blend_weights: dict[str, float] | None = None, privacy: DpSgd | None = None) -> dict[str, float]:
-        """Local epochs from the global weights (DP-SGD with `privacy`); returns per-head mean losses
-        and keeps the pooled statistics in `last_stats`."""
-        cfg = self.preset.train.model_copy(update={"epochs": epochs, "lr": lr, "prox_mu": prox_mu, "seed": seed})
-        global_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if prox_mu > 0 else None
+    @property
+    def recipe(self) -> TrainConfig:
+        return self.preset.train
+
+    def fit(self, model: torch.nn.Module, statistics: dict, window: ScheduleWindow, seed: int = 0,
+            blend_weights: dict[str, float] | None = None, privacy: DpSgd | None = None) -> dict[str, float]:
+        """`recipe.epochs_per_round` local epochs from the global weights at `window` of the run's
+        rate schedule, batches drawn with `seed` (DP-SGD with `privacy`); returns per-head mean
+        losses and keeps the pooled statistics in `last_stats`."""
+        recipe = self.recipe.model_copy(update={"seed": seed})
+        global_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if recipe.prox_mu > 0 else None
         val_loader = self._loader(statistics, self.val_pids, False, seed) if self.val_pids else None
         result = train_local(
-            model, self._loader(statistics, self.train_pids, True, seed), val_loader, cfg,
+            model, self._loader(statistics, self.train_pids, True, seed), val_loader, recipe,
             global_state=global_state, blend_weights=blend_weights, keep_best=False, show_progress=False,
-            privacy=privacy,
+            privacy=privacy, epochs=recipe.epochs_per_round, window=window,
         )
         model.load_state_dict(result.state)
         metrics = {f"train-loss-{h}": v for h, v in result.train_stats.mean_losses().items()}
@@ -99,6 +109,26 @@ class MultimodalSite:
         self.last_stats = {"train": result.train_stats.to_dict(),
                            "val": result.val_stats.to_dict() if result.val_stats is not None else None}
         return metrics
+
+    def clinical_cox(self, statistics: dict, beta: Sequence[Sequence[float]]) -> dict[str, dict]:
+        """Per endpoint, the Breslow score and information of the training split's encoded clinical
+        vectors at coefficients beta [K][D] (stsfl.common.cox_newton). An endpoint with fewer than
+        MIN_GROUP_SIZE events sends an empty part: with one event the score is that patient's row."""
+        stats = GlobalClinicalStats.from_dict(statistics)
+        by_pid = {p.pid: p.record for p in self.prepared.patients}
+        records = [by_pid[pid] for pid in self.train_pids]
+        dim = clinical_dim(self.schema)
+        x = np.stack([encode_record(r, stats, self.schema) for r in records]) if records else np.zeros((0, dim))
+        parts = {}
+        for k, endpoint in enumerate(self.schema.endpoint_names):
+            observed = np.array([bool(r.observed[k]) for r in records], dtype=bool)
+            time = np.array([r.time[k] for r in records], dtype=float)[observed]
+            event = np.array([r.event[k] for r in records], dtype=float)[observed]
+            part = cox_score(x[observed], time, event, np.asarray(beta[k], dtype=float))
+            if part.events < MIN_GROUP_SIZE:
+                part = cox_score(np.zeros((0, dim)), [], [], np.zeros(dim))
+            parts[endpoint] = part.to_dict()
+        return parts
 
     def outcome_risks(self, model: torch.nn.Module, statistics: dict, validation_only: bool = False):
         """The fused head's log-risks with the outcomes of every usable patient (the baseline hazard;

@@ -19,8 +19,17 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
 
-from stsfl.common.config import SiteConfig, load_config
-from stsfl.common.fed_protocol import BASELINE, BASELINE_BINS, BASELINE_GRID, HORIZONS, NUM_EVENTS, NUM_PATIENTS, from_json
+from stsfl.common.config import ScheduleWindow, SiteConfig, TrainConfig, load_config
+from stsfl.common.fed_protocol import (
+    BASELINE,
+    BASELINE_BINS,
+    BASELINE_GRID,
+    CLINICAL_BETA,
+    HORIZONS,
+    NUM_EVENTS,
+    NUM_PATIENTS,
+    from_json,
+)
 from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS
 
@@ -28,12 +37,13 @@ from .privacy import DpSgd, PrivacyLedger
 
 
 @lru_cache(maxsize=16)
-def _linear_cox_site(csv_path: Path, run_seed: int, validation_fraction: float, l2_penalty: float):
+def _linear_cox_site(csv_path: Path, run_seed: int, validation_fraction: float, l2_penalty: float, recipe_json: str):
     """The site's table, read once per process (a ClientApp process handles one message; the
     in-process benchmarks call many rounds)."""
     from .linear_cox_site import LinearCoxSite
 
-    return LinearCoxSite(csv_path, run_seed, validation_fraction, l2_penalty)
+    return LinearCoxSite(csv_path, run_seed, validation_fraction, l2_penalty,
+                         recipe=TrainConfig.model_validate(from_json(recipe_json)))
 
 
 class SiteTask:
@@ -63,9 +73,12 @@ class SiteTask:
     def _impl(self, cfg: ConfigRecord):
         task = str(cfg.get("task", "multimodal"))
         seed, fraction = int(cfg.get("run-seed", 0)), float(cfg.get("validation-fraction", 0.2))
+        # The federation's training recipe (every message carries it): what every site trains with.
+        recipe = str(cfg["recipe"])
         if task == "linear-cox":
             l2 = float(cfg.get("l2-penalty", 0.0))
-            return _linear_cox_site(self.site.root_dir(self.site_yaml) / self.site.layout.clinical_csv, seed, fraction, l2)
+            return _linear_cox_site(self.site.root_dir(self.site_yaml) / self.site.layout.clinical_csv, seed, fraction, l2,
+                                    recipe)
         if task == "multimodal":
             from stsfl.common.config import ClinicalSchema
 
@@ -74,7 +87,8 @@ class SiteTask:
             # The federation's schema (sent by the server) is the one every site encodes with.
             schema = ClinicalSchema.model_validate(from_json(str(cfg["schema"])))
             return MultimodalSite(self.site, self.site_yaml, str(cfg["preset"]), schema, seed, fraction,
-                                  norm=str(cfg.get("model-norm", "")) or None)
+                                  norm=str(cfg.get("model-norm", "")) or None,
+                                  recipe=TrainConfig.model_validate(from_json(recipe)))
         raise ValueError(f"task {task!r} is not available at this site")
 
     def _model(self, impl, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[torch.nn.Module, dict]:
@@ -106,17 +120,14 @@ class SiteTask:
             previous = self._norm_path(cfg, server_round - 1)
             if previous.is_file():
                 model.load_state_dict({**model.state_dict(), **torch.load(previous)})
-        epochs = int(cfg["local-epochs"])
-        privacy, spend = self._privacy(impl, cfg, epochs, server_round)
+        window = ScheduleWindow.model_validate(from_json(str(cfg["schedule-window"])))
+        privacy, spend = self._privacy(impl, cfg, impl.recipe.epochs_per_round, server_round)
         t1 = time.perf_counter()
         torch.manual_seed(int(cfg["seed"]))
         metrics = impl.fit(
             model,
             statistics,
-            epochs=epochs,
-            lr=float(cfg["learning-rate"]),
-            optimizer=str(cfg.get("client-optimizer", "adam")),
-            prox_mu=float(cfg.get("prox-mu", 0.0)),
+            window,
             seed=int(cfg["seed"]),
             blend_weights=from_json(str(cfg.get("blend-weights", "null"))),
             **({"privacy": privacy} if privacy else {}),
@@ -161,6 +172,14 @@ class SiteTask:
             return {"dp-epsilon": ledger.epsilon(), "dp-noise-multiplier": noise}
 
         return DpSgd(noise, settings.max_grad_norm, seed=int(cfg["seed"])), spend
+
+    def clinical_cox(self, cfg: ConfigRecord) -> dict[str, Any]:
+        """Score and information of the clinical Cox model at the coefficients in the config
+        (stsfl.server.clinical_init_phase), per endpoint: aggregates of the training split."""
+        impl = self._impl(cfg)
+        if not hasattr(impl, "clinical_cox"):
+            raise ValueError(f"site {self.name}: task {cfg.get('task')!r} has no clinical Cox initialisation")
+        return impl.clinical_cox(from_json(str(cfg["statistics"])), from_json(str(cfg[CLINICAL_BETA])))
 
     def evaluate(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, float]:
         return self._evaluate(self._impl(cfg), arrays, cfg, own_norm=True)

@@ -1,4 +1,4 @@
-"""The local trainer: SGD (Nesterov) + OneCycle on the blended Cox losses of the network's heads.
+"""The local trainer: the recipe's optimiser and rate schedule on the blended Cox losses of the heads.
 
 What the ClientApp calls:
     train_local(model, train_loader, val_loader, cfg, global_state=None, blend_weights=None) -> LocalTrainResult
@@ -39,11 +39,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from stsfl.common.batch import SurvivalBatch
 from stsfl.common.blending import BlendState, Checkpoint, HeadLossStats
-from stsfl.common.config.train import TrainConfig
+from stsfl.common.config.train import ScheduleWindow, TrainConfig
 from stsfl.common.cox import Ties
 from stsfl.common.head_losses import blended_loss, head_loss_stats, head_losses
 from stsfl.common.multimodal import FUSED
 
+from .optimizer import make_optimizer
 from .privacy import DpSgd, attach_dp, poisson_batches
 from .progress import progress_bar
 from .training_plots import save_training_plot
@@ -158,16 +159,19 @@ def _micro_batches_per_step(cfg: TrainConfig, loader: DataLoader) -> int:
 
 
 class _Stepper:
-    """One optimiser step: blended loss (+ FedProx), AMP scaling, clipping, SGD, OneCycle."""
+    """One optimiser step: blended loss (+ FedProx), AMP scaling, clipping, the optimiser, the rate.
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, global_state: Mapping[str, torch.Tensor] | None):
+    Step i takes the rate of step first_step + i of the recipe's schedule over total_steps: the
+    window of the whole training (pooled run or federation) that this call covers."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, first_step: int, total_steps: int,
+                 global_state: Mapping[str, torch.Tensor] | None):
         self.model, self.cfg = model, cfg
         self.device = _device_of(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(
-            self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1))
+        self.optimizer = make_optimizer(self.params, cfg)
+        self.step_index, self.first_step, self.total_steps = 0, first_step, max(total_steps, 1)
+        self._set_rate()
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and self.device.type == "cuda")
         self.anchor = None
         if global_state is not None and cfg.prox_mu > 0:
@@ -179,6 +183,15 @@ class _Stepper:
             }
 
         self.dp_optimizer = None
+
+    @property
+    def rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _set_rate(self) -> None:
+        rate = self.cfg.learning_rate_at(self.first_step + self.step_index, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
 
     def make_private(self, dp: DpSgd, expected_batch_size: int):
         """DP-SGD from here on (per-patient clipping replaces clip_grad_norm_; no AMP scaling).
@@ -213,9 +226,8 @@ class _Stepper:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
-        # OneCycle must not run past its total steps (a resumed or shortened epoch may ask again).
-        if self.scheduler.last_epoch < self.scheduler.total_steps:
-            self.scheduler.step()
+        self.step_index += 1
+        self._set_rate()
 
 
 def _norm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -324,6 +336,7 @@ def train_local(
     checkpoint_dir: str | Path | None = None,
     show_progress: bool = True,
     privacy: DpSgd | None = None,
+    window: ScheduleWindow | None = None,
 ) -> LocalTrainResult:
     """Train `model` in place for `epochs` (default cfg.epochs) and return the selected weights.
 
@@ -335,6 +348,8 @@ def train_local(
     `training.png` (blend weights and per-head losses over the epochs).
     privacy: DP-SGD (stsfl.client.privacy): Poisson-sampled batches of expected size
     batch_size, the batch the risk set; result.dp_steps and .dp_sample_rate say what to account.
+    window: where these epochs sit on the recipe's learning-rate schedule (a federation round's
+    stretch of the run); None -> the schedule spans exactly these epochs (pooled training).
     """
     epochs = epochs or cfg.epochs
     torch.manual_seed(cfg.seed)
@@ -345,7 +360,7 @@ def train_local(
             raise ValueError(f"blend_weights lacks heads {sorted(missing)}")
         state = BlendState(heads=heads, mode="off", weights=dict(blend_weights))
     else:
-        state = blend or BlendState(heads=heads, mode=cfg.blend_mode, overfit_floor=cfg.blend_overfit_floor)
+        state = blend or BlendState.for_recipe(heads, cfg)
     fixed_weights = blend_weights is not None or cfg.blend_mode == "off"
     blending = not fixed_weights and val_loader is not None
 
@@ -354,7 +369,8 @@ def train_local(
     per_step = _micro_batches_per_step(cfg, train_loader)
     sample_rate = DpSgd.sample_rate(len(train_loader.dataset), train_loader.batch_size)
     steps_per_epoch = DpSgd.steps_per_epoch(sample_rate) if privacy else math.ceil(len(train_loader) / per_step)
-    stepper = _Stepper(model, cfg, epochs * steps_per_epoch, global_state)
+    window = window or ScheduleWindow(start_epoch=0, total_epochs=epochs)
+    stepper = _Stepper(model, cfg, window.start_epoch * steps_per_epoch, window.total_epochs * steps_per_epoch, global_state)
     hooked = stepper.make_private(privacy, train_loader.batch_size) if privacy else None
     dp_generator = torch.Generator().manual_seed(privacy.seed) if privacy else None
     best = {"loss": math.inf, "epoch": 0, "state": None}
@@ -379,7 +395,7 @@ def train_local(
             for chunk in progress_bar(chunks, f"epoch {epoch}/{epochs}", steps_per_epoch, show_progress)
         ]
         train_stats = seen.stats(cfg.ties)
-        record = {"epoch": epoch, "loss": float(np.nanmean(losses)), "lr": stepper.scheduler.get_last_lr()[0],
+        record = {"epoch": epoch, "loss": float(np.nanmean(losses)), "lr": stepper.rate,
                   "weights": dict(state.weights), "train": train_stats.mean_losses()}
         if val_loader is not None:
             val_stats = evaluate(model, val_loader, cfg.ties).stats
@@ -427,7 +443,7 @@ def _save(directory: Path, epoch: int, model: nn.Module, stepper: _Stepper, blen
         "epoch": epoch,
         "model": model.state_dict(),
         "optimizer": stepper.optimizer.state_dict(),
-        "scheduler": stepper.scheduler.state_dict(),
+        "step": stepper.step_index,
         "scaler": stepper.scaler.state_dict(),
         "rng": torch.get_rng_state(),
         "blend": blend.to_dict(),
@@ -445,7 +461,8 @@ def _resume(path: Path, model: nn.Module, stepper: _Stepper):
     payload = torch.load(path, map_location=stepper.device, weights_only=False)
     model.load_state_dict(payload["model"])
     stepper.optimizer.load_state_dict(payload["optimizer"])
-    stepper.scheduler.load_state_dict(payload["scheduler"])
+    stepper.step_index = payload["step"]
+    stepper._set_rate()
     stepper.scaler.load_state_dict(payload["scaler"])
     torch.set_rng_state(payload["rng"])
     best = dict(payload["best"], state=None)

@@ -38,7 +38,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .config.train import BlendMode
+from .config.train import BlendMode, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -170,20 +170,46 @@ class BlendState:
     mode: BlendMode = "wang"
     min_overfit: float = 1e-3
     overfit_floor: float = DEFAULT_OVERFIT_FLOOR
+    smoothing: float = 0.0
+    max_change: float = 1.0
+    min_weight: float = 0.0
     weights: dict[str, float] = field(default_factory=dict)
+    raw_weights: dict[str, float] = field(default_factory=dict)
     last: Checkpoint | None = None
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     stats_history: list[tuple[int, dict[str, tuple[float, float]]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.smoothing < 1.0 or not 0.0 < self.max_change <= 1.0:
+            raise ValueError(f"blend smoothing must be in [0, 1) and max_change in (0, 1], got {self.smoothing}, {self.max_change}")
+        if not 0.0 <= self.min_weight * len(self.heads) < 1.0:
+            raise ValueError(f"blend min_weight {self.min_weight} x {len(self.heads)} heads must stay below 1")
         if not self.weights:
             self.weights = uniform_weights(self.heads)
+        if not self.raw_weights:
+            self.raw_weights = dict(self.weights)
         if not self.history:
             self.history.append((0, dict(self.weights)))
 
+    @staticmethod
+    def for_recipe(heads: Iterable[str], recipe: TrainConfig) -> "BlendState":
+        """A fresh state with the recipe's blend settings."""
+        return BlendState(heads=tuple(heads), mode=recipe.blend_mode, overfit_floor=recipe.blend_overfit_floor,
+                          smoothing=recipe.blend_smoothing, max_change=recipe.blend_max_change,
+                          min_weight=recipe.blend_min_weight)
+
     def update(self, epoch: int, checkpoint: Checkpoint) -> dict[str, float]:
+        """Take the checkpoint (exponentially smoothed with the previous ones by `smoothing`: G and O
+        of a few dozen validation events jump from one update to the next) and, from the second
+        call on, move the weights towards the rule's target by at most `max_change` per head; each
+        head keeps at least `min_weight`, so a head whose weight fell can still learn and come back."""
+        if self.last is not None and self.smoothing > 0:
+            checkpoint = _smoothed(self.last, checkpoint, self.smoothing)
         if self.last is not None:
-            self.weights = blend_weights(self.last, checkpoint, self.mode, self.weights, self.min_overfit, self.overfit_floor)
+            target = blend_weights(self.last, checkpoint, self.mode, self.raw_weights, self.min_overfit, self.overfit_floor)
+            self.raw_weights = _bounded_step(self.raw_weights, target, self.max_change)
+            spare = 1.0 - self.min_weight * len(self.heads)
+            self.weights = {h: self.min_weight + spare * w for h, w in self.raw_weights.items()}
             self.history.append((epoch, dict(self.weights)))
             if self.mode != "off":
                 self.stats_history.append((epoch, generalisation_and_overfitting(self.last, checkpoint)))
@@ -197,7 +223,11 @@ class BlendState:
             "mode": self.mode,
             "min_overfit": self.min_overfit,
             "overfit_floor": self.overfit_floor,
+            "smoothing": self.smoothing,
+            "max_change": self.max_change,
+            "min_weight": self.min_weight,
             "weights": self.weights,
+            "raw_weights": self.raw_weights,
             "last": None if self.last is None else {"train": dict(self.last.train), "val": dict(self.last.val)},
             "history": [[e, w] for e, w in self.history],
             "stats_history": [[e, {h: list(go) for h, go in s.items()}] for e, s in self.stats_history],
@@ -205,16 +235,35 @@ class BlendState:
 
     @staticmethod
     def from_dict(data: Mapping) -> "BlendState":
-        """Inverse of to_dict; a state saved before `overfit_floor` existed resumes with the raw rule
-        it was started with (floor 0)."""
+        """Inverse of to_dict; a state saved before `overfit_floor` (smoothing, bounded steps) existed
+        resumes with the rule it was started with (floor 0, no smoothing, unbounded)."""
         last = data.get("last")
+        weights = {h: float(w) for h, w in data["weights"].items()}
         return BlendState(
             heads=tuple(data["heads"]),
             mode=data["mode"],
             min_overfit=float(data["min_overfit"]),
             overfit_floor=float(data.get("overfit_floor", 0.0)),
-            weights={h: float(w) for h, w in data["weights"].items()},
+            smoothing=float(data.get("smoothing", 0.0)),
+            max_change=float(data.get("max_change", 1.0)),
+            min_weight=float(data.get("min_weight", 0.0)),
+            weights=weights,
+            raw_weights={h: float(w) for h, w in data.get("raw_weights", weights).items()},
             last=None if last is None else Checkpoint(train=last["train"], val=last["val"]),
             history=[(int(e), {h: float(x) for h, x in w.items()}) for e, w in data["history"]],
             stats_history=[(int(e), {h: (float(g), float(o)) for h, (g, o) in s.items()}) for e, s in data.get("stats_history", [])],
         )
+
+
+def _smoothed(previous: Checkpoint, current: Checkpoint, smoothing: float) -> Checkpoint:
+    """Exponential moving average of the per-head losses: smoothing x previous + (1 - smoothing) x current."""
+    mix = lambda a, b: {h: smoothing * a[h] + (1.0 - smoothing) * b[h] for h in b}  # noqa: E731
+    return Checkpoint(train=mix(previous.train, current.train), val=mix(previous.val, current.val))
+
+
+def _bounded_step(previous: Mapping[str, float], target: Mapping[str, float], max_change: float) -> dict[str, float]:
+    """The point on the segment previous -> target where no head moved more than max_change (both
+    sum to 1, so the result does too)."""
+    largest = max(abs(target[h] - previous[h]) for h in target)
+    step = 1.0 if largest <= max_change else max_change / largest
+    return {h: previous[h] + step * (target[h] - previous[h]) for h in target}

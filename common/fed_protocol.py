@@ -24,6 +24,7 @@ MSG_EVALUATE = "evaluate"  # evaluate the global model on a site's evaluation sp
 MSG_CROSS_EVALUATE = "evaluate.cross"
 MSG_BASELINE = "query.baseline"  # after the last round: binned events / risk sums for the baseline hazard
 MSG_CALIBRATION = "query.calibration"  # then: calibration and decision curves of the absolute risks
+MSG_CLINICAL_COX = "query.clinical_cox"  # before round 1: score and information of the clinical Cox model at beta
 MSG_SITE_OUTPUTS = "query.site_outputs"  # last: each site writes its own patients' outputs at the site; counts come back
 
 # Record keys.
@@ -43,6 +44,9 @@ BASELINE_GRID = "baseline-grid"  # baseline query config: {"bin_days", "max_days
 CALIBRATION = "calibration"  # calibration reply: per endpoint and horizon, decile curves and counts, as JSON
 HORIZONS = "horizons"  # calibration query config: horizons in days as JSON (and BASELINE: pooled baselines)
 BASELINE_BINS = "baseline-bins"  # site-outputs query config: the pooled bins per endpoint (risk intervals), as JSON
+
+CLINICAL_BETA = "clinical-beta"  # clinical Cox query config: coefficients [K][D] as JSON
+CLINICAL_COX = "clinical-cox"  # its reply: per endpoint score, information, events, log-likelihood, as JSON
 
 MODEL_PREFIX = "model/"
 METRICS_PREFIX = "metrics/"

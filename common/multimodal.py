@@ -1,7 +1,8 @@
 """The multimodal Cox network: one sub-network per modality, late fusion, one log-risk per endpoint.
 
 Heads: "fused" (concatenated features of the present modalities, absent -> zeros, plus the
-presence flags -> linear -> K log-risks) and one auxiliary head per modality (its features ->
+presence flags -> linear -> K log-risks, plus a linear term of the clinical vector when the preset's
+clinical.linear_skip is on) and one auxiliary head per modality (its features ->
 linear -> K log-risks), used only for gradient blending. The unimodal MRI network and the
 clinical-only network are this class with `modalities` restricted.
 """
@@ -53,6 +54,11 @@ class MultimodalCoxNet(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.aux_heads = nn.ModuleDict({m: nn.Linear(widths[m], n_endpoints) for m in self.modalities})
         self.fused_head = nn.Linear(sum(widths.values()) + len(self.modalities), n_endpoints)
+        self.clinical_linear = None
+        if "clinical" in self.modalities and preset.clinical.linear_skip:
+            # Zero: the term adds nothing until it is trained or set from a clinical Cox fit.
+            self.clinical_linear = nn.Linear(n_clinical, n_endpoints, bias=False)
+            nn.init.zeros_(self.clinical_linear.weight)
 
     @property
     def head_names(self) -> tuple[str, ...]:
@@ -81,4 +87,7 @@ class MultimodalCoxNet(nn.Module):
         return out
 
     def forward(self, batch: SurvivalBatch) -> dict[str, torch.Tensor]:
-        return self.heads(self.encode(batch), batch.modality_present)
+        out = self.heads(self.encode(batch), batch.modality_present)
+        if self.clinical_linear is not None:
+            out[FUSED] = out[FUSED] + self.clinical_linear(batch.clinical)
+        return out

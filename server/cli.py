@@ -190,8 +190,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from stsfl.common.config.federation import POOLED_ONLY
+
     fed = load_config(args.config, FederationConfig)
-    console.print(f"{args.config}: valid federation configuration ({len(fed.sites)} sites, {fed.strategy})")
+    console.print(f"{args.config}: valid federation configuration ({len(fed.sites)} sites, {fed.strategy}, "
+                  f"{fed.rounds} rounds)")
+    table = Table(title="training recipe the sites run (train:)")
+    for column in ("key", "value", "from"):
+        table.add_column(column)
+    for key, value, source in fed.recipe.table(skip=POOLED_ONLY):
+        table.add_row(key, str(value), source)
+    console.print(table)
     return 0
 
 

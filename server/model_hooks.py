@@ -5,7 +5,7 @@
   query (held-out centres report counts but do not shape the standardisation they are tested on);
 - `initial_arrays`: the initial global weights, from the global statistics and the seed;
 - `update_blend`: the next round's gradient-blending weights from the sites' pooled per-head
-  loss statistics (None for a single-head model or with `blending: false`).
+  loss statistics (None for a single-head model or with `train.blend_mode: off`).
 
 `linear-cox`: FLamby-style clinical-only linear Cox on tabular sites (feature moments).
 `multimodal`: the product's MultimodalCoxNet (clinical sums of the pipeline, blending of the
@@ -103,15 +103,14 @@ class MultimodalHooks(LinearCoxHooks):
         """Pool the sites' per-head statistics (sums and event counts add up), update the BlendState
         with this round as a checkpoint, return (weights for the next round, new state)."""
         from stsfl.common.blending import BlendState, Checkpoint, HeadLossStats
-        from stsfl.common.config import load_preset
 
         usable = [s for s in blend_stats.values() if s and s.get("train") and s.get("val")]
-        if not self.fed.blending or not usable:
+        if self.fed.recipe.train.blend_mode == "off" or not usable:
             return (state or {}).get("weights"), state
         train = HeadLossStats.merge(HeadLossStats.from_dict(s["train"]) for s in usable)
         val = HeadLossStats.merge(HeadLossStats.from_dict(s["val"]) for s in usable)
         if state is None:
-            blend = BlendState(heads=tuple(train.loss_sums), mode=load_preset(self.fed.preset, self.fed.model_norm).train.blend_mode)
+            blend = BlendState.for_recipe(train.loss_sums, self.fed.recipe.train)
         else:
             blend = BlendState.from_dict(state)
         weights = blend.update(server_round, Checkpoint(train=train.mean_losses(), val=val.mean_losses()))

@@ -4,6 +4,8 @@ Phases, in the order they happen:
 1. wait for the sites of the config (timeout, names the missing ones);
 2. statistics: every site (training and held out) answers one query with its clinical sums and
    counts and its event counts; the server combines them (global standardisation, category sets);
+   then (multimodal) the fused head's clinical term starts from a federated clinical Cox fit
+   (stsfl.server.clinical_init_phase);
 3. rounds 1..R: training sites get the global weights + round config (seed, local epochs,
    learning rate, prox-mu, blend weights, statistics); each replies with new weights and
    aggregates (patients, events, per-head train / validation losses, timings). The round
@@ -35,7 +37,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from stsfl.common.config import FederationConfig
+from stsfl.common.config import FederationConfig, ScheduleWindow
 from stsfl.common.fed_protocol import (
     ARRAYS,
     BLEND_STATS,
@@ -58,6 +60,7 @@ from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, 
 from stsfl.common.site_metrics import describe_metrics
 
 from .checkpoint import ServerState, load_checkpoint, save_checkpoint
+from .clinical_init_phase import run_clinical_init
 from .cross_site import GLOBAL_MODEL, CrossSiteMatrix, local_model_name, write_cross_site
 from .model_hooks import LinearCoxHooks
 from .results import ResultsFolder
@@ -116,9 +119,10 @@ class Federation:
                 "preset": self.fed.preset,
                 "model-norm": self.fed.model_norm or "",
                 # what a DP site calibrates its noise to: every local epoch the federation plans to ask for
-                "planned-epochs": self.fed.rounds * self.fed.local_epochs
+                "planned-epochs": self.fed.rounds * self.fed.recipe.train.epochs_per_round
                 + (self.fed.cross_site.local_epochs if self.fed.cross_site.enabled else 0),
                 "run-seed": self.fed.seed,
+                "recipe": to_json(self.fed.recipe.train.model_dump(mode="json")),
                 "validation-fraction": self.fed.validation_fraction,
                 "l2-penalty": self.fed.l2_penalty,
                 "schema": to_json(self.hooks.schema_json()),
@@ -131,10 +135,7 @@ class Federation:
             {
                 "server-round": server_round,
                 "seed": self.fed.seed + server_round,
-                "local-epochs": self.fed.local_epochs,
-                "learning-rate": self.fed.learning_rate_at(server_round),
-                "client-optimizer": self.fed.client_optimizer,
-                "prox-mu": self.aggregator.client_prox_mu,
+                "schedule-window": to_json(self.fed.schedule_window(server_round).model_dump()),
                 "keep-norm-local": self.aggregator.keeps_norm_local,
                 "blend-weights": to_json(state.meta.get("blend_weights")),
                 "statistics": to_json(state.meta["statistics"]),
@@ -241,7 +242,7 @@ class Federation:
         state.global_arrays = arrays_to_numpy(new_global)
         return {
             "round": server_round,
-            "learning_rate": float(cfg["learning-rate"]),
+            "learning_rate": self.fed.learning_rate_at(server_round),
             "sites_train": sorted(ok),
             "sites_failed": failed,
             "train_sites": per_site,
@@ -295,15 +296,55 @@ class Federation:
         return {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
 
     def _select(self, state: ServerState, record: dict[str, Any]) -> None:
-        """Keep the global model with the lowest fused-head validation loss of the training sites."""
+        """Keep the global model with the lowest smoothed fused-head validation loss of the training
+        sites (FederationConfig.selection), unless they hold too few validation events."""
         train_eval = {s: m for s, m in record["evaluate_sites"].items() if s in self.fed.training_sites}
         score = _weighted_mean(train_eval, SELECTION_METRIC)
-        record["selection_score"] = score
+        events = sum(v for m in train_eval.values() for k, v in m.items() if k.startswith("eval-events-"))
+        record["selection_score"], record["validation_events"] = score, events
+        rule = self.fed.selection
+        if score is None or events < rule.min_validation_events:
+            if state.meta.get("selection_fallback") is None:
+                state.meta["selection_fallback"] = (
+                    f"last round: the training sites hold {events:.0f} validation events (selection.min_validation_events "
+                    f"is {rule.min_validation_events}), too few to choose a round by validation loss"
+                )
+                self._warn(state, f"model selection: {state.meta['selection_fallback']}; "
+                                  "raise validation_fraction or lower selection.min_validation_events")
+            return
+        previous = state.meta.get("smoothed_score")
+        smoothed = score if previous is None else rule.smoothing * previous + (1.0 - rule.smoothing) * score
+        state.meta["smoothed_score"] = record["selection_score_smoothed"] = smoothed
         best = state.meta.get("best_score")
-        if score is not None and (best is None or score < best):
-            state.meta["best_score"] = score
+        if best is None or smoothed < best:
+            state.meta["best_score"] = smoothed
             state.meta["best_round"] = record["round"]
             state.best_arrays = {k: v.copy() for k, v in state.global_arrays.items()}
+
+    def _warn(self, state: ServerState, text: str) -> None:
+        """A warning on the coordinator's screen, in server.log and in summary.json (and the report)."""
+        state.meta.setdefault("warnings", []).append(text)
+        self.log(f"WARNING: {text}")
+
+    def _check_learning(self, state: ServerState) -> None:
+        """Warn once when the training loss has not fallen for `stall_rounds` rounds."""
+        window = self.fed.stall_rounds
+        losses = [_weighted_mean(r["train_sites"], "train-loss-fused") for r in state.meta["history"]]
+        losses = [x for x in losses if x is not None]
+        if not window or len(losses) <= window or state.meta.get("stall_warned"):
+            return
+        before, recent = min(losses[:-window]), min(losses[-window:])
+        if recent < before * (1.0 - 1e-3):
+            return
+        state.meta["stall_warned"] = True
+        recipe = self.fed.recipe.train
+        rose = losses[-1] > losses[0] * (1.0 + 1e-3)
+        self._warn(state, (
+            f"the training loss has not fallen for {window} rounds ({losses[0]:.4f} in round 1, {losses[-1]:.4f} now): "
+            f"the model is not learning. Likely cause: the learning rate train.lr = {recipe.lr:g} "
+            f"(from {self.fed.recipe.sources['lr']}) is too "
+            + ("high (the loss rose)" if rose else "low") + "; `sts-server check-config` shows the recipe"
+        ))
 
     def _progress_line(self, record: dict[str, Any]) -> str:
         parts = [f"round {record['round']}/{self.fed.rounds}", f"sites {len(record['sites_train'])}/{len(self.fed.training_sites)}"]
@@ -330,7 +371,11 @@ class Federation:
         self.sites.refresh(self.query_timeout)
         training = [s for s in self.fed.training_sites if s in self.sites.node_of]
         cfg = self._round_config(state, phase_round)
-        cfg.update({"local-epochs": self.fed.cross_site.local_epochs, "prox-mu": 0.0})
+        # A fine-tuning of its own: the recipe's schedule over these epochs, no proximal term.
+        epochs = self.fed.cross_site.local_epochs
+        recipe = self.fed.recipe.train.model_copy(update={"epochs_per_round": epochs, "prox_mu": 0.0})
+        cfg.update({"recipe": to_json(recipe.model_dump(mode="json")),
+                    "schedule-window": to_json(ScheduleWindow(start_epoch=0, total_epochs=epochs).model_dump())})
         self.log(f"cross-site validation: {len(training)} site(s) fine-tune the final global model "
                  f"({self.fed.cross_site.local_epochs} local epoch(s))")
         global_record = numpy_to_arrays(state.global_arrays)
@@ -370,6 +415,7 @@ class Federation:
         else:
             self.results.write_status("statistics")
             state = self._statistics_phase()
+            run_clinical_init(self, state)
             save_checkpoint(self.results.root, state)
         for server_round in range(state.round + 1, fed.rounds + 1):
             self.results.write_status("training", round=server_round, completed_rounds=state.round)
@@ -385,6 +431,7 @@ class Federation:
             save_checkpoint(self.results.root, state)
             self.results.write_history(state.meta["history"])
             self.log(self._progress_line(record))
+            self._check_learning(state)
         cross_site = self._cross_site(state) if fed.cross_site.enabled else None
         baseline = None
         if fed.prediction.baseline:
@@ -410,8 +457,10 @@ class Federation:
             "training_sites": self.fed.training_sites,
             "holdout_sites": self.fed.holdout,
             "selected_round": selected["round"],
-            "selection": f"lowest events-weighted {SELECTION_METRIC} of the training sites" if best_round is not None
-            else "the last round: no training site reported a validation loss (validation_fraction: 0?)",
+            "selection": state.meta.get("selection_fallback") or (
+                f"lowest events-weighted {SELECTION_METRIC} of the training sites, smoothed over rounds "
+                f"({selected.get('validation_events', 0):.0f} validation events)"),
+            "warnings": state.meta.get("warnings", []),
             "holdout_selected": {s: selected.get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "holdout_final": {s: history[-1].get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "blend_weights": state.meta.get("blend_weights"),

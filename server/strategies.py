@@ -64,15 +64,10 @@ class Aggregator:
                 **common, eta=params.server_lr, beta_1=params.beta_1, beta_2=params.beta_2, tau=params.tau
             )
         elif fed.strategy == "fedprox":
-            self.strategy = FedProx(**common, proximal_mu=params.prox_mu)
+            self.strategy = FedProx(**common, proximal_mu=fed.recipe.train.prox_mu)
         else:  # fedavg, fedbn: the server step is a weighted mean
             self.strategy = FedAvg(**common)
         self.weight_key = key
-
-    @property
-    def client_prox_mu(self) -> float:
-        """Proximal weight the clients add to their loss (0 unless FedProx)."""
-        return float(getattr(self.strategy, "proximal_mu", 0.0))
 
     @property
     def keeps_norm_local(self) -> bool:

@@ -122,3 +122,47 @@ def test_pooled_head_statistics():
     assert pooled.events == {"fused": (4, 1)}
     assert pooled.mean_losses() == pytest.approx({"fused": 8.0 / 4 + 1.0 / 1})
     assert HeadLossStats.from_dict(json.loads(json.dumps(pooled.to_dict()))) == pooled
+
+
+def _oscillating(n: int) -> list[Checkpoint]:
+    """Losses that fall slowly for every head, plus noise that flips sign each update; the wsi head
+    learns nothing for the first half, then starts to."""
+    out = []
+    for t in range(n):
+        wobble = 0.15 * (-1) ** t
+        wsi = 2.0 if t < n // 2 else 2.0 - 0.05 * (t - n // 2)
+        out.append(Checkpoint(train={"fused": 2.0 - 0.04 * t, "mri": 2.0 - 0.03 * t, "wsi": wsi},
+                              val={"fused": 2.1 - 0.02 * t + wobble, "mri": 2.1 - 0.015 * t - wobble, "wsi": wsi + 0.1}))
+    return out
+
+
+def test_smoothing_and_bounded_steps_tame_oscillating_statistics():
+    heads = ("fused", "mri", "wsi")
+    raw, tamed = BlendState(heads=heads), BlendState(heads=heads, smoothing=0.5, max_change=0.2, min_weight=0.02)
+    for t, checkpoint in enumerate(_oscillating(12)):
+        raw.update(t, checkpoint)
+        tamed.update(t, checkpoint)
+
+    def largest_jump(state):
+        return max(abs(b[h] - a[h]) for (_, a), (_, b) in zip(state.history, state.history[1:]) for h in heads)
+
+    assert largest_jump(raw) > 0.9  # the raw rule swings fused <-> mri as the noise flips
+    assert largest_jump(tamed) <= 0.2 + 1e-9
+    assert all(min(w.values()) >= 0.02 - 1e-12 and sum(w.values()) == pytest.approx(1.0) for _, w in tamed.history)
+
+
+def test_a_head_at_the_floor_comes_back_when_it_starts_to_generalise():
+    heads = ("fused", "mri", "wsi")
+    state = BlendState(heads=heads, smoothing=0.5, max_change=0.25, min_weight=0.02)
+    weights = [dict(state.update(t, c)) for t, c in enumerate(_oscillating(24))]
+    lowest = min(w["wsi"] for w in weights[:12])
+    assert lowest == pytest.approx(0.02, abs=0.01)  # a head that learns nothing sinks to the floor
+    assert weights[-1]["wsi"] > 5 * lowest  # and comes back once its validation loss falls
+
+
+def test_blend_state_round_trips_with_its_smoothing():
+    state = BlendState(heads=("fused", "mri"), smoothing=0.3, max_change=0.5, min_weight=0.01)
+    for t, c in enumerate(_oscillating(4)):
+        state.update(t, Checkpoint(train={h: c.train[h] for h in ("fused", "mri")}, val={h: c.val[h] for h in ("fused", "mri")}))
+    again = BlendState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again == state

@@ -4,8 +4,8 @@
   centralised gradient descent on that site (to float tolerance).
 - Three sites, FedAvg weighted by events: the same as gradient descent on the pooled Cox model
   stratified by centre (why we weight by events: stsfl.server.strategies).
-- With `learning_rate_decay: cosine`, the orchestrator sends each round's rate, and the one-site
-  federation equals gradient descent whose steps follow FederationConfig.learning_rate_at.
+- With `train.schedule: warmup_cosine`, each round's sites continue the run's one schedule, and the
+  one-site federation equals gradient descent whose steps follow FederationConfig.learning_rate_at.
 - The federated feature statistics equal the pooled ones.
 - With a ridge penalty (`l2_penalty`), FedAvg converges to the penalised optimum that lifelines'
   CoxPHFitter(penalizer, l1_ratio=0, strata=site) finds on the pooled rows.
@@ -55,15 +55,17 @@ def _statistics(tasks, cfg):
 
 def _federated(yamls, rounds: int, lr: float = LR, l2: float = 0.0) -> dict[str, np.ndarray]:
     tasks = _tasks(yamls)
-    fed = FederationConfig(sites=[t.name for t in tasks], task="linear-cox", strategy="fedavg", weighting="events", l2_penalty=l2)
-    base = ConfigRecord({"task": "linear-cox", "run-seed": SEED, "federation": "eq", "l2-penalty": fed.l2_penalty})
+    fed = FederationConfig(sites=[t.name for t in tasks], task="linear-cox", strategy="fedavg", weighting="events", l2_penalty=l2,
+                           rounds=rounds, train={"lr": lr, "seed": SEED})
+    base = ConfigRecord({"task": "linear-cox", "run-seed": SEED, "federation": "eq", "l2-penalty": fed.l2_penalty,
+                         "recipe": to_json(fed.recipe.train.model_dump(mode="json"))})
     statistics, _ = _statistics(tasks, base)
     aggregator = Aggregator(fed)
     glob = state_dict_to_arrays(build_linear_cox(len(statistics["mean"]), SEED).state_dict())
     for server_round in range(1, rounds + 1):
         cfg = ConfigRecord(dict(base, **{
             "statistics": to_json(statistics), "server-round": server_round, "seed": SEED + server_round,
-            "local-epochs": 1, "learning-rate": lr, "client-optimizer": "sgd", "prox-mu": 0.0,
+            "schedule-window": to_json(fed.schedule_window(server_round).model_dump()),
         }))
         replies = []
         for task in tasks:
@@ -96,9 +98,9 @@ def test_a_decaying_learning_rate_reaches_the_sites_round_by_round(region_sites,
     """The real orchestrator and ClientApp (in process), one site, one full-batch SGD step per round:
     the run is gradient descent with the cosine schedule's step sizes, not with the constant rate."""
     config = tmp_path / "federation.yaml"
-    config.write_text(f"task: linear-cox\nname: decay\nsites: [region_0]\nrounds: 3\nlocal_epochs: 1\n"
-                      f"learning_rate: {LR}\nlearning_rate_decay: cosine\nlearning_rate_final: 0.2\n"
-                      f"client_optimizer: sgd\nseed: {SEED}\nvalidation_fraction: {VALIDATION_FRACTION}\n"
+    config.write_text(f"task: linear-cox\nname: decay\nsites: [region_0]\nrounds: 3\n"
+                      f"train: {{lr: {LR}, schedule: warmup_cosine, warmup_fraction: 0, final_lr_fraction: 0.2, seed: {SEED}}}\n"
+                      f"validation_fraction: {VALIDATION_FRACTION}\n"
                       "prediction: {baseline: false}\nsite_outputs: {enabled: false}\n")
     run_in_process(InProcessGrid({"region_0": region_sites[0]}), config, tmp_path / "results")
     rates = [json.loads(line)["learning_rate"] for line in (tmp_path / "results" / "rounds.jsonl").read_text().splitlines()]
@@ -112,7 +114,9 @@ def test_a_decaying_learning_rate_reaches_the_sites_round_by_round(region_sites,
 
 def test_federated_statistics_equal_pooled(region_sites):
     tasks = _tasks(region_sites)
-    statistics, per_site = _statistics(tasks, ConfigRecord({"task": "linear-cox", "run-seed": SEED}))
+    fed = FederationConfig(sites=[t.name for t in tasks], task="linear-cox")
+    statistics, per_site = _statistics(tasks, ConfigRecord({"task": "linear-cox", "run-seed": SEED,
+                                                            "recipe": to_json(fed.recipe.train.model_dump(mode="json"))}))
     pooled = np.concatenate([LinearCoxSite(p.parent / p.stem / "clinical.csv", SEED).train.x.double().numpy() for p in region_sites])
     np.testing.assert_allclose(statistics["mean"], pooled.mean(axis=0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(statistics["std"], np.where(pooled.std(axis=0) > 1e-12, pooled.std(axis=0), 1.0), rtol=1e-7)

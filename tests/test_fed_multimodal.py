@@ -35,10 +35,11 @@ def site_tasks(tmp_path_factory) -> dict[str, SiteTask]:
 
 def test_two_rounds_with_blending_and_holdout_evaluation(site_tasks):
     fed = FederationConfig(sites=SITES, holdout=["held_out"], strategy="fedavg", weighting="patients",
-                           validation_fraction=0.34, local_epochs=2)
+                           validation_fraction=0.34, rounds=2, train={"epochs_per_round": 2})
     hooks = hooks_for(fed)
     base = {"task": "multimodal", "preset": "cpu-small", "schema": to_json(hooks.schema_json()), "run-seed": 0,
-            "validation-fraction": fed.validation_fraction, "federation": "mm-test"}
+            "validation-fraction": fed.validation_fraction, "federation": "mm-test",
+            "recipe": to_json(fed.recipe.train.model_dump(mode="json"))}
     per_site = {name: task.statistics(ConfigRecord(base)) for name, task in site_tasks.items()}
     assert all(per_site[s]["counts"]["patients"] > 0 for s in SITES)
     statistics = hooks.combine_statistics(per_site)
@@ -51,7 +52,7 @@ def test_two_rounds_with_blending_and_holdout_evaluation(site_tasks):
     for server_round in (1, 2):
         cfg = ConfigRecord(dict(base, **{
             "statistics": to_json(statistics), "server-round": server_round, "seed": server_round,
-            "local-epochs": fed.local_epochs, "learning-rate": 0.01, "prox-mu": 0.0,
+            "schedule-window": to_json(fed.schedule_window(server_round).model_dump()),
             "blend-weights": to_json(blend),
         }))
         replies, stats = [], {}
@@ -82,7 +83,8 @@ def test_fedbn_sites_keep_their_own_normalisation_layers(site_tasks):
     hooks = hooks_for(fed)
     base = {"task": "multimodal", "preset": "cpu-small", "schema": to_json(hooks.schema_json()), "run-seed": 0,
             "validation-fraction": fed.validation_fraction, "federation": "fedbn-test", "keep-norm-local": True,
-            "local-epochs": 1, "learning-rate": 0.01, "prox-mu": 0.0, "blend-weights": to_json(hooks.initial_blend_weights())}
+            "recipe": to_json(fed.recipe.train.model_dump(mode="json")), "schedule-window": to_json(fed.schedule_window(1).model_dump()),
+            "blend-weights": to_json(hooks.initial_blend_weights())}
     statistics = hooks.combine_statistics({n: t.statistics(ConfigRecord(base)) for n, t in site_tasks.items()})
     glob = hooks.initial_arrays(statistics, seed=0)
     site = site_tasks["a"]
@@ -112,7 +114,8 @@ def test_baseline_query_pools_the_training_sites_bins(site_tasks):
     fed = FederationConfig(sites=SITES, holdout=["held_out"], validation_fraction=0.34)
     hooks = hooks_for(fed)
     base = {"task": "multimodal", "preset": "cpu-small", "schema": to_json(hooks.schema_json()), "run-seed": 0,
-            "validation-fraction": fed.validation_fraction, "federation": "baseline-test", "server-round": 1}
+            "validation-fraction": fed.validation_fraction, "federation": "baseline-test", "server-round": 1,
+            "recipe": to_json(fed.recipe.train.model_dump(mode="json"))}
     statistics = hooks.combine_statistics({n: t.statistics(ConfigRecord(base)) for n, t in site_tasks.items()})
     glob = numpy_to_arrays(hooks.initial_arrays(statistics, seed=0))
     cfg = ConfigRecord(dict(base, statistics=to_json(statistics), **baseline_query_config(fed)))

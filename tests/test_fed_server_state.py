@@ -125,7 +125,7 @@ def test_a_resume_over_a_corrupt_checkpoint_ends_with_the_uninterrupted_model(tc
     round before, runs the last round again and ends with the same model, nothing lost."""
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
-    config.write_text("task: linear-cox\nname: ckpt\nrounds: 3\nlocal_epochs: 5\nlearning_rate: 0.05\nseed: 3\n"
+    config.write_text("task: linear-cox\nname: ckpt\nrounds: 3\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
                       "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nprediction: {baseline: false}\n"
                       "site_outputs: {enabled: false}\n")
     clean = run_in_process(InProcessGrid(sites), config, tmp_path / "clean")
@@ -188,9 +188,10 @@ def test_fedadam_state_survives_a_restart():
     assert not np.allclose(arrays_to_numpy(f2)["w"], arrays_to_numpy(g2)["w"])
 
 
-def test_fedprox_sends_mu_and_fedbn_keeps_norm_local():
-    assert Aggregator(_fed(strategy="fedprox")).client_prox_mu == pytest.approx(0.01)
-    assert Aggregator(_fed(strategy="fedavg")).client_prox_mu == 0.0
+def test_fedprox_takes_the_recipes_mu_and_fedbn_keeps_norm_local():
+    assert Aggregator(_fed(strategy="fedprox", train={"prox_mu": 0.02})).strategy.proximal_mu == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="train.prox_mu"):
+        _fed(strategy="fedprox")
     assert Aggregator(_fed(strategy="fedbn")).keeps_norm_local
     assert not Aggregator(_fed(strategy="fedadam")).keeps_norm_local
 

@@ -145,9 +145,7 @@ BODY = """task: linear-cox
 strategy: fedavg
 rounds: 2
 eval_every: 1
-local_epochs: 5
-learning_rate: 0.05
-seed: 3
+train: {epochs_per_round: 5, lr: 0.05, seed: 3}
 eval_horizons_days: [365, 1095]
 """
 

@@ -27,6 +27,7 @@ from site_builder import make_site
 
 ALL_TYPES = {"query.stats", "train", "evaluate", "evaluate.cross", "query.baseline", "query.calibration",
              "query.site_outputs"}
+MULTIMODAL_TYPES = ALL_TYPES | {"query.clinical_cox"}
 
 
 def _report(audit: MessageAudit, label: str) -> str:
@@ -48,7 +49,7 @@ def _run_and_audit(sites: dict, config, results, label: str, types: set[str] = A
 def test_nothing_per_patient_leaves_the_tcga_region_sites(tcga_brca_dir, tmp_path, server_identity):
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
-    config.write_text("task: linear-cox\nname: audit\nrounds: 2\nlocal_epochs: 5\nlearning_rate: 0.05\nseed: 3\n"
+    config.write_text("task: linear-cox\nname: audit\nrounds: 2\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
                       "sites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
                       "cross_site: {enabled: true, local_epochs: 2}\n")
     _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions")
@@ -58,7 +59,7 @@ def test_nothing_per_patient_leaves_the_sites_under_secure_aggregation(tcga_brca
     """The four SecAgg+ stages replace the train reply (no cross-site validation: it is refused with them)."""
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
-    config.write_text("task: linear-cox\nname: audit-secagg\nrounds: 2\nlocal_epochs: 5\nlearning_rate: 0.05\nseed: 3\n"
+    config.write_text("task: linear-cox\nname: audit-secagg\nrounds: 2\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
                       "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nsecure_aggregation: {enabled: true}\n")
     _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions, SecAgg+",
                    ALL_TYPES - {"evaluate.cross"})
@@ -74,9 +75,9 @@ def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identi
         sites[name] = site_yaml
     config = tmp_path / "federation.yaml"
     config.write_text("task: multimodal\npreset: cpu-small\nmodel_norm: group\nname: audit-mm\nrounds: 1\n"
-                      "local_epochs: 1\nsites: [a, b, held_out]\nholdout: [held_out]\nvalidation_fraction: 0.34\n"
+                      "train: {epochs_per_round: 1}\nsites: [a, b, held_out]\nholdout: [held_out]\nvalidation_fraction: 0.34\n"
                       "cross_site: {enabled: true, local_epochs: 1}\n")
-    _run_and_audit(sites, config, tmp_path / "results", "multimodal tiny sites")
+    _run_and_audit(sites, config, tmp_path / "results", "multimodal tiny sites", MULTIMODAL_TYPES)
     round_1 = json.loads((tmp_path / "results" / "rounds.jsonl").read_text().splitlines()[0])["train_sites"]
     assert 0 < round_1["a"]["dp-epsilon"] < 8.0 and "dp-epsilon" not in round_1["b"]
     ledger = json.loads((tmp_path / "a" / "cache" / "federations" / "audit-mm" / "privacy_ledger.json").read_text())

@@ -21,7 +21,7 @@ from stsfl.server.secure_aggregation import threshold
 
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
-BODY = ("task: linear-cox\nrounds: 2\nlocal_epochs: 3\nlearning_rate: 0.05\nclient_optimizer: sgd\nseed: 5\nstrategy: {strategy}\n"
+BODY = ("task: linear-cox\nrounds: 2\ntrain: {{epochs_per_round: 3, lr: 0.05, seed: 5}}\nstrategy: {strategy}\n"
         "sites: [region_0, region_1, region_2, region_3]\nholdout: [region_3]\nprediction: {{baseline: false}}\n"
         "site_outputs: {{enabled: false}}\n")
 

@@ -22,7 +22,7 @@ FEDERATION = """name: outputs-test
 sites: [a, b, held_out]
 holdout: [held_out]
 rounds: 1
-local_epochs: 1
+train: {epochs_per_round: 1}
 validation_fraction: 0.34
 weighting: patients
 prediction: {horizons_years: [1, 3, 5]}

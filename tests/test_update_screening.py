@@ -73,7 +73,7 @@ class PoisoningGrid(InProcessGrid):
 def test_a_poisoned_update_is_rejected_and_the_run_completes(tcga_brca_dir, tmp_path, capsys, server_identity, poison, reason):
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
-    config.write_text("task: linear-cox\nname: poison\nrounds: 2\nlocal_epochs: 5\nlearning_rate: 0.05\nseed: 3\n"
+    config.write_text("task: linear-cox\nname: poison\nrounds: 2\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
                       "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nprediction: {baseline: false}\n")
     summary = run_in_process(PoisoningGrid(sites, "region_1", poison), config, tmp_path / "results")
     out = capsys.readouterr().out

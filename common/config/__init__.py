@@ -3,25 +3,16 @@
 from .federation import FederationConfig
 from .loader import ConfigError, StrictModel, bundled_path, load_config, parse_config, read_yaml
 from .prediction import BaselineGridConfig, PredictionConfig
-from .preset import ModelPreset
+from .preset import ModelPreset, load_preset
 from .schema import ClinicalSchema, ClinicalVariable, Endpoint
 from .site import SiteConfig
-from .train import TrainConfig
+from .recipe import EffectiveRecipe, resolve_recipe
+from .train import ScheduleWindow, TrainConfig
 
 
 def load_schema(path=None) -> ClinicalSchema:
     """The clinical schema at `path`, or the bundled configs/schema.yaml."""
     return load_config(path or bundled_path("schema.yaml"), ClinicalSchema)
-
-
-def load_preset(name_or_path: str, norm: str | None = None) -> ModelPreset:
-    """A model preset by bundled name (`paper`, `cpu-small`) or by YAML path; `norm` overrides its
-    normalisation layers (the federation's `model_norm`)."""
-    if name_or_path.endswith((".yaml", ".yml")):
-        preset = load_config(name_or_path, ModelPreset)
-    else:
-        preset = load_config(bundled_path(f"presets/{name_or_path}.yaml"), ModelPreset)
-    return preset if norm is None else preset.model_copy(update={"norm": norm})
 
 
 def without_n4(preset: ModelPreset, name: str | None = None) -> ModelPreset:
@@ -38,10 +29,12 @@ __all__ = [
     "ClinicalSchema",
     "ClinicalVariable",
     "ConfigError",
+    "EffectiveRecipe",
     "Endpoint",
     "FederationConfig",
     "ModelPreset",
     "PredictionConfig",
+    "ScheduleWindow",
     "SiteConfig",
     "StrictModel",
     "TrainConfig",
@@ -51,5 +44,6 @@ __all__ = [
     "load_schema",
     "parse_config",
     "read_yaml",
+    "resolve_recipe",
     "without_n4",
 ]

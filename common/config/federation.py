@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
 from .loader import StrictModel
 from .prediction import PredictionConfig
-from .preset import Norm
+from .preset import Norm, load_preset
+from .recipe import EffectiveRecipe, resolve_recipe
 from .security import FederationSecurity
+from .train import ScheduleWindow
 
 StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedbn"]
 
+# Recipe keys that a federation does not use, and what it uses instead.
+POOLED_ONLY_WHY = {
+    "epochs": "a federation trains `rounds` x train.epochs_per_round epochs",
+    "blend_interval": "a federation updates the blend weights once per round, from every site's losses",
+}
+POOLED_ONLY = set(POOLED_ONLY_WHY)
+
+# Keys of earlier versions that now live in the training recipe (`train:`), with their new names.
+MOVED_KEYS = {
+    "local_epochs": "train.epochs_per_round",
+    "learning_rate": "train.lr (and train.schedule)",
+    "learning_rate_decay": "train.schedule",
+    "learning_rate_final": "train.final_lr_fraction",
+    "client_optimizer": "train.optimizer",
+    "blending": "train.blend_mode (off = no blending)",
+    "seed": "train.seed",
+}
+
 
 class StrategyParams(StrictModel):
-    """Strategy hyper-parameters; each strategy reads the ones it needs.
+    """The server optimiser of FedAdam (Reddi et al. 2021; Flower's names eta, beta_1, beta_2, tau).
+    FedProx's proximal weight is the training recipe's `train.prox_mu` (the sites' trainer adds it)."""
 
-    prox_mu: FedProx proximal weight (mu/2 ||w - w_global||^2, added by the client's trainer).
-    server_lr, beta_1, beta_2, tau: FedAdam's server optimiser (Reddi et al. 2021; Flower's names
-    eta, beta_1, beta_2, tau)."""
-
-    prox_mu: float = Field(0.01, ge=0.0)
     server_lr: PositiveFloat = 0.01
     beta_1: float = Field(0.9, ge=0.0, lt=1.0)
     beta_2: float = Field(0.99, ge=0.0, lt=1.0)
@@ -69,6 +84,26 @@ class SiteOutputsConfig(StrictModel):
     enabled: bool = True
 
 
+class ClinicalInitConfig(StrictModel):
+    """Task multimodal: before round 1, the fused head's linear clinical term is fitted as a ridge
+    Cox model across the training sites by `steps` Newton steps (0 = off; stsfl.server.clinical_init_phase)."""
+
+    steps: NonNegativeInt = 3
+    l2_penalty: float = Field(0.01, ge=0.0, description="ridge l2/2 ||beta||^2 on the per-event mean log-likelihood")
+
+
+class SelectionConfig(StrictModel):
+    """Which round's global model the run keeps (model_selected.npz, the baseline hazard, the site
+    outputs): the lowest exponentially smoothed, events-weighted fused validation loss of the
+    training sites. A dozen validation patients give a noisy loss whose minimum is mostly chance, so
+    it is smoothed over the evaluated rounds (`smoothing` x previous + (1 - smoothing) x new), and
+    below `min_validation_events` (all training sites' validation events, all endpoints) the run keeps
+    its last round and says why instead."""
+
+    smoothing: float = Field(0.5, ge=0.0, lt=1.0)
+    min_validation_events: NonNegativeInt = 20
+
+
 class SimulationConfig(StrictModel):
     """`sts-server --simulate`: every site of `sites` as a virtual SuperNode of Flower's simulation
     engine on this machine (same ServerApp and ClientApp as a real federation).
@@ -111,21 +146,15 @@ class FederationConfig(StrictModel):
     weighting: Literal["events", "patients"] = Field(
         "events", description="weight of a site's update in the average (see stsfl.server.strategies)"
     )
-    rounds: PositiveInt = 3
-    local_epochs: PositiveInt = 1
-    learning_rate: PositiveFloat = 1e-3
-    learning_rate_decay: Literal["constant", "cosine"] = Field(
-        "constant",
-        description="the learning rate sent to the sites over the rounds: constant, or a cosine from learning_rate "
-                    "in round 1 to learning_rate_final x learning_rate in the last round",
+    rounds: PositiveInt = 20
+    train: dict[str, Any] = Field(
+        {}, description="overrides of the training recipe by the names of the preset's `train:` block "
+                        "(stsfl.common.config.train.TrainConfig); `sts-server check-config` prints the effective recipe",
     )
-    learning_rate_final: float = Field(0.1, gt=0.0, le=1.0, description="cosine decay: the last round's learning rate, as a fraction of learning_rate")
-    client_optimizer: Literal["adam", "sgd"] = "adam"
     l2_penalty: float = Field(
         0.0, ge=0.0,
         description="task linear-cox: ridge penalty l2_penalty/2 ||beta||^2 on the Cox coefficients, added to each site's per-event mean loss",
     )
-    seed: int = 0
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of a training site's patients kept for validation")
     min_sites: PositiveInt = Field(1, description="quorum: a round completes with at least this many training sites")
     max_update_norm_ratio: float = Field(
@@ -140,31 +169,76 @@ class FederationConfig(StrictModel):
         description="at the start of a round, how long to wait for training sites that dropped out (e.g. restarting) "
                     "before the round goes ahead with the quorum",
     )
+    clinical_init: ClinicalInitConfig = ClinicalInitConfig()
+    selection: SelectionConfig = SelectionConfig()
+    stall_rounds: NonNegativeInt = Field(
+        3, description="warn when the training loss has not fallen for this many rounds (0 = never)"
+    )
     eval_every: PositiveInt = Field(1, description="held-out evaluation every N rounds (and always after the last)")
     eval_horizons_days: list[PositiveFloat] = Field(
         [365.0, 730.0, 1825.0], min_length=1, description="horizons (days) of the time-dependent AUC at evaluation"
     )
     cross_site: CrossSiteConfig = CrossSiteConfig()
     secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
-    blending: bool = Field(True, description="federated gradient blending of the per-modality heads")
     results_dir: Path = Path("results")
     network: NetworkConfig = NetworkConfig()
     security: FederationSecurity = FederationSecurity()
     simulation: SimulationConfig = SimulationConfig()
     prediction: PredictionConfig = PredictionConfig()
     site_outputs: SiteOutputsConfig = SiteOutputsConfig()
+    _effective: EffectiveRecipe = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            moved = {key: MOVED_KEYS[key] for key in data if key in MOVED_KEYS}
+            params = data.get("strategy_params")
+            if isinstance(params, dict) and "prox_mu" in params:
+                moved["strategy_params.prox_mu"] = "train.prox_mu"
+            if moved:
+                raise ValueError(
+                    "the training recipe lives in one `train:` block (the preset's names): "
+                    + ", ".join(f"{old} -> {new}" for old, new in moved.items())
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _recipe(self) -> "FederationConfig":
+        preset = load_preset(self.preset, self.model_norm).train if self.task == "multimodal" else None
+        self._effective = resolve_recipe(self.task, self.preset, preset, self.train)
+        recipe = self._effective.train
+        pooled_only = sorted(POOLED_ONLY & set(self.train))
+        if pooled_only:
+            raise ValueError(f"train.{pooled_only[0]} applies to pooled training only: "
+                             + POOLED_ONLY_WHY[pooled_only[0]])
+        if self.strategy == "fedprox" and recipe.prox_mu == 0:
+            raise ValueError("strategy fedprox with train.prox_mu 0 is FedAvg: set train.prox_mu (e.g. 0.01)")
+        if self.task == "linear-cox" and "clinical_init" in self.model_fields_set:
+            raise ValueError("clinical_init applies to task multimodal (the linear-cox task is the clinical Cox model)")
+        if self.task == "linear-cox" and recipe.blend_mode != "off":
+            raise ValueError("train.blend_mode: the linear-cox task has one head and nothing to blend (use off)")
+        return self
+
+    @property
+    def recipe(self) -> EffectiveRecipe:
+        """The training recipe the sites run, with the source of every value."""
+        return self._effective
+
+    @property
+    def seed(self) -> int:
+        """The run's seed (train.seed): validation splits, initial weights, per-round seeds."""
+        return self._effective.train.seed
 
     def learning_rate_at(self, server_round: int) -> float:
-        """The learning rate of `server_round` (1-based; rounds after the last, e.g. cross-site
-        fine-tuning, get the last round's). Why decay: with a constant rate every round's local
-        updates keep pulling the sites apart (client drift), so the global model keeps moving by as
-        much late in the run as early; a decaying rate lets it settle, as one long schedule does in
-        pooled training."""
-        if self.learning_rate_decay == "constant" or self.rounds == 1:
-            return self.learning_rate
-        progress = min((server_round - 1) / (self.rounds - 1), 1.0)
-        final = self.learning_rate_final
-        return self.learning_rate * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+        """The rate of round `server_round`'s first step (exact for one step per epoch; for the record)."""
+        window = self.schedule_window(server_round)
+        return self._effective.train.learning_rate_at(window.start_epoch, window.total_epochs)
+
+    def schedule_window(self, server_round: int) -> ScheduleWindow:
+        """Round `server_round`'s stretch of the one learning-rate schedule of the whole run."""
+        per_round = self._effective.train.epochs_per_round
+        return ScheduleWindow(start_epoch=(server_round - 1) * per_round, total_epochs=self.rounds * per_round)
 
     @model_validator(mode="after")
     def _sites_consistent(self) -> "FederationConfig":

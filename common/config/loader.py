@@ -27,7 +27,7 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _key_path(loc: tuple[Any, ...]) -> str:
+def key_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
@@ -39,7 +39,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "<top level>"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def describe_error(error: dict[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         return "unknown key (check the spelling; allowed keys are listed in the documented example)"
@@ -54,7 +54,7 @@ def _describe(error: dict[str, Any]) -> str:
 
 def format_validation_error(source: str, err: ValidationError) -> str:
     """One line per problem: `<file>: <key.path>: <what was expected>`."""
-    lines = [_printable(f"{source}: {_key_path(e['loc'])}: {_describe(e)}") for e in err.errors()]
+    lines = [_printable(f"{source}: {key_path(e['loc'])}: {describe_error(e)}") for e in err.errors()]
     return "invalid configuration\n  " + "\n  ".join(lines)
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from .loader import StrictModel
+from .loader import StrictModel, bundled_path, load_config
 from .train import TrainConfig
 
 Norm = Literal["batch", "instance", "group"]
@@ -34,11 +34,14 @@ class WsiNetConfig(StrictModel):
 
 
 class ClinicalNetConfig(StrictModel):
-    """MLP over the encoded clinical vector."""
+    """MLP over the encoded clinical vector. linear_skip: the fused log-risk also gets a linear term
+    of the clinical vector, which a federation starts from a federated clinical Cox fit
+    (stsfl.server.clinical_init_phase), so the network begins where a clinical Cox model ends."""
 
     hidden: tuple[PositiveInt, ...] = (64, 32)
     out_features: PositiveInt = 12
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    linear_skip: bool = True
 
 
 class N4Config(StrictModel):
@@ -111,3 +114,13 @@ class ModelPreset(StrictModel):
     clinical: ClinicalNetConfig = ClinicalNetConfig()
     preprocessing: PreprocessingConfig = PreprocessingConfig()
     train: TrainConfig = TrainConfig()
+
+
+def load_preset(name_or_path: str, norm: str | None = None) -> ModelPreset:
+    """A model preset by bundled name (`paper`, `cpu-small`) or by YAML path; `norm` overrides its
+    normalisation layers (the federation's `model_norm`)."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        preset = load_config(name_or_path, ModelPreset)
+    else:
+        preset = load_config(bundled_path(f"presets/{name_or_path}.yaml"), ModelPreset)
+    return preset if norm is None else preset.model_copy(update={"norm": norm})

@@ -33,9 +33,7 @@ strategy: fedadam
 strategy_params: {{server_lr: 0.05}}
 rounds: 2
 eval_every: 2
-local_epochs: 5
-learning_rate: 0.05
-seed: 7
+train: {epochs_per_round: 5, lr: 0.05, seed: 7}
 round_timeout_s: 60
 wait_for_sites_s: 90
 """

@@ -18,10 +18,7 @@ pytestmark = pytest.mark.integration
 BODY = """holdout: [region_3]
 strategy: fedavg
 rounds: 1
-local_epochs: 3
-learning_rate: 0.05
-client_optimizer: sgd
-seed: 11
+train: {epochs_per_round: 3, lr: 0.05, seed: 11}
 round_timeout_s: 120
 wait_for_sites_s: 90
 prediction: {baseline: false}

@@ -29,7 +29,7 @@ def test_simulated_federation_writes_the_same_results_folder(tmp_path, monkeypat
     config = tmp_path / "federation.yaml"
     config.write_text(yaml.safe_dump({
         "name": "simulated", "task": "multimodal", "preset": "cpu-small", "sites": CENTRES, "holdout": ["center_2"],
-        "rounds": 2, "local_epochs": 1, "learning_rate": 0.01, "min_sites": 2, "round_timeout_s": 300,
+        "rounds": 2, "train": {"epochs_per_round": 1, "lr": 0.01}, "min_sites": 2, "round_timeout_s": 300,
         "wait_for_sites_s": 120, "eval_every": 2,
         # the prediction phases and site outputs run on real processes in test_demo_federation
         "prediction": {"baseline": False}, "site_outputs": {"enabled": False},

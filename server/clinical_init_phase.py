@@ -1,0 +1,63 @@
+"""Before round 1: the network starts where a clinical Cox model ends.
+
+The fused head of MultimodalCoxNet has a linear term of the clinical vector (the preset's
+clinical.linear_skip). This phase fits it as a ridge Cox model, stratified by site, by a few Newton
+steps from aggregates (stsfl.common.cox_newton: each training site sends, per endpoint, the score
+and information of its training split at the current coefficients), sets it in the initial
+global model and zeroes the rest of the fused head. Round 1 therefore starts from the federated
+clinical Cox model's log-risk, and training can only add the images' signal on top of it; a
+network that started from random fused weights first had to relearn what the clinical Cox model
+knows, and on small consortia ended below it.
+
+A phase that no site answers is logged and skipped: the network then starts from zero there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from stsfl.common.cox_newton import CoxScore, newton_step
+from stsfl.common.fed_protocol import CLINICAL_BETA, CLINICAL_COX, MSG_CLINICAL_COX, from_json, to_json
+
+if TYPE_CHECKING:
+    from .checkpoint import ServerState
+    from .orchestrator import Federation
+
+SKIP_WEIGHT = "clinical_linear.weight"
+
+
+def run_clinical_init(run: "Federation", state: "ServerState") -> None:
+    """Fit the clinical term in `state.global_arrays` (no-op without one or with clinical_init.steps 0)."""
+    settings = run.fed.clinical_init
+    if settings.steps == 0 or SKIP_WEIGHT not in state.global_arrays:
+        return
+    weight = state.global_arrays[SKIP_WEIGHT]
+    endpoints = list(run.hooks.schema.endpoint_names)
+    beta = np.zeros(weight.shape, dtype=np.float64)
+    cfg = run._base_config()
+    cfg["statistics"] = to_json(state.meta["statistics"])
+    run.sites.refresh(run.query_timeout)
+    present = [s for s in run.fed.training_sites if s in run.sites.node_of]
+    history: dict[str, list[float]] = {e: [] for e in endpoints}
+    for step in range(1, settings.steps + 1):
+        cfg[CLINICAL_BETA] = to_json(beta.tolist())
+        ok, _ = run._send(MSG_CLINICAL_COX, present, {}, cfg, 0)
+        if not ok:
+            run.log("clinical Cox initialisation: no training site replied; the network starts from zero")
+            return
+        parts = [from_json(str(r.content[CLINICAL_COX]["json"])) for r in ok.values()]
+        for k, endpoint in enumerate(endpoints):
+            total = CoxScore.total(CoxScore.from_dict(p[endpoint]) for p in parts)
+            if total.events:
+                history[endpoint].append(total.loglik / total.events - settings.l2_penalty / 2 * float(beta[k] @ beta[k]))
+            beta[k] = newton_step(total, beta[k], settings.l2_penalty)
+        run.log(f"clinical Cox initialisation, Newton step {step}/{settings.steps}: penalised log-likelihood per event "
+                + ", ".join(f"{e} {h[-1]:.4f}" for e, h in history.items() if h))
+    state.global_arrays[SKIP_WEIGHT] = beta.astype(weight.dtype)
+    for name in ("fused_head.weight", "fused_head.bias"):
+        state.global_arrays[name] = np.zeros_like(state.global_arrays[name])
+    state.meta["clinical_init"] = {"steps": settings.steps, "l2_penalty": settings.l2_penalty,
+                                   "objective_per_step": history, "coefficient_norm": {
+                                       e: float(np.linalg.norm(beta[k])) for k, e in enumerate(endpoints)}}

@@ -1,0 +1,123 @@
+"""The network starts where a clinical Cox model ends: Newton steps from site aggregates reach
+lifelines' stratified Cox fit, and the initialisation phase puts that fit into the fused head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from lifelines import CoxPHFitter
+
+from stsfl.client.clinical_encoding import encode_record
+from stsfl.client.site_task import SiteTask
+from stsfl.common.clinical_stats import GlobalClinicalStats
+from stsfl.common.clinical_features import clinical_feature_names
+from stsfl.common.config import FederationConfig, load_schema
+from stsfl.common.cox_newton import CoxScore, cox_score, newton_step
+from stsfl.server.clinical_init_phase import run_clinical_init
+from stsfl.server.model_hooks import hooks_for
+from stsfl.server.orchestrator import Federation
+
+from inprocess_grid import InProcessGrid, server_identity  # noqa: F401 (fixture)
+from site_builder import write_csv
+
+
+def _strata(rng, sizes=(150, 120), beta=(0.6, -0.4, 0.3), ties=False):
+    out = []
+    for n in sizes:
+        x = rng.normal(size=(n, len(beta)))
+        t = rng.exponential(np.exp(-x @ np.array(beta)))
+        c = rng.exponential(2.0, size=n)
+        time = np.minimum(t, c)
+        out.append((x, np.round(time, 1) if ties else time, (t <= c).astype(float)))
+    return out
+
+
+def test_newton_steps_from_site_parts_reach_the_stratified_fit():
+    parts = _strata(np.random.default_rng(0))
+    beta = np.zeros(3)
+    for _ in range(6):
+        beta = newton_step(CoxScore.total(cox_score(x, t, e, beta) for x, t, e in parts), beta, 0.0)
+    frame = pd.concat(pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "T": t, "E": e, "site": k})
+                      for k, (x, t, e) in enumerate(parts))
+    reference = CoxPHFitter().fit(frame, "T", "E", strata=["site"]).params_.to_numpy()
+    np.testing.assert_allclose(beta, reference, atol=1e-4)
+
+
+def test_tied_times_follow_breslow():
+    x, time, event = _strata(np.random.default_rng(1), sizes=(60,), ties=True)[0]
+    beta = np.array([0.3, -0.2, 0.1])
+    got = cox_score(x, time, event, beta)
+    eta = x @ beta
+    loglik, score = 0.0, np.zeros(3)
+    for i in np.flatnonzero(event > 0.5):  # Breslow by brute force: the risk set holds every tie
+        at_risk = time >= time[i]
+        w = np.exp(eta[at_risk])
+        loglik += eta[i] - np.log(w.sum())
+        score += x[i] - (w[:, None] * x[at_risk]).sum(0) / w.sum()
+    assert got.loglik == pytest.approx(loglik) and np.allclose(got.score, score)
+    assert len(np.unique(time[event > 0.5])) < int(event.sum())  # the data has ties
+
+
+def _clinical_site(root, name: str, n: int, seed: int):
+    """A site of clinical rows only (no MRI, no slides) whose OS hazard rises with age and grade."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        age, grade = rng.uniform(30, 85), int(rng.integers(1, 4))
+        t = rng.exponential(3000 * np.exp(-(0.04 * (age - 60) + 0.7 * (grade - 2))))
+        c = rng.uniform(300, 4000)
+        rows.append({"patient_id": f"{name}{i}", "age": f"{age:.1f}", "sex": ["female", "male"][int(rng.integers(2))],
+                     "tumour_size": f"{rng.uniform(2, 20):.1f}", "tumour_volume": f"{rng.uniform(5, 900):.1f}",
+                     "depth": ["superficial", "deep"][int(rng.integers(2))], "grade": str(grade), "histology": "ups",
+                     "location": "lower_extremity", "neoadjuvant_chemo": str(int(rng.integers(2))),
+                     "metastasis_at_presentation": "0", "radiotherapy": "preoperative",
+                     "os_time": f"{min(t, c):.0f}", "os_event": str(int(t <= c)),
+                     "dm_time": f"{c:.0f}", "dm_event": "0"})
+    folder = root / name
+    folder.mkdir()
+    write_csv(folder / "clinical.csv", rows)
+    site_yaml = folder / "site.yaml"
+    site_yaml.write_text(yaml.safe_dump({"name": name, "root": ".", "cache_dir": "cache"}))
+    return site_yaml, pd.DataFrame(rows)
+
+
+def test_the_phase_starts_the_fused_head_at_the_federated_clinical_cox_fit(tmp_path, server_identity):
+    sites, frames = {}, []
+    for k, (name, n) in enumerate((("a", 70), ("b", 60))):
+        sites[name], frame = _clinical_site(tmp_path, name, n, seed=k)
+        frames.append(frame.assign(site=name))
+    fed = FederationConfig(sites=list(sites), validation_fraction=0.0, clinical_init={"steps": 5, "l2_penalty": 0.0})
+    run = Federation(InProcessGrid(sites), fed, tmp_path / "federation.yaml", tmp_path / "results", hooks_for(fed),
+                     log=lambda _: None)
+    run.sites.wait_for(fed.sites, 60, 60)
+    state = run._statistics_phase()
+    run_clinical_init(run, state)
+    assert not state.global_arrays["fused_head.weight"].any() and not state.global_arrays["fused_head.bias"].any()
+    beta = state.global_arrays["clinical_linear.weight"][0]  # OS
+    assert state.global_arrays["clinical_linear.weight"][1].tolist() == [0.0] * len(beta)  # DM: no events
+    # The same model by lifelines, on the vectors the sites encode (the federation's statistics).
+    names = clinical_feature_names(load_schema())
+    x = np.concatenate([_encoded(SiteTask.from_node_config(s, str(p)), run, state) for s, p in sites.items()])
+    # One-hot groups sum to a constant, which a Cox model cannot see: lifelines gets a full-rank
+    # subset of the columns, and the two fits are compared by their (centred) linear predictors.
+    kept = []
+    for j in range(x.shape[1]):
+        design = np.column_stack([np.ones(len(x)), x[:, kept + [j]]])
+        if np.linalg.matrix_rank(design) == len(kept) + 2:
+            kept.append(j)
+    pooled = pd.concat(frames)
+    data = pd.DataFrame(x[:, kept], columns=[names[j] for j in kept]).assign(
+        T=pooled["os_time"].astype(float).to_numpy(), E=pooled["os_event"].astype(int).to_numpy(), site=pooled["site"].to_numpy())
+    reference = x[:, kept] @ CoxPHFitter().fit(data, "T", "E", strata=["site"]).params_.to_numpy()
+    ours = x @ beta
+    np.testing.assert_allclose(ours - ours.mean(), reference - reference.mean(), atol=2e-3)
+    assert np.std(ours) > 0.3  # age and grade carry the hazard: the fit is not the zero start
+
+
+def _encoded(task: SiteTask, run: Federation, state) -> np.ndarray:
+    """The site's patients' clinical vectors [N, C] under the federation's statistics, in CSV order."""
+    impl = task._impl(run._base_config())
+    stats = GlobalClinicalStats.from_dict(state.meta["statistics"])
+    return np.stack([encode_record(p.record, stats, impl.schema) for p in impl.prepared.patients])

@@ -1,0 +1,49 @@
+"""The coordinator notices a run that is not learning, and does not select a round on a handful of
+validation events (real orchestrator and ClientApp handlers, in process, TCGA-BRCA regions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stsfl.client.tcga_brca import write_region_sites
+
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
+
+BODY = ("task: linear-cox\nsites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
+        "prediction: {baseline: false}\nsite_outputs: {enabled: false}\n")
+
+
+@pytest.fixture(scope="module")
+def sites(tcga_brca_dir, tmp_path_factory):
+    return {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path_factory.mktemp("regions"), regions=[0, 1, 3])}
+
+
+def _run(sites, tmp_path, name, extra):
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(f"name: {name}\n{BODY}{extra}")
+    summary = run_in_process(InProcessGrid(sites), config, tmp_path / name)
+    history = [json.loads(line) for line in (tmp_path / name / "rounds.jsonl").read_text().splitlines()]
+    return summary, history
+
+
+def test_a_run_that_does_not_learn_is_named_with_its_likely_cause(sites, tmp_path, capsys, server_identity):
+    summary, _ = _run(sites, tmp_path, "stalled", "rounds: 5\nstall_rounds: 3\ntrain: {lr: 1.0e-7}\n")
+    warnings = [w for w in summary["warnings"] if "not fallen for 3 rounds" in w]
+    assert len(warnings) == 1 and "train.lr = 1e-07" in warnings[0] and "federation YAML" in warnings[0]
+    assert "WARNING: the training loss has not fallen" in capsys.readouterr().out
+    learning, _ = _run(sites, tmp_path, "learning", "rounds: 5\nstall_rounds: 3\n")  # the task's default recipe
+    assert not [w for w in learning["warnings"] if "not fallen" in w]
+
+
+def test_selection_falls_back_to_the_last_round_below_the_event_minimum(sites, tmp_path, server_identity):
+    summary, history = _run(sites, tmp_path, "few", "rounds: 3\nselection: {min_validation_events: 100000}\n")
+    assert summary["selected_round"] == 3 and summary["selection"].startswith("last round")
+    assert any("model selection" in w for w in summary["warnings"])
+    events = history[-1]["validation_events"]
+    assert 0 < events < 100000
+    summary, history = _run(sites, tmp_path, "enough", f"rounds: 3\nselection: {{min_validation_events: {int(events)}}}\n")
+    smoothed = [r["selection_score_smoothed"] for r in history]
+    assert summary["selected_round"] == 1 + smoothed.index(min(smoothed))
+    assert "smoothed over rounds" in summary["selection"]
