@@ -21,6 +21,7 @@ demo: $(STAMP)
 # the one-test real-process federations for the end). A third worker was slower (14:52 against
 # 14:07): three real-process federations at once overloaded the 2 cores.
 test: $(STAMP)
+	@.ci/install-browser
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 clean-venv:

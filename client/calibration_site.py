@@ -18,6 +18,9 @@ from stsfl.common.risk_group_km import MIN_GROUP_SIZE
 from .baseline_site import SiteRisks
 
 MIN_PATIENTS = 10  # fewer evaluation patients: no calibration curve
+# Fewer events before the horizon: the Crowson slope and intercept are not estimable (a held-out
+# centre with a handful of events gave a slope of 403.59), so the horizon is skipped, saying so.
+MIN_EVENTS = 10
 DECILES = 10
 
 
@@ -43,6 +46,10 @@ def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], hori
             except ValueError as err:
                 per_horizon[key] = {"skipped": str(err)}
                 continue
+            if fit.observed < MIN_EVENTS:
+                per_horizon[key] = {"skipped": f"{fit.observed:.0f} events before the horizon (< {MIN_EVENTS}): "
+                                               "too few to estimate calibration"}
+                continue
             # Small-cell suppression: deciles of fewer than MIN_GROUP_SIZE patients would show single
             # patients' risks and outcomes, so small sites report fewer, larger groups.
             groups = calibration_groups(risk, time, event, horizon, groups=min(DECILES, len(time) // MIN_GROUP_SIZE))
@@ -55,3 +62,10 @@ def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], hori
             }
         out[endpoint] = per_horizon
     return {"endpoints": out, "patients": int(len(risks.time))}
+
+
+def skipped_reply(endpoints: list[str], horizons_days: list[float], reason: str) -> dict:
+    """The reply of a site with no evaluation patients (a training site under validation_fraction 0):
+    every endpoint and horizon skipped with `reason`, in calibration_reply's shape."""
+    return {"endpoints": {endpoint: {f"{h:g}": {"skipped": reason} for h in horizons_days} for endpoint in endpoints},
+            "patients": 0}

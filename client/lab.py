@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stsfl.common.config import parse_config
 from stsfl.common.config.check import CONFIG_KINDS, check_config_file
-from stsfl.common.console import console, run_cli
+from stsfl.common.console import UserError, console, run_cli
 
 DEMO_COHORT = Path("data/synthetic")
 
@@ -16,6 +16,19 @@ DEMO_COHORT = Path("data/synthetic")
 def _cmd_check_config(args: argparse.Namespace) -> int:
     check_config_file(args.path, args.kind)
     console.print(f"{args.path}: valid {args.kind} configuration")
+    return 0
+
+
+def _cmd_schema_draft(args: argparse.Namespace) -> int:
+    from .schema_draft import draft_schema, render_draft
+
+    out = args.out or args.csv.with_name("schema.draft.yaml")
+    if out.exists() and not args.force:
+        raise UserError(f"{out} exists; give --out PATH or --force to replace it")
+    draft = draft_schema(args.csv, args.max_categories)
+    out.write_text(render_draft(draft, args.csv), encoding="utf-8")
+    console.print(f"{out}: {len(draft.data['variables'])} variables, {len(draft.data['endpoints'])} endpoints, "
+                  f"{len(draft.left_out)} columns left out - every guess is marked `# REVIEW:`", highlight=False)
     return 0
 
 
@@ -129,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("kind", choices=sorted(CONFIG_KINDS))
     check.add_argument("path")
     check.set_defaults(func=_cmd_check_config)
+
+    schema = sub.add_parser("schema", help="clinical schema helpers")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    draft = schema_sub.add_parser("draft", help="guess a schema draft from a hospital's clinical CSV (every guess marked for review)")
+    draft.add_argument("csv", type=Path, help="the clinical table (one row per patient)")
+    draft.add_argument("--out", type=Path, default=None, help="draft YAML to write (default: schema.draft.yaml beside the CSV)")
+    draft.add_argument("--max-categories", type=int, default=20, help="a text column with more values is left out (default 20)")
+    draft.add_argument("--force", action="store_true", help="replace an existing --out file")
+    draft.set_defaults(func=_cmd_schema_draft)
 
     base = sub.add_parser("baselines", help="fit the comparison models on one split and report test C-indices")
     base.add_argument("sites", nargs="+", help="site YAMLs, site folders, or a cohort folder of site folders")

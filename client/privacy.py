@@ -19,7 +19,7 @@ Cox caveat: the partial likelihood is not a sum of per-patient terms - a patient
 risk sets of the batch's other patients. Opacus clips each patient's own contribution
 (d loss / d eta_i) (d eta_i / d theta); the patient's effect through the others' risk-set
 denominators is not clipped, so epsilon bounds the per-patient clipped contributions, not the
-whole-loss sensitivity (README, "Differential privacy").
+whole-loss sensitivity (docs/security.md, "Differential privacy").
 """
 
 from __future__ import annotations

@@ -102,7 +102,9 @@ class SiteTask:
 
     # ------------------------------------------------------------------ protocol
     def statistics(self, cfg: ConfigRecord) -> dict[str, Any]:
-        return self._impl(cfg).statistics()
+        from .statistics_reply import statistics_reply
+
+        return statistics_reply(self.site, self.site_yaml, cfg, lambda: self._impl(cfg).statistics())
 
     def train(self, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[ArrayRecord, dict[str, float], dict[str, Any], dict[str, float]]:
         """Local training from the global weights: (new weights, metrics, pooled per-head loss
@@ -221,12 +223,14 @@ class SiteTask:
         (held-out centre: all; training site: validation split), see calibration_site."""
         from stsfl.common.baseline_hazard import BaselineHazard
 
-        from .calibration_site import calibration_reply
+        from .calibration_site import calibration_reply, skipped_reply
 
-        impl = self._impl(cfg)
-        model, statistics = self._eval_model(impl, arrays, cfg)
         holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
         hazards = {name: BaselineHazard.from_dict(h) for name, h in from_json(str(cfg[BASELINE])).items()}
+        if not holdout and float(cfg.get("validation-fraction", 0.2)) == 0.0:
+            return skipped_reply(list(hazards), from_json(str(cfg[HORIZONS])), "no validation split (validation_fraction: 0)")
+        impl = self._impl(cfg)
+        model, statistics = self._eval_model(impl, arrays, cfg)
         risks = impl.outcome_risks(model, statistics, validation_only=not holdout)
         return calibration_reply(risks, hazards, from_json(str(cfg[HORIZONS])))
 

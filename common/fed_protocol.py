@@ -33,6 +33,10 @@ CONFIG = "config"
 METRICS = "metrics"
 SITE = "site"
 STATS = "stats"
+# keys of the statistics reply's JSON besides the statistics: the site's own schema fingerprint (per
+# column digests, stsfl.common.config.schema) and, from a site that cannot serve the run, why (one line)
+STATS_SCHEMA_FINGERPRINT = "schema-fingerprint"
+STATS_UNUSABLE = "unusable"
 PRIVACY = "privacy"  # train reply of a DP-SGD site (ConfigRecord): dp-epsilon, dp-noise-multiplier; Flower averages the one MetricRecord
 BLEND_STATS = "blend-stats"  # train reply: per-head pooled-loss statistics (sums, event counts) as JSON
 BASELINE = "baseline"  # baseline reply: per endpoint, bins on the shared grid + log-risk histogram, as JSON

@@ -15,11 +15,15 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from stsfl.common.console import one_line_cause
+
 app = ServerApp()
 
 
 def _log(line: str) -> None:
-    print(f"[stsfl] {line}", flush=True)
+    # one line each: `sts-server` shows only the lines with the prefix (a site's multi-line failure
+    # reason, e.g. a remote traceback, becomes its cause)
+    print(f"[stsfl] {one_line_cause(line)}", flush=True)
 
 
 @app.main()

@@ -30,7 +30,7 @@ from pathlib import Path
 from stsfl.common.certificates import CertificateError, check_server_certificate, load_site_public_key
 from stsfl.common.config import ConfigError, FederationConfig, load_config
 from stsfl.common.config.security import ServerTls, server_tls
-from stsfl.common.console import UserError, console, run_cli
+from stsfl.common.console import UserError, console, print_progress, run_cli
 from stsfl.common.flower_procs import (
     flower_env,
     flwr_run_command,
@@ -74,7 +74,7 @@ def run_federation(
     plan = plan_simulation(fed, config_path) if simulate else None
     tls = None if plan else superlink_tls(fed, config_path)
     results.mkdir(parents=True, exist_ok=True)
-    echo = echo or (lambda line: console.print(line, highlight=False, soft_wrap=True))
+    echo = echo or print_progress
     host = host or fed.network.host
     port = port if port is not None else fed.network.port
     port = port or free_port(host)

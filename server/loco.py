@@ -141,14 +141,14 @@ def write_loco(root: Path, rows: list[dict[str, Any]], fed: FederationConfig) ->
 def run_loco_command(config: Path, results: Path | None, port: int | None, force: bool, run_federation) -> int:
     """`sts-server --loco`: every fold through `run_federation` (sts-server's) on one SuperLink port,
     chosen now when free, so the sites' sts-clients rejoin each fold on the same address."""
-    from stsfl.common.console import console
+    from stsfl.common.console import print_progress
     from stsfl.common.flower_procs import free_port
 
     _, fed = loco_config(config, force)
     port = port or fed.network.port or free_port(fed.network.host)
     table = run_loco(config, Path(results or fed.results_dir).resolve(),
                      lambda cfg, res, resume: run_federation(cfg, res, port, resume=resume), force=force,
-                     echo=lambda line: console.print(line, highlight=False, soft_wrap=True))
+                     echo=print_progress)
     print_loco_table(table)
     return 0
 

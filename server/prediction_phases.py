@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from flwr.app import ConfigRecord
 
 from stsfl.common.fed_protocol import ARRAYS, BASELINE, CALIBRATION, MSG_BASELINE, MSG_CALIBRATION, from_json, to_json
@@ -59,5 +60,6 @@ def _calibration(run: "Federation", arrays: Any, cfg: ConfigRecord, baseline: di
         return
     fits = write_calibration(run.results.root, {s: from_json(str(r.content[CALIBRATION]["json"])) for s, r in ok.items()}, run.fed)
     for site in run.fed.holdout:
-        shown = ", ".join(f"{e} intercept {a:+.2f} slope {b:.2f}" for e, (a, b) in sorted(fits.get(site, {}).items()))
+        shown = ", ".join(f"{e} intercept {a:+.2f} slope {b:.2f}" if np.isfinite(b) else f"{e} not estimated (too few "
+                          "events or patients; calibration.json says which)" for e, (a, b) in sorted(fits.get(site, {}).items()))
         run.log(f"held-out {site} calibration at the middle horizon: {shown or 'not available'}")

@@ -31,6 +31,7 @@ from .report_data import (
     RunResults,
     blend_series,
     c_index_series,
+    calibration_rows,
     cohort_rows,
     evaluation_rows,
     head_losses,
@@ -99,12 +100,13 @@ def cohort_section(run: RunResults, out: Path) -> Section:
         return Section("Cohort per site", note="statistics.json has no per-site counts")
     endpoints = run.endpoints
     has_modalities = any(r["modalities"] for r in rows)
-    header = ["site", "role", "patients (training split)"] + [f"{e} events" for e in endpoints]
+    header = ["site", "role", "patients", "counted over"] + [f"{e} events" for e in endpoints]
     if has_modalities:
         header += ["usable patients", "MRI", "WSI", "clinical"]
     table = []
     for r in rows:
-        line = [_fmt(r["site"]), _fmt(r["role"]), _fmt(r["patients"])] + [_fmt(r["events"].get(e)) for e in endpoints]
+        line = ([_fmt(r["site"]), _fmt(r["role"]), _fmt(r["patients"]), _fmt(r["counted"])]
+                + [_fmt(r["events"].get(e)) for e in endpoints])
         if has_modalities:
             usable = r.get("usable") or 0
             line.append(_fmt(usable))
@@ -112,7 +114,9 @@ def cohort_section(run: RunResults, out: Path) -> Section:
                 n = r["modalities"].get(m)
                 line.append("&ndash;" if n is None else f"{n} ({100.0 * n / usable:.0f} %)" if usable else str(n))
         table.append(line)
-    body = [_table(header, table)]
+    body = [_p("Training sites: the patients and events of their training split (the rest is their validation "
+               f"split). Held-out centres have no training split: the patients they evaluated at round "
+               f"{run.selected_round} and their events."), _table(header, table)]
     if not has_modalities:
         body.append(_p("The sites did not report modality coverage (results of an older version or a tabular task)."))
     return Section("Cohort per site", body, [(figures.plot_cohort(rows, endpoints, out / "cohort.png"),
@@ -194,8 +198,20 @@ def calibration_section(run: RunResults) -> Section:
         pngs.append((run.optional["baseline_hazard.png"], "Federated baseline cumulative hazard (pooled and per site)."))
     if "calibration.json" not in run.optional and not pngs:
         return Section("Calibration", note="no calibration.json / calibration_*.png in this results folder")
-    return Section("Calibration", [_p("Predicted vs Kaplan-Meier observed risk by risk group at the horizons, "
-                                      "and decision curves, as the calibration phase wrote them.")], pngs)
+    body = [_p("Predicted vs Kaplan-Meier observed risk by risk group at the horizons, and decision curves, as "
+               "the calibration phase wrote them. Crowson's calibration intercept (0 is ideal) and slope (1 is "
+               "ideal) per site; where a site had too few patients or events before a horizon, the reason is "
+               "shown instead of an estimate.")]
+    rows = calibration_rows(run)
+    if rows:
+        table = [[_fmt(r["site"]), _fmt(r["role"]), _fmt(r["endpoint"]), f"{r['years']:g}"]
+                 + ([_fmt(r.get("observed"), 0), _fmt(r.get("expected"), 1), f"{r['intercept']:+.2f}", f"{r['slope']:.2f}"]
+                    if "skipped" not in r else [f'<span class="not-estimated">not estimated: {_fmt(r["skipped"])}</span>']
+                    + [""] * 3)
+                 for r in rows]
+        body.append(_table(["site", "role", "endpoint", "horizon (years)", "observed events", "expected events",
+                            "intercept", "slope"], table))
+    return Section("Calibration", body, pngs)
 
 
 def cross_site_section(run: RunResults) -> Section:

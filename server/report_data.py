@@ -6,6 +6,7 @@ statistics.json, federation.yaml, status.json) and notes which optional files ot
 turn them into the tables and series of the report:
 
     cohort_rows(run)        one row per site: role, patients, events per endpoint, modality coverage
+    calibration_rows(run)   one row per site, endpoint and horizon: calibration fit or why there is none
     head_losses(run)        {"train"|"val": {head: [(round, events-weighted mean over sites)]}}
     blend_series(run)       {head: [(round, blend weight)]}
     c_index_series(run)     {(site, endpoint): [(round, Harrell's C)]}
@@ -119,20 +120,39 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 
 # ----------------------------------------------------------------------------- tables and series
 def cohort_rows(run: RunResults) -> list[dict[str, Any]]:
-    """Per site: role, training-split patients and events per endpoint (held-out: all patients),
-    usable patients and how many have each modality (when the site reported them)."""
+    """Per site: role, the patients and events per endpoint the site used - a training site its
+    training split (statistics.json), a held-out centre the patients it evaluated at the selected round
+    (it has no training split) -, `counted` saying which, and usable patients and how many have each
+    modality (when the site reported them)."""
     counts = run.statistics.get("per_site_counts", {})
+    record = next((r for r in run.rounds if r["round"] == run.selected_round and r.get("evaluate_sites")), {})
     rows = []
     for site in run.sites:
         c = counts.get(site, {})
-        rows.append({
-            "site": site,
-            "role": run.role(site),
-            "patients": c.get("patients"),
-            "usable": c.get("usable_patients"),
-            "events": dict(c.get("events", {})),
-            "modalities": dict(c.get("modalities", {})),
-        })
+        row = {"site": site, "role": run.role(site), "counted": "training split", "patients": c.get("patients"),
+               "usable": c.get("usable_patients"), "events": dict(c.get("events", {})),
+               "modalities": dict(c.get("modalities", {}))}
+        if site in run.holdout:
+            evaluated = record.get("evaluate_sites", {}).get(site, {})
+            patients = evaluated.get("eval-patients")
+            row.update(counted="evaluated (all usable patients)", patients=None if patients is None else int(patients),
+                       events={k.removeprefix("eval-events-"): int(v) for k, v in evaluated.items() if k.startswith("eval-events-")})
+        rows.append(row)
+    return rows
+
+
+def calibration_rows(run: RunResults) -> list[dict[str, Any]]:
+    """From calibration.json, per site, endpoint and horizon (years): role, observed and expected
+    events, intercept and slope - or, where the site could not estimate them, its reason."""
+    if "calibration.json" not in run.optional:
+        return []
+    document = run.json("calibration.json")
+    rows = []
+    for site, reply in sorted(document.get("sites", {}).items(), key=lambda item: (item[0] not in run.holdout, item[0])):
+        for endpoint, horizons in sorted(reply.get("endpoints", {}).items(), key=lambda item: (item[0] != "os", item[0])):
+            for horizon, entry in sorted(horizons.items(), key=lambda item: float(item[0])):
+                rows.append({"site": site, "role": run.role(site), "endpoint": endpoint,
+                             "years": float(horizon) / 365.25, **entry})
     return rows
 
 

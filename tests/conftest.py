@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The shared folder sits beside the checkout (/work/main -> /work/shared) or, for a worktree
-# under /work/wt/<name>, two levels up.
-SHARED_DIR = next((p / "shared" for p in REPO_ROOT.parents if (p / "shared" / "data").is_dir()), REPO_ROOT.parent / "shared")
+# Vendored real data (provenance and licence in its README.md): a fresh clone runs every test.
+TCGA_BRCA_DIR = REPO_ROOT / "tests" / "data" / "tcga_brca"
 
 
 @pytest.fixture(scope="session")
@@ -19,10 +18,10 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tcga_brca_dir() -> Path:
-    path = SHARED_DIR / "data" / "tcga_brca"
-    if not path.is_dir():
-        pytest.skip(f"shared TCGA-BRCA data not found at {path}")
-    return path
+    missing = [name for name in ("brca.csv", "centers.csv", "train_test_split.csv") if not (TCGA_BRCA_DIR / name).is_file()]
+    if missing:  # a broken checkout, not an optional extra: fail rather than skip
+        pytest.fail(f"vendored TCGA-BRCA data incomplete in {TCGA_BRCA_DIR}: missing {', '.join(missing)}")
+    return TCGA_BRCA_DIR
 
 
 # The real-process federations first, in this order over the two pytest-xdist workers of `make test`

@@ -16,7 +16,7 @@ from stsfl.common.console import UserError
 from stsfl.common.metrics import bootstrap_ci, harrell_c
 from stsfl.common.risk_group_km import risk_group_km
 from stsfl.server.report import build_report
-from stsfl.server.report_data import RunResults, c_index_ci, evaluation_rows, head_losses
+from stsfl.server.report_data import RunResults, c_index_ci, cohort_rows, evaluation_rows, head_losses
 from stsfl.server.results import ResultsFolder
 
 from report_browser import assert_report_renders
@@ -133,3 +133,21 @@ def test_sts_server_report_command(results, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["report", str(copy)])
     assert exit_.value.code == 0 and (copy / "report.html").is_file()
+
+
+def test_labels_say_what_a_held_out_centre_counted_and_few_events_give_no_estimate(results):
+    run = RunResults.load(results)
+    held_out = next(r for r in cohort_rows(run) if r["site"] == HOLDOUT)
+    evaluated = run.rounds[-1]["evaluate_sites"][HOLDOUT]
+    assert held_out["counted"] == "evaluated (all usable patients)"
+    assert (held_out["patients"], held_out["events"]) == (40, {"os": int(evaluated["eval-events-os"])})  # not its 30
+    assert next(r for r in cohort_rows(run) if r["site"] == "site_a")["counted"] == "training split"
+    horizon = {"skipped": "3 events before the horizon (< 10): too few to estimate calibration"}
+    fit = {"intercept": 0.05, "slope": 0.91, "observed": 31.0, "expected": 29.4, "groups": {}, "decision": {}}
+    (results / "calibration.json").write_text(json.dumps({"holdout": [HOLDOUT], "sites": {
+        HOLDOUT: {"patients": 40, "endpoints": {"os": {"1095.75": horizon}}},
+        "site_a": {"patients": 90, "endpoints": {"os": {"1095.75": fit}}}}}))
+    page = build_report(results).read_text()
+    assert "patients (training split)" not in page and "<th>counted over</th>" in page
+    assert "not estimated: 3 events before the horizon (&lt; 10): too few to estimate calibration" in page
+    assert "<td>+0.05</td><td>0.91</td>" in page

@@ -89,9 +89,40 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
 
 
+# Top-level keys naming a file that must exist when the YAML is read. Like every relative path in a
+# YAML (root, cache_dir, outputs_dir, security, simulation.site_configs), a relative one is relative
+# to the YAML's folder - never to the working directory, which differs between a real federation's
+# processes and the simulation engine's.
+REFERENCED_FILE_KEYS = ("schema_file",)
+
+
+def absolute_file_paths(data: Any, config_path: str | Path) -> Any:
+    """`data` with the relative paths of REFERENCED_FILE_KEYS made absolute against the folder of
+    `config_path` (for loading, and for copies of the YAML written elsewhere); `data` itself when
+    there is nothing to change."""
+    if not isinstance(data, dict):
+        return data
+    folder = Path(config_path).resolve().parent
+    fixed = {key: str(folder / data[key]) for key in REFERENCED_FILE_KEYS
+             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute()}
+    return {**data, **fixed} if fixed else data
+
+
+def check_referenced_files(data: Any, config_path: str | Path) -> None:
+    """Raise ConfigError naming the YAML, the key and the path tried for a referenced file that is
+    not there (the file itself is read later, by whoever needs it)."""
+    for key in REFERENCED_FILE_KEYS:
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, str) and not Path(value).is_file():
+            raise ConfigError(_printable(f"{config_path}: {key}: {value} is not a readable file "
+                                         "(a relative path is relative to this YAML's folder)"))
+
+
 def load_config(path: str | Path, model: type[ConfigT]) -> ConfigT:
-    """Read and validate one YAML file into `model`."""
-    return parse_config(read_yaml(path), model, str(path))
+    """Read and validate one YAML file into `model`; its REFERENCED_FILE_KEYS come back absolute."""
+    data = absolute_file_paths(read_yaml(path), path)
+    check_referenced_files(data, path)
+    return parse_config(data, model, str(path))
 
 
 def bundled_path(name: str) -> Path:

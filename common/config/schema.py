@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -68,3 +70,27 @@ class ClinicalSchema(StrictModel):
     @property
     def endpoint_names(self) -> list[str]:
         return [e.name for e in self.endpoints]
+
+    def fingerprint(self) -> dict[str, str]:
+        """Digest of every column's definition by column name (patient id, variables, endpoint
+        columns): what two parties must agree on to read and encode a patient alike - kind,
+        categories in order, unit, range, Sarculator flag; not descriptions or labels. Holds no data."""
+        parts: dict[str, object] = {self.patient_id_column: "patient id"}
+        for var in self.variables:
+            parts[var.name] = var.model_dump(mode="json", exclude={"name", "description"})
+        for endpoint in self.endpoints:
+            parts[endpoint.time_column] = {"endpoint": endpoint.name, "role": "time in days"}
+            parts[endpoint.event_column] = {"endpoint": endpoint.name, "role": "event 0/1"}
+        return {name: _digest(value) for name, value in parts.items()}
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def schema_differences(site: dict[str, str], coordinator: dict[str, str]) -> list[str]:
+    """The columns on which two schema fingerprints disagree, each saying how ("grade (defined
+    differently)", "tumour_depth (only at the site)"), in column order of the coordinator then the site."""
+    differing = [f"{name} (defined differently)" if name in site else f"{name} (missing at the site)"
+                 for name, digest in coordinator.items() if site.get(name) != digest]
+    return differing + [f"{name} (only at the site)" for name in site if name not in coordinator]

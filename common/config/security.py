@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .loader import ConfigError, StrictModel
+from .loader import ConfigError, StrictModel, absolute_file_paths
 
 
 class FederationSecurity(StrictModel):
@@ -93,9 +93,10 @@ def site_tls(security: SiteSecurity, config_path: Path) -> SiteTls | None:
 
 
 def absolute_security_paths(data: dict, config_path: Path) -> dict:
-    """The federation YAML's data with the relative paths of its `security` block made absolute
-    (against the YAML's folder), for copies written elsewhere (results folder, LOCO folds);
-    `data` itself when there is nothing to change."""
+    """The federation YAML's data with the relative paths of its `security` block and its
+    referenced files (`schema_file`) made absolute (against the YAML's folder), for copies written
+    elsewhere (results folder, LOCO folds); `data` itself when there is nothing to change."""
+    data = absolute_file_paths(data, config_path)
     security = data.get("security") if isinstance(data, dict) else None
     if not isinstance(security, dict):
         return data

@@ -72,7 +72,8 @@ from stsfl.common.params import arrays_to_state_dict, state_dict_to_arrays
 from stsfl.server.strategies import Aggregator
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = next((p / "shared" / "data" / "tcga_brca" for p in REPO.parents if (p / "shared" / "data" / "tcga_brca").is_dir()), None)
+# Vendored with its provenance and licence (tests/data/tcga_brca/README.md).
+DATA = REPO / "tests" / "data" / "tcga_brca"
 FLAMBY = {"fedavg": (0.735, 0.175), "fedadam": (0.842, 0.017)}
 CV_FOLDS, CV_FOLD_SEED = 5, 0
 L2_GRID = [float(10**e) for e in np.arange(1.0, -3.01, -0.25)]
@@ -219,8 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (CV folds, federated runs), 1 torch thread each")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "tcga_brca.json")
     args = parser.parse_args(argv)
-    if DATA is None:
-        sys.exit("TCGA-BRCA data not found (expected ../shared/data/tcga_brca next to the checkout)")
+    if not (DATA / "brca.csv").is_file():
+        sys.exit(f"TCGA-BRCA data not found: expected {DATA / 'brca.csv'} (vendored in the repository)")
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)  # one "aggregate_train" line per round otherwise
     console = Console()

@@ -1,0 +1,42 @@
+"""`sts-client validate` for a tabular site: a real TCGA-BRCA region passes with its counts; a
+broken copy is refused with every reason, each naming the file and column."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.console import Console
+
+from stsfl.client.tabular_validation import check_tabular_site, print_tabular_report
+from stsfl.client.tcga_brca import write_region_sites
+from stsfl.common.config import SiteConfig, load_config
+
+
+def test_a_tcga_region_can_train_and_its_counts_are_reported(tcga_brca_dir, tmp_path):
+    site_yaml = write_region_sites(tcga_brca_dir, tmp_path, regions=[1])[0]
+    summary = check_tabular_site(load_config(site_yaml, SiteConfig), site_yaml)
+    frame = pd.read_csv(tmp_path / "region_1" / "clinical.csv")
+    assert summary.blockers == []
+    assert summary.rows == {"train": int((frame.fold == "train").sum()), "test": int((frame.fold == "test").sum())}
+    assert summary.events["train"] == int(frame.loc[frame.fold == "train", "E"].sum()) > 0
+    assert len(summary.features) == 39
+    out = Console(record=True, width=200)
+    print_tabular_report(out, summary)
+    assert "the site can train (task linear-cox)" in out.export_text()
+
+
+def test_a_broken_table_is_refused_naming_file_and_columns(tcga_brca_dir, tmp_path):
+    site_yaml = write_region_sites(tcga_brca_dir, tmp_path, regions=[1])[0]
+    csv_path = tmp_path / "region_1" / "clinical.csv"
+    frame = pd.read_csv(csv_path)
+    frame.loc[0, "fold"] = "validation"
+    frame.iloc[1, 0] = frame.iloc[2, 0]
+    frame.loc[3, "age_at_index"] = None
+    frame.to_csv(csv_path, index=False)
+    blockers = check_tabular_site(load_config(site_yaml, SiteConfig), site_yaml).blockers
+    assert [b.split(": ", 1)[0] for b in blockers] == [str(csv_path)] * 3
+    assert "column fold holds 'validation'" in blockers[0]
+    assert f"patient id {frame.iloc[2, 0]!r} (column 'pid') appears more than once" in blockers[1]
+    assert "empty feature cells in age_at_index" in blockers[2]
+    frame.drop(columns="E").to_csv(csv_path, index=False)
+    assert check_tabular_site(load_config(site_yaml, SiteConfig), site_yaml).blockers == [
+        f"{csv_path}: missing column 'E' (expected patient id, features, E, T[, fold])"]
