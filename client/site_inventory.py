@@ -1,6 +1,6 @@
 """What a site holds: its clinical table and, per patient id, where its MRI and slide are.
 
-Cheap (no image is decoded): lists the folders of the site data contract (DESIGN.md),
+Cheap (no image is decoded): lists the folders of the site data contract (docs/site-operator.md),
 `<root>/mri/<pid>/{t1,t2,mask}.*` and `<root>/wsi/<pid>.*`, joins them with clinical.csv by
 patient id and records problems: images without a CSV row (error), a CSV row without any image
 (warning: the patient is kept, clinical only), an incomplete MRI folder, two slides for one id.

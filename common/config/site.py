@@ -12,7 +12,7 @@ from .security import SiteSecurity
 
 
 class SiteLayout(StrictModel):
-    """Paths inside the site folder (relative to `root` unless absolute); defaults follow DESIGN.md."""
+    """Paths inside the site folder (relative to `root` unless absolute); defaults: the site layout of docs/site-operator.md."""
 
     clinical_csv: str = "clinical.csv"
     mri_dir: str = "mri"

@@ -2,7 +2,7 @@
 
     generate_cohort(load_synth_config(), "data/synthetic")     # or: stsfl synth --out DIR
 
-writes, for each centre `center_<i>` (a site folder of the DESIGN.md data contract):
+writes, for each centre `center_<i>` (a site folder of the site data contract, docs/site-operator.md):
 
     center_<i>/clinical.csv          patient_id, the 11 schema variables, os_time, os_event, dm_time, dm_event
                                      (days, 0/1; dm empty for ~2% of patients: not followed for DM)

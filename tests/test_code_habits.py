@@ -1,0 +1,44 @@
+"""Habits that keep the code readable: small product functions, and no reference to a document
+that the repository does not hold (ruff and import-linter run in `make test` beside pytest)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PRODUCT = ("common", "client", "server")
+MAX_FUNCTION_LINES = 80
+DOCUMENT = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w.-]+\.md)\b")
+
+
+def _tracked(*suffixes: str) -> list[Path]:
+    names = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    return [REPO / n for n in names if n.endswith(suffixes)]
+
+
+def test_no_product_function_is_longer_than_80_lines():
+    long = []
+    for path in _tracked(".py"):
+        if path.relative_to(REPO).parts[0] not in PRODUCT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "split these functions:\n" + "\n".join(long)
+
+
+def test_every_named_document_is_in_the_repository():
+    """A user's clone has nothing beside it: a docstring or page that points at a .md file must
+    point at one of ours (by path from the repository root, the file's folder or docs/)."""
+    missing = []
+    for path in _tracked(".py", ".md", ".yaml", ".yml", ".toml"):
+        for match in DOCUMENT.finditer(path.read_text(encoding="utf-8", errors="replace")):
+            ref = match.group(1)
+            if not any((base / ref).exists() for base in (REPO, path.parent, REPO / "docs")):
+                missing.append(f"{path.relative_to(REPO)}: {ref}")
+    assert not missing, "\n".join(missing)
