@@ -57,6 +57,13 @@ class LinearCoxHooks:
     def initial_blend_weights(self) -> dict[str, float] | None:
         return None
 
+    def objective(self, pooled_loss: float | None, arrays: dict[str, np.ndarray]) -> float | None:
+        """The penalised training objective of the global model `arrays` from the sites' pooled
+        loss before local training (events-weighted mean Cox loss + l2/2 ||beta||^2)."""
+        if pooled_loss is None:
+            return None
+        return pooled_loss + self.fed.l2_penalty / 2 * float((arrays["fc.weight"].astype(np.float64) ** 2).sum())
+
     def update_blend(self, server_round: int, blend_stats: dict[str, dict], state: dict | None) -> tuple[Any, Any]:
         return None, None
 
@@ -98,6 +105,10 @@ class MultimodalHooks(LinearCoxHooks):
         from stsfl.common.blending import uniform_weights
 
         return dict(uniform_weights(self._model(0).head_names))
+
+    def objective(self, pooled_loss: float | None, arrays: dict[str, np.ndarray]) -> float | None:
+        """None: the network's objective is not convex, its training loss is on the round line already."""
+        return None
 
     def update_blend(self, server_round: int, blend_stats: dict[str, dict], state: dict | None) -> tuple[Any, Any]:
         """Pool the sites' per-head statistics (sums and event counts add up), update the BlendState

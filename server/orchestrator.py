@@ -234,6 +234,7 @@ class Federation:
                 per_site[site].update({k: float(v) for k, v in reply.content[PRIVACY].items()})
             per_site[site]["bytes-down"] = float(bytes_down)
             per_site[site]["bytes-up"] = float(bytes_up[site])
+        objective = self.hooks.objective(_weighted_mean(per_site, "train-loss-fused-pre"), state.global_arrays)
         blend_stats = {s: from_json(str(r.content[BLEND_STATS]["json"])) for s, r in ok.items() if BLEND_STATS in r.content}
         blend, state.meta["blend_state"] = self.hooks.update_blend(server_round, blend_stats, state.meta.get("blend_state"))
         if blend is not None:
@@ -243,6 +244,7 @@ class Federation:
         return {
             "round": server_round,
             "learning_rate": self.fed.learning_rate_at(server_round),
+            "objective": objective,
             "sites_train": sorted(ok),
             "sites_failed": failed,
             "train_sites": per_site,
@@ -351,6 +353,9 @@ class Federation:
         loss = _weighted_mean(record["train_sites"], "train-loss-fused")
         if loss is not None:
             parts.append(f"train loss {loss:.4f}")
+        if record.get("objective") is not None:  # convex tasks: how far from converged the run still moves
+            parts.append(f"objective {record['objective']:.6f}"
+                         + (f" (change {record['objective_change']:+.1e})" if record.get("objective_change") is not None else ""))
         if record.get("selection_score") is not None:
             parts.append(f"val loss {record['selection_score']:.4f}")
         epsilons = {s: m["dp-epsilon"] for s, m in record["train_sites"].items() if "dp-epsilon" in m}
@@ -426,6 +431,9 @@ class Federation:
                 self._select(state, record)
             record["time_round_s"] = time.monotonic() - t0
             state.round = server_round
+            previous = state.meta["history"][-1].get("objective") if state.meta["history"] else None
+            if previous is not None and record["objective"] is not None:
+                record["objective_change"] = record["objective"] - previous
             state.meta["history"].append(record)
             state.strategy_state = self.aggregator.state()
             save_checkpoint(self.results.root, state)

@@ -47,3 +47,13 @@ def test_selection_falls_back_to_the_last_round_below_the_event_minimum(sites, t
     smoothed = [r["selection_score_smoothed"] for r in history]
     assert summary["selected_round"] == 1 + smoothed.index(min(smoothed))
     assert "smoothed over rounds" in summary["selection"]
+
+
+def test_a_convex_run_shows_its_penalised_objective_settling(sites, tmp_path, server_identity, capsys):
+    summary, history = _run(sites, tmp_path, "objective", "rounds: 4\nl2_penalty: 0.5\n")
+    objectives = [r["objective"] for r in history]
+    changes = [r["objective_change"] for r in history[1:]]
+    assert all(c < 0 for c in changes), "gradient descent on a convex objective lowers it every round"
+    assert abs(changes[-1]) < abs(changes[0])
+    assert changes == pytest.approx([b - a for a, b in zip(objectives, objectives[1:])])
+    assert "objective " in capsys.readouterr().out
