@@ -6,9 +6,13 @@
     sts-client predict --site site.yaml --model MODEL (--patient PID ... | --patients DIR) [--out DIR]
                                                       absolute risks, one HTML page per patient + CSV
 
-Joining starts a Flower SuperNode for this site. The SuperNode carries node-config
-`site-name` (the YAML's `name`) and `site-config` (the YAML's absolute path); our ClientApp
-reads its data through them. The SuperNode's output goes to the screen and to
+Joining starts a Flower SuperNode for this site and, beside it, the site worker
+(stsfl.client.site_worker: one process that imports torch and prepares the site's data once and
+handles every message the per-message ClientApp processes hand it over a Unix socket; when it
+dies it is started again). The SuperNode carries node-config `site-name` (the YAML's `name`),
+`site-config` (the YAML's absolute path) and `worker-dir` (the worker's socket folder, in the
+site's state folder); `--no-worker` leaves the worker out, each ClientApp process then handles
+its message itself. The SuperNode's output goes to the screen and to
 <log-dir>/sts-client-<site>.log. When the SuperNode exits (its SuperLink went away, e.g. the
 coordinator restarted to resume a run), a new one is started, so a site stays joined.
 
@@ -28,14 +32,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from stsfl.common.certificates import CertificateError, load_site_private_key
 from stsfl.common.config import ConfigError, SiteConfig, load_config, load_preset
 from stsfl.common.config.security import SiteTls, site_tls
 from stsfl.common.console import UserError, console, run_cli
-from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME
+from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME, NODE_WORKER_DIR
 from stsfl.common.flower_procs import flower_env, free_port, supernode_command, supernode_refusal, warn_insecure
+
+from .worker_supervisor import WorkerSupervisor, site_worker_dir
 
 RECONNECT_DELAY_S = 2.0
 RECENT_OUTPUT_CHARS = 20_000
@@ -86,13 +93,35 @@ def _cmd_join(args: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"sts-client-{node_config[NODE_SITE_NAME]}.log"
     console.print(f"site {node_config[NODE_SITE_NAME]} joining {args.server} (log: {log_path})")
-    # SIGTERM must stop the SuperNode too: turn it into SystemExit so the `finally` below runs.
+    # SIGTERM must stop the SuperNode and the worker too: turn it into SystemExit so the `finally`s run.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    worker = None
+    if args.worker:
+        worker = _start_worker(Path(args.site), log_path)
+        node_config[NODE_WORKER_DIR] = str(worker.folder)
+    try:
+        return _join_loop(args, node_config, tls, log_path, worker)
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
+def _start_worker(site_yaml: Path, log_path: Path) -> WorkerSupervisor:
+    """The site's worker process, in <site state folder>/worker."""
+    folder = site_worker_dir(load_config(site_yaml, SiteConfig), site_yaml)
+    worker = WorkerSupervisor(site_yaml, folder, log_path, say=lambda line: console.print(line, highlight=False))
+    worker.start()
+    return worker
+
+
+def _join_loop(args: argparse.Namespace, node_config: dict[str, str], tls: SiteTls | None, log_path: Path,
+               worker: WorkerSupervisor | None) -> int:
+    """Run SuperNodes until one is refused, or (with --no-reconnect) until the first one exits."""
     unregistered_since = None
     while True:
         # A fresh local port each time: a previous SuperNode's SuperExec may still be polling the old one.
         cmd = supernode_command(args.server, node_config, args.port or free_port(), tls=tls)
-        code, output = _run_supernode(cmd, log_path)
+        code, output = _run_supernode(cmd, log_path, worker.check if worker else None)
         refusal = supernode_refusal(output) if tls else None
         if refusal == "unregistered":
             # The coordinator registers the sites' keys just after its SuperLink starts: wait a little.
@@ -114,9 +143,9 @@ def _cmd_join(args: argparse.Namespace) -> int:
         time.sleep(RECONNECT_DELAY_S)
 
 
-def _run_supernode(cmd: list[str], log_path: Path) -> tuple[int, str]:
+def _run_supernode(cmd: list[str], log_path: Path, tick: Callable[[], None] | None = None) -> tuple[int, str]:
     """Run one SuperNode to its end; its output goes to the log file and is echoed to the screen.
-    Returns its exit code and output.
+    Returns its exit code and output. `tick` is called every half second (the worker's watch).
 
     The output goes to the file, not a pipe: the SuperNode's SuperExec child inherits the stream
     and can outlive it, so end-of-pipe would not tell that the SuperNode has exited."""
@@ -127,6 +156,8 @@ def _run_supernode(cmd: list[str], log_path: Path) -> tuple[int, str]:
         try:
             while proc.poll() is None:
                 time.sleep(0.5)
+                if tick is not None:
+                    tick()
                 chunk = tail.read().decode("utf-8", "replace")
                 sys.stderr.write(chunk)
                 recent = (recent + chunk)[-RECENT_OUTPUT_CHARS:]
@@ -204,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--registration-wait", type=float, default=60.0, metavar="S",
                         help="how long to keep trying while the SuperLink does not know this site's key (default: 60 s)")
     parser.add_argument("--log-dir", default="logs", help="where sts-client-<site>.log goes (default: ./logs)")
+    parser.add_argument("--no-worker", dest="worker", action="store_false",
+                        help="no site worker: every message is handled in its own ClientApp process (slower)")
     parser.set_defaults(func=_cmd_join)
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate the site YAML")
