@@ -69,6 +69,10 @@ from .strategies import Aggregator, screen_updates
 
 # Fused-head validation loss reported by training sites at evaluation: the model-selection score.
 SELECTION_METRIC = "val-loss-fused"
+# A message lives this much longer than the round waits for its reply: the push, the SuperNodes'
+# and the ServerApp's polling (3 s each in flwr 1.41) come on top, and a reply that arrives while
+# the round still waits must not be dropped as expired.
+TTL_MARGIN_S = 60.0
 
 
 class QuorumError(RuntimeError):
@@ -160,17 +164,18 @@ class Federation:
         )
 
     def _send(self, kind: str, sites: list[str], records: dict[str, Any] | Callable[[str], dict[str, Any]],
-              cfg: ConfigRecord, server_round: int) -> tuple[dict, dict]:
+              cfg: ConfigRecord, server_round: int, timeout: float | None = None) -> tuple[dict, dict]:
         """Send one message per site (`records`, e.g. {ARRAYS: weights}, or site -> its records; plus
-        the config); return (site -> reply, site -> failure reason)."""
+        the config) and wait `timeout` (default round_timeout_s); return (site -> reply, site -> failure reason)."""
+        timeout = timeout or self.fed.round_timeout_s
         messages = []
         for site in sites:
             content = RecordDict({**(records(site) if callable(records) else records), CONFIG: cfg})
             messages.append(
                 Message(content, dst_node_id=self.sites.node_of[site], message_type=kind,
-                        ttl=self.fed.round_timeout_s, group_id=str(server_round))
+                        ttl=timeout + TTL_MARGIN_S, group_id=str(server_round))
             )
-        replies = list(self.grid.send_and_receive(messages, timeout=self.fed.round_timeout_s))
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         # the SuperLink itself signs an error reply (e.g. node unavailable), and SecAgg+ stage replies carry
         # no site record, so match replies by the message they answer
         site_of_message = {m.metadata.message_id: site for m, site in zip(messages, sites)}
@@ -183,7 +188,7 @@ class Federation:
                 ok[site or reply_site_name(reply.content)] = reply
         for site in sites:
             if site not in ok and site not in failed:
-                failed[site] = f"no reply within {self.fed.round_timeout_s:.0f} s"
+                failed[site] = f"no reply within {timeout:.0f} s"
         # A failed site is asked who it is again before it gets the next round's work: a killed site
         # may still be listed by the SuperLink (until its heartbeat expires) and come back under the same
         # node id (its key), so only its answer tells that it is back; a round waits for it (rejoin_wait_s).
@@ -210,6 +215,17 @@ class Federation:
             ok, failed, contents, bytes_up = self._secure_train(state, present, global_record, cfg, server_round)
         else:
             ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: global_record}, cfg, server_round)
+            for retry in range(1, self.fed.round_retries + 1):
+                if ok:
+                    break
+                # Nobody replied (e.g. every message expired on an overloaded machine): send the round again
+                # to the sites that answer now, waiting longer, rather than end the run.
+                timeout = self.fed.round_timeout_s * 2**retry
+                self.log(f"round {server_round}: no training site replied; sending it again "
+                         f"(retry {retry} of {self.fed.round_retries}, waiting {timeout:.0f} s)")
+                self.sites.refresh(self.query_timeout)
+                present = [s for s in training if s in self.sites.node_of]
+                ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: global_record}, cfg, server_round, timeout)
             rejected = screen_updates(global_record, {s: r.content[ARRAYS] for s, r in ok.items()}, self.fed.max_update_norm_ratio)
             for site, reason in sorted(rejected.items()):
                 self.log(f"round {server_round}: update of site {site} rejected, not averaged: {reason}")
