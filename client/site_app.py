@@ -45,6 +45,8 @@ from stsfl.common.fed_protocol import (
     to_json,
 )
 
+from stsfl.common.params import from_transfer, to_transfer
+
 from .app import site_identity
 from .secure_update import is_secure_round, legacy_fit_records, secure_aggregation_mod
 
@@ -74,12 +76,13 @@ def statistics(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     task = _site(context)
     cfg = msg.content[CONFIG]
-    arrays, metrics, blend_stats, privacy = task.train(msg.content[ARRAYS], cfg)
+    transfer = str(cfg.get("transfer-dtype", "float32"))  # the federation's transfer_dtype, both directions
+    arrays, metrics, blend_stats, privacy = task.train(from_transfer(msg.content[ARRAYS], transfer), cfg)
     if is_secure_round(msg):  # SecAgg+: the mod masks the update; no weights leave in the clear
         update = legacy_fit_records(msg.content[ARRAYS], arrays, metrics[str(cfg[WEIGHT])],
                                     float(cfg[CLIPPING_RANGE]), task.name)
     else:
-        update = {ARRAYS: arrays}
+        update = {ARRAYS: to_transfer(arrays, transfer)}
     content = RecordDict(
         {
             SITE: site_record(task.name),

@@ -56,7 +56,7 @@ from stsfl.common.fed_protocol import (
     reply_site_name,
     to_json,
 )
-from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, numpy_to_arrays
+from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, from_transfer, numpy_to_arrays, to_transfer
 from stsfl.common.site_metrics import describe_metrics
 
 from .checkpoint import ServerState, load_checkpoint, save_checkpoint
@@ -213,8 +213,11 @@ class Federation:
         t0 = time.monotonic()
         if self.fed.secure_aggregation.enabled:
             ok, failed, contents, bytes_up = self._secure_train(state, present, global_record, cfg, server_round)
+            bytes_down = arrays_nbytes(global_record)
         else:
-            ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: global_record}, cfg, server_round)
+            cfg["transfer-dtype"] = self.fed.transfer_dtype
+            sent_record = to_transfer(global_record, self.fed.transfer_dtype)
+            ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: sent_record}, cfg, server_round)
             for retry in range(1, self.fed.round_retries + 1):
                 if ok:
                     break
@@ -225,14 +228,17 @@ class Federation:
                          f"(retry {retry} of {self.fed.round_retries}, waiting {timeout:.0f} s)")
                 self.sites.refresh(self.query_timeout)
                 present = [s for s in training if s in self.sites.node_of]
-                ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: global_record}, cfg, server_round, timeout)
+                ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: sent_record}, cfg, server_round, timeout)
+            bytes_up = {s: arrays_nbytes(r.content[ARRAYS]) for s, r in ok.items()}
+            bytes_down = arrays_nbytes(sent_record)
+            for reply in ok.values():  # screening and aggregation in float32
+                reply.content[ARRAYS] = from_transfer(reply.content[ARRAYS], self.fed.transfer_dtype)
             rejected = screen_updates(global_record, {s: r.content[ARRAYS] for s, r in ok.items()}, self.fed.max_update_norm_ratio)
             for site, reason in sorted(rejected.items()):
                 self.log(f"round {server_round}: update of site {site} rejected, not averaged: {reason}")
                 failed[site] = f"update rejected: {reason}"
                 del ok[site]
             contents = [ok[s].content for s in sorted(ok)]
-            bytes_up = {s: arrays_nbytes(r.content[ARRAYS]) for s, r in ok.items()}
         t_wait = time.monotonic() - t0
         if len(ok) < self.fed.min_sites:
             raise QuorumError(
@@ -244,7 +250,6 @@ class Federation:
         new_global, _ = self.aggregator.aggregate(server_round, global_record, contents)
         t_agg = time.monotonic() - t1
         per_site = {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
-        bytes_down = arrays_nbytes(global_record)
         for site, reply in ok.items():
             if PRIVACY in reply.content:  # a DP-SGD site's epsilon spent and noise multiplier
                 per_site[site].update({k: float(v) for k, v in reply.content[PRIVACY].items()})
