@@ -78,6 +78,10 @@ class SiteWorker:
         """Create the 0700 folder, a fresh 0600 token and the 0600 socket; returns the listening socket."""
         self.folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.folder, 0o700)
+        path = self.folder / SOCKET_NAME
+        if _listening(path):
+            raise SystemExit(f"site {self.site.name}: another site worker listens at {path}: two sites share this "
+                             "state folder (give each site YAML its own cache_dir)")
         token_tmp = self.folder / (TOKEN_NAME + ".tmp")
         with contextlib.suppress(FileNotFoundError):
             token_tmp.unlink()
@@ -85,7 +89,6 @@ class SiteWorker:
         with os.fdopen(fd, "wb") as out:
             out.write(self.token)
         os.replace(token_tmp, self.folder / TOKEN_NAME)
-        path = self.folder / SOCKET_NAME
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a previous worker's socket
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -174,6 +177,17 @@ class SiteWorker:
 
     def _parent_alive(self) -> bool:
         return self.parent is None or os.getppid() == self.parent
+
+
+def _listening(path: Path) -> bool:
+    """Whether a live process accepts connections on the socket at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            with unix_address(path) as address:
+                probe.connect(address)
+        except OSError:
+            return False
+    return True
 
 
 def _federation(message: Message) -> str:

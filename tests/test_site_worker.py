@@ -24,6 +24,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 
 from stsfl.client.app import app
 from stsfl.client.site_prepare import site_state_dir
+from stsfl.client.site_worker import SiteWorker
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.client.worker_channel import SOCKET_NAME, TOKEN_NAME, WorkerUnavailable, recv_frame, send_frames
 from stsfl.client.worker_supervisor import WorkerSupervisor, site_worker_dir
@@ -202,12 +203,17 @@ def test_a_dead_worker_fails_its_message_and_is_restarted(region_sites, tmp_path
         assert worker.restarts == 1
 
 
-def test_the_next_run_clears_the_previous_runs_data(region_sites, tmp_path, server_identity):
+def test_the_next_run_clears_the_previous_runs_data_and_a_second_worker_is_refused(region_sites, tmp_path, server_identity):
     site = "region_1"
     with running_workers({site: region_sites[site]}, tmp_path) as workers:
         folder = workers[site].folder
         for run_id in (7, 7, 8):
             assert not app(*_stats_query(site, region_sites[site], folder, run_id)).has_error()
+        token = (folder / TOKEN_NAME).read_bytes()
+        second = SiteWorker(load_config(region_sites[site], SiteConfig), region_sites[site], folder, app, dict)
+        with pytest.raises(SystemExit, match=r"another site worker listens at .*\(give each site YAML its own cache_dir\)"):
+            second.listen()  # a second site with the same state folder
+        assert (folder / TOKEN_NAME).read_bytes() == token, "the running worker keeps its token"
         log = workers[site].log_path.read_text()
     assert log.count("run 7 (faults) started") == 1 and "run 7 is over: its data is cleared from memory" in log
     assert "run 8 (faults) started" in log
