@@ -82,9 +82,7 @@ def encode_message(message: Message) -> bytes:
 
 
 def decode_message(data: bytes) -> Message:
-    proto = ProtoMessage()
-    proto.ParseFromString(data)
-    return message_from_proto(proto)
+    return message_from_proto(ProtoMessage.FromString(data))
 
 
 def encode_context(context: Context) -> bytes:
@@ -92,9 +90,7 @@ def encode_context(context: Context) -> bytes:
 
 
 def decode_context(data: bytes) -> Context:
-    proto = ProtoContext()
-    proto.ParseFromString(data)
-    return context_from_proto(proto)
+    return context_from_proto(ProtoContext.FromString(data))
 
 
 @contextlib.contextmanager
