@@ -33,7 +33,7 @@ from flwr.app import Context, Error, Message
 from flwr.common.constant import ErrorCode
 
 from stsfl.common.config import SiteConfig, load_config
-from stsfl.common.fed_protocol import CONFIG, METRICS, MSG_SITE_OUTPUTS, MSG_TRAIN
+from stsfl.common.fed_protocol import CONFIG, METRICS, MSG_SITE_OUTPUTS, MSG_TRAIN, from_json
 
 from .worker_channel import (
     SOCKET_NAME,
@@ -197,9 +197,9 @@ def _federation(message: Message) -> str:
 
 def _training_line(message: Message, reply: Message, seconds: float) -> str:
     cfg = message.content[CONFIG]
-    metrics = reply.content[METRICS]
-    loss = metrics.get("train-loss-fused")
-    return (f"round {cfg.get('server-round', '?')}: trained {cfg.get('local-epochs', '?')} local epoch(s)"
+    epochs = from_json(str(cfg.get("recipe", "{}"))).get("epochs_per_round", "?")  # the federation's training recipe
+    loss = reply.content[METRICS].get("train-loss-fused")
+    return (f"round {cfg.get('server-round', '?')}: trained {epochs} local epoch(s)"
             + (f", loss {float(loss):.4f}" if loss is not None else "") + f" in {seconds:.1f} s")
 
 

@@ -20,9 +20,7 @@ BODY = """task: linear-cox
 sites: [region_0, region_1]
 min_sites: 1
 rounds: 2
-local_epochs: 2
-learning_rate: 0.05
-seed: 4
+train: {epochs_per_round: 2, lr: 0.05, seed: 4}
 round_timeout_s: 30
 prediction: {baseline: false}
 site_outputs: {enabled: false}

@@ -28,8 +28,8 @@ from stsfl.client.site_worker import SiteWorker
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.client.worker_channel import SOCKET_NAME, TOKEN_NAME, WorkerUnavailable, recv_frame, send_frames
 from stsfl.client.worker_supervisor import WorkerSupervisor, site_worker_dir
-from stsfl.common.config import SiteConfig, load_config
-from stsfl.common.fed_protocol import CONFIG, MSG_STATS, NODE_SITE_CONFIG, NODE_SITE_NAME, NODE_WORKER_DIR, STATS
+from stsfl.common.config import SiteConfig, TrainConfig, load_config
+from stsfl.common.fed_protocol import CONFIG, MSG_STATS, NODE_SITE_CONFIG, NODE_SITE_NAME, NODE_WORKER_DIR, STATS, to_json
 
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 from site_builder import make_site
@@ -40,15 +40,13 @@ sites: [region_0, region_1, region_3]
 holdout: [region_3]
 rounds: 2
 eval_every: 1
-local_epochs: 3
-learning_rate: 0.05
-seed: 5
+train: {epochs_per_round: 3, lr: 0.05, seed: 5}
 cross_site: {enabled: true, local_epochs: 2}
 """
 MULTIMODAL = """name: worker-multimodal
 sites: [a, b]
 rounds: 2
-local_epochs: 1
+train: {epochs_per_round: 1}
 validation_fraction: 0.34
 weighting: patients
 """
@@ -151,7 +149,8 @@ def test_forwarded_messages_are_answered_as_in_process(cohort, body, request, tm
 
 
 def _stats_query(site: str, site_yaml: Path, folder: Path, run_id: int = 1) -> tuple[Message, Context]:
-    cfg = ConfigRecord({"task": "linear-cox", "federation": "faults", "run-seed": 0})
+    cfg = ConfigRecord({"task": "linear-cox", "federation": "faults", "run-seed": 0,
+                        "recipe": to_json(TrainConfig().model_dump(mode="json"))})
     msg = Message(RecordDict({CONFIG: cfg}), dst_node_id=1, message_type=MSG_STATS)
     msg.metadata.__dict__["_message_id"] = f"m{time.monotonic_ns()}"
     context = Context(run_id=run_id, node_id=1, state=RecordDict(), run_config={},

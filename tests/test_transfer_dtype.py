@@ -20,9 +20,7 @@ BODY = """task: linear-cox
 sites: [region_0, region_1, region_3]
 holdout: [region_3]
 rounds: 3
-local_epochs: 3
-learning_rate: 0.05
-seed: 2
+train: {epochs_per_round: 3, lr: 0.05, seed: 2}
 prediction: {baseline: false}
 site_outputs: {enabled: false}
 """

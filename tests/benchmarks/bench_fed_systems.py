@@ -200,8 +200,8 @@ def scaling(data: Path, site_counts: list[int], rounds: int, simulate: bool, wor
     for n in site_counts:
         workdir = Path(tempfile.mkdtemp(prefix=f"systems-{n}-", dir=work))  # kept when the run fails (its logs)
         yamls = region_site_yamls(data, workdir, n)
-        body = {"name": f"systems-{n}", "task": "linear-cox", "rounds": rounds, "eval_every": rounds, "local_epochs": 1,
-                "learning_rate": 0.5, "client_optimizer": "sgd", "transfer_dtype": transfer_dtype}
+        body = {"name": f"systems-{n}", "task": "linear-cox", "rounds": rounds, "eval_every": rounds, "transfer_dtype": transfer_dtype,
+                "train": {"epochs_per_round": 1, "lr": 0.5, "optimizer": "sgd"}}
         start = time.perf_counter()
         if simulate:
             history = run_simulated(write_federation(workdir / "federation.yaml", yamls, body, True), workdir)
@@ -275,7 +275,7 @@ def paper_round(cohort: Path, patients: int, workdir: Path, worker: bool = True)
         print(f"paper preprocessing {centre.parent.name}: {len(prepared.patients)} patients in {time.perf_counter() - t0:.0f} s", flush=True)
         yamls.append(site_yaml)
     body = {"name": "systems-paper", "task": "multimodal", "preset": str(preset_path), "rounds": 2, "eval_every": 2,
-            "local_epochs": 1, "learning_rate": 0.01, "validation_fraction": 0.0}
+            "train": {"epochs_per_round": 1, "lr": 0.01}, "validation_fraction": 0.0}
     loopback = Loopback(workdir, yamls, worker, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     config = write_federation(workdir / "federation.yaml", loopback.site_yamls, body, False, loopback.certs.federation_security())
     with loopback.running(config):
