@@ -1,60 +1,33 @@
 """Our Flower ClientApp (component `stsfl.client.app:app` in pyproject's [tool.flwr.app]).
 
-The SuperNode started by `sts-client` runs it in a fresh process for every message, so this
-module imports only Flower at top level; torch, the network and the data pipeline are imported
-inside the handlers that need them. The site is identified by the SuperNode's node-config
-(`site-name`, `site-config` = path of the site YAML), and every reply carries the site name.
-Under `sts-server --simulate` the same app runs on virtual SuperNodes of Flower's simulation
-engine, whose node-config holds only a `partition-id`: it indexes the run config's
-`simulation-sites` list (the server wrote it from the federation YAML).
+The SuperNode runs it in a fresh process for every message, so this module imports only Flower
+and the protocol constants. Under `sts-client` the node-config names the folder of the site's
+worker (`worker-dir`): the message goes there over a Unix socket (stsfl.client.worker_channel)
+and the worker, which imported torch and prepared the site's data once, runs the handlers of
+stsfl.client.site_app and answers. Where there is no worker - the virtual SuperNodes of
+`sts-server --simulate`, the in-process tests - the handlers run in this process, as a message
+always did before the worker existed (each message pays the imports and the data set-up then).
 
-Handlers (message types in stsfl.common.fed_protocol):
-- query.stats: per-site clinical sums and counts, event counts (the statistics phase);
-- train: local training from the global weights; reply: new weights + aggregate losses (under
-  secure aggregation the four SecAgg+ stages, stsfl.client.secure_update: a masked update instead);
-- evaluate: the global model on this site's evaluation split; reply: aggregate metrics;
-- evaluate.cross: several models (cross-site validation) on the same split; reply: their metrics.
-- query.clinical_cox: before round 1, the clinical Cox model's score and information at the
-  coefficients sent (stsfl.server.clinical_init_phase);
-- query.baseline: after the last round, binned events and risk sums for the baseline hazard;
-- query.calibration: then, calibration and decision curves of the absolute risks;
-- query.site_outputs: last, risk scores, Grad-CAM overlays and the validation report written at the
-  site (stsfl.client.site_outputs); the reply holds counts only.
+The site is identified by the SuperNode's node-config (`site-name`, `site-config` = path of the
+site YAML). A virtual SuperNode of Flower's simulation engine has only a `partition-id`: it
+indexes the run config's `simulation-sites` list (the server wrote it from the federation YAML).
 """
 
 from __future__ import annotations
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from pathlib import Path
+
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from stsfl.common.fed_protocol import (
-    ARRAYS,
-    BASELINE,
-    BLEND_STATS,
-    CALIBRATION,
-    CLINICAL_COX,
-    CLIPPING_RANGE,
-    CONFIG,
-    METRICS,
-    METRICS_PREFIX,
-    MODEL_PREFIX,
     NODE_PARTITION_ID,
     NODE_SITE_CONFIG,
     NODE_SITE_NAME,
-    PRIVACY,
+    NODE_WORKER_DIR,
     RUN_SIMULATION_SITES,
-    RUN_SIMULATION_THREADS,
-    SITE,
-    STATS,
-    WEIGHT,
     from_json,
-    site_record,
-    to_json,
 )
-
-from .secure_update import is_secure_round, legacy_fit_records, secure_aggregation_mod
-
-app = ClientApp()
 
 
 def site_identity(node_config: dict, run_config: dict) -> tuple[str, str]:
@@ -75,95 +48,22 @@ def site_identity(node_config: dict, run_config: dict) -> tuple[str, str]:
     )
 
 
-def _site(context: Context):
-    from .site_task import SiteTask
+class SiteClientApp(ClientApp):
+    """A ClientApp that hands every message to the site worker when the node has one, and to
+    the handlers of stsfl.client.site_app in this process otherwise."""
 
-    threads = int(context.run_config.get(RUN_SIMULATION_THREADS, 0) or 0)
-    if threads:  # simulated sites share this machine: each keeps to its share of the cores
-        import torch
+    def __call__(self, message: Message, context: Context) -> Message:
+        folder = context.node_config.get(NODE_WORKER_DIR)
+        if not folder:
+            from .site_app import site_app
 
-        torch.set_num_threads(threads)
-    return SiteTask.from_node_config(*site_identity(context.node_config, context.run_config))
+            return site_app(message, context)
+        from .worker_channel import forward
 
-
-@app.query("stats")
-def statistics(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    stats = task.statistics(msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), STATS: ConfigRecord({"json": to_json(stats)})})
-    return Message(content, reply_to=msg)
-
-
-@app.train(mods=[secure_aggregation_mod])
-def train(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    cfg = msg.content[CONFIG]
-    arrays, metrics, blend_stats, privacy = task.train(msg.content[ARRAYS], cfg)
-    if is_secure_round(msg):  # SecAgg+: the mod masks the update; no weights leave in the clear
-        update = legacy_fit_records(msg.content[ARRAYS], arrays, metrics[str(cfg[WEIGHT])],
-                                    float(cfg[CLIPPING_RANGE]), task.name)
-    else:
-        update = {ARRAYS: arrays}
-    content = RecordDict(
-        {
-            SITE: site_record(task.name),
-            **update,
-            METRICS: MetricRecord(metrics),
-            BLEND_STATS: ConfigRecord({"json": to_json(blend_stats)}),
-            **({PRIVACY: ConfigRecord(privacy)} if privacy else {}),
-        }
-    )
-    return Message(content, reply_to=msg)
+        site, _ = site_identity(context.node_config, context.run_config)
+        reply, after = forward(message, context, Path(str(folder)), site)
+        context.state = after.state  # what the handlers kept (SecAgg+ keys) goes back to the SuperNode
+        return reply
 
 
-@app.evaluate()
-def evaluate(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    metrics = task.evaluate(msg.content[ARRAYS], msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), METRICS: MetricRecord(metrics)})
-    return Message(content, reply_to=msg)
-
-
-@app.evaluate("cross")
-def cross_evaluate(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    models = {key.removeprefix(MODEL_PREFIX): arrays for key, arrays in msg.content.array_records.items()
-              if key.startswith(MODEL_PREFIX)}
-    per_model = task.cross_evaluate(models, msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name),
-                          **{f"{METRICS_PREFIX}{name}": MetricRecord(m) for name, m in per_model.items()}})
-    return Message(content, reply_to=msg)
-
-
-def _json_reply(msg: Message, context: Context, answer: str, key: str) -> Message:
-    """A query answered with one JSON document under record `key` by SiteTask.<answer>(arrays, config)."""
-    task = _site(context)
-    value = getattr(task, answer)(msg.content[ARRAYS], msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), key: ConfigRecord({"json": to_json(value)})})
-    return Message(content, reply_to=msg)
-
-
-@app.query("baseline")
-def baseline(msg: Message, context: Context) -> Message:
-    return _json_reply(msg, context, "baseline", BASELINE)
-
-
-@app.query("calibration")
-def calibration(msg: Message, context: Context) -> Message:
-    return _json_reply(msg, context, "calibration", CALIBRATION)
-
-
-@app.query("clinical_cox")
-def clinical_cox(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    parts = task.clinical_cox(msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), CLINICAL_COX: ConfigRecord({"json": to_json(parts)})})
-    return Message(content, reply_to=msg)
-
-
-@app.query("site_outputs")
-def site_outputs(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    counts = task.site_outputs(msg.content[ARRAYS], msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), METRICS: MetricRecord({k: int(v) for k, v in counts.items()})})
-    return Message(content, reply_to=msg)
+app = SiteClientApp()

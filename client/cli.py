@@ -6,11 +6,17 @@
     sts-client predict --site site.yaml --model MODEL (--patient PID ... | --patients DIR) [--out DIR]
                                                       absolute risks, one HTML page per patient + CSV
 
-Joining starts a Flower SuperNode for this site. The SuperNode carries node-config
-`site-name` (the YAML's `name`) and `site-config` (the YAML's absolute path); our ClientApp
-reads its data through them. The SuperNode's output goes to the screen and to
-<log-dir>/sts-client-<site>.log. When the SuperNode exits (its SuperLink went away, e.g. the
-coordinator restarted to resume a run), a new one is started, so a site stays joined.
+Joining starts a Flower SuperNode for this site and, beside it, the site worker
+(stsfl.client.site_worker: one process that imports torch and prepares the site's data once and
+handles every message the per-message ClientApp processes hand it over a Unix socket; when it
+dies it is started again). The SuperNode carries node-config `site-name` (the YAML's `name`),
+`site-config` (the YAML's absolute path) and `worker-dir` (the worker's socket folder, in the
+site's state folder); `--no-worker` leaves the worker out, each ClientApp process then handles
+its message itself. The SuperNode's and the worker's output go to <log-dir>/sts-client-<site>.log;
+the screen shows the runs, each round's local training and where the site's outputs are
+(stsfl.client.operator_screen). When the SuperNode exits (its SuperLink went away: the run ended,
+or the coordinator restarted to resume it), a new one is started, so a site stays joined; the
+screen then says once that it waits for the coordinator.
 
 The connection uses TLS (the YAML's security.ca_cert verifies the SuperLink) and the site signs
 in with its key (security.auth_key) unless the YAML says `security.insecure: true`. When the
@@ -28,14 +34,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from stsfl.common.certificates import CertificateError, load_site_private_key
 from stsfl.common.config import ConfigError, SiteConfig, load_config, load_preset
 from stsfl.common.config.security import SiteTls, site_tls
 from stsfl.common.console import UserError, console, run_cli
-from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME
+from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME, NODE_WORKER_DIR
 from stsfl.common.flower_procs import flower_env, free_port, supernode_command, supernode_refusal, warn_insecure
+
+from .operator_screen import OperatorScreen
+from .worker_supervisor import WorkerSupervisor, site_worker_dir
 
 RECONNECT_DELAY_S = 2.0
 RECENT_OUTPUT_CHARS = 20_000
@@ -86,57 +97,86 @@ def _cmd_join(args: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"sts-client-{node_config[NODE_SITE_NAME]}.log"
     console.print(f"site {node_config[NODE_SITE_NAME]} joining {args.server} (log: {log_path})")
-    # SIGTERM must stop the SuperNode too: turn it into SystemExit so the `finally` below runs.
+    # SIGTERM must stop the SuperNode and the worker too: turn it into SystemExit so the `finally`s run.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    worker = None
+    if args.worker:
+        worker = _start_worker(Path(args.site), log_path)
+        node_config[NODE_WORKER_DIR] = str(worker.folder)
+    try:
+        return _join_loop(args, node_config, tls, log_path, worker)
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
+def _start_worker(site_yaml: Path, log_path: Path) -> WorkerSupervisor:
+    """The site's worker process, in <site state folder>/worker."""
+    folder = site_worker_dir(load_config(site_yaml, SiteConfig), site_yaml)
+    worker = WorkerSupervisor(site_yaml, folder, log_path, say=lambda line: console.print(line, highlight=False))
+    worker.start()
+    return worker
+
+
+def _join_loop(args: argparse.Namespace, node_config: dict[str, str], tls: SiteTls | None, log_path: Path,
+               worker: WorkerSupervisor | None) -> int:
+    """Run SuperNodes until one is refused, or (with --no-reconnect) until the first one exits."""
+    screen = OperatorScreen(args.server, log_path)
+    tick = worker.check if worker else None
     unregistered_since = None
-    while True:
-        # A fresh local port each time: a previous SuperNode's SuperExec may still be polling the old one.
-        cmd = supernode_command(args.server, node_config, args.port or free_port(), tls=tls)
-        code, output = _run_supernode(cmd, log_path)
-        refusal = supernode_refusal(output) if tls else None
-        if refusal == "unregistered":
-            # The coordinator registers the sites' keys just after its SuperLink starts: wait a little.
-            unregistered_since = unregistered_since or time.monotonic()
-            if time.monotonic() - unregistered_since < args.registration_wait:
-                refusal = None
-        else:
-            unregistered_since = None
-        if refusal:
-            raise UserError(f"site {node_config[NODE_SITE_NAME]} refused: {refusal_message(refusal, Path(args.site), tls, args.server)}")
-        if not args.reconnect:
-            return code
-        # A SuperNode exits when its SuperLink goes away (e.g. the coordinator restarts to
-        # resume a run): start a new one, which registers again once the SuperLink is back.
-        message = f"SuperNode exited with code {code}; reconnecting to {args.server} in {RECONNECT_DELAY_S:.0f} s\n"
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(message)
-        sys.stderr.write(message)
-        time.sleep(RECONNECT_DELAY_S)
+    log_path.touch()
+    with open(log_path, "rb") as tail:  # one reader for every SuperNode: the worker's lines between them too
+        tail.seek(0, os.SEEK_END)
+        while True:
+            # A fresh local port each time: a previous SuperNode's SuperExec may still be polling the old one.
+            cmd = supernode_command(args.server, node_config, args.port or free_port(), tls=tls)
+            code, output = _run_supernode(cmd, log_path, tail, screen, tick)
+            refusal = supernode_refusal(output) if tls else None
+            if refusal == "unregistered":
+                # The coordinator registers the sites' keys just after its SuperLink starts: wait a little.
+                unregistered_since = unregistered_since or time.monotonic()
+                if time.monotonic() - unregistered_since < args.registration_wait:
+                    refusal = None
+            else:
+                unregistered_since = None
+            if refusal:
+                raise UserError(f"site {node_config[NODE_SITE_NAME]} refused: "
+                                f"{refusal_message(refusal, Path(args.site), tls, args.server)}")
+            if not args.reconnect:
+                return code
+            # A SuperNode exits when its SuperLink goes away (the run ended, or the coordinator restarts to
+            # resume it): start a new one, which registers again once the SuperLink is back.
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"SuperNode exited with code {code}; reconnecting to {args.server} in {RECONNECT_DELAY_S:.0f} s\n")
+            screen.lost()
+            time.sleep(RECONNECT_DELAY_S)
 
 
-def _run_supernode(cmd: list[str], log_path: Path) -> tuple[int, str]:
-    """Run one SuperNode to its end; its output goes to the log file and is echoed to the screen.
-    Returns its exit code and output.
+def _run_supernode(cmd: list[str], log_path: Path, tail: BinaryIO, screen: OperatorScreen,
+                   tick: Callable[[], None] | None = None) -> tuple[int, str]:
+    """Run one SuperNode to its end; its output goes to the log file, read back through `tail` for
+    the screen. Returns its exit code and output. `tick` is called every half second (the worker's watch).
 
     The output goes to the file, not a pipe: the SuperNode's SuperExec child inherits the stream
     and can outlive it, so end-of-pipe would not tell that the SuperNode has exited."""
-    with open(log_path, "ab") as log, open(log_path, "rb") as tail:
-        tail.seek(0, os.SEEK_END)
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, env=flower_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        recent = ""  # the end of its output: why a refused SuperNode exited is in its last lines
-        try:
-            while proc.poll() is None:
-                time.sleep(0.5)
-                chunk = tail.read().decode("utf-8", "replace")
-                sys.stderr.write(chunk)
-                recent = (recent + chunk)[-RECENT_OUTPUT_CHARS:]
+    recent = ""  # the end of its output: why a refused SuperNode exited is in its last lines
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            if tick is not None:
+                tick()
             chunk = tail.read().decode("utf-8", "replace")
-            sys.stderr.write(chunk)
-            return proc.returncode, (recent + chunk)[-RECENT_OUTPUT_CHARS:]
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(15)
+            screen.feed(chunk)
+            recent = (recent + chunk)[-RECENT_OUTPUT_CHARS:]
+        chunk = tail.read().decode("utf-8", "replace")
+        screen.feed(chunk)
+        return proc.returncode, (recent + chunk)[-RECENT_OUTPUT_CHARS:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(15)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -204,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--registration-wait", type=float, default=60.0, metavar="S",
                         help="how long to keep trying while the SuperLink does not know this site's key (default: 60 s)")
     parser.add_argument("--log-dir", default="logs", help="where sts-client-<site>.log goes (default: ./logs)")
+    parser.add_argument("--no-worker", dest="worker", action="store_false",
+                        help="no site worker: every message is handled in its own ClientApp process (slower)")
     parser.set_defaults(func=_cmd_join)
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate the site YAML")

@@ -46,6 +46,25 @@ def _linear_cox_site(csv_path: Path, run_seed: int, validation_fraction: float, 
                          recipe=TrainConfig.model_validate(from_json(recipe_json)))
 
 
+# Prepared multimodal sites kept between messages by the site worker (stsfl.client.site_worker)
+# while a run lasts, by their settings; None: each message prepares its site (a process per message).
+_kept_sites: dict[tuple, Any] | None = None
+
+
+def keep_site_data() -> None:
+    """Keep each prepared site in this process until `clear_site_data` (the site worker's mode)."""
+    global _kept_sites
+    if _kept_sites is None:
+        _kept_sites = {}
+
+
+def clear_site_data() -> None:
+    """Forget the kept sites and the linear-cox tables read so far (the run they served ended)."""
+    if _kept_sites is not None:
+        _kept_sites.clear()
+    _linear_cox_site.cache_clear()
+
+
 class SiteTask:
     """One site's side of the protocol."""
 
@@ -85,10 +104,17 @@ class SiteTask:
             from .multimodal_site import MultimodalSite
 
             # The federation's schema (sent by the server) is the one every site encodes with.
+            key = (str(self.site_yaml), str(cfg["preset"]), str(cfg["schema"]), seed, fraction, str(cfg.get("model-norm", "")),
+                   recipe)
+            if _kept_sites is not None and key in _kept_sites:
+                return _kept_sites[key]
             schema = ClinicalSchema.model_validate(from_json(str(cfg["schema"])))
-            return MultimodalSite(self.site, self.site_yaml, str(cfg["preset"]), schema, seed, fraction,
+            impl = MultimodalSite(self.site, self.site_yaml, str(cfg["preset"]), schema, seed, fraction,
                                   norm=str(cfg.get("model-norm", "")) or None,
                                   recipe=TrainConfig.model_validate(from_json(recipe)))
+            if _kept_sites is not None:
+                _kept_sites[key] = impl
+            return impl
         raise ValueError(f"task {task!r} is not available at this site")
 
     def _model(self, impl, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[torch.nn.Module, dict]:

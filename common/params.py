@@ -3,6 +3,11 @@
 A state_dict maps names to tensors (parameters and buffers, e.g. BatchNorm running stats).
 The ArrayRecord keeps the same names and dtypes, so `arrays_to_state_dict(state_dict_to_arrays(sd))`
 is exact. Bytes per round = `arrays_nbytes(record)` per direction and site.
+
+Half-precision transfer (the federation's `transfer_dtype`): `to_transfer` rounds the float32
+tensors of a record to float16, or to bfloat16 (numpy has no bfloat16: its 16-bit patterns travel
+as uint16), and `from_transfer` turns them back into float32; other tensors (integer buffers) travel
+as they are. Aggregation stays in float32.
 """
 
 from __future__ import annotations
@@ -78,3 +83,41 @@ def arrays_nbytes(record: ArrayRecord) -> int:
 def float32_nbytes(record: ArrayRecord) -> int:
     """Bytes the record would take as plain float32 values (the reference size of the model)."""
     return int(sum(4 * a.numpy().size for a in record.values()))
+
+
+TRANSFER_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def to_transfer(record: ArrayRecord, dtype: str) -> ArrayRecord:
+    """The record as sent with `transfer_dtype` = dtype: its float32 tensors rounded to 16 bits
+    (half the bytes); the record itself for float32."""
+    if dtype == "float32":
+        return record
+    out = {}
+    for name, a in arrays_to_numpy(record).items():
+        if a.dtype == np.float32:
+            a = a.astype(np.float16) if dtype == "float16" else _bfloat16_bits(a)
+        out[name] = a
+    return numpy_to_arrays(out)
+
+
+def from_transfer(record: ArrayRecord, dtype: str) -> ArrayRecord:
+    """A record received with `transfer_dtype` = dtype, its 16-bit tensors back in float32."""
+    if dtype == "float32":
+        return record
+    packed = np.float16 if dtype == "float16" else np.uint16
+    out = {}
+    for name, a in arrays_to_numpy(record).items():
+        if a.dtype == packed:
+            a = a.astype(np.float32) if dtype == "float16" else _from_bfloat16_bits(a)
+        out[name] = a
+    return numpy_to_arrays(out)
+
+
+def _bfloat16_bits(a: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 (torch's round-to-nearest-even), as the uint16 bit patterns."""
+    return torch.from_numpy(np.ascontiguousarray(a)).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16).reshape(a.shape)
+
+
+def _from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
+    return torch.from_numpy(np.ascontiguousarray(bits).view(np.int16)).view(torch.bfloat16).float().numpy().reshape(bits.shape)

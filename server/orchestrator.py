@@ -56,7 +56,7 @@ from stsfl.common.fed_protocol import (
     reply_site_name,
     to_json,
 )
-from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, numpy_to_arrays
+from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, from_transfer, numpy_to_arrays, to_transfer
 from stsfl.common.site_metrics import describe_metrics
 
 from .checkpoint import ServerState, load_checkpoint, save_checkpoint
@@ -69,6 +69,10 @@ from .strategies import Aggregator, screen_updates
 
 # Fused-head validation loss reported by training sites at evaluation: the model-selection score.
 SELECTION_METRIC = "val-loss-fused"
+# A message lives this much longer than the round waits for its reply: the push, the SuperNodes'
+# and the ServerApp's polling (3 s each in flwr 1.41) come on top, and a reply that arrives while
+# the round still waits must not be dropped as expired.
+TTL_MARGIN_S = 60.0
 
 
 class QuorumError(RuntimeError):
@@ -160,17 +164,18 @@ class Federation:
         )
 
     def _send(self, kind: str, sites: list[str], records: dict[str, Any] | Callable[[str], dict[str, Any]],
-              cfg: ConfigRecord, server_round: int) -> tuple[dict, dict]:
+              cfg: ConfigRecord, server_round: int, timeout: float | None = None) -> tuple[dict, dict]:
         """Send one message per site (`records`, e.g. {ARRAYS: weights}, or site -> its records; plus
-        the config); return (site -> reply, site -> failure reason)."""
+        the config) and wait `timeout` (default round_timeout_s); return (site -> reply, site -> failure reason)."""
+        timeout = timeout or self.fed.round_timeout_s
         messages = []
         for site in sites:
             content = RecordDict({**(records(site) if callable(records) else records), CONFIG: cfg})
             messages.append(
                 Message(content, dst_node_id=self.sites.node_of[site], message_type=kind,
-                        ttl=self.fed.round_timeout_s, group_id=str(server_round))
+                        ttl=timeout + TTL_MARGIN_S, group_id=str(server_round))
             )
-        replies = list(self.grid.send_and_receive(messages, timeout=self.fed.round_timeout_s))
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         # the SuperLink itself signs an error reply (e.g. node unavailable), and SecAgg+ stage replies carry
         # no site record, so match replies by the message they answer
         site_of_message = {m.metadata.message_id: site for m, site in zip(messages, sites)}
@@ -183,7 +188,7 @@ class Federation:
                 ok[site or reply_site_name(reply.content)] = reply
         for site in sites:
             if site not in ok and site not in failed:
-                failed[site] = f"no reply within {self.fed.round_timeout_s:.0f} s"
+                failed[site] = f"no reply within {timeout:.0f} s"
         # A failed site is asked who it is again before it gets the next round's work: a killed site
         # may still be listed by the SuperLink (until its heartbeat expires) and come back under the same
         # node id (its key), so only its answer tells that it is back; a round waits for it (rejoin_wait_s).
@@ -208,15 +213,32 @@ class Federation:
         t0 = time.monotonic()
         if self.fed.secure_aggregation.enabled:
             ok, failed, contents, bytes_up = self._secure_train(state, present, global_record, cfg, server_round)
+            bytes_down = arrays_nbytes(global_record)
         else:
-            ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: global_record}, cfg, server_round)
+            cfg["transfer-dtype"] = self.fed.transfer_dtype
+            sent_record = to_transfer(global_record, self.fed.transfer_dtype)
+            ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: sent_record}, cfg, server_round)
+            for retry in range(1, self.fed.round_retries + 1):
+                if ok:
+                    break
+                # Nobody replied (e.g. every message expired on an overloaded machine): send the round again
+                # to the sites that answer now, waiting longer, rather than end the run.
+                timeout = self.fed.round_timeout_s * 2**retry
+                self.log(f"round {server_round}: no training site replied; sending it again "
+                         f"(retry {retry} of {self.fed.round_retries}, waiting {timeout:.0f} s)")
+                self.sites.refresh(self.query_timeout)
+                present = [s for s in training if s in self.sites.node_of]
+                ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: sent_record}, cfg, server_round, timeout)
+            bytes_up = {s: arrays_nbytes(r.content[ARRAYS]) for s, r in ok.items()}
+            bytes_down = arrays_nbytes(sent_record)
+            for reply in ok.values():  # screening and aggregation in float32
+                reply.content[ARRAYS] = from_transfer(reply.content[ARRAYS], self.fed.transfer_dtype)
             rejected = screen_updates(global_record, {s: r.content[ARRAYS] for s, r in ok.items()}, self.fed.max_update_norm_ratio)
             for site, reason in sorted(rejected.items()):
                 self.log(f"round {server_round}: update of site {site} rejected, not averaged: {reason}")
                 failed[site] = f"update rejected: {reason}"
                 del ok[site]
             contents = [ok[s].content for s in sorted(ok)]
-            bytes_up = {s: arrays_nbytes(r.content[ARRAYS]) for s, r in ok.items()}
         t_wait = time.monotonic() - t0
         if len(ok) < self.fed.min_sites:
             raise QuorumError(
@@ -228,7 +250,6 @@ class Federation:
         new_global, _ = self.aggregator.aggregate(server_round, global_record, contents)
         t_agg = time.monotonic() - t1
         per_site = {s: {k: float(v) for k, v in r.content[METRICS].items()} for s, r in sorted(ok.items())}
-        bytes_down = arrays_nbytes(global_record)
         for site, reply in ok.items():
             if PRIVACY in reply.content:  # a DP-SGD site's epsilon spent and noise multiplier
                 per_site[site].update({k: float(v) for k, v in reply.content[PRIVACY].items()})

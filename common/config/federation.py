@@ -166,6 +166,14 @@ class FederationConfig(StrictModel):
     )
     round_timeout_s: PositiveFloat = Field(600.0, description="how long a round waits for the sites' replies")
     wait_for_sites_s: PositiveFloat = Field(300.0, description="how long to wait for every site to connect")
+    transfer_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="precision of the weights in a training round's messages, both directions "
+                               "(16 bits: half the bytes; aggregation stays float32; secure aggregation rounds send float32)",
+    )
+    round_retries: NonNegativeInt = Field(
+        2, description="a training round in which no training site replied is sent again this many times, "
+                       "each time waiting twice as long, before the run fails",
+    )
     rejoin_wait_s: float = Field(
         0.0, ge=0.0,
         description="at the start of a round, how long to wait for training sites that dropped out (e.g. restarting) "

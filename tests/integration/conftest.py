@@ -4,7 +4,8 @@
 connect to a SuperLink port chosen up front, secured with throwaway certificates (TLS + SuperNode
 authentication, every site registered: `LocalFederation.certs`); the test then starts the coordinator (sts-server's
 `run_federation`, in-process or as a subprocess) on that port. Everything a test starts is
-stopped by PID at teardown.
+stopped by PID at teardown. STSFL_TEST_CPU_LOAD=N runs N busy processes beside each module's
+federations (tests/cpu_load.py: the runs on a loaded machine).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import yaml
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.flower_procs import FlowerProcess, flower_env, free_port, spawn
 from stsfl.common.local_certs import make_local_certs, secured_site_yaml
+
+from cpu_load import cpu_load
 
 # SuperExec polls for work every 1 s by default; tests do not need to wait that long.
 POLL_INTERVAL = 0.05
@@ -123,6 +126,13 @@ def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen |
             raise AssertionError(f"the process exited (code {process.returncode}) before {what}\n{tail}")
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background_cpu_load():
+    """STSFL_TEST_CPU_LOAD busy processes (default none) while the module's tests run."""
+    with cpu_load(int(os.environ.get("STSFL_TEST_CPU_LOAD", "0") or 0)) as procs:
+        yield procs
 
 
 @pytest.fixture(scope="module")
