@@ -196,6 +196,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     out = Console(soft_wrap=True, width=max(Console().width, 120))
     logging.getLogger("stsfl.site").setLevel(logging.ERROR)  # the problem table below shows them all
     site = load_config(args.site, SiteConfig)
+    if args.task == "linear-cox" or (args.task == "auto" and _is_tabular(site, Path(args.site))):
+        from .tabular_validation import check_tabular_site, print_tabular_report
+
+        summary = check_tabular_site(site, Path(args.site))
+        print_tabular_report(out, summary)
+        return 1 if summary.blockers else 0
     preset = load_preset(args.preset)
     try:
         prepared = prepare_site(site, Path(args.site), preset, policy="skip")
@@ -212,6 +218,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         shown = write_crop_preview(prepared, Path(args.preview))
         out.print(f"crop preview of {shown} patients: {args.preview}")
     return 1 if blockers else 0
+
+
+def _is_tabular(site: SiteConfig, site_yaml: Path) -> bool:
+    """A tabular (task linear-cox) site: its CSV has the E and T columns of that contract."""
+    import csv
+
+    path = site.root_dir(site_yaml) / site.layout.clinical_csv
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError):
+        return False  # the imaging check names the unreadable file
+    return {"E", "T"} <= set(header)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -255,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--site", required=True, help="site YAML")
     validate.add_argument("--preset", default="cpu-small", help="model preset whose preprocessing to apply (name or YAML)")
     validate.add_argument("--preview", metavar="PNG", help="also write a PNG of the preprocessed MRI crops")
+    validate.add_argument("--task", choices=("auto", "multimodal", "linear-cox"), default="auto",
+                          help="what the site serves (auto: linear-cox when its CSV has E and T columns)")
     validate.set_defaults(func=_cmd_validate)
     predict = sub.add_parser("predict", help="absolute risks at the horizons for patients of this site or new patients")
     predict.add_argument("--site", required=True, help="site YAML (its schema and preprocessing cache are used)")
