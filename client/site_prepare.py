@@ -2,8 +2,10 @@
 
 `prepare_site` is what the trainer, the Flower ClientApp and `sts-client validate` call first.
 The first run decodes images (progress bar); later runs and fresh processes only hash-check
-(stat) the inputs and find the cached entries. A patient with any bad input is excluded and its
-problems recorded (bad_patient_policy `skip`), or the site stops at once (`fail`).
+(stat) the inputs and find the cached entries. An unusable MRI or slide drops that modality only:
+the patient keeps its other modalities and its clinical data, and a warning `mri left out: ...` /
+`wsi left out: ...` names the file and the reason. A bad clinical row (or images without a row)
+excludes the patient (bad_patient_policy `skip`) or stops the site at once (`fail`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .mri_io import input_files
 from .mri_preprocess import preprocess_mri
 from .patch_encoder import PatchEncoder
 from .preprocess_cache import PreprocessCache
-from .problems import PatientDataError, Problem, ProblemLog
+from .problems import PatientDataError, Problem, ProblemLog, drop_modality
 from .site_inventory import PatientInputs, SiteInventory, scan_site
 from .wsi_bag import slide_bag
 
@@ -101,7 +103,7 @@ class _Preprocessor:
         self.cache = cache
         pre = preset.preprocessing
         self.mri_settings = {"mri": pre.mri.model_dump(mode="json"), "size": list(preset.mri.input_size)}
-        self.encoder = PatchEncoder(pre.wsi.encoder, preset.wsi.embed_dim) if need_encoder else None
+        self.encoder = PatchEncoder(pre.wsi, preset.wsi.embed_dim) if need_encoder else None
         wsi = pre.wsi.model_dump(mode="json")
         wsi["encoder"].pop("batch_size")  # batching does not change the embedding
         self.wsi_settings = {"wsi": wsi, "embed_dim": preset.wsi.embed_dim, "weights": self.encoder and self.encoder.fingerprint}
@@ -164,14 +166,12 @@ def prepare_site(
     cache_dir: Path | None = None,
     progress: bool = True,
     only: Collection[str] | None = None,
-    keep_partial: bool = False,
     outcomes_required: bool = True,
 ) -> PreparedSite:
     """Scan, check and preprocess the site; `policy` overrides site.bad_patient_policy.
 
-    For prediction: `only` preprocesses just these patients; `keep_partial` keeps a patient whose
-    MRI or slide is unusable, without that modality (the problem becomes a warning);
-    `outcomes_required` False accepts a clinical table without endpoint columns."""
+    For prediction: `only` preprocesses just these patients; `outcomes_required` False accepts a
+    clinical table without endpoint columns."""
     start = time.perf_counter()
     problems = ProblemLog(policy or site.bad_patient_policy)
     inventory: SiteInventory = scan_site(site, site_yaml, problems, schema, outcomes_required)
@@ -192,12 +192,8 @@ def prepare_site(
                     try:
                         keys[kind] = worker.mri(inputs) if kind == "mri" else worker.wsi(inputs.wsi)
                     except PatientDataError as err:
-                        if keep_partial:
-                            problems.warning(f"{kind} left out: {err.reason}", err.file, pid, err.column)
-                        else:
-                            problems.error(err.reason, err.file, pid, err.column)
-                if keep_partial or len(keys) == (inputs.mri is not None) + (inputs.wsi is not None):
-                    patients.append(PreparedPatient(inventory.table.records[pid], keys.get("mri"), keys.get("wsi")))
+                        drop_modality(problems, kind, err, pid)
+                patients.append(PreparedPatient(inventory.table.records[pid], keys.get("mri"), keys.get("wsi")))
                 bar.advance(task)
     finally:
         cache.hashes.save()
