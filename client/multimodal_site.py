@@ -27,6 +27,7 @@ from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import ClinicalSchema, SiteConfig, load_preset
 from stsfl.common.multimodal import FUSED, MultimodalCoxNet
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
+from stsfl.common.wsi_encoder import site_encoder
 
 from .linear_cox_site import in_validation
 from .privacy import DpSgd
@@ -58,7 +59,8 @@ class MultimodalSite:
 
     def statistics(self) -> dict:
         """Clinical sums of the usable patients; patients and events per endpoint of the training split;
-        usable patients per modality (counts only: the coverage table of the run report)."""
+        usable patients per modality (counts only: the coverage table of the run report); the slide
+        encoder's identity (the server checks the sites agree with the preset)."""
         patients = self.prepared.patients
         modalities = {"mri": sum(p.mri_key is not None for p in patients), "wsi": sum(p.wsi_key is not None for p in patients),
                       "clinical": len(patients)}
@@ -66,6 +68,8 @@ class MultimodalSite:
             "clinical": self.prepared.clinical_sums().to_dict(),
             "counts": {"patients": len(self.train_pids), "events": self._events(self.train_pids),
                        "usable_patients": len(patients), "modalities": modalities},
+            "wsi_encoder": site_encoder(self.prepared.encoder_name, self.prepared.encoder_fingerprint,
+                                        self.prepared.wsi_feature_dims),
         }
 
     def build_model(self, statistics: dict, seed: int) -> torch.nn.Module:

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 from stsfl.common.config import ConfigError
 from stsfl.common.config.preset import WsiPreprocessingConfig
+from stsfl.common.wsi_encoder import encoder_name
 
-from .wsi_morphometry import MORPHOMETRY_FEATURES, MORPHOMETRY_VERSION, morphometry
+from .wsi_morphometry import MORPHOMETRY_FEATURES, morphometry
 from .wsi_networks import build_tile_network
 
 
@@ -43,13 +44,8 @@ class PatchEncoder:
         self.net = build_tile_network(enc, net_dim, self.input_size) if enc.arch != "morphometry" else None
         self._mean = torch.tensor(enc.mean).view(1, 3, 1, 1)
         self._std = torch.tensor(enc.std).view(1, 3, 1, 1)
+        self.name = encoder_name(enc)
         self.fingerprint = self._fingerprint()
-
-    @property
-    def name(self) -> str:
-        """The extractor's name the sites compare: e.g. `morphometry-v1`, `vit_base_patch16+morphometry-v1`."""
-        parts = [] if self.net is None else [self.cfg.arch]
-        return "+".join(parts + ([f"morphometry-v{MORPHOMETRY_VERSION}"] if self.with_morphometry else []))
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha256(f"{self.name}:{self.embed_dim}".encode())

@@ -61,8 +61,9 @@ def _slide_patient(filename: str, ids: set[str]) -> str:
 
 
 def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, schema: ClinicalSchema | None = None,
-              outcomes_required: bool = True) -> SiteInventory:
-    """Read clinical.csv and list the images; raises SiteUnusableError when the CSV is unusable."""
+              outcomes_required: bool = True, wsi_dir: Path | None = None) -> SiteInventory:
+    """Read clinical.csv and list the images; raises SiteUnusableError when the CSV is unusable.
+    wsi_dir: list `<pid>.*` there instead of the layout's slide folder (pre-extracted features)."""
     root = site.root_dir(site_yaml)
     schema = schema or site_schema(site, site_yaml)
     table = read_clinical_csv(_under(root, site.layout.clinical_csv), schema, problems, outcomes_required)
@@ -85,7 +86,7 @@ def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, sc
             dropped.add(pid)
 
     slides: dict[str, list[Path]] = {}
-    for path in _visible(_under(root, site.layout.wsi_dir)):
+    for path in _visible(wsi_dir or _under(root, site.layout.wsi_dir)):
         pid = _slide_patient(path.name, table.all_ids)
         if pid not in table.all_ids:
             problems.error("slide without a row in the clinical table", path, pid)

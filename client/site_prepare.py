@@ -10,6 +10,7 @@ excludes the patient (bad_patient_policy `skip`) or stops the site at once (`fai
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Collection
@@ -20,7 +21,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stsfl.common.clinical_stats import ClinicalSums
-from stsfl.common.config import ClinicalSchema, ModelPreset, SiteConfig
+from stsfl.common.config import ClinicalSchema, ConfigError, ModelPreset, SiteConfig
 from stsfl.common.console import console
 
 from .clinical_encoding import site_clinical_sums
@@ -32,6 +33,8 @@ from .preprocess_cache import PreprocessCache
 from .problems import PatientDataError, Problem, ProblemLog, drop_modality
 from .site_inventory import PatientInputs, SiteInventory, scan_site
 from .wsi_bag import slide_bag
+from .wsi_features import read_features
+from .wsi_tiles import sample_tiles
 
 
 @dataclass
@@ -59,6 +62,8 @@ class PreparedSite:
     problems: list[Problem]
     n_csv_rows: int
     encoder_fingerprint: str | None
+    encoder_name: str | None = None
+    wsi_feature_dims: list[int] = field(default_factory=list)  # widths of the slide embeddings found (the federation checks them)
     seconds: dict[str, float] = field(default_factory=dict)
     computed: dict[str, int] = field(default_factory=dict)
 
@@ -96,17 +101,27 @@ def site_outputs_dir(site: SiteConfig, site_yaml: Path | None) -> Path:
 
 
 class _Preprocessor:
-    """Cache-or-compute of one patient's MRI and slide bag."""
+    """Cache-or-compute of one patient's MRI and slide bag (encoded tiles, or the site's
+    pre-extracted features made by `extractor` when the preset's encoder is pre_extracted)."""
 
-    def __init__(self, preset: ModelPreset, cache: PreprocessCache, need_encoder: bool):
+    def __init__(self, preset: ModelPreset, cache: PreprocessCache, need_encoder: bool, extractor: str | None):
         self.preset = preset
         self.cache = cache
         pre = preset.preprocessing
         self.mri_settings = {"mri": pre.mri.model_dump(mode="json"), "size": list(preset.mri.input_size)}
-        self.encoder = PatchEncoder(pre.wsi, preset.wsi.embed_dim) if need_encoder else None
+        self.extractor = extractor
+        self.encoder = PatchEncoder(pre.wsi, preset.wsi.embed_dim) if need_encoder and extractor is None else None
+        if self.encoder is not None:
+            self.encoder_name, self.fingerprint = self.encoder.name, self.encoder.fingerprint
+        elif need_encoder:
+            self.encoder_name = extractor
+            self.fingerprint = hashlib.sha256(f"pre_extracted:{extractor}".encode()).hexdigest()[:16]
+        else:
+            self.encoder_name = self.fingerprint = None
         wsi = pre.wsi.model_dump(mode="json")
         wsi["encoder"].pop("batch_size")  # batching does not change the embedding
-        self.wsi_settings = {"wsi": wsi, "embed_dim": preset.wsi.embed_dim, "weights": self.encoder and self.encoder.fingerprint}
+        self.wsi_settings = {"wsi": wsi, "embed_dim": preset.wsi.embed_dim, "weights": self.fingerprint}
+        self.feature_dims: set[int] = set()
         self.seconds: dict[str, float] = defaultdict(float)
         self.computed: dict[str, int] = defaultdict(int)
 
@@ -143,6 +158,11 @@ class _Preprocessor:
         return key
 
     def wsi(self, path: Path) -> str:
+        key = self.features(path) if self.extractor else self.slide(path)
+        self.feature_dims.add(self.preset.wsi.embed_dim)
+        return key
+
+    def slide(self, path: Path) -> str:
         key = self.cache.key("wsi", self.wsi_settings, [("slide", path)])
 
         def compute() -> dict[str, np.ndarray]:
@@ -154,6 +174,34 @@ class _Preprocessor:
 
         self._cached("wsi", key, compute, path)
         return key
+
+    def features(self, path: Path) -> str:
+        """A pre-extracted features file, capped at max_tiles rows like a slide's tiles."""
+        key = self.cache.key("wsi", self.wsi_settings, [("features", path)])
+        cfg = self.preset.preprocessing.wsi
+
+        def compute() -> dict[str, np.ndarray]:
+            bag, coords = read_features(path, self.extractor)
+            rows = sample_tiles(np.arange(len(bag)).reshape(-1, 1), cfg.max_tiles, cfg.sampling_seed)[:, 0]
+            return {"bag": bag[rows], "coords": coords[rows], "n_tissue_tiles": np.asarray(len(bag))}
+
+        self._cached("wsi", key, compute, path)
+        width = self.cache.load("wsi", key, ["bag"])["bag"].shape[1]
+        if width != self.preset.wsi.embed_dim:
+            self.feature_dims.add(width)
+            raise PatientDataError(f"features of dimension {width}, the federation's wsi.embed_dim is "
+                                   f"{self.preset.wsi.embed_dim}", str(path))
+        return key
+
+
+def _features_dir(site: SiteConfig, site_yaml: Path | None, preset: ModelPreset) -> Path | None:
+    """The site's pre-extracted features folder when the preset's encoder is pre_extracted, else None."""
+    if preset.preprocessing.wsi.encoder.arch != "pre_extracted":
+        return None
+    if site.wsi_features_dir is None:
+        raise ConfigError(f"site {site.name}: the preset's slide encoder is pre_extracted "
+                          f"({preset.preprocessing.wsi.encoder.extractor}); set wsi_features_dir and wsi_features_extractor")
+    return _site_folder(site, site_yaml, site.wsi_features_dir, "")
 
 
 def prepare_site(
@@ -174,10 +222,12 @@ def prepare_site(
     clinical table without endpoint columns."""
     start = time.perf_counter()
     problems = ProblemLog(policy or site.bad_patient_policy)
-    inventory: SiteInventory = scan_site(site, site_yaml, problems, schema, outcomes_required)
+    features_dir = _features_dir(site, site_yaml, preset)
+    inventory: SiteInventory = scan_site(site, site_yaml, problems, schema, outcomes_required, wsi_dir=features_dir)
     cache = PreprocessCache(cache_dir or site_cache_dir(site, site_yaml))
     wanted = {pid: inputs for pid, inputs in inventory.inputs.items() if only is None or pid in only}
-    worker = _Preprocessor(preset, cache, need_encoder=any(i.wsi for i in wanted.values()))
+    worker = _Preprocessor(preset, cache, need_encoder=any(i.wsi for i in wanted.values()),
+                           extractor=site.wsi_features_extractor if features_dir else None)
     patients: list[PreparedPatient] = []
     todo = [(pid, inputs) for pid, inputs in wanted.items() if pid not in problems.excluded_patients()]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -207,7 +257,9 @@ def prepare_site(
         patients=patients,
         problems=problems.problems,
         n_csv_rows=inventory.table.n_rows,
-        encoder_fingerprint=worker.encoder.fingerprint if worker.encoder else None,
+        encoder_fingerprint=worker.fingerprint,
+        encoder_name=worker.encoder_name,
+        wsi_feature_dims=sorted(worker.feature_dims),
         seconds=seconds,
         computed=dict(worker.computed),
     )

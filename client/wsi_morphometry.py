@@ -41,8 +41,6 @@ FEATURE_NAMES = (
     "log_dark_figure_area_um2_mean",
 )
 MORPHOMETRY_FEATURES = len(FEATURE_NAMES)
-# Bump when a feature's definition changes: part of the encoder fingerprint (the cache key).
-MORPHOMETRY_VERSION = "1"
 
 
 def _regions(mask: np.ndarray, min_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

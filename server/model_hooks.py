@@ -75,7 +75,10 @@ class MultimodalHooks(LinearCoxHooks):
 
     def combine_statistics(self, per_site: dict[str, dict]) -> dict[str, Any]:
         from stsfl.common.clinical_stats import ClinicalSums, combine_clinical_sums
+        from stsfl.common.config import load_preset
+        from stsfl.common.wsi_encoder import check_site_encoders
 
+        check_site_encoders(per_site, load_preset(self.fed.preset, self.fed.model_norm))  # before round 1, by site
         sums = [ClinicalSums.from_dict(per_site[s]["clinical"]) for s in self.fed.training_sites]
         return combine_clinical_sums(sums, self.schema).to_dict()
 
