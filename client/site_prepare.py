@@ -1,7 +1,7 @@
 """Preprocess a whole site through the cache: every usable patient ends with cached tensors.
 
 `prepare_site` is what the trainer, the Flower ClientApp and `sts-client validate` call first.
-The first run decodes images (progress bar); later runs and fresh processes only hash-check
+The first run decodes images (a process per core, progress bar); later runs and fresh processes only hash-check
 (stat) the inputs and find the cached entries. An unusable MRI or slide drops that modality only:
 the patient keeps its other modalities and its clinical data, and a warning `mri left out: ...` /
 `wsi left out: ...` names the file and the reason. A bad clinical row (or images without a row)
@@ -10,14 +10,12 @@ excludes the patient (bad_patient_policy `skip`) or stops the site at once (`fai
 
 from __future__ import annotations
 
-import hashlib
+import os
 import time
-from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stsfl.common.clinical_stats import ClinicalSums
@@ -26,15 +24,10 @@ from stsfl.common.console import console
 
 from .clinical_encoding import site_clinical_sums
 from .clinical_table import ClinicalRecord
-from .mri_io import input_files
-from .mri_preprocess import preprocess_mri
-from .patch_encoder import PatchEncoder
 from .preprocess_cache import PreprocessCache
+from .preprocess_entries import EntryMaker, Job
 from .problems import PatientDataError, Problem, ProblemLog, drop_modality
 from .site_inventory import PatientInputs, SiteInventory, scan_site
-from .wsi_bag import slide_bag
-from .wsi_features import read_features
-from .wsi_tiles import sample_tiles
 
 
 @dataclass
@@ -100,98 +93,7 @@ def site_outputs_dir(site: SiteConfig, site_yaml: Path | None) -> Path:
     return _site_folder(site, site_yaml, site.outputs_dir, "outputs")
 
 
-class _Preprocessor:
-    """Cache-or-compute of one patient's MRI and slide bag (encoded tiles, or the site's
-    pre-extracted features made by `extractor` when the preset's encoder is pre_extracted)."""
-
-    def __init__(self, preset: ModelPreset, cache: PreprocessCache, need_encoder: bool, extractor: str | None):
-        self.preset = preset
-        self.cache = cache
-        pre = preset.preprocessing
-        self.mri_settings = {"mri": pre.mri.model_dump(mode="json"), "size": list(preset.mri.input_size)}
-        self.extractor = extractor
-        self.encoder = PatchEncoder(pre.wsi, preset.wsi.embed_dim) if need_encoder and extractor is None else None
-        if self.encoder is not None:
-            self.encoder_name, self.fingerprint = self.encoder.name, self.encoder.fingerprint
-        elif need_encoder:
-            self.encoder_name = extractor
-            self.fingerprint = hashlib.sha256(f"pre_extracted:{extractor}".encode()).hexdigest()[:16]
-        else:
-            self.encoder_name = self.fingerprint = None
-        wsi = pre.wsi.model_dump(mode="json")
-        wsi["encoder"].pop("batch_size")  # batching does not change the embedding
-        self.wsi_settings = {"wsi": wsi, "embed_dim": preset.wsi.embed_dim, "weights": self.fingerprint}
-        self.feature_dims: set[int] = set()
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.computed: dict[str, int] = defaultdict(int)
-
-    def _cached(self, kind: str, key: str, compute, file: Path) -> None:
-        """Compute and store the entry unless it (or a cached failure) exists; raise PatientDataError."""
-        failure = self.cache.load_failure(kind, key)
-        if failure is not None:
-            raise PatientDataError(failure["reason"], failure.get("file"), failure.get("column"))
-        if self.cache.entry_path(kind, key).exists():
-            return
-        try:
-            arrays = compute()
-        except PatientDataError as err:
-            self.cache.store_failure(kind, key, {"reason": err.reason, "file": err.file, "column": err.column})
-            self.computed[f"{kind}_failed"] += 1
-            raise
-        except Exception as err:  # one bad patient never crashes a site; not cached (may be transient)
-            raise PatientDataError(f"unexpected {type(err).__name__}: {err}", str(file)) from err
-        self.cache.store(kind, key, arrays)
-        self.computed[kind] += 1
-
-    def mri(self, inputs: PatientInputs) -> str:
-        paths = inputs.mri
-        labelled = [(role, f) for role, p in zip(("t1", "t2", "mask"), paths.all()) for f in input_files(p)]
-        key = self.cache.key("mri", self.mri_settings, labelled)
-
-        def compute() -> dict[str, np.ndarray]:
-            result = preprocess_mri(paths, self.preset.preprocessing.mri, self.preset.mri.input_size)
-            for step, sec in result.seconds.items():
-                self.seconds[f"mri_{step}"] += sec
-            return {"volume": result.volume, "mask": result.mask}
-
-        self._cached("mri", key, compute, paths.t1.parent)
-        return key
-
-    def wsi(self, path: Path) -> str:
-        key = self.features(path) if self.extractor else self.slide(path)
-        self.feature_dims.add(self.preset.wsi.embed_dim)
-        return key
-
-    def slide(self, path: Path) -> str:
-        key = self.cache.key("wsi", self.wsi_settings, [("slide", path)])
-
-        def compute() -> dict[str, np.ndarray]:
-            result = slide_bag(path, self.preset.preprocessing.wsi, self.encoder)
-            for step, sec in result.seconds.items():
-                self.seconds[f"wsi_{step}"] += sec
-            self.computed["wsi_tiles"] += len(result.bag)
-            return {"bag": result.bag, "coords": result.coords, "n_tissue_tiles": np.asarray(result.n_tissue_tiles)}
-
-        self._cached("wsi", key, compute, path)
-        return key
-
-    def features(self, path: Path) -> str:
-        """A pre-extracted features file, capped at max_tiles rows like a slide's tiles."""
-        key = self.cache.key("wsi", self.wsi_settings, [("features", path)])
-        cfg = self.preset.preprocessing.wsi
-
-        def compute() -> dict[str, np.ndarray]:
-            bag, coords = read_features(path, self.extractor)
-            rows = sample_tiles(np.arange(len(bag)).reshape(-1, 1), cfg.max_tiles, cfg.sampling_seed)[:, 0]
-            return {"bag": bag[rows], "coords": coords[rows], "n_tissue_tiles": np.asarray(len(bag))}
-
-        self._cached("wsi", key, compute, path)
-        width = self.cache.load("wsi", key, ["bag"])["bag"].shape[1]
-        if width != self.preset.wsi.embed_dim:
-            self.feature_dims.add(width)
-            raise PatientDataError(f"features of dimension {width}, the federation's wsi.embed_dim is "
-                                   f"{self.preset.wsi.embed_dim}", str(path))
-        return key
+MIN_PARALLEL_JOBS = 4  # below this, starting worker processes (importing torch) costs more than it saves
 
 
 def _features_dir(site: SiteConfig, site_yaml: Path | None, preset: ModelPreset) -> Path | None:
@@ -202,6 +104,22 @@ def _features_dir(site: SiteConfig, site_yaml: Path | None, preset: ModelPreset)
         raise ConfigError(f"site {site.name}: the preset's slide encoder is pre_extracted "
                           f"({preset.preprocessing.wsi.encoder.extractor}); set wsi_features_dir and wsi_features_extractor")
     return _site_folder(site, site_yaml, site.wsi_features_dir, "")
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _missing_entries(worker: EntryMaker, todo: list[tuple[str, PatientInputs]]) -> list[Job]:
+    """The entries of these patients that are neither cached nor known to fail (decoding work)."""
+    jobs: list[Job] = []
+    for _, inputs in todo:
+        for kind, source, key_of in (("mri", inputs.mri, worker.mri_key), ("wsi", inputs.wsi, worker.wsi_key)):
+            if source is not None:
+                key = key_of(source)
+                if worker.missing(kind, key):
+                    jobs.append((kind, key, source))
+    return jobs
 
 
 def prepare_site(
@@ -215,24 +133,33 @@ def prepare_site(
     progress: bool = True,
     only: Collection[str] | None = None,
     outcomes_required: bool = True,
+    workers: int | None = None,
 ) -> PreparedSite:
     """Scan, check and preprocess the site; `policy` overrides site.bad_patient_policy.
 
-    For prediction: `only` preprocesses just these patients; `outcomes_required` False accepts a
-    clinical table without endpoint columns."""
+    Entries not yet cached are computed by `workers` processes (default: one per core) when there
+    are at least MIN_PARALLEL_JOBS of them, with the same result as one process. For prediction:
+    `only` preprocesses just these patients; `outcomes_required` False accepts a clinical table
+    without endpoint columns."""
     start = time.perf_counter()
     problems = ProblemLog(policy or site.bad_patient_policy)
     features_dir = _features_dir(site, site_yaml, preset)
     inventory: SiteInventory = scan_site(site, site_yaml, problems, schema, outcomes_required, wsi_dir=features_dir)
     cache = PreprocessCache(cache_dir or site_cache_dir(site, site_yaml))
     wanted = {pid: inputs for pid, inputs in inventory.inputs.items() if only is None or pid in only}
-    worker = _Preprocessor(preset, cache, need_encoder=any(i.wsi for i in wanted.values()),
-                           extractor=site.wsi_features_extractor if features_dir else None)
+    worker = EntryMaker(preset, cache, need_encoder=any(i.wsi for i in wanted.values()),
+                        extractor=site.wsi_features_extractor if features_dir else None)
     patients: list[PreparedPatient] = []
     todo = [(pid, inputs) for pid, inputs in wanted.items() if pid not in problems.excluded_patients()]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
+            jobs = _missing_entries(worker, todo)
+            workers = min(workers or _cores(), len(jobs))
+            if workers > 1 and len(jobs) >= MIN_PARALLEL_JOBS:
+                task = bar.add_task(f"preprocessing site {site.name} ({workers} processes)", total=len(jobs))
+                worker.fill(jobs, workers, lambda: bar.advance(task))
+                bar.remove_task(task)
             task = bar.add_task(f"preprocessing site {site.name}", total=len(todo))
             for pid, inputs in todo:
                 keys = {}
@@ -240,7 +167,7 @@ def prepare_site(
                     if present is None:
                         continue
                     try:
-                        keys[kind] = worker.mri(inputs) if kind == "mri" else worker.wsi(inputs.wsi)
+                        keys[kind] = worker.mri(inputs.mri) if kind == "mri" else worker.wsi(inputs.wsi)
                     except PatientDataError as err:
                         drop_modality(problems, kind, err, pid)
                 patients.append(PreparedPatient(inventory.table.records[pid], keys.get("mri"), keys.get("wsi")))
