@@ -32,11 +32,13 @@ from .site_inventory import PatientInputs, SiteInventory, scan_site
 
 @dataclass
 class PreparedPatient:
-    """A usable patient: clinical record and the cache keys of its MRI / slide bag (None = absent)."""
+    """A usable patient: clinical record and the cache keys of its MRI / slide bag (None = absent);
+    slide: the slide file its bag was tiled from (None: no bag, or pre-extracted features)."""
 
     record: ClinicalRecord
     mri_key: str | None
     wsi_key: str | None
+    slide: Path | None = None
 
     @property
     def pid(self) -> str:
@@ -170,7 +172,8 @@ def prepare_site(
                         keys[kind] = worker.mri(inputs.mri) if kind == "mri" else worker.wsi(inputs.wsi)
                     except PatientDataError as err:
                         drop_modality(problems, kind, err, pid)
-                patients.append(PreparedPatient(inventory.table.records[pid], keys.get("mri"), keys.get("wsi")))
+                slide = inputs.wsi if "wsi" in keys and features_dir is None else None
+                patients.append(PreparedPatient(inventory.table.records[pid], keys.get("mri"), keys.get("wsi"), slide))
                 bar.advance(task)
     finally:
         cache.hashes.save()
