@@ -7,12 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from stsfl.client.patch_encoder import PatchEncoder
 from stsfl.client.wsi_morphometry import FEATURE_NAMES, MORPHOMETRY_FEATURES, morphometry
 from stsfl.client.wsi_vit import VisionTransformer
 from stsfl.common.config import ConfigError, load_preset
+from stsfl.common.config.preset import PatchEncoderConfig
 from stsfl.common.synthetic.config import SynthConfig, WsiSettings
 from stsfl.common.synthetic.wsi import render_slide
 
@@ -110,3 +112,11 @@ def test_vit_width_and_input_size_are_checked():
         PatchEncoder(_vit_cfg(), 64)
     with pytest.raises(ConfigError, match="input_size: input_size 40 is not a multiple"):
         PatchEncoder(_vit_cfg(input_size=40), 384)
+
+
+def test_preset_refuses_encoder_settings_that_cannot_apply():
+    with pytest.raises(ValidationError, match="arch pre_extracted needs `extractor`"):
+        PatchEncoderConfig(arch="pre_extracted")
+    with pytest.raises(ValidationError, match="arch morphometry has no network"):
+        PatchEncoderConfig(arch="morphometry", checkpoint="weights.pt")
+    assert PatchEncoderConfig(arch="pre_extracted", extractor="uni_v1").extractor == "uni_v1"
