@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stsfl.common.bag_stats import site_bag_sums
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import ClinicalSchema, ScheduleWindow, SiteConfig, TrainConfig, load_preset
@@ -29,6 +30,7 @@ from stsfl.common.cox_newton import cox_score
 from stsfl.common.multimodal import FUSED, MultimodalCoxNet
 from stsfl.common.risk_group_km import MIN_GROUP_SIZE
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
+from stsfl.common.wsi_encoder import site_encoder
 
 from .clinical_encoding import encode_record
 from .linear_cox_site import in_validation
@@ -63,7 +65,9 @@ class MultimodalSite:
 
     def statistics(self) -> dict:
         """Clinical sums of the usable patients; patients and events per endpoint of the training split;
-        usable patients per modality (counts only: the coverage table of the run report)."""
+        usable patients per modality (counts only: the coverage table of the run report); the slide
+        encoder's identity (the server checks the sites agree with the preset); sums over the tiles of
+        the usable patients' bags (the federation's standardisation of the slide features)."""
         patients = self.prepared.patients
         modalities = {"mri": sum(p.mri_key is not None for p in patients), "wsi": sum(p.wsi_key is not None for p in patients),
                       "clinical": len(patients)}
@@ -71,6 +75,10 @@ class MultimodalSite:
             "clinical": self.prepared.clinical_sums().to_dict(),
             "counts": {"patients": len(self.train_pids), "events": self._events(self.train_pids),
                        "usable_patients": len(patients), "modalities": modalities},
+            "wsi_encoder": site_encoder(self.prepared.encoder_name, self.prepared.encoder_fingerprint,
+                                        self.prepared.wsi_feature_dims),
+            "wsi_bag": site_bag_sums((self.prepared.cache.load("wsi", p.wsi_key, ["bag"])["bag"] for p in patients
+                                      if p.wsi_key is not None), self.preset.wsi.embed_dim).to_dict(),
         }
 
     def build_model(self, statistics: dict, seed: int) -> torch.nn.Module:

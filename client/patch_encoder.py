@@ -1,69 +1,76 @@
-"""The frozen patch encoder: a MONAI 2D network mapping RGB tiles to embeddings of size E.
+"""The patch encoder: RGB tiles -> embeddings of size wsi.embed_dim, identical at every site.
 
-Every site must compute the same embedding for the same tile, so weights are either loaded from
-a local checkpoint (`encoder.checkpoint`, a state_dict file) or initialised from a fixed seed
-(nothing is downloaded). `fingerprint` hashes the weights: it is part of the embedding cache key
-and `sts-client validate` prints it, so sites can check they agree.
+Either per-tile nuclear morphometry (no weights; stsfl.client.wsi_morphometry), a frozen network
+(stsfl.client.wsi_networks: MONAI CNN or timm-layout ViT, from a local checkpoint or a fixed
+seed), or a network with the morphometry appended. `fingerprint` hashes what determines the
+embedding (the architecture, the weights, the morphometry version and its microns per pixel): it
+is part of the embedding cache key, `sts-client validate` prints it and the server checks that
+the sites agree on it before round 1.
 """
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import torch
-from monai.networks import nets
+import torch.nn.functional as F
 
 from stsfl.common.config import ConfigError
-from stsfl.common.config.preset import PatchEncoderConfig
+from stsfl.common.config.preset import WsiPreprocessingConfig
+from stsfl.common.wsi_encoder import encoder_name
 
-# ImageNet channel statistics: the usual input scaling of tile encoders (and of checkpoints).
-_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-def _build(arch: str, embed_dim: int) -> torch.nn.Module:
-    if arch == "densenet121":
-        return nets.DenseNet121(spatial_dims=2, in_channels=3, out_channels=embed_dim)
-    factory = {"resnet10": nets.resnet10, "resnet18": nets.resnet18}[arch]
-    return factory(spatial_dims=2, n_input_channels=3, num_classes=embed_dim, conv1_t_stride=2)
+from .wsi_morphometry import MORPHOMETRY_FEATURES, morphometry
+from .wsi_networks import build_tile_network
 
 
 class PatchEncoder:
-    """encode(tiles [n, T, T, 3] uint8) -> embeddings [n, E] float32; weights frozen."""
+    """encode(tiles [n, T, T, 3] uint8) -> embeddings [n, E] float32 (network part first, then
+    the morphometry); frozen and deterministic."""
 
-    def __init__(self, cfg: PatchEncoderConfig, embed_dim: int):
-        self.cfg = cfg
+    def __init__(self, cfg: WsiPreprocessingConfig, embed_dim: int):
+        enc = cfg.encoder
+        if enc.arch == "pre_extracted":
+            raise ConfigError("preprocessing.wsi.encoder.arch pre_extracted: the site brings its features (wsi_features_dir)")
+        self.cfg = enc
+        self.mpp = cfg.mpp
         self.embed_dim = embed_dim
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            net = _build(cfg.arch, embed_dim)
-        if cfg.checkpoint:
-            net.load_state_dict(self._load_checkpoint(Path(cfg.checkpoint)))
-        net.eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        self.net = net
+        self.with_morphometry = enc.arch == "morphometry" or enc.add_morphometry
+        net_dim = embed_dim - (MORPHOMETRY_FEATURES if self.with_morphometry else 0)
+        if net_dim < 0 or (enc.arch == "morphometry" and net_dim != 0):
+            raise ConfigError(f"preprocessing.wsi.encoder: morphometry gives {MORPHOMETRY_FEATURES} numbers per tile; "
+                              f"wsi.embed_dim is {embed_dim} (set it to {MORPHOMETRY_FEATURES} for arch morphometry)")
+        self.input_size = enc.input_size or cfg.tile_size
+        self.net = build_tile_network(enc, net_dim, self.input_size) if enc.arch != "morphometry" else None
+        self._mean = torch.tensor(enc.mean).view(1, 3, 1, 1)
+        self._std = torch.tensor(enc.std).view(1, 3, 1, 1)
+        self.name = encoder_name(enc)
         self.fingerprint = self._fingerprint()
 
-    @staticmethod
-    def _load_checkpoint(path: Path) -> dict:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as err:
-            raise ConfigError(f"preprocessing.wsi.encoder.checkpoint: cannot load {path} ({err})") from None
-        return state.get("state_dict", state) if isinstance(state, dict) else state
-
     def _fingerprint(self) -> str:
-        digest = hashlib.sha256(f"{self.cfg.arch}:{self.embed_dim}".encode())
-        for name, tensor in sorted(self.net.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest = hashlib.sha256(f"{self.name}:{self.embed_dim}".encode())
+        if self.with_morphometry:
+            digest.update(f"mpp={self.mpp}".encode())  # the densities and areas are in microns
+        if self.net is not None:
+            digest.update(f"in={self.input_size}:mean={self.cfg.mean}:std={self.cfg.std}".encode())
+            for name, tensor in sorted(self.net.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
 
     @torch.inference_mode()
-    def encode(self, tiles: np.ndarray) -> np.ndarray:
+    def _network(self, tiles: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float().div_(255.0)
-        out = [self.net((chunk - _MEAN) / _STD) for chunk in x.split(self.cfg.batch_size)]
+        out = []
+        for chunk in x.split(self.cfg.batch_size):
+            if chunk.shape[-1] != self.input_size:
+                chunk = F.interpolate(chunk, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
+                                      align_corners=False)
+            out.append(self.net((chunk - self._mean) / self._std))
         return torch.cat(out).numpy().astype(np.float32)
+
+    def encode(self, tiles: np.ndarray) -> np.ndarray:
+        parts = [] if self.net is None else [self._network(tiles)]
+        if self.with_morphometry:
+            parts.append(morphometry(tiles, self.mpp))
+        return np.concatenate(parts, axis=1).astype(np.float32)

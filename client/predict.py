@@ -89,7 +89,7 @@ def _target_site(site: SiteConfig, site_yaml: Path, patients_dir: Path | None) -
 
 def _prepare(model: ExportedModel, site: SiteConfig, site_yaml: Path | None, pids: list[str] | None) -> PreparedSite:
     prepared = prepare_site(site, site_yaml, model.preset, schema=model.schema, policy="skip", only=pids,
-                            keep_partial=True, outcomes_required=False)
+                            outcomes_required=False)
     if model.encoder_fingerprint and prepared.encoder_fingerprint and model.encoder_fingerprint != prepared.encoder_fingerprint:
         raise ModelFileError(f"this site's slide encoder weights ({prepared.encoder_fingerprint}) differ from the model's "
                              f"({model.encoder_fingerprint}): check preprocessing.wsi.encoder.checkpoint")

@@ -1,8 +1,9 @@
 """Problems found in a site's data, each with its location, and the bad-patient policy.
 
 A problem names the file, the patient and the column (where they apply) and the reason.
-`error` problems exclude the patient (policy `skip`) or stop the site (policy `fail`);
-`warning` problems are reported and the patient is kept.
+`error` problems (a bad clinical row, images without a row) exclude the patient (policy `skip`)
+or stop the site (policy `fail`); `warning` problems are reported and the patient is kept, among
+them an unusable MRI or slide, which drops only that modality (`drop_modality`).
 """
 
 from __future__ import annotations
@@ -76,6 +77,14 @@ class ProblemLog:
     def excluded_patients(self) -> set[str]:
         """Patients with at least one error problem."""
         return {p.patient for p in self.problems if p.severity == "error" and p.patient}
+
+
+def drop_modality(problems: ProblemLog, modality: str, err: PatientDataError, patient: str) -> None:
+    """Record that one modality ("mri" or "wsi") of a patient is unusable: a warning, not an error,
+    because the patient keeps its other modalities and its clinical data (a missing modality is
+    data). The reason starts with `<modality> left out: ` (the problems table and the prediction
+    pages read it)."""
+    problems.warning(f"{modality} left out: {err.reason}", err.file, patient, err.column)
 
 
 class SiteUnusableError(UserError):

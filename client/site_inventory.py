@@ -3,7 +3,8 @@
 Cheap (no image is decoded): lists the folders of the site data contract (docs/site-operator.md),
 `<root>/mri/<pid>/{t1,t2,mask}.*` and `<root>/wsi/<pid>.*`, joins them with clinical.csv by
 patient id and records problems: images without a CSV row (error), a CSV row without any image
-(warning: the patient is kept, clinical only), an incomplete MRI folder, two slides for one id.
+(warning: the patient is kept, clinical only), an incomplete MRI folder or two slides for one id
+(warning: that modality is left out, the patient keeps the others).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from stsfl.common.config import ClinicalSchema, SiteConfig, load_schema
 
 from .clinical_table import ClinicalTable, read_clinical_csv
 from .mri_io import MriPaths, find_mri_inputs
-from .problems import PatientDataError, ProblemLog
+from .problems import PatientDataError, ProblemLog, drop_modality
 
 
 @dataclass
@@ -60,12 +61,14 @@ def _slide_patient(filename: str, ids: set[str]) -> str:
 
 
 def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, schema: ClinicalSchema | None = None,
-              outcomes_required: bool = True) -> SiteInventory:
-    """Read clinical.csv and list the images; raises SiteUnusableError when the CSV is unusable."""
+              outcomes_required: bool = True, wsi_dir: Path | None = None) -> SiteInventory:
+    """Read clinical.csv and list the images; raises SiteUnusableError when the CSV is unusable.
+    wsi_dir: list `<pid>.*` there instead of the layout's slide folder (pre-extracted features)."""
     root = site.root_dir(site_yaml)
     schema = schema or site_schema(site, site_yaml)
     table = read_clinical_csv(_under(root, site.layout.clinical_csv), schema, problems, outcomes_required)
     inputs: dict[str, PatientInputs] = {pid: PatientInputs() for pid in table.records}
+    dropped: set[str] = set()
 
     for folder in _visible(_under(root, site.layout.mri_dir)):
         pid = folder.name
@@ -79,22 +82,26 @@ def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, sc
         try:
             inputs[pid].mri = find_mri_inputs(folder)
         except PatientDataError as err:
-            problems.error(err.reason, err.file, pid)
+            drop_modality(problems, "mri", err, pid)
+            dropped.add(pid)
 
-    for path in _visible(_under(root, site.layout.wsi_dir)):
+    slides: dict[str, list[Path]] = {}
+    for path in _visible(wsi_dir or _under(root, site.layout.wsi_dir)):
         pid = _slide_patient(path.name, table.all_ids)
         if pid not in table.all_ids:
             problems.error("slide without a row in the clinical table", path, pid)
-            continue
-        if pid not in inputs:
-            continue
-        if inputs[pid].wsi is not None:
-            problems.error(f"two slides for one patient ({inputs[pid].wsi.name}, {path.name})", path, pid)
-            continue
-        inputs[pid].wsi = path
+        elif pid in inputs:
+            slides.setdefault(pid, []).append(path)
+    for pid, paths in slides.items():
+        if len(paths) == 1:
+            inputs[pid].wsi = paths[0]
+        else:  # which one is the tumour's is not ours to guess
+            names = ", ".join(p.name for p in paths)
+            drop_modality(problems, "wsi", PatientDataError(f"{len(paths)} slides for one patient ({names})", str(paths[-1])), pid)
+            dropped.add(pid)
 
-    excluded = problems.excluded_patients()
+    said = problems.excluded_patients() | dropped  # excluded, or its images left out: already reported
     for pid, found in inputs.items():
-        if found.mri is None and found.wsi is None and pid not in excluded:
+        if found.mri is None and found.wsi is None and pid not in said:
             problems.warning("no MRI folder and no slide: the patient is used with clinical data only", table.path, pid)
     return SiteInventory(site.name, root, schema, table, inputs)

@@ -1,44 +1,44 @@
 """Preprocess a whole site through the cache: every usable patient ends with cached tensors.
 
 `prepare_site` is what the trainer, the Flower ClientApp and `sts-client validate` call first.
-The first run decodes images (progress bar); later runs and fresh processes only hash-check
-(stat) the inputs and find the cached entries. A patient with any bad input is excluded and its
-problems recorded (bad_patient_policy `skip`), or the site stops at once (`fail`).
+The first run decodes images (a process per core, progress bar); later runs and fresh processes only hash-check
+(stat) the inputs and find the cached entries. An unusable MRI or slide drops that modality only:
+the patient keeps its other modalities and its clinical data, and a warning `mri left out: ...` /
+`wsi left out: ...` names the file and the reason. A bad clinical row (or images without a row)
+excludes the patient (bad_patient_policy `skip`) or stops the site at once (`fail`).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stsfl.common.clinical_stats import ClinicalSums
-from stsfl.common.config import ClinicalSchema, ModelPreset, SiteConfig
+from stsfl.common.config import ClinicalSchema, ConfigError, ModelPreset, SiteConfig
 from stsfl.common.console import console
 
 from .clinical_encoding import site_clinical_sums
 from .clinical_table import ClinicalRecord
-from .mri_io import input_files
-from .mri_preprocess import preprocess_mri
-from .patch_encoder import PatchEncoder
 from .preprocess_cache import PreprocessCache
-from .problems import PatientDataError, Problem, ProblemLog
+from .preprocess_entries import EntryMaker, Job
+from .problems import PatientDataError, Problem, ProblemLog, drop_modality
 from .site_inventory import PatientInputs, SiteInventory, scan_site
-from .wsi_bag import slide_bag
 
 
 @dataclass
 class PreparedPatient:
-    """A usable patient: clinical record and the cache keys of its MRI / slide bag (None = absent)."""
+    """A usable patient: clinical record and the cache keys of its MRI / slide bag (None = absent);
+    slide: the slide file its bag was tiled from (None: no bag, or pre-extracted features)."""
 
     record: ClinicalRecord
     mri_key: str | None
     wsi_key: str | None
+    slide: Path | None = None
 
     @property
     def pid(self) -> str:
@@ -57,6 +57,8 @@ class PreparedSite:
     problems: list[Problem]
     n_csv_rows: int
     encoder_fingerprint: str | None
+    encoder_name: str | None = None
+    wsi_feature_dims: list[int] = field(default_factory=list)  # widths of the slide embeddings found (the federation checks them)
     seconds: dict[str, float] = field(default_factory=dict)
     computed: dict[str, int] = field(default_factory=dict)
 
@@ -93,65 +95,33 @@ def site_outputs_dir(site: SiteConfig, site_yaml: Path | None) -> Path:
     return _site_folder(site, site_yaml, site.outputs_dir, "outputs")
 
 
-class _Preprocessor:
-    """Cache-or-compute of one patient's MRI and slide bag."""
+MIN_PARALLEL_JOBS = 4  # below this, starting worker processes (importing torch) costs more than it saves
 
-    def __init__(self, preset: ModelPreset, cache: PreprocessCache, need_encoder: bool):
-        self.preset = preset
-        self.cache = cache
-        pre = preset.preprocessing
-        self.mri_settings = {"mri": pre.mri.model_dump(mode="json"), "size": list(preset.mri.input_size)}
-        self.encoder = PatchEncoder(pre.wsi.encoder, preset.wsi.embed_dim) if need_encoder else None
-        wsi = pre.wsi.model_dump(mode="json")
-        wsi["encoder"].pop("batch_size")  # batching does not change the embedding
-        self.wsi_settings = {"wsi": wsi, "embed_dim": preset.wsi.embed_dim, "weights": self.encoder and self.encoder.fingerprint}
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.computed: dict[str, int] = defaultdict(int)
 
-    def _cached(self, kind: str, key: str, compute, file: Path) -> None:
-        """Compute and store the entry unless it (or a cached failure) exists; raise PatientDataError."""
-        failure = self.cache.load_failure(kind, key)
-        if failure is not None:
-            raise PatientDataError(failure["reason"], failure.get("file"), failure.get("column"))
-        if self.cache.entry_path(kind, key).exists():
-            return
-        try:
-            arrays = compute()
-        except PatientDataError as err:
-            self.cache.store_failure(kind, key, {"reason": err.reason, "file": err.file, "column": err.column})
-            self.computed[f"{kind}_failed"] += 1
-            raise
-        except Exception as err:  # one bad patient never crashes a site; not cached (may be transient)
-            raise PatientDataError(f"unexpected {type(err).__name__}: {err}", str(file)) from err
-        self.cache.store(kind, key, arrays)
-        self.computed[kind] += 1
+def _features_dir(site: SiteConfig, site_yaml: Path | None, preset: ModelPreset) -> Path | None:
+    """The site's pre-extracted features folder when the preset's encoder is pre_extracted, else None."""
+    if preset.preprocessing.wsi.encoder.arch != "pre_extracted":
+        return None
+    if site.wsi_features_dir is None:
+        raise ConfigError(f"site {site.name}: the preset's slide encoder is pre_extracted "
+                          f"({preset.preprocessing.wsi.encoder.extractor}); set wsi_features_dir and wsi_features_extractor")
+    return _site_folder(site, site_yaml, site.wsi_features_dir, "")
 
-    def mri(self, inputs: PatientInputs) -> str:
-        paths = inputs.mri
-        labelled = [(role, f) for role, p in zip(("t1", "t2", "mask"), paths.all()) for f in input_files(p)]
-        key = self.cache.key("mri", self.mri_settings, labelled)
 
-        def compute() -> dict[str, np.ndarray]:
-            result = preprocess_mri(paths, self.preset.preprocessing.mri, self.preset.mri.input_size)
-            for step, sec in result.seconds.items():
-                self.seconds[f"mri_{step}"] += sec
-            return {"volume": result.volume, "mask": result.mask}
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-        self._cached("mri", key, compute, paths.t1.parent)
-        return key
 
-    def wsi(self, path: Path) -> str:
-        key = self.cache.key("wsi", self.wsi_settings, [("slide", path)])
-
-        def compute() -> dict[str, np.ndarray]:
-            result = slide_bag(path, self.preset.preprocessing.wsi, self.encoder)
-            for step, sec in result.seconds.items():
-                self.seconds[f"wsi_{step}"] += sec
-            self.computed["wsi_tiles"] += len(result.bag)
-            return {"bag": result.bag, "coords": result.coords, "n_tissue_tiles": np.asarray(result.n_tissue_tiles)}
-
-        self._cached("wsi", key, compute, path)
-        return key
+def _missing_entries(worker: EntryMaker, todo: list[tuple[str, PatientInputs]]) -> list[Job]:
+    """The entries of these patients that are neither cached nor known to fail (decoding work)."""
+    jobs: list[Job] = []
+    for _, inputs in todo:
+        for kind, source, key_of in (("mri", inputs.mri, worker.mri_key), ("wsi", inputs.wsi, worker.wsi_key)):
+            if source is not None:
+                key = key_of(source)
+                if worker.missing(kind, key):
+                    jobs.append((kind, key, source))
+    return jobs
 
 
 def prepare_site(
@@ -164,25 +134,34 @@ def prepare_site(
     cache_dir: Path | None = None,
     progress: bool = True,
     only: Collection[str] | None = None,
-    keep_partial: bool = False,
     outcomes_required: bool = True,
+    workers: int | None = None,
 ) -> PreparedSite:
     """Scan, check and preprocess the site; `policy` overrides site.bad_patient_policy.
 
-    For prediction: `only` preprocesses just these patients; `keep_partial` keeps a patient whose
-    MRI or slide is unusable, without that modality (the problem becomes a warning);
-    `outcomes_required` False accepts a clinical table without endpoint columns."""
+    Entries not yet cached are computed by `workers` processes (default: one per core) when there
+    are at least MIN_PARALLEL_JOBS of them, with the same result as one process. For prediction:
+    `only` preprocesses just these patients; `outcomes_required` False accepts a clinical table
+    without endpoint columns."""
     start = time.perf_counter()
     problems = ProblemLog(policy or site.bad_patient_policy)
-    inventory: SiteInventory = scan_site(site, site_yaml, problems, schema, outcomes_required)
+    features_dir = _features_dir(site, site_yaml, preset)
+    inventory: SiteInventory = scan_site(site, site_yaml, problems, schema, outcomes_required, wsi_dir=features_dir)
     cache = PreprocessCache(cache_dir or site_cache_dir(site, site_yaml))
     wanted = {pid: inputs for pid, inputs in inventory.inputs.items() if only is None or pid in only}
-    worker = _Preprocessor(preset, cache, need_encoder=any(i.wsi for i in wanted.values()))
+    worker = EntryMaker(preset, cache, need_encoder=any(i.wsi for i in wanted.values()),
+                        extractor=site.wsi_features_extractor if features_dir else None)
     patients: list[PreparedPatient] = []
     todo = [(pid, inputs) for pid, inputs in wanted.items() if pid not in problems.excluded_patients()]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True, disable=not progress) as bar:
+            jobs = _missing_entries(worker, todo)
+            workers = min(workers or _cores(), len(jobs))
+            if workers > 1 and len(jobs) >= MIN_PARALLEL_JOBS:
+                task = bar.add_task(f"preprocessing site {site.name} ({workers} processes)", total=len(jobs))
+                worker.fill(jobs, workers, lambda: bar.advance(task))
+                bar.remove_task(task)
             task = bar.add_task(f"preprocessing site {site.name}", total=len(todo))
             for pid, inputs in todo:
                 keys = {}
@@ -190,14 +169,11 @@ def prepare_site(
                     if present is None:
                         continue
                     try:
-                        keys[kind] = worker.mri(inputs) if kind == "mri" else worker.wsi(inputs.wsi)
+                        keys[kind] = worker.mri(inputs.mri) if kind == "mri" else worker.wsi(inputs.wsi)
                     except PatientDataError as err:
-                        if keep_partial:
-                            problems.warning(f"{kind} left out: {err.reason}", err.file, pid, err.column)
-                        else:
-                            problems.error(err.reason, err.file, pid, err.column)
-                if keep_partial or len(keys) == (inputs.mri is not None) + (inputs.wsi is not None):
-                    patients.append(PreparedPatient(inventory.table.records[pid], keys.get("mri"), keys.get("wsi")))
+                        drop_modality(problems, kind, err, pid)
+                slide = inputs.wsi if "wsi" in keys and features_dir is None else None
+                patients.append(PreparedPatient(inventory.table.records[pid], keys.get("mri"), keys.get("wsi"), slide))
                 bar.advance(task)
     finally:
         cache.hashes.save()
@@ -211,7 +187,9 @@ def prepare_site(
         patients=patients,
         problems=problems.problems,
         n_csv_rows=inventory.table.n_rows,
-        encoder_fingerprint=worker.encoder.fingerprint if worker.encoder else None,
+        encoder_fingerprint=worker.fingerprint,
+        encoder_name=worker.encoder_name,
+        wsi_feature_dims=sorted(worker.feature_dims),
         seconds=seconds,
         computed=dict(worker.computed),
     )

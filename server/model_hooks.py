@@ -73,6 +73,7 @@ class MultimodalHooks(LinearCoxHooks):
 
     def __init__(self, fed: FederationConfig):
         super().__init__(fed)
+        self.bag_standardisation: tuple[np.ndarray, np.ndarray] | None = None  # slide features' (mean, std) [E]
         self.schema: ClinicalSchema = (
             load_config(fed.schema_file, ClinicalSchema) if fed.schema_file else load_schema()
         )
@@ -81,8 +82,15 @@ class MultimodalHooks(LinearCoxHooks):
         return self.schema.model_dump(mode="json")
 
     def combine_statistics(self, per_site: dict[str, dict]) -> dict[str, Any]:
+        from stsfl.common.bag_stats import BagSums, combine_bag_sums
         from stsfl.common.clinical_stats import ClinicalSums, combine_clinical_sums
+        from stsfl.common.config import load_preset
+        from stsfl.common.wsi_encoder import check_site_encoders
 
+        preset = load_preset(self.fed.preset, self.fed.model_norm)
+        check_site_encoders(per_site, preset)  # before round 1, by site
+        self.bag_standardisation = combine_bag_sums(
+            [BagSums.from_dict(per_site[s]["wsi_bag"]) for s in self.fed.training_sites], preset.wsi.embed_dim)
         sums = [ClinicalSums.from_dict(per_site[s]["clinical"]) for s in self.fed.training_sites]
         return combine_clinical_sums(sums, self.schema).to_dict()
 
@@ -97,7 +105,14 @@ class MultimodalHooks(LinearCoxHooks):
         return MultimodalCoxNet(load_preset(self.fed.preset, self.fed.model_norm), clinical_dim(self.schema), len(self.schema.endpoints))
 
     def initial_arrays(self, statistics: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
-        return _numpy_state(self._model(seed))
+        """The seeded model, its slide-feature standardisation from the statistics phase (buffers
+        that travel with the weights, so the exported model carries them too)."""
+        from stsfl.common.bag_stats import set_bag_standardisation
+
+        model = self._model(seed)
+        if self.bag_standardisation is not None:
+            set_bag_standardisation(model, *self.bag_standardisation)
+        return _numpy_state(model)
 
     def initial_blend_weights(self) -> dict[str, float] | None:
         """Uniform head weights for round 1: in a federation the server always fixes the weights,

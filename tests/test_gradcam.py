@@ -12,7 +12,9 @@ from stsfl.common.multimodal import MultimodalCoxNet
 
 
 def test_gradcam_maps_and_overlays(tmp_path):
-    torch.manual_seed(0)
+    # A seed whose untrained fused head has a positive Grad-CAM somewhere (with seed 0 and a 16-wide
+    # WSI input the ReLU of the weighted activations is 0 everywhere: no map to check).
+    torch.manual_seed(1)
     preset = tiny_preset()
     model = MultimodalCoxNet(preset, N_CLINICAL, N_ENDPOINTS).train()
     batch = make_batch(3, preset, mri_every=2)  # p001 has no MRI

@@ -22,7 +22,8 @@ from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.config import SiteConfig, load_config, load_preset
 
 PRESET = load_preset("cpu-small")
-GOOD = {"p0", "p1", "p2", "p6"}
+# p3, p4, p5, p8 keep their clinical data (and p5 its MRI) although one of their images is unusable
+USABLE = {"p0", "p1", "p2", "p3", "p4", "p5", "p6", "p8"}
 
 
 def build_messy_site(root):
@@ -56,10 +57,12 @@ def messy(tmp_path_factory):
     return site_yaml, site, prepare_site(site, site_yaml, PRESET, progress=False)
 
 
-def test_good_patients_kept_bad_ones_excluded(messy):
+def test_bad_images_drop_a_modality_bad_rows_exclude_the_patient(messy):
     _, _, prepared = messy
-    assert {p.pid for p in prepared.patients} == GOOD
-    assert prepared.excluded == {"p3", "p4", "p5", "p7", "p8", "p9"}
+    assert {p.pid for p in prepared.patients} == USABLE
+    assert prepared.excluded == {"p7", "p9"}
+    p5 = next(p for p in prepared.patients if p.pid == "p5")
+    assert p5.mri_key is not None and p5.wsi_key is None
     # decoded: MRI of p0, p1, p2, p5 (p3, p8 fail); slide of p0 (p4, p5 fail); p7, p9 never reach decoding
     assert prepared.computed == {"mri": 4, "mri_failed": 2, "wsi": 1, "wsi_failed": 2, "wsi_tiles": 2}
 
@@ -82,7 +85,7 @@ def test_each_problem_is_named_with_its_location(messy, patient, file_end, colum
     hits = [p for p in prepared.problems if p.patient == patient and p.file.endswith(file_end) and reason in p.reason]
     assert len(hits) == 1, prepared.problems
     assert hits[0].column == column
-    assert hits[0].severity == ("warning" if patient == "p6" else "error")
+    assert hits[0].severity == ("error" if patient in ("p7", "p9") else "warning")
 
 
 def test_samples_carry_missing_modalities_and_endpoints_as_data(messy):
@@ -180,7 +183,7 @@ def test_validate_prints_usable_counts_and_every_problem(messy, capsys, monkeypa
     for reason in ("unreadable or truncated image", "OpenSlide cannot open", "no tissue", "mask is empty",
                    "is not 0 or 1", "without a row in the clinical table"):
         assert reason in out
-    assert "crop preview of 3 patients" in out  # p0, p1, p2 have MRI
+    assert "crop preview of 4 patients" in out  # p0, p1, p2 and p5 (its slide left out) have MRI
     assert (tmp_path / "crops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

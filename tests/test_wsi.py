@@ -1,5 +1,5 @@
 """Slides through OpenSlide: tissue detection, tiling by microns per pixel, deterministic cap,
-stain normalisation, the frozen MONAI patch encoder, and bad slides named with their file."""
+stain normalisation, the patch encoder (default morphometry; a frozen MONAI network), and bad slides named with their file."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ CFG = PRESET.preprocessing.wsi.model_copy(update={"mpp": 1.0, "tile_size": 32, "
 
 @pytest.fixture(scope="module")
 def encoder():
-    return PatchEncoder(CFG.encoder, PRESET.wsi.embed_dim)
+    return PatchEncoder(CFG, PRESET.wsi.embed_dim)
 
 
 def test_tiles_lie_on_tissue_only(tmp_path):
@@ -59,17 +59,21 @@ def test_bag_has_embed_dim_and_cap_is_deterministic(tmp_path, encoder):
     assert not np.array_equal(sample_tiles(coords, 5, 0), sample_tiles(coords, 5, 1))
 
 
+def _cnn(**update):
+    return CFG.model_copy(update={"encoder": CFG.encoder.model_copy(update={"arch": "resnet10", **update})})
+
+
 def test_encoder_weights_are_the_same_at_every_site_and_frozen(tmp_path):
-    a = PatchEncoder(CFG.encoder, 32)
-    b = PatchEncoder(CFG.encoder, 32)
-    c = PatchEncoder(CFG.encoder.model_copy(update={"seed": 1}), 32)
+    a = PatchEncoder(_cnn(), 32)
+    b = PatchEncoder(_cnn(), 32)
+    c = PatchEncoder(_cnn(seed=1), 32)
     assert a.fingerprint == b.fingerprint != c.fingerprint
     tiles = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
     assert np.array_equal(a.encode(tiles), b.encode(tiles))
     assert not any(p.requires_grad for p in a.net.parameters())
     # a local checkpoint replaces the seeded weights
     torch.save(c.net.state_dict(), tmp_path / "enc.pt")
-    d = PatchEncoder(CFG.encoder.model_copy(update={"checkpoint": str(tmp_path / "enc.pt")}), 32)
+    d = PatchEncoder(_cnn(checkpoint=str(tmp_path / "enc.pt")), 32)
     assert d.fingerprint == c.fingerprint
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from .loader import StrictModel, bundled_path, load_config
 from .train import TrainConfig
@@ -61,16 +61,40 @@ class MriPreprocessingConfig(StrictModel):
     min_t2_coverage: float = Field(0.5, gt=0.0, le=1.0, description="least share of the crop T2 must cover")
 
 
+EncoderArch = Literal[
+    "morphometry", "resnet10", "resnet18", "densenet121", "vit_small_patch16", "vit_base_patch16", "vit_large_patch16",
+    "pre_extracted",
+]
+
+
 class PatchEncoderConfig(StrictModel):
-    """Frozen MONAI 2D network turning an RGB tile into an embedding of size wsi.embed_dim.
+    """What turns an RGB tile into an embedding of size wsi.embed_dim; identical at every site.
 
-    Weights come from `checkpoint` (a local state_dict file) or, when it is null, from a fixed
-    `seed`, so every site computes the same embedding for the same tile."""
+    `morphometry`: per-tile nuclear morphometry (16 numbers, no weights). The networks (MONAI
+    ResNet / DenseNet, ViT-S/B/L/16 with timm's state-dict keys) are frozen; their weights come
+    from `checkpoint` (a local .pt / .pth / .bin / .safetensors state dict) or, when it is null,
+    from a fixed `seed`, so every site computes the same embedding for the same tile. A network's
+    tiles are resized to `input_size` and scaled by `mean` / `std` (the checkpoint's own, e.g.
+    ImageNet's). `add_morphometry` appends the morphometry to a network's embedding.
+    `pre_extracted`: the site brings features made by `extractor` (site YAML `wsi_features_dir`)."""
 
-    arch: Literal["resnet10", "resnet18", "densenet121"] = "resnet10"
+    arch: EncoderArch = "resnet10"
     seed: int = 0
     checkpoint: str | None = None
     batch_size: PositiveInt = 32
+    add_morphometry: bool = False
+    input_size: PositiveInt | None = Field(None, description="the network's input in px (tiles are resized); default tile_size")
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (0.229, 0.224, 0.225)
+    extractor: str | None = Field(None, description="pre_extracted: the name of the feature extractor every site used")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PatchEncoderConfig":
+        if self.arch == "pre_extracted" and not self.extractor:
+            raise ValueError("arch pre_extracted needs `extractor` (the name of the model the sites' features come from)")
+        if self.arch in ("morphometry", "pre_extracted") and (self.add_morphometry or self.checkpoint):
+            raise ValueError(f"arch {self.arch} has no network: add_morphometry and checkpoint apply to networks only")
+        return self
 
 
 class WsiPreprocessingConfig(StrictModel):

@@ -55,8 +55,22 @@ class SiteConfig(StrictModel):
         description="where a federation run leaves this site's own outputs (risk scores, Grad-CAM overlays, "
         "validation report), one folder per federation; default <root>/.stsfl/outputs; relative to this YAML",
     )
+    wsi_features_dir: Path | None = Field(
+        None,
+        description="pre-extracted slide features, one <patient id>.h5 (CLAM / TRIDENT: features [N, E], coords [N, 2]) "
+        "or .pt per patient, used when the preset's encoder is pre_extracted; relative to this YAML",
+    )
+    wsi_features_extractor: str | None = Field(
+        None, description="the name of the model that made wsi_features_dir's features; must be the preset's extractor"
+    )
     security: SiteSecurity = SiteSecurity()
     privacy: PrivacyConfig = PrivacyConfig()
+
+    @model_validator(mode="after")
+    def _features_named(self) -> "SiteConfig":
+        if (self.wsi_features_dir is None) != (self.wsi_features_extractor is None):
+            raise ValueError("wsi_features_dir and wsi_features_extractor go together (the folder and the model that made it)")
+        return self
 
     def root_dir(self, site_yaml: Path | None) -> Path:
         """The site folder; a relative `root` is relative to the site YAML's folder."""

@@ -142,7 +142,7 @@ def train_step_time(preset: ModelPreset, batch_size: int, steps: int = 3) -> flo
 def wsi_rates(slide_path: Path, preset: ModelPreset, max_tiles: int) -> dict:
     """Pipeline tiles/s (read + encode, tissue detection excluded) vs raw read_region on the same tiles."""
     cfg = preset.preprocessing.wsi.model_copy(update={"max_tiles": max_tiles})
-    encoder = PatchEncoder(cfg.encoder, preset.wsi.embed_dim)
+    encoder = PatchEncoder(cfg, preset.wsi.embed_dim)
     result = slide_bag(slide_path, cfg, encoder)
     n = len(result.bag)
     slide = open_slide(slide_path)
