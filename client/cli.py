@@ -76,12 +76,12 @@ def refusal_message(kind: str, site_yaml: Path, tls: SiteTls, server: str) -> st
     """What the operator should do about a refusal (`stsfl.common.flower_procs.supernode_refusal`)."""
     return {
         "expired": f"the SuperLink at {server} presents an expired certificate: the coordinator must renew it "
-                   "(deploy/make_certs.py server); nothing to change at this site",
+        "(deploy/make_certs.py server); nothing to change at this site",
         "wrong-ca": f"the SuperLink at {server} presents a certificate that the CA in {site_yaml}: security.ca_cert "
-                    f"({tls.ca_cert}) does not vouch for: wrong CA file, or a server that is not the coordinator's",
+        f"({tls.ca_cert}) does not vouch for: wrong CA file, or a server that is not the coordinator's",
         "unregistered": f"the SuperLink at {server} does not know this site's key ({site_yaml}: security.auth_key "
-                        f"= {tls.auth_key}): send the PUBLIC key {tls.auth_key.with_suffix('.pub')} to the coordinator "
-                        "to be registered (docs/site-operator.md, 'Joining securely')",
+        f"= {tls.auth_key}): send the PUBLIC key {tls.auth_key.with_suffix('.pub')} to the coordinator "
+        "to be registered (docs/site-operator.md, 'Joining securely')",
         "key-invalid": f"{site_yaml}: security.auth_key: {tls.auth_key} is not a key Flower can read",
     }[kind]
 
@@ -118,8 +118,9 @@ def _start_worker(site_yaml: Path, log_path: Path) -> WorkerSupervisor:
     return worker
 
 
-def _join_loop(args: argparse.Namespace, node_config: dict[str, str], tls: SiteTls | None, log_path: Path,
-               worker: WorkerSupervisor | None) -> int:
+def _join_loop(
+    args: argparse.Namespace, node_config: dict[str, str], tls: SiteTls | None, log_path: Path, worker: WorkerSupervisor | None
+) -> int:
     """Run SuperNodes until one is refused, or (with --no-reconnect) until the first one exits."""
     screen = OperatorScreen(args.server, log_path)
     tick = worker.check if worker else None
@@ -140,8 +141,9 @@ def _join_loop(args: argparse.Namespace, node_config: dict[str, str], tls: SiteT
             else:
                 unregistered_since = None
             if refusal:
-                raise UserError(f"site {node_config[NODE_SITE_NAME]} refused: "
-                                f"{refusal_message(refusal, Path(args.site), tls, args.server)}")
+                raise UserError(
+                    f"site {node_config[NODE_SITE_NAME]} refused: {refusal_message(refusal, Path(args.site), tls, args.server)}"
+                )
             if not args.reconnect:
                 return code
             # A SuperNode exits when its SuperLink goes away (the run ended, or the coordinator restarts to
@@ -152,8 +154,9 @@ def _join_loop(args: argparse.Namespace, node_config: dict[str, str], tls: SiteT
             time.sleep(RECONNECT_DELAY_S)
 
 
-def _run_supernode(cmd: list[str], log_path: Path, tail: BinaryIO, screen: OperatorScreen,
-                   tick: Callable[[], None] | None = None) -> tuple[int, str]:
+def _run_supernode(
+    cmd: list[str], log_path: Path, tail: BinaryIO, screen: OperatorScreen, tick: Callable[[], None] | None = None
+) -> tuple[int, str]:
     """Run one SuperNode to its end; its output goes to the log file, read back through `tail` for
     the screen. Returns its exit code and output. `tick` is called every half second (the worker's watch).
 
@@ -239,12 +242,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if bool(args.patient) == bool(args.patients):
         raise UserError("give --patient PID (patients of this site) or --patients DIR (new patients), not both")
-    predictions = predict_patients(Path(args.model), Path(args.site), Path(args.out), pids=args.patient or None,
-                                   patients_dir=Path(args.patients) if args.patients else None,
-                                   baseline_site=args.baseline_site)
+    predictions = predict_patients(
+        Path(args.model),
+        Path(args.site),
+        Path(args.out),
+        pids=args.patient or None,
+        patients_dir=Path(args.patients) if args.patients else None,
+        baseline_site=args.baseline_site,
+    )
     for p in predictions:
         risks = "; ".join(
-            f"{ep.name} " + ", ".join(f"{h:g}y {100 * r:.0f}%" for h, r in zip(ep.absolute.horizons_days / 365.25, ep.absolute.risk[0]))
+            f"{ep.name} "
+            + ", ".join(f"{h:g}y {100 * r:.0f}%" for h, r in zip(ep.absolute.horizons_days / 365.25, ep.absolute.risk[0]))
             for ep in p.endpoints
         )
         note = f" (without {', '.join(m.split(':')[0] for m in p.missing)})" if p.missing else ""
@@ -258,13 +267,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--site", help="site YAML")
     parser.add_argument("--server", help="HOST:PORT of the coordinator's SuperLink")
     parser.add_argument("--port", type=int, default=0, help="local port of the SuperNode's ClientApp API (default: free)")
-    parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
-                        help="exit when the SuperNode exits instead of starting a new one")
-    parser.add_argument("--registration-wait", type=float, default=60.0, metavar="S",
-                        help="how long to keep trying while the SuperLink does not know this site's key (default: 60 s)")
+    parser.add_argument(
+        "--no-reconnect",
+        dest="reconnect",
+        action="store_false",
+        help="exit when the SuperNode exits instead of starting a new one",
+    )
+    parser.add_argument(
+        "--registration-wait",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="how long to keep trying while the SuperLink does not know this site's key (default: 60 s)",
+    )
     parser.add_argument("--log-dir", default="logs", help="where sts-client-<site>.log goes (default: ./logs)")
-    parser.add_argument("--no-worker", dest="worker", action="store_false",
-                        help="no site worker: every message is handled in its own ClientApp process (slower)")
+    parser.add_argument(
+        "--no-worker",
+        dest="worker",
+        action="store_false",
+        help="no site worker: every message is handled in its own ClientApp process (slower)",
+    )
     parser.set_defaults(func=_cmd_join)
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate the site YAML")
@@ -274,8 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--site", required=True, help="site YAML")
     validate.add_argument("--preset", default="cpu-small", help="model preset whose preprocessing to apply (name or YAML)")
     validate.add_argument("--preview", metavar="PNG", help="also write a PNG of the preprocessed MRI crops")
-    validate.add_argument("--task", choices=("auto", "multimodal", "linear-cox"), default="auto",
-                          help="what the site serves (auto: linear-cox when its CSV has E and T columns)")
+    validate.add_argument(
+        "--task",
+        choices=("auto", "multimodal", "linear-cox"),
+        default="auto",
+        help="what the site serves (auto: linear-cox when its CSV has E and T columns)",
+    )
     validate.set_defaults(func=_cmd_validate)
     predict = sub.add_parser("predict", help="absolute risks at the horizons for patients of this site or new patients")
     predict.add_argument("--site", required=True, help="site YAML (its schema and preprocessing cache are used)")
@@ -283,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--patient", action="append", metavar="PID", help="a patient of this site (repeatable)")
     predict.add_argument("--patients", metavar="DIR", help="folder of new patients: clinical.csv (outcomes optional), mri/, wsi/")
     predict.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
-    predict.add_argument("--baseline-site", help="use this training site's own (stratified) baseline hazard instead of the pooled one")
+    predict.add_argument(
+        "--baseline-site", help="use this training site's own (stratified) baseline hazard instead of the pooled one"
+    )
     predict.set_defaults(func=_cmd_predict)
     return parser
 

@@ -18,8 +18,14 @@ from pathlib import Path
 WORKER_MARK = " site worker: "  # stsfl.client.site_worker's lines
 CONNECTED_MARK = "SuperNode ID:"  # the SuperLink activated this SuperNode
 # A SuperNode that cannot reach the SuperLink (or is not let in yet) logs these before it retries or exits.
-LOST_MARKS = ("Connection attempt failed", "Exit Code: 305", "Failed to initialize the connection",
-              "Failed to activate SuperNode", "could not establish a connection", "Giving up reconnection")
+LOST_MARKS = (
+    "Connection attempt failed",
+    "Exit Code: 305",
+    "Failed to initialize the connection",
+    "Failed to activate SuperNode",
+    "could not establish a connection",
+    "Giving up reconnection",
+)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -39,8 +45,10 @@ class OperatorScreen:
     def lost(self) -> None:
         """The SuperNode exited or cannot reach the coordinator: one line, until it is connected again."""
         if self.connected is not False:
-            self.write(f"waiting for the coordinator at {self.server} (it runs a SuperLink while a run lasts); "
-                       f"every attempt is in {self.log_path}\n")
+            self.write(
+                f"waiting for the coordinator at {self.server} (it runs a SuperLink while a run lasts); "
+                f"every attempt is in {self.log_path}\n"
+            )
         self.connected = False
 
     def _line(self, line: str) -> None:

@@ -44,7 +44,6 @@ from stsfl.common.fed_protocol import (
     site_record,
     to_json,
 )
-
 from stsfl.common.params import from_transfer, to_transfer
 
 from .app import site_identity
@@ -79,8 +78,7 @@ def train(msg: Message, context: Context) -> Message:
     transfer = str(cfg.get("transfer-dtype", "float32"))  # the federation's transfer_dtype, both directions
     arrays, metrics, blend_stats, privacy = task.train(from_transfer(msg.content[ARRAYS], transfer), cfg)
     if is_secure_round(msg):  # SecAgg+: the mod masks the update; no weights leave in the clear
-        update = legacy_fit_records(msg.content[ARRAYS], arrays, metrics[str(cfg[WEIGHT])],
-                                    float(cfg[CLIPPING_RANGE]), task.name)
+        update = legacy_fit_records(msg.content[ARRAYS], arrays, metrics[str(cfg[WEIGHT])], float(cfg[CLIPPING_RANGE]), task.name)
     else:
         update = {ARRAYS: to_transfer(arrays, transfer)}
     content = RecordDict(
@@ -106,11 +104,15 @@ def evaluate(msg: Message, context: Context) -> Message:
 @site_app.evaluate("cross")
 def cross_evaluate(msg: Message, context: Context) -> Message:
     task = _site(context)
-    models = {key.removeprefix(MODEL_PREFIX): arrays for key, arrays in msg.content.array_records.items()
-              if key.startswith(MODEL_PREFIX)}
+    models = {
+        key.removeprefix(MODEL_PREFIX): arrays
+        for key, arrays in msg.content.array_records.items()
+        if key.startswith(MODEL_PREFIX)
+    }
     per_model = task.cross_evaluate(models, msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name),
-                          **{f"{METRICS_PREFIX}{name}": MetricRecord(m) for name, m in per_model.items()}})
+    content = RecordDict(
+        {SITE: site_record(task.name), **{f"{METRICS_PREFIX}{name}": MetricRecord(m) for name, m in per_model.items()}}
+    )
     return Message(content, reply_to=msg)
 
 

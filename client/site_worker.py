@@ -65,8 +65,16 @@ def handle_error_reply(message: Message, exc: Exception) -> Message:
 class SiteWorker:
     """Serves one site's messages on the socket in `folder` with `handle(message, context)`."""
 
-    def __init__(self, site: SiteConfig, site_yaml: Path, folder: Path, handle, clear, parent: int | None = None,
-                 idle_clear_s: float = 3600.0):
+    def __init__(
+        self,
+        site: SiteConfig,
+        site_yaml: Path,
+        folder: Path,
+        handle,
+        clear,
+        parent: int | None = None,
+        idle_clear_s: float = 3600.0,
+    ):
         self.site, self.site_yaml, self.folder = site, site_yaml, folder
         self.handle, self.clear = handle, clear
         self.parent, self.idle_clear_s = parent, idle_clear_s
@@ -80,8 +88,10 @@ class SiteWorker:
         os.chmod(self.folder, 0o700)
         path = self.folder / SOCKET_NAME
         if _listening(path):
-            raise SystemExit(f"site {self.site.name}: another site worker listens at {path}: two sites share this "
-                             "state folder (give each site YAML its own cache_dir)")
+            raise SystemExit(
+                f"site {self.site.name}: another site worker listens at {path}: two sites share this "
+                "state folder (give each site YAML its own cache_dir)"
+            )
         token_tmp = self.folder / (TOKEN_NAME + ".tmp")
         with contextlib.suppress(FileNotFoundError):
             token_tmp.unlink()
@@ -199,13 +209,17 @@ def _training_line(message: Message, reply: Message, seconds: float) -> str:
     cfg = message.content[CONFIG]
     epochs = from_json(str(cfg.get("recipe", "{}"))).get("epochs_per_round", "?")  # the federation's training recipe
     loss = reply.content[METRICS].get("train-loss-fused")
-    return (f"round {cfg.get('server-round', '?')}: trained {epochs} local epoch(s)"
-            + (f", loss {float(loss):.4f}" if loss is not None else "") + f" in {seconds:.1f} s")
+    return (
+        f"round {cfg.get('server-round', '?')}: trained {epochs} local epoch(s)"
+        + (f", loss {float(loss):.4f}" if loss is not None else "")
+        + f" in {seconds:.1f} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="stsfl.client.site_worker", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="stsfl.client.site_worker", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--site", required=True, help="site YAML")
     parser.add_argument("--dir", required=True, type=Path, help="folder of the socket and token")
     parser.add_argument("--parent", type=int, help="exit when this process (sts-client) is gone")

@@ -122,8 +122,9 @@ def forward(message: Message, context: Context, folder: Path, site: str) -> tupl
             reply, after = decode_message(recv_frame(sock)), decode_context(recv_frame(sock))
         except (EOFError, ConnectionError) as exc:
             cause = _exit_note(folder, started) or f"the connection closed ({exc})"
-            raise WorkerUnavailable(f"site {site}: the site worker died while handling "
-                                    f"{message.metadata.message_type!r}: {cause}") from None
+            raise WorkerUnavailable(
+                f"site {site}: the site worker died while handling {message.metadata.message_type!r}: {cause}"
+            ) from None
     return reply, after
 
 
@@ -140,8 +141,10 @@ def _connect(folder: Path, site: str) -> socket.socket:
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
             if time.monotonic() > deadline:
-                raise WorkerUnavailable(f"site {site}: no site worker listens at {path} after {READY_WAIT_S:.0f} s "
-                                        f"({exc.strerror}): is sts-client running? see its log") from None
+                raise WorkerUnavailable(
+                    f"site {site}: no site worker listens at {path} after {READY_WAIT_S:.0f} s "
+                    f"({exc.strerror}): is sts-client running? see its log"
+                ) from None
             time.sleep(0.1)
 
 

@@ -47,8 +47,7 @@ def exit_cause(code: int) -> str:
 class WorkerSupervisor:
     """One site's worker process, kept running while `check()` is called (every half second)."""
 
-    def __init__(self, site_yaml: Path, folder: Path, log_path: Path, env: dict[str, str] | None = None,
-                 say=print):
+    def __init__(self, site_yaml: Path, folder: Path, log_path: Path, env: dict[str, str] | None = None, say=print):
         self.site_yaml, self.folder, self.log_path = Path(site_yaml).resolve(), Path(folder), Path(log_path)
         self.env, self.say = env, say
         self.proc: subprocess.Popen | None = None
@@ -58,8 +57,17 @@ class WorkerSupervisor:
         self.restarts = 0
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "stsfl.client.site_worker", "--site", str(self.site_yaml), "--dir", str(self.folder),
-               "--parent", str(os.getpid())]
+        cmd = [
+            sys.executable,
+            "-m",
+            "stsfl.client.site_worker",
+            "--site",
+            str(self.site_yaml),
+            "--dir",
+            str(self.folder),
+            "--parent",
+            str(os.getpid()),
+        ]
         with open(self.log_path, "ab") as log:
             # its own session: a Ctrl-C at the terminal reaches sts-client, which stops the worker itself
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
@@ -87,8 +95,10 @@ class WorkerSupervisor:
         lived = time.monotonic() - self.started_at
         self.pause = min(max(2 * self.pause, 1.0), MAX_RESTART_PAUSE_S) if lived < QUICK_DEATH_S else 0.0
         self.restarts += 1
-        self.say(f"site worker (pid {self.proc.pid}) {cause} after {lived:.0f} s; "
-                 + (f"starting a new one in {self.pause:.0f} s" if self.pause else "starting a new one"))
+        self.say(
+            f"site worker (pid {self.proc.pid}) {cause} after {lived:.0f} s; "
+            + (f"starting a new one in {self.pause:.0f} s" if self.pause else "starting a new one")
+        )
         self.restart_at = time.monotonic() + self.pause
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -30,9 +30,7 @@ _NORM_TYPES = (
 def state_dict_to_arrays(state_dict: Mapping[str, torch.Tensor], exclude: Iterable[str] = ()) -> ArrayRecord:
     """ArrayRecord of every tensor in `state_dict` except the names in `exclude` (copied to CPU numpy)."""
     skip = set(exclude)
-    return ArrayRecord(
-        {name: Array(t.detach().cpu().numpy().copy()) for name, t in state_dict.items() if name not in skip}
-    )
+    return ArrayRecord({name: Array(t.detach().cpu().numpy().copy()) for name, t in state_dict.items() if name not in skip})
 
 
 def arrays_to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:

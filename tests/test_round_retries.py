@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.fed_protocol import MSG_TRAIN
 from stsfl.server.orchestrator import TTL_MARGIN_S, QuorumError
-
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 BODY = """task: linear-cox
 sites: [region_0, region_1]

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import yaml
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
+from site_builder import make_site
 
 from stsfl.client.app import app
 from stsfl.client.site_prepare import site_state_dir
@@ -30,9 +32,6 @@ from stsfl.client.worker_channel import SOCKET_NAME, TOKEN_NAME, WorkerUnavailab
 from stsfl.client.worker_supervisor import WorkerSupervisor, site_worker_dir
 from stsfl.common.config import SiteConfig, TrainConfig, load_config
 from stsfl.common.fed_protocol import CONFIG, MSG_STATS, NODE_SITE_CONFIG, NODE_SITE_NAME, NODE_WORKER_DIR, STATS, to_json
-
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
-from site_builder import make_site
 
 LINEAR_COX = """name: worker-linear
 task: linear-cox
@@ -56,12 +55,11 @@ WORKER_START_S = 240.0  # imports of torch and the task code, on a machine the o
 @contextlib.contextmanager
 def running_workers(site_yamls: dict[str, Path], root: Path):
     """One worker process per site (as sts-client starts them), each ready; stopped at the end."""
-    workers = {site: WorkerSupervisor(path, root / f"w-{site}", root / f"worker-{site}.log")
-               for site, path in site_yamls.items()}
+    workers = {site: WorkerSupervisor(path, root / f"w-{site}", root / f"worker-{site}.log") for site, path in site_yamls.items()}
     try:
         for worker in workers.values():
             worker.start()
-        for site, worker in workers.items():
+        for worker in workers.values():
             wait_ready(worker, WORKER_START_S)
         yield workers
     finally:
@@ -103,8 +101,9 @@ def assert_same_reply(direct: Message, forwarded: Message) -> None:
                 assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), f"{kind} {key}/{name}"
         elif isinstance(record, MetricRecord):
             assert set(other) == set(record)
-            assert {k: v for k, v in other.items() if not k.startswith("time-")} == \
-                   {k: v for k, v in record.items() if not k.startswith("time-")}, f"{kind} {key}"
+            assert {k: v for k, v in other.items() if not k.startswith("time-")} == {
+                k: v for k, v in record.items() if not k.startswith("time-")
+            }, f"{kind} {key}"
         else:
             assert dict(other) == dict(record), f"{kind} {key}"
 
@@ -149,12 +148,18 @@ def test_forwarded_messages_are_answered_as_in_process(cohort, body, request, tm
 
 
 def _stats_query(site: str, site_yaml: Path, folder: Path, run_id: int = 1) -> tuple[Message, Context]:
-    cfg = ConfigRecord({"task": "linear-cox", "federation": "faults", "run-seed": 0,
-                        "recipe": to_json(TrainConfig().model_dump(mode="json"))})
+    cfg = ConfigRecord(
+        {"task": "linear-cox", "federation": "faults", "run-seed": 0, "recipe": to_json(TrainConfig().model_dump(mode="json"))}
+    )
     msg = Message(RecordDict({CONFIG: cfg}), dst_node_id=1, message_type=MSG_STATS)
     msg.metadata.__dict__["_message_id"] = f"m{time.monotonic_ns()}"
-    context = Context(run_id=run_id, node_id=1, state=RecordDict(), run_config={},
-                      node_config={NODE_SITE_NAME: site, NODE_SITE_CONFIG: str(site_yaml), NODE_WORKER_DIR: str(folder)})
+    context = Context(
+        run_id=run_id,
+        node_id=1,
+        state=RecordDict(),
+        run_config={},
+        node_config={NODE_SITE_NAME: site, NODE_SITE_CONFIG: str(site_yaml), NODE_WORKER_DIR: str(folder)},
+    )
     return msg, context
 
 

@@ -10,11 +10,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.params import arrays_nbytes, arrays_to_numpy, from_transfer, numpy_to_arrays, to_transfer
-
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 BODY = """task: linear-cox
 sites: [region_0, region_1, region_3]
@@ -28,8 +27,13 @@ site_outputs: {enabled: false}
 
 def test_16_bit_transfer_halves_the_float_tensors_and_keeps_the_rest():
     rng = np.random.default_rng(0)
-    record = numpy_to_arrays({"w": rng.normal(size=(3, 5)).astype(np.float32), "b": np.array(0.25, dtype=np.float32),
-                              "steps": np.array(7, dtype=np.int64)})
+    record = numpy_to_arrays(
+        {
+            "w": rng.normal(size=(3, 5)).astype(np.float32),
+            "b": np.array(0.25, dtype=np.float32),
+            "steps": np.array(7, dtype=np.int64),
+        }
+    )
     for dtype, tolerance in (("float16", 1e-3), ("bfloat16", 8e-3)):
         sent = to_transfer(record, dtype)
         assert arrays_nbytes(sent) == 15 * 2 + 2 + 8, "16-bit floats, the int64 buffer as it is"

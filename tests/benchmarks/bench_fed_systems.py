@@ -60,8 +60,17 @@ from rich.table import Table
 
 from stsfl.client.tcga_brca import N_REGIONS, write_region_sites
 from stsfl.common.config import FederationConfig, SiteConfig, load_config
-from stsfl.common.flower_procs import (flower_bin, flower_env, flwr_run_command, free_port, register_site_keys, spawn,
-                                       start_superlink, toml_pairs, write_connection)
+from stsfl.common.flower_procs import (
+    flower_bin,
+    flower_env,
+    flwr_run_command,
+    free_port,
+    register_site_keys,
+    spawn,
+    start_superlink,
+    toml_pairs,
+    write_connection,
+)
 from stsfl.common.local_certs import make_local_certs, secured_site_yaml
 from stsfl.server.cli import run_federation, superlink_tls
 
@@ -82,8 +91,12 @@ def region_site_yamls(data: Path, root: Path, n_sites: int) -> list[Path]:
     for k in range(n_sites):
         region = regions[k % N_REGIONS]
         path = root / f"site_{k}.yaml"
-        path.write_text(yaml.safe_dump({"name": f"site_{k}", "root": str(region.parent / region.stem),
-                                        "cache_dir": str(root / "state" / f"site_{k}")}), encoding="utf-8")
+        path.write_text(
+            yaml.safe_dump(
+                {"name": f"site_{k}", "root": str(region.parent / region.stem), "cache_dir": str(root / "state" / f"site_{k}")}
+            ),
+            encoding="utf-8",
+        )
         out.append(path)
     return out
 
@@ -107,13 +120,15 @@ class Loopback:
         self.workdir, self.worker = workdir, worker
         self.names = [load_config(p, SiteConfig).name for p in site_yamls]
         self.certs = make_local_certs(workdir / "certs", self.names)
-        self.site_yamls = [secured_site_yaml(p, workdir / "secured" / p.name, self.certs.site_security(n))
-                           for p, n in zip(site_yamls, self.names)]
+        self.site_yamls = [
+            secured_site_yaml(p, workdir / "secured" / p.name, self.certs.site_security(n))
+            for p, n in zip(site_yamls, self.names)
+        ]
         self.env = {**flower_env(workdir / "flwr-home", POLL_INTERVAL), **(env_extra or {})}
         self.port = free_port()
 
     @contextlib.contextmanager
-    def running(self, config: Path) -> Iterator["Loopback"]:
+    def running(self, config: Path) -> Iterator[Loopback]:
         """The SuperLink (its certificates from the federation YAML `config`) and the sites, stopped at the end."""
         tls = superlink_tls(load_config(config, FederationConfig), config)
         link = start_superlink("127.0.0.1", self.port, self.workdir / "superlink.log", self.env, tls=tls)
@@ -122,8 +137,18 @@ class Loopback:
             write_connection(self.workdir / "flwr-home", CONNECTION, f"127.0.0.1:{self.port}", tls.ca_cert)
             register_site_keys(tls.site_keys, CONNECTION, self.env)
             for path in self.site_yamls:
-                cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(path), "--server", f"127.0.0.1:{self.port}",
-                       "--log-dir", str(self.workdir / "logs"), *([] if self.worker else ["--no-worker"])]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "stsfl.client.cli",
+                    "--site",
+                    str(path),
+                    "--server",
+                    f"127.0.0.1:{self.port}",
+                    "--log-dir",
+                    str(self.workdir / "logs"),
+                    *([] if self.worker else ["--no-worker"]),
+                ]
                 clients.append(spawn("sts-client", cmd, self.workdir / "logs" / f"{path.stem}.out", self.env))
             yield self
         finally:
@@ -142,15 +167,18 @@ class Loopback:
         """Seconds per round of the no-op app on these SuperNodes (the floor)."""
         out = self.workdir / "noop.json"
         config = {"sites": len(self.names), "rounds": rounds, "values": values, "timeout-s": 900, "out": str(out)}
-        self._flwr_run([flower_bin("flwr"), "run", str(NOOP_APP), CONNECTION, "--run-config", toml_pairs(config), "--stream"],
-                       "noop")
+        self._flwr_run(
+            [flower_bin("flwr"), "run", str(NOOP_APP), CONNECTION, "--run-config", toml_pairs(config), "--stream"], "noop"
+        )
         return json.loads(out.read_text())["round_s"]
 
     def federation(self, config: Path) -> list[dict]:
         """Our app with the federation YAML `config`; returns rounds.jsonl."""
         results = self.workdir / "results"
-        self._flwr_run(flwr_run_command(CONNECTION, {"federation-config": str(config), "results-dir": str(results),
-                                                      "resume": False}), "federation")
+        self._flwr_run(
+            flwr_run_command(CONNECTION, {"federation-config": str(config), "results-dir": str(results), "resume": False}),
+            "federation",
+        )
         status = json.loads((results / "status.json").read_text())
         if status.get("phase") != "done":
             raise RuntimeError(f"the federation did not finish: {status}; see {results / 'server.log'}")
@@ -170,15 +198,17 @@ def round_summary(history: list[dict]) -> dict:
     for record in history:
         sites = record["train_sites"].values()
         local = [m["time-load-s"] + m["time-train-s"] + m["time-serialise-s"] for m in sites]
-        per_round.append({
-            "round_s": record["time_round_s"],
-            "server_wait_s": record["time_wait_s"],
-            "local_work_s_max": max(local),
-            "aggregate_s": record["time_aggregate_s"],
-            "bytes_down_per_site": next(iter(sites))["bytes-down"],
-            "bytes_up_per_site": next(iter(sites))["bytes-up"],
-            "float32_bytes": record["float32_bytes"],
-        })
+        per_round.append(
+            {
+                "round_s": record["time_round_s"],
+                "server_wait_s": record["time_wait_s"],
+                "local_work_s_max": max(local),
+                "aggregate_s": record["time_aggregate_s"],
+                "bytes_down_per_site": next(iter(sites))["bytes-down"],
+                "bytes_up_per_site": next(iter(sites))["bytes-up"],
+                "float32_bytes": record["float32_bytes"],
+            }
+        )
     # Steady state: not the first round (simulated sites' worker processes import torch and the task
     # then) nor the last (it also holds the evaluation phase).
     train_rounds = per_round[1:-1] or per_round[:-1] or per_round
@@ -193,23 +223,37 @@ def round_summary(history: list[dict]) -> dict:
     }
 
 
-def scaling(data: Path, site_counts: list[int], rounds: int, simulate: bool, work: Path | None, worker: bool = True,
-            transfer_dtype: str = "float32") -> list[dict]:
+def scaling(
+    data: Path,
+    site_counts: list[int],
+    rounds: int,
+    simulate: bool,
+    work: Path | None,
+    worker: bool = True,
+    transfer_dtype: str = "float32",
+) -> list[dict]:
     """Per site count: our linear-Cox round times (real processes: next to the no-op floor on the same processes)."""
     out = []
     for n in site_counts:
         workdir = Path(tempfile.mkdtemp(prefix=f"systems-{n}-", dir=work))  # kept when the run fails (its logs)
         yamls = region_site_yamls(data, workdir, n)
-        body = {"name": f"systems-{n}", "task": "linear-cox", "rounds": rounds, "eval_every": rounds, "transfer_dtype": transfer_dtype,
-                "train": {"epochs_per_round": 1, "lr": 0.5, "optimizer": "sgd"}}
+        body = {
+            "name": f"systems-{n}",
+            "task": "linear-cox",
+            "rounds": rounds,
+            "eval_every": rounds,
+            "transfer_dtype": transfer_dtype,
+            "train": {"epochs_per_round": 1, "lr": 0.5, "optimizer": "sgd"},
+        }
         start = time.perf_counter()
         if simulate:
             history = run_simulated(write_federation(workdir / "federation.yaml", yamls, body, True), workdir)
             floor = {}
         else:
             loopback = Loopback(workdir, yamls, worker, None)
-            config = write_federation(workdir / "federation.yaml", loopback.site_yamls, body, False,
-                                      loopback.certs.federation_security())
+            config = write_federation(
+                workdir / "federation.yaml", loopback.site_yamls, body, False, loopback.certs.federation_security()
+            )
             with loopback.running(config):
                 floor_rounds = loopback.noop_rounds(rounds)
                 history = loopback.federation(config)
@@ -217,13 +261,28 @@ def scaling(data: Path, site_counts: list[int], rounds: int, simulate: bool, wor
         summary = round_summary(history)
         if floor:
             ours = summary["median_train_phase_s"]
-            floor.update({"ratio_to_floor": ours / floor["median_noop_round_s"],
-                          "added_per_message_s": ours - floor["median_noop_round_s"]})
-        out.append({"sites": n, "worker": worker, "transfer_dtype": transfer_dtype, "wall_s": time.perf_counter() - start,
-                    **summary, **floor})
+            floor.update(
+                {
+                    "ratio_to_floor": ours / floor["median_noop_round_s"],
+                    "added_per_message_s": ours - floor["median_noop_round_s"],
+                }
+            )
+        out.append(
+            {
+                "sites": n,
+                "worker": worker,
+                "transfer_dtype": transfer_dtype,
+                "wall_s": time.perf_counter() - start,
+                **summary,
+                **floor,
+            }
+        )
         shutil.rmtree(workdir, ignore_errors=True)
-        print(f"{'simulated' if simulate else 'real'} {n} sites: {summary['median_train_round_s']:.1f} s per round"
-              + (f" (no-op floor {floor['median_noop_round_s']:.1f} s)" if floor else ""), flush=True)
+        print(
+            f"{'simulated' if simulate else 'real'} {n} sites: {summary['median_train_round_s']:.1f} s per round"
+            + (f" (no-op floor {floor['median_noop_round_s']:.1f} s)" if floor else ""),
+            flush=True,
+        )
     return out
 
 
@@ -272,10 +331,20 @@ def paper_round(cohort: Path, patients: int, workdir: Path, worker: bool = True)
         # the site's cache is filled here, so the federation's rounds read tensors (as they would after round 1)
         t0 = time.perf_counter()
         prepared = prepare_site(load_config(site_yaml, SiteConfig), site_yaml, preset, progress=False)
-        print(f"paper preprocessing {centre.parent.name}: {len(prepared.patients)} patients in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"paper preprocessing {centre.parent.name}: {len(prepared.patients)} patients in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         yamls.append(site_yaml)
-    body = {"name": "systems-paper", "task": "multimodal", "preset": str(preset_path), "rounds": 2, "eval_every": 2,
-            "train": {"epochs_per_round": 1, "lr": 0.01}, "validation_fraction": 0.0}
+    body = {
+        "name": "systems-paper",
+        "task": "multimodal",
+        "preset": str(preset_path),
+        "rounds": 2,
+        "eval_every": 2,
+        "train": {"epochs_per_round": 1, "lr": 0.01},
+        "validation_fraction": 0.0,
+    }
     loopback = Loopback(workdir, yamls, worker, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     config = write_federation(workdir / "federation.yaml", loopback.site_yamls, body, False, loopback.certs.federation_security())
     with loopback.running(config):
@@ -290,56 +359,101 @@ def paper_round(cohort: Path, patients: int, workdir: Path, worker: bool = True)
         m = sites[slowest]
         local = m["time-load-s"] + m["time-train-s"] + m["time-serialise-s"]
         serialise = m["time-serialise-s"] + 2 * (codec["encode_s"] + codec["decode_s"])
-        rounds.append({
-            "round": record["round"],
-            "server_wait_s": record["time_wait_s"],
-            "local_training_s": m["time-train-s"],
-            "site_setup_s": m["time-load-s"],
-            "serialisation_s": serialise,
-            "transport_and_flower_overhead_s": record["time_wait_s"] - local - 2 * (codec["encode_s"] + codec["decode_s"]),
-            "aggregation_s": record["time_aggregate_s"],
-            "train_phase_s": record["time_wait_s"] + record["time_aggregate_s"],
-            "bytes_down_per_site": m["bytes-down"],
-            "bytes_up_per_site": m["bytes-up"],
-            "float32_bytes": record["float32_bytes"],
-        })
-    return {"preset": "paper (N4 off)", "worker": worker, "sites": len(yamls), "patients_per_site": patients, "local_epochs": 1,
-            "batch_size": preset.train.batch_size, "torch_threads_per_site": 1, "values": values,
-            "flower_codec": codec, "rounds": rounds}
+        rounds.append(
+            {
+                "round": record["round"],
+                "server_wait_s": record["time_wait_s"],
+                "local_training_s": m["time-train-s"],
+                "site_setup_s": m["time-load-s"],
+                "serialisation_s": serialise,
+                "transport_and_flower_overhead_s": record["time_wait_s"] - local - 2 * (codec["encode_s"] + codec["decode_s"]),
+                "aggregation_s": record["time_aggregate_s"],
+                "train_phase_s": record["time_wait_s"] + record["time_aggregate_s"],
+                "bytes_down_per_site": m["bytes-down"],
+                "bytes_up_per_site": m["bytes-up"],
+                "float32_bytes": record["float32_bytes"],
+            }
+        )
+    return {
+        "preset": "paper (N4 off)",
+        "worker": worker,
+        "sites": len(yamls),
+        "patients_per_site": patients,
+        "local_epochs": 1,
+        "batch_size": preset.train.batch_size,
+        "torch_threads_per_site": 1,
+        "values": values,
+        "flower_codec": codec,
+        "rounds": rounds,
+    }
 
 
 # ------------------------------------------------------------------------------------- report
 def scaling_table(title: str, results: list[dict]) -> Table:
     table = Table(title=title)
-    for col in ("sites", "worker", "first round (s)", "train round (s)", "train phase (s)", "no-op floor (s)", "x floor",
-                "local work (s)", "aggregation (s)", "bytes down/up per site", "float32 bytes", "wall (s)"):
+    for col in (
+        "sites",
+        "worker",
+        "first round (s)",
+        "train round (s)",
+        "train phase (s)",
+        "no-op floor (s)",
+        "x floor",
+        "local work (s)",
+        "aggregation (s)",
+        "bytes down/up per site",
+        "float32 bytes",
+        "wall (s)",
+    ):
         table.add_column(col)
     for r in results:
         first = r["rounds"][0]
         floor = r.get("median_noop_round_s")
-        table.add_row(str(r["sites"]), "yes" if r.get("worker", False) else "no", f"{r.get('first_round_s', first['round_s']):.1f}",
-                      f"{r['median_train_round_s']:.1f}", f"{r.get('median_train_phase_s', float('nan')):.2f}",
-                      "" if floor is None else f"{floor:.2f}", "" if floor is None else f"{r['ratio_to_floor']:.2f}",
-                      f"{r['median_local_work_s']:.3f}", f"{r['median_aggregate_s']:.4f}",
-                      f"{first['bytes_down_per_site']:.0f}/{first['bytes_up_per_site']:.0f}",
-                      f"{first['float32_bytes']:.0f}", f"{r.get('wall_s', float('nan')):.0f}")
+        table.add_row(
+            str(r["sites"]),
+            "yes" if r.get("worker", False) else "no",
+            f"{r.get('first_round_s', first['round_s']):.1f}",
+            f"{r['median_train_round_s']:.1f}",
+            f"{r.get('median_train_phase_s', float('nan')):.2f}",
+            "" if floor is None else f"{floor:.2f}",
+            "" if floor is None else f"{r['ratio_to_floor']:.2f}",
+            f"{r['median_local_work_s']:.3f}",
+            f"{r['median_aggregate_s']:.4f}",
+            f"{first['bytes_down_per_site']:.0f}/{first['bytes_up_per_site']:.0f}",
+            f"{first['float32_bytes']:.0f}",
+            f"{r.get('wall_s', float('nan')):.0f}",
+        )
     return table
 
 
 def paper_table(paper: dict) -> Table:
-    table = Table(title=f"One train round, paper preset ({paper['values'] / 1e6:.2f} M values), {paper['sites']} real sites "
-                        f"x {paper['patients_per_site']} patients, 1 local epoch")
+    table = Table(
+        title=f"One train round, paper preset ({paper['values'] / 1e6:.2f} M values), {paper['sites']} real sites "
+        f"x {paper['patients_per_site']} patients, 1 local epoch"
+    )
     table.add_column("part")
     for r in paper["rounds"]:
         table.add_column(f"round {r['round']}")
-    rows = [("local training (s)", "local_training_s"), ("site data + model set-up (s)", "site_setup_s"),
-            ("serialisation (s)", "serialisation_s"), ("transport + Flower overhead (s)", "transport_and_flower_overhead_s"),
-            ("aggregation (s)", "aggregation_s"), ("train phase total (s)", "train_phase_s")]
+    rows = [
+        ("local training (s)", "local_training_s"),
+        ("site data + model set-up (s)", "site_setup_s"),
+        ("serialisation (s)", "serialisation_s"),
+        ("transport + Flower overhead (s)", "transport_and_flower_overhead_s"),
+        ("aggregation (s)", "aggregation_s"),
+        ("train phase total (s)", "train_phase_s"),
+    ]
     for label, key in rows:
         table.add_row(label, *[f"{r[key]:.2f}" for r in paper["rounds"]])
-    table.add_row("MB down / up per site", *[f"{r['bytes_down_per_site'] / 1e6:.2f} / {r['bytes_up_per_site'] / 1e6:.2f}" for r in paper["rounds"]])
+    table.add_row(
+        "MB down / up per site",
+        *[f"{r['bytes_down_per_site'] / 1e6:.2f} / {r['bytes_up_per_site'] / 1e6:.2f}" for r in paper["rounds"]],
+    )
     table.add_row("float32 size (MB)", *[f"{r['float32_bytes'] / 1e6:.2f}" for r in paper["rounds"]])
-    table.add_row("Flower-encoded MB per direction", f"{paper['flower_codec']['encoded_bytes'] / 1e6:.2f}", *[""] * (len(paper["rounds"]) - 1))
+    table.add_row(
+        "Flower-encoded MB per direction",
+        f"{paper['flower_codec']['encoded_bytes'] / 1e6:.2f}",
+        *[""] * (len(paper["rounds"]) - 1),
+    )
     return table
 
 
@@ -353,11 +467,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paper-patients", type=int, default=6)
     parser.add_argument("--work", type=Path, help="parent of the temporary work folders (default: the system's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("STSFL_TCGA_BRCA", DEFAULT_DATA)),
-                        help="TCGA-BRCA folder (brca.csv, centers.csv, train_test_split.csv); default $STSFL_TCGA_BRCA "
-                             "or tests/data/tcga_brca")
-    parser.add_argument("--no-worker", dest="worker", action="store_false",
-                        help="sts-client without its site worker: each message in its own ClientApp process")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("STSFL_TCGA_BRCA", DEFAULT_DATA)),
+        help="TCGA-BRCA folder (brca.csv, centers.csv, train_test_split.csv); default $STSFL_TCGA_BRCA or tests/data/tcga_brca",
+    )
+    parser.add_argument(
+        "--no-worker",
+        dest="worker",
+        action="store_false",
+        help="sts-client without its site worker: each message in its own ClientApp process",
+    )
     parser.add_argument("--transfer-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--smoke", action="store_true", help="the real part only, 2 sites, 2 rounds (the test suite's run)")
     args = parser.parse_args(argv)
@@ -368,7 +489,10 @@ def main(argv: list[str] | None = None) -> None:
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if "results" in previous:  # the first version of this file held only the real-process part
         previous["real_processes"] = {"task": "linear-cox (40 float32 values)", "results": previous.pop("results")}
-    report = {"cpu_count": os.cpu_count(), **{k: previous[k] for k in ("real_processes", "simulation", "paper_round") if k in previous}}
+    report = {
+        "cpu_count": os.cpu_count(),
+        **{k: previous[k] for k in ("real_processes", "simulation", "paper_round") if k in previous},
+    }
     console = Console()
     stamp = lambda: {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_avg_1m": os.getloadavg()[0]}  # noqa: E731
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -378,17 +502,25 @@ def main(argv: list[str] | None = None) -> None:
             report["paper_round"] = {**paper_round(args.cohort, args.paper_patients, Path(tmp), args.worker), **stamp()}
         save()
     if "simulation" in args.parts:
-        report["simulation"] = {"task": "linear-cox (40 float32 values)", "cpus": 2, "threads_per_site": 1,
-                                "results": scaling(args.data, args.sim_sites, args.rounds, True, args.work,
-                                                   transfer_dtype=args.transfer_dtype), **stamp()}
+        report["simulation"] = {
+            "task": "linear-cox (40 float32 values)",
+            "cpus": 2,
+            "threads_per_site": 1,
+            "results": scaling(args.data, args.sim_sites, args.rounds, True, args.work, transfer_dtype=args.transfer_dtype),
+            **stamp(),
+        }
         save()
     if "real" in args.parts:
-        report["real_processes"] = {"task": "linear-cox (40 float32 values)",
-                                    "results": scaling(args.data, args.sites, args.rounds, False, args.work, args.worker,
-                                                       args.transfer_dtype), **stamp()}
+        report["real_processes"] = {
+            "task": "linear-cox (40 float32 values)",
+            "results": scaling(args.data, args.sites, args.rounds, False, args.work, args.worker, args.transfer_dtype),
+            **stamp(),
+        }
         save()
-    for key, title in (("real_processes", "Loopback federation (real processes), linear Cox"),
-                       ("simulation", "Simulated federation (Flower simulation engine, 2 CPUs), linear Cox")):
+    for key, title in (
+        ("real_processes", "Loopback federation (real processes), linear Cox"),
+        ("simulation", "Simulated federation (Flower simulation engine, 2 CPUs), linear Cox"),
+    ):
         if key in report:
             console.print(scaling_table(title, report[key]["results"]))
     if "paper_round" in report:

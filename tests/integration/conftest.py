@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cpu_load import cpu_load
 
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.flower_procs import FlowerProcess, flower_env, free_port, spawn
 from stsfl.common.local_certs import make_local_certs, secured_site_yaml
-
-from cpu_load import cpu_load
 
 # SuperExec polls for work every 1 s by default; tests do not need to wait that long.
 POLL_INTERVAL = 0.05
@@ -49,10 +48,18 @@ class LocalFederation:
     def start_site(self, site: str, env: dict[str, str] | None = None) -> FlowerProcess:
         """`sts-client --site ... --server ...` (it restarts its SuperNode when the SuperLink restarts);
         `env`: variables added to this site's environment."""
-        site_yaml = secured_site_yaml(self.site_yamls[site], self.root / "sites" / f"{site}.yaml",
-                                      self.certs.site_security(site))
-        cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(site_yaml),
-               "--server", self.address, "--log-dir", str(self.root / "logs")]
+        site_yaml = secured_site_yaml(self.site_yamls[site], self.root / "sites" / f"{site}.yaml", self.certs.site_security(site))
+        cmd = [
+            sys.executable,
+            "-m",
+            "stsfl.client.cli",
+            "--site",
+            str(site_yaml),
+            "--server",
+            self.address,
+            "--log-dir",
+            str(self.root / "logs"),
+        ]
         node = spawn("sts-client", cmd, self.root / "logs" / f"{site}.out", {**self.env, **(env or {})})
         self.nodes[site] = node
         return node
@@ -63,16 +70,19 @@ class LocalFederation:
     def write_federation(self, name: str, body: str) -> Path:
         path = self.root / f"{name}.yaml"
         security = yaml.safe_dump({"security": self.certs.federation_security()})
-        path.write_text(f"name: {name}\ntask: linear-cox\nsites: [{', '.join(self.site_yamls)}]\n{body}{security}",
-                        encoding="utf-8")
+        path.write_text(
+            f"name: {name}\ntask: linear-cox\nsites: [{', '.join(self.site_yamls)}]\n{body}{security}", encoding="utf-8"
+        )
         return path
 
     def spawn_server(self, *args: str) -> subprocess.Popen:
         """`sts-server ...` as a separate process (its own session, so it can be killed with its SuperLink)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "stsfl.server.cli", *args, "--port", str(self.port)],
-            env=self.env, stdout=open(self.root / "logs" / f"sts-server-{len(self.extra)}.out", "ab"),
-            stderr=subprocess.STDOUT, start_new_session=True,
+            env=self.env,
+            stdout=open(self.root / "logs" / f"sts-server-{len(self.extra)}.out", "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.extra.append(proc)
         return proc
@@ -114,8 +124,7 @@ def kill_tree(pid: int) -> None:
         pass
 
 
-def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen | None = None,
-               log: Path | None = None) -> None:
+def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
     """Poll `predicate`; fail at `timeout`, or as soon as `process` (e.g. sts-server) has exited without it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -18,8 +18,12 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fed_systems.
 
 def test_smoke_run_measures_the_floor_and_our_rounds(tcga_brca_dir, tmp_path):
     out = tmp_path / "fed_systems.json"
-    done = subprocess.run([sys.executable, str(BENCH), "--smoke", "--data", str(tcga_brca_dir), "--out", str(out),
-                           "--work", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--smoke", "--data", str(tcga_brca_dir), "--out", str(out), "--work", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     real = json.loads(out.read_text())["real_processes"]
     [result] = real["results"]

@@ -38,8 +38,16 @@ def rounds(grid: Grid, context: Context) -> None:
     seconds = []
     for server_round in range(1, int(cfg["rounds"]) + 1):
         t0 = time.monotonic()
-        messages = [Message(RecordDict({"arrays": arrays}), dst_node_id=node, message_type="train",
-                            group_id=str(server_round), ttl=timeout + 60) for node in nodes]
+        messages = [
+            Message(
+                RecordDict({"arrays": arrays}),
+                dst_node_id=node,
+                message_type="train",
+                group_id=str(server_round),
+                ttl=timeout + 60,
+            )
+            for node in nodes
+        ]
         replies = list(grid.send_and_receive(messages, timeout=timeout))
         failed = [r.error.reason for r in replies if r.has_error()]
         if len(replies) < len(nodes) or failed:
