@@ -22,8 +22,17 @@ def mri_augmentation(cfg: AugmentationConfig) -> Compose:
     return Compose(
         [
             *(RandFlipd(keys=KEY, prob=cfg.flip_prob, spatial_axis=axis) for axis in range(3)),
-            RandRotated(keys=KEY, range_x=angle, range_y=angle, range_z=angle, prob=cfg.rotate_prob, mode="bilinear", padding_mode="zeros"),
-            RandZoomd(keys=KEY, min_zoom=cfg.zoom_range[0], max_zoom=cfg.zoom_range[1], prob=cfg.zoom_prob, mode="trilinear", keep_size=True),
+            RandRotated(
+                keys=KEY, range_x=angle, range_y=angle, range_z=angle, prob=cfg.rotate_prob, mode="bilinear", padding_mode="zeros"
+            ),
+            RandZoomd(
+                keys=KEY,
+                min_zoom=cfg.zoom_range[0],
+                max_zoom=cfg.zoom_range[1],
+                prob=cfg.zoom_prob,
+                mode="trilinear",
+                keep_size=True,
+            ),
         ],
         lazy=True,
     )

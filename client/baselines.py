@@ -39,7 +39,12 @@ from .trainer import evaluate, make_loader, train_local
 SPLITS = ("train", "val", "test")
 CLINICAL_MODELS = ("cox_sarculator", "cox_clinical", "rsf_clinical")
 NETWORK_MODELS = (
-    "mri_net", "mmnn_unblended", "mmnn_blended", "mmnn_blended_raw", "mmnn_blended_softmax", "mmnn_blended_risk64",
+    "mri_net",
+    "mmnn_unblended",
+    "mmnn_blended",
+    "mmnn_blended_raw",
+    "mmnn_blended_softmax",
+    "mmnn_blended_risk64",
     "mmnn_blended_site_risk",
 )
 ALL_MODELS = CLINICAL_MODELS + NETWORK_MODELS
@@ -98,9 +103,9 @@ class Cohort:
     seed: int = 0
 
     def dataset(self, split: str, train: bool = False) -> PooledDataset:
-        return PooledDataset([
-            SiteDataset(s, self.stats, train=train, pids=self.splits[s.name][split], seed=self.seed) for s in self.sites
-        ])
+        return PooledDataset(
+            [SiteDataset(s, self.stats, train=train, pids=self.splits[s.name][split], seed=self.seed) for s in self.sites]
+        )
 
     def clinical_arrays(self, split: str) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(site, pid) keys, encoded clinical X [N, C], time, event, observed [N, K]."""
@@ -129,7 +134,9 @@ def load_cohort(site_yamls: Sequence[Path], preset: ModelPreset, schema: Clinica
     if len({s.name for s in sites}) != len(sites):
         raise UserError("two sites share a name: " + ", ".join(s.name for s in sites))
     splits = {
-        s.name: split_patients([p.pid for p in s.patients], [p.record.event[0] if p.record.observed[0] else 0 for p in s.patients], seed)
+        s.name: split_patients(
+            [p.pid for p in s.patients], [p.record.event[0] if p.record.observed[0] else 0 for p in s.patients], seed
+        )
         for s in sites
     }
     stats = combine_clinical_sums([s.clinical_sums() for s in sites], schema)
@@ -200,7 +207,9 @@ def network_spec(model: str, train_cfg: TrainConfig) -> tuple[tuple[str, ...], T
     raise ValueError(f"unknown network model {model!r}")
 
 
-def fit_network(cohort: Cohort, model: str, train_cfg: TrainConfig, progress: bool, checkpoint_dir: Path | None = None) -> TestRisks:
+def fit_network(
+    cohort: Cohort, model: str, train_cfg: TrainConfig, progress: bool, checkpoint_dir: Path | None = None
+) -> TestRisks:
     """Train one network baseline on the train split (selection on val) and score the test split."""
     modalities, cfg = network_spec(model, train_cfg)
     collate = site_collate(cohort.preset)
@@ -209,8 +218,15 @@ def fit_network(cohort: Cohort, model: str, train_cfg: TrainConfig, progress: bo
     train_loader = make_loader(cohort.dataset("train", train=True), cfg.batch_size, collate, shuffle=True, seed=cfg.seed)
     train_eval_loader = make_loader(cohort.dataset("train"), cfg.batch_size, collate, shuffle=False)
     val_loader = make_loader(cohort.dataset("val"), cfg.batch_size, collate, shuffle=False)
-    result = train_local(net, train_loader, val_loader, cfg, train_eval_loader=train_eval_loader,
-                         checkpoint_dir=checkpoint_dir, show_progress=progress)
+    result = train_local(
+        net,
+        train_loader,
+        val_loader,
+        cfg,
+        train_eval_loader=train_eval_loader,
+        checkpoint_dir=checkpoint_dir,
+        show_progress=progress,
+    )
     test = evaluate(net, make_loader(cohort.dataset("test"), cfg.batch_size, collate, shuffle=False), cfg.ties)
     train_eval = evaluate(net, train_eval_loader, cfg.ties)
     notes = {"best_epoch": result.best_epoch, "blend_history": result.blend.history}
@@ -254,11 +270,21 @@ class BaselineReport:
                 return None
             return v
 
-        return plain({"endpoints": self.endpoints, "n_test": self.n_test, "models": self.rows, "oracle_c": self.oracle,
-                      "blended_minus": self.differences, "notes": self.notes})
+        return plain(
+            {
+                "endpoints": self.endpoints,
+                "n_test": self.n_test,
+                "models": self.rows,
+                "oracle_c": self.oracle,
+                "blended_minus": self.differences,
+                "notes": self.notes,
+            }
+        )
 
 
-def score(cohort: Cohort, fitted: list[TestRisks], truth_csv: Path | None, horizons: Sequence[float], n_boot: int) -> BaselineReport:
+def score(
+    cohort: Cohort, fitted: list[TestRisks], truth_csv: Path | None, horizons: Sequence[float], n_boot: int
+) -> BaselineReport:
     keys, _, t_test, e_test, o_test = cohort.clinical_arrays("test")
     _, _, t_train, e_train, o_train = cohort.clinical_arrays("train")
     endpoints = cohort.schema.endpoint_names
@@ -288,7 +314,12 @@ def score(cohort: Cohort, fitted: list[TestRisks], truth_csv: Path | None, horiz
                 if e_test[m, k].sum() == 0:
                     continue
                 differences[other][name] = harrell_c_difference(
-                    t_test[m, k], e_test[m, k], by_model["mmnn_blended"].risk[m, k], by_model[other].risk[m, k], n_boot, cohort.seed
+                    t_test[m, k],
+                    e_test[m, k],
+                    by_model["mmnn_blended"].risk[m, k],
+                    by_model[other].risk[m, k],
+                    n_boot,
+                    cohort.seed,
                 )
     notes = {f.model: {"seconds": round(f.seconds, 1), **f.notes} for f in fitted}
     return BaselineReport(endpoints, len(keys), rows, oracle, differences, notes)
@@ -325,8 +356,14 @@ def run_baselines(
         if not chosen:
             raise UserError(f"no site named {site!r}; sites: {', '.join(s.name for s in cohort.sites)}")
         # Local-only: one centre's data and its own clinical statistics.
-        cohort = Cohort(schema, preset, chosen, {chosen[0].name: cohort.splits[chosen[0].name]},
-                        combine_clinical_sums([chosen[0].clinical_sums()], schema), seed)
+        cohort = Cohort(
+            schema,
+            preset,
+            chosen,
+            {chosen[0].name: cohort.splits[chosen[0].name]},
+            combine_clinical_sums([chosen[0].clinical_sums()], schema),
+            seed,
+        )
     elif mode != "pooled":
         raise UserError(f"mode must be 'pooled' or 'local', got {mode!r}")
     train_cfg = (train_cfg or preset.train).model_copy(update={"seed": seed})

@@ -47,8 +47,9 @@ def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], hori
                 per_horizon[key] = {"skipped": str(err)}
                 continue
             if fit.observed < MIN_EVENTS:
-                per_horizon[key] = {"skipped": f"{fit.observed:.0f} events before the horizon (< {MIN_EVENTS}): "
-                                               "too few to estimate calibration"}
+                per_horizon[key] = {
+                    "skipped": f"{fit.observed:.0f} events before the horizon (< {MIN_EVENTS}): too few to estimate calibration"
+                }
                 continue
             # Small-cell suppression: deciles of fewer than MIN_GROUP_SIZE patients would show single
             # patients' risks and outcomes, so small sites report fewer, larger groups.
@@ -56,9 +57,15 @@ def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], hori
             curve = decision_curve(risk, time, event, horizon)
             per_horizon[key] = {
                 "groups": {"n": groups.n.tolist(), "predicted": groups.predicted.tolist(), "observed": groups.observed.tolist()},
-                "intercept": fit.intercept, "slope": fit.slope, "observed": fit.observed, "expected": fit.expected,
-                "decision": {"thresholds": curve.thresholds.tolist(), "model": curve.model.tolist(),
-                             "treat_all": curve.treat_all.tolist()},
+                "intercept": fit.intercept,
+                "slope": fit.slope,
+                "observed": fit.observed,
+                "expected": fit.expected,
+                "decision": {
+                    "thresholds": curve.thresholds.tolist(),
+                    "model": curve.model.tolist(),
+                    "treat_all": curve.treat_all.tolist(),
+                },
             }
         out[endpoint] = per_horizon
     return {"endpoints": out, "patients": int(len(risks.time))}
@@ -67,5 +74,7 @@ def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], hori
 def skipped_reply(endpoints: list[str], horizons_days: list[float], reason: str) -> dict:
     """The reply of a site with no evaluation patients (a training site under validation_fraction 0):
     every endpoint and horizon skipped with `reason`, in calibration_reply's shape."""
-    return {"endpoints": {endpoint: {f"{h:g}": {"skipped": reason} for h in horizons_days} for endpoint in endpoints},
-            "patients": 0}
+    return {
+        "endpoints": {endpoint: {f"{h:g}": {"skipped": reason} for h in horizons_days} for endpoint in endpoints},
+        "patients": 0,
+    }

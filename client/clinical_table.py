@@ -123,7 +123,9 @@ def read_clinical_csv(path: Path, schema: ClinicalSchema, problems: ProblemLog, 
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, index_col=False)
     except pd.errors.ParserWarning:
-        raise SiteUnusableError([Problem("cannot read clinical table: line 2 has more cells than the header", str(path))]) from None
+        raise SiteUnusableError(
+            [Problem("cannot read clinical table: line 2 has more cells than the header", str(path))]
+        ) from None
     except FileNotFoundError:
         raise SiteUnusableError([Problem("clinical table not found", str(path))]) from None
     except (OSError, ValueError, pd.errors.ParserError) as err:

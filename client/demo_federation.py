@@ -23,8 +23,9 @@ from stsfl.common.flower_procs import FlowerProcess, flower_env, free_port, spaw
 from stsfl.common.local_certs import LocalCerts, make_local_certs, secured_site_yaml
 
 
-def write_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: int, local_epochs: int,
-                          certs: LocalCerts) -> Path:
+def write_demo_federation(
+    cohort_dir: Path, results: Path, preset: str, rounds: int, local_epochs: int, certs: LocalCerts
+) -> Path:
     """federation.yaml over the cohort's centres (sorted), the last one held out, cross-site
     validation after the last round."""
     centres = sorted(p.parent.name for p in Path(cohort_dir).glob("*/site.yaml"))
@@ -53,8 +54,9 @@ def write_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: 
     return path
 
 
-def run_demo_federation(cohort_dir: Path, results: Path, preset: str = "cpu-small", rounds: int = 3,
-                        local_epochs: int = 2) -> dict:
+def run_demo_federation(
+    cohort_dir: Path, results: Path, preset: str = "cpu-small", rounds: int = 3, local_epochs: int = 2
+) -> dict:
     """Run the federation to its end; returns summary.json's content."""
     site_yamls = sorted(Path(cohort_dir).glob("*/site.yaml"))
     certs = make_local_certs(results / "certs", [p.parent.name for p in site_yamls], name="stsfl-demo")
@@ -66,11 +68,21 @@ def run_demo_federation(cohort_dir: Path, results: Path, preset: str = "cpu-smal
     for site_yaml in site_yamls:
         centre = site_yaml.parent.name
         site_yaml = secured_site_yaml(site_yaml, results / "sites" / f"{centre}.yaml", certs.site_security(centre))
-        cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(site_yaml),
-               "--server", f"127.0.0.1:{port}", "--log-dir", str(logs)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "stsfl.client.cli",
+            "--site",
+            str(site_yaml),
+            "--server",
+            f"127.0.0.1:{port}",
+            "--log-dir",
+            str(logs),
+        ]
         clients.append(spawn("sts-client", cmd, logs / f"{centre}.out", env))
-    console.print(f"federation: {len(clients)} sites on 127.0.0.1:{port} (TLS, certificates in {results / 'certs'}), "
-                  f"logs in {logs}")
+    console.print(
+        f"federation: {len(clients)} sites on 127.0.0.1:{port} (TLS, certificates in {results / 'certs'}), logs in {logs}"
+    )
     server = subprocess.Popen(
         [sys.executable, "-m", "stsfl.server.cli", "--config", str(config), "--results", str(results), "--port", str(port)],
         env=env,

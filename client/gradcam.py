@@ -88,9 +88,13 @@ def cached_tumour_masks(prepared: PreparedSite, pids: Sequence[str]) -> dict[str
         if "mask" in entry:
             masks[pid] = entry["mask"]
         else:
-            log.warning("site %s, patient %s: cache entry %s was written before tumour masks were cached; its "
-                        "Grad-CAM overlay shows the middle slice (delete the entry to rebuild it with the mask)",
-                        prepared.name, pid, prepared.cache.entry_path("mri", key))
+            log.warning(
+                "site %s, patient %s: cache entry %s was written before tumour masks were cached; its "
+                "Grad-CAM overlay shows the middle slice (delete the entry to rebuild it with the mask)",
+                prepared.name,
+                pid,
+                prepared.cache.entry_path("mri", key),
+            )
     return masks
 
 

@@ -27,8 +27,11 @@ def _cmd_schema_draft(args: argparse.Namespace) -> int:
         raise UserError(f"{out} exists; give --out PATH or --force to replace it")
     draft = draft_schema(args.csv, args.max_categories)
     out.write_text(render_draft(draft, args.csv), encoding="utf-8")
-    console.print(f"{out}: {len(draft.data['variables'])} variables, {len(draft.data['endpoints'])} endpoints, "
-                  f"{len(draft.left_out)} columns left out - every guess is marked `# REVIEW:`", highlight=False)
+    console.print(
+        f"{out}: {len(draft.data['variables'])} variables, {len(draft.data['endpoints'])} endpoints, "
+        f"{len(draft.left_out)} columns left out - every guess is marked `# REVIEW:`",
+        highlight=False,
+    )
     return 0
 
 
@@ -48,13 +51,24 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     train_cfg = preset.train
     if args.epochs:
         train_cfg = train_cfg.model_copy(update={"epochs": args.epochs})
-    truth = Path(args.truth) if args.truth else next(
-        (Path(p) / "ground_truth.csv" for p in args.sites if (Path(p) / "ground_truth.csv").is_file()), None
+    truth = (
+        Path(args.truth)
+        if args.truth
+        else next((Path(p) / "ground_truth.csv" for p in args.sites if (Path(p) / "ground_truth.csv").is_file()), None)
     )
     report = run_baselines(
-        args.sites, preset, load_schema(args.schema), mode=args.mode, site=args.site,
-        models=args.models or ALL_MODELS, train_cfg=train_cfg, truth_csv=truth,
-        horizons=args.horizons, n_boot=args.n_boot, seed=args.seed, progress=not args.quiet,
+        args.sites,
+        preset,
+        load_schema(args.schema),
+        mode=args.mode,
+        site=args.site,
+        models=args.models or ALL_MODELS,
+        train_cfg=train_cfg,
+        truth_csv=truth,
+        horizons=args.horizons,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        progress=not args.quiet,
     )
     Console().print(report_table(report, f"test C-index, {args.mode}, preset {preset.name} (n test = {report.n_test})"))
     path = write_report(report, Path(args.out))
@@ -70,8 +84,11 @@ def _synth_config(args: argparse.Namespace):
     overrides = {
         key: value
         for key, value in {
-            "centers": args.centers, "seed": args.seed, "patients_min": args.patients_min,
-            "patients_max": args.patients_max, "workers": args.workers,
+            "centers": args.centers,
+            "seed": args.seed,
+            "patients_min": args.patients_min,
+            "patients_max": args.patients_max,
+            "workers": args.workers,
         }.items()
         if value is not None
     }
@@ -124,8 +141,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     cohort_dir, cohort = demo_cohort(args.tiny)
     _print_cohort(cohort, cohort_dir)
     summary = run_demo_federation(cohort_dir, args.results, rounds=args.rounds)
-    console.print(f"federation done: selected round {summary['selected_round']} of {summary['rounds']} "
-                  f"({summary['selection']}); results in {args.results}")
+    console.print(
+        f"federation done: selected round {summary['selected_round']} of {summary['rounds']} "
+        f"({summary['selection']}); results in {args.results}"
+    )
     for site, metrics in (summary.get("holdout_selected") or {}).items():
         shown = describe_metrics(metrics or {})
         console.print(f"held-out centre {site}: {shown or 'no evaluable endpoint'} (oracle C-index: see the cohort table above)")
@@ -145,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="clinical schema helpers")
     schema_sub = schema.add_subparsers(dest="schema_command", required=True)
-    draft = schema_sub.add_parser("draft", help="guess a schema draft from a hospital's clinical CSV (every guess marked for review)")
+    draft = schema_sub.add_parser(
+        "draft", help="guess a schema draft from a hospital's clinical CSV (every guess marked for review)"
+    )
     draft.add_argument("csv", type=Path, help="the clinical table (one row per patient)")
     draft.add_argument("--out", type=Path, default=None, help="draft YAML to write (default: schema.draft.yaml beside the CSV)")
     draft.add_argument("--max-categories", type=int, default=20, help="a text column with more values is left out (default 20)")

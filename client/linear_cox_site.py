@@ -99,8 +99,14 @@ def _split(frame: pd.DataFrame, features: list[str]) -> Split:
 class LinearCoxSite:
     """The site's data and the linear Cox model's local train / evaluate steps."""
 
-    def __init__(self, csv_path: Path, run_seed: int, validation_fraction: float = VALIDATION_FRACTION,
-                 l2_penalty: float = 0.0, recipe: TrainConfig | None = None):
+    def __init__(
+        self,
+        csv_path: Path,
+        run_seed: int,
+        validation_fraction: float = VALIDATION_FRACTION,
+        l2_penalty: float = 0.0,
+        recipe: TrainConfig | None = None,
+    ):
         if l2_penalty < 0:
             raise ValueError(f"{csv_path}: l2-penalty must be >= 0, got {l2_penalty}")
         self.l2_penalty = l2_penalty
@@ -148,8 +154,14 @@ class LinearCoxSite:
             loss = loss + self.l2_penalty / 2 * (model.fc.weight**2).sum()
         return loss
 
-    def fit(self, model: torch.nn.Module, statistics: dict, window: ScheduleWindow, seed: int = 0,
-            blend_weights: dict[str, float] | None = None) -> dict[str, float]:
+    def fit(
+        self,
+        model: torch.nn.Module,
+        statistics: dict,
+        window: ScheduleWindow,
+        seed: int = 0,
+        blend_weights: dict[str, float] | None = None,
+    ) -> dict[str, float]:
         """`recipe.epochs_per_round` full-batch steps from the global weights (+ FedProx term) at
         `window` of the run's rate schedule; returns loss aggregates. Full-batch steps use no
         randomness (`seed` unused) and the single head needs no blending."""
@@ -210,8 +222,9 @@ class LinearCoxSite:
         validate` report (its table is checked when it is read)."""
         return {}
 
-    def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool,
-                 horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS) -> dict[str, float]:
+    def evaluate(
+        self, model: torch.nn.Module, statistics: dict, holdout: bool, horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS
+    ) -> dict[str, float]:
         """Validation loss (training sites) and the aggregate metrics of `stsfl.common.site_metrics`
         (endpoint `os`) on the evaluation split (test rows, or all rows of a held-out centre)."""
         split = self.all if holdout else self.test
@@ -225,7 +238,9 @@ class LinearCoxSite:
         return metrics
 
 
-def fit_pooled(sites: list[LinearCoxSite], statistics: dict, steps: int, lr: float | Sequence[float], seed: int) -> torch.nn.Module:
+def fit_pooled(
+    sites: list[LinearCoxSite], statistics: dict, steps: int, lr: float | Sequence[float], seed: int
+) -> torch.nn.Module:
     """Centralised reference: `steps` full-batch gradient-descent steps on the Cox likelihood pooled
     over the sites' training splits and stratified by site (sum_k events_k * objective_k / sum_k events_k,
     each site's ridge penalty included). `lr`: one rate for every step, or each step's rate."""

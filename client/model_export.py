@@ -27,13 +27,24 @@ from .site_prepare import PreparedSite
 from .trainer import evaluate, make_loader
 
 
-def site_risks(net: torch.nn.Module, prepared: PreparedSite, stats: GlobalClinicalStats, pids: Sequence[str] | None = None,
-               batch_size: int = 16) -> tuple[list[str], SiteRisks]:
+def site_risks(
+    net: torch.nn.Module,
+    prepared: PreparedSite,
+    stats: GlobalClinicalStats,
+    pids: Sequence[str] | None = None,
+    batch_size: int = 16,
+) -> tuple[list[str], SiteRisks]:
     """(patient ids, their outcomes and fused log-risks) of `pids` (default: every usable patient)."""
     dataset = SiteDataset(prepared, stats, pids=list(pids) if pids is not None else None)
     result = evaluate(net, make_loader(dataset, batch_size, site_collate(prepared.preset), shuffle=False))
-    risks = SiteRisks(list(prepared.schema.endpoint_names), result.time, result.event, result.observed,
-                      result.risks[FUSED], prepared.encoder_fingerprint)
+    risks = SiteRisks(
+        list(prepared.schema.endpoint_names),
+        result.time,
+        result.event,
+        result.observed,
+        result.risks[FUSED],
+        prepared.encoder_fingerprint,
+    )
     return result.pids, risks
 
 
@@ -44,7 +55,7 @@ def export_local_model(
     schema: ClinicalSchema,
     stats: GlobalClinicalStats,
     sites: dict[str, tuple[PreparedSite, Sequence[str] | None]],
-    prediction: PredictionConfig = PredictionConfig(),
+    prediction: PredictionConfig = PredictionConfig(),  # noqa: B008 - a frozen config object, never mutated
     source: dict | None = None,
 ) -> ExportedModel:
     """Bin each site's patients (`sites`: name -> (prepared site, patient ids or None = all)),

@@ -34,7 +34,9 @@ def find_mri_inputs(patient_dir: Path) -> MriPaths:
     for role in MRI_ROLES:
         matches = sorted(p for p in patient_dir.iterdir() if p.name == role or p.name.startswith(role + "."))
         if not matches:
-            raise PatientDataError(f"no {role} image (expected {role}.nii.gz, {role}.nrrd, ... or a DICOM folder {role}/)", str(patient_dir))
+            raise PatientDataError(
+                f"no {role} image (expected {role}.nii.gz, {role}.nrrd, ... or a DICOM folder {role}/)", str(patient_dir)
+            )
         if len(matches) > 1:
             raise PatientDataError(f"more than one {role} image: {', '.join(p.name for p in matches)}", str(patient_dir))
         found[role] = matches[0]

@@ -107,7 +107,9 @@ def resize(image: sitk.Image, size_dhw: tuple[int, int, int], interpolator: int)
     # Keep the outer voxel edges in place: shift the first centre by half the change of spacing.
     shift = [(new - old) / 2 for new, old in zip(spacing, in_spacing)]
     origin = image.TransformContinuousIndexToPhysicalPoint([s / sp for s, sp in zip(shift, in_spacing)])
-    return sitk.Resample(image, out_size, sitk.Transform(), interpolator, origin, spacing, image.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.Resample(
+        image, out_size, sitk.Transform(), interpolator, origin, spacing, image.GetDirection(), 0.0, sitk.sitkFloat32
+    )
 
 
 def _zscore(x: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -43,8 +43,17 @@ from .trainer import evaluate, make_loader, round_epochs, train_local
 class MultimodalSite:
     """The site's prepared data and the multimodal network's local train / evaluate steps."""
 
-    def __init__(self, site: SiteConfig, site_yaml: Path, preset: str, schema: ClinicalSchema, run_seed: int,
-                 validation_fraction: float, norm: str | None = None, recipe: TrainConfig | None = None):
+    def __init__(
+        self,
+        site: SiteConfig,
+        site_yaml: Path,
+        preset: str,
+        schema: ClinicalSchema,
+        run_seed: int,
+        validation_fraction: float,
+        norm: str | None = None,
+        recipe: TrainConfig | None = None,
+    ):
         # The federation's recipe replaces the preset's `train:` block (None: the preset's own).
         loaded = load_preset(preset, norm)
         self.preset = loaded if recipe is None else loaded.model_copy(update={"train": recipe})
@@ -69,16 +78,26 @@ class MultimodalSite:
         encoder's identity (the server checks the sites agree with the preset); sums over the tiles of
         the usable patients' bags (the federation's standardisation of the slide features)."""
         patients = self.prepared.patients
-        modalities = {"mri": sum(p.mri_key is not None for p in patients), "wsi": sum(p.wsi_key is not None for p in patients),
-                      "clinical": len(patients)}
+        modalities = {
+            "mri": sum(p.mri_key is not None for p in patients),
+            "wsi": sum(p.wsi_key is not None for p in patients),
+            "clinical": len(patients),
+        }
         return {
             "clinical": self.prepared.clinical_sums().to_dict(),
-            "counts": {"patients": len(self.train_pids), "events": self._events(self.train_pids),
-                       "usable_patients": len(patients), "modalities": modalities},
-            "wsi_encoder": site_encoder(self.prepared.encoder_name, self.prepared.encoder_fingerprint,
-                                        self.prepared.wsi_feature_dims),
-            "wsi_bag": site_bag_sums((self.prepared.cache.load("wsi", p.wsi_key, ["bag"])["bag"] for p in patients
-                                      if p.wsi_key is not None), self.preset.wsi.embed_dim).to_dict(),
+            "counts": {
+                "patients": len(self.train_pids),
+                "events": self._events(self.train_pids),
+                "usable_patients": len(patients),
+                "modalities": modalities,
+            },
+            "wsi_encoder": site_encoder(
+                self.prepared.encoder_name, self.prepared.encoder_fingerprint, self.prepared.wsi_feature_dims
+            ),
+            "wsi_bag": site_bag_sums(
+                (self.prepared.cache.load("wsi", p.wsi_key, ["bag"])["bag"] for p in patients if p.wsi_key is not None),
+                self.preset.wsi.embed_dim,
+            ).to_dict(),
         }
 
     def build_model(self, statistics: dict, seed: int) -> torch.nn.Module:
@@ -97,8 +116,15 @@ class MultimodalSite:
     def recipe(self) -> TrainConfig:
         return self.preset.train
 
-    def fit(self, model: torch.nn.Module, statistics: dict, window: ScheduleWindow, seed: int = 0,
-            blend_weights: dict[str, float] | None = None, privacy: DpSgd | None = None) -> dict[str, float]:
+    def fit(
+        self,
+        model: torch.nn.Module,
+        statistics: dict,
+        window: ScheduleWindow,
+        seed: int = 0,
+        blend_weights: dict[str, float] | None = None,
+        privacy: DpSgd | None = None,
+    ) -> dict[str, float]:
         """`recipe.epochs_per_round` local epochs (at least min_steps_per_round steps) from the global weights at `window` of the run's
         rate schedule, batches drawn with `seed` (DP-SGD with `privacy`); returns per-head mean
         losses and keeps the pooled statistics in `last_stats`."""
@@ -109,16 +135,26 @@ class MultimodalSite:
         # DP-SGD spends its budget per planned epoch: a DP site runs exactly epochs_per_round.
         epochs = recipe.epochs_per_round if privacy else round_epochs(recipe, train_loader)
         result = train_local(
-            model, train_loader, val_loader, recipe,
-            global_state=global_state, blend_weights=blend_weights, keep_best=False, show_progress=False,
-            privacy=privacy, epochs=epochs, window=window,
+            model,
+            train_loader,
+            val_loader,
+            recipe,
+            global_state=global_state,
+            blend_weights=blend_weights,
+            keep_best=False,
+            show_progress=False,
+            privacy=privacy,
+            epochs=epochs,
+            window=window,
         )
         model.load_state_dict(result.state)
         metrics = {f"train-loss-{h}": v for h, v in result.train_stats.mean_losses().items()}
         if result.val_stats is not None:
             metrics.update({f"val-loss-{h}": v for h, v in result.val_stats.mean_losses().items()})
-        self.last_stats = {"train": result.train_stats.to_dict(),
-                           "val": result.val_stats.to_dict() if result.val_stats is not None else None}
+        self.last_stats = {
+            "train": result.train_stats.to_dict(),
+            "val": result.val_stats.to_dict() if result.val_stats is not None else None,
+        }
         return metrics
 
     def clinical_cox(self, statistics: dict, beta: Sequence[Sequence[float]]) -> dict[str, dict]:
@@ -148,8 +184,14 @@ class MultimodalSite:
 
         pids = self.val_pids if validation_only else [p.pid for p in self.prepared.patients]
         result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
-        return SiteRisks(list(self.schema.endpoint_names), result.time, result.event, result.observed, result.risks[FUSED],
-                         self.prepared.encoder_fingerprint)
+        return SiteRisks(
+            list(self.schema.endpoint_names),
+            result.time,
+            result.event,
+            result.observed,
+            result.risks[FUSED],
+            self.prepared.encoder_fingerprint,
+        )
 
     def patient_risks(self, model: torch.nn.Module, statistics: dict, holdout: bool):
         """The fused head's log-risks of every usable patient, with its split (a held-out centre's
@@ -160,37 +202,56 @@ class MultimodalSite:
         endpoints = list(self.schema.endpoint_names)
         if not patients:
             return PatientRisks([], [], [], endpoints, np.zeros((0, len(endpoints))))
-        result = evaluate(model, self._loader(statistics, [p.pid for p in patients], False, self.run_seed),
-                          self.preset.train.ties)
+        result = evaluate(
+            model, self._loader(statistics, [p.pid for p in patients], False, self.run_seed), self.preset.train.ties
+        )
         by_pid = {p.pid: p for p in patients}
         validation = set(self.val_pids)
         splits = ["external" if holdout else "validation" if pid in validation else "train" for pid in result.pids]
-        modalities = ["+".join([m for m, key in (("mri", by_pid[pid].mri_key), ("wsi", by_pid[pid].wsi_key)) if key is not None]
-                               + ["clinical"]) for pid in result.pids]
+        modalities = [
+            "+".join(
+                [m for m, key in (("mri", by_pid[pid].mri_key), ("wsi", by_pid[pid].wsi_key)) if key is not None] + ["clinical"]
+            )
+            for pid in result.pids
+        ]
         return PatientRisks(list(result.pids), splits, modalities, endpoints, result.risks[FUSED])
 
     def write_site_documents(self, model: torch.nn.Module, statistics: dict, folder: Path, federation: str) -> dict[str, int]:
         """Into `folder` (at the site): the validation report and a Grad-CAM overlay (first endpoint,
         fused head) of every usable patient with an MRI, under gradcam/ (emptied first, so the folder
-        holds this run's overlays only). Returns the counts {"gradcams", "problems"}."""
+        holds this run's overlays only), and the slide attention map of every patient with a slide under
+        attention/ (emptied likewise). Returns the counts {"gradcams", "attention_maps", "problems"}."""
         from .gradcam import site_gradcams
         from .site_outputs import GRADCAM_DIR
         from .site_report import write_validation_report
+        from .wsi_attention import ATTENTION_DIR, write_attention_maps
 
-        problems = write_validation_report(self.prepared, self.policy, folder,
-                                           f"Site {self.prepared.name}, federation {federation}: validation report")
+        problems = write_validation_report(
+            self.prepared, self.policy, folder, f"Site {self.prepared.name}, federation {federation}: validation report"
+        )
         gradcam_dir = folder / GRADCAM_DIR
         shutil.rmtree(gradcam_dir, ignore_errors=True)
         gradcam_dir.mkdir(parents=True)
         with_mri = [p.pid for p in self.prepared.patients if p.mri_key is not None]
         overlays = []
         if with_mri and "mri" in model.modalities:
-            overlays = site_gradcams(model, self.prepared, GlobalClinicalStats.from_dict(statistics), with_mri, gradcam_dir,
-                                     batch_size=self.preset.train.batch_size)
-        return {"gradcams": len(overlays), "problems": problems}
+            overlays = site_gradcams(
+                model,
+                self.prepared,
+                GlobalClinicalStats.from_dict(statistics),
+                with_mri,
+                gradcam_dir,
+                batch_size=self.preset.train.batch_size,
+            )
+        maps = []
+        if "wsi" in model.modalities:
+            shutil.rmtree(folder / ATTENTION_DIR, ignore_errors=True)
+            maps = write_attention_maps(model, self.prepared, folder / ATTENTION_DIR)
+        return {"gradcams": len(overlays), "attention_maps": len(maps), "problems": problems}
 
-    def evaluate(self, model: torch.nn.Module, statistics: dict, holdout: bool,
-                 horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS) -> dict[str, float]:
+    def evaluate(
+        self, model: torch.nn.Module, statistics: dict, holdout: bool, horizons: Sequence[float] = DEFAULT_HORIZONS_DAYS
+    ) -> dict[str, float]:
         """Held-out centre: all usable patients; training site: its validation split. Per endpoint,
         from the fused head: the aggregate metrics of `stsfl.common.site_metrics` (Harrell's and
         Uno's C, td-AUC at `horizons`, IBS, events), Kaplan-Meier of the predicted low / high risk

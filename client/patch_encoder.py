@@ -38,8 +38,10 @@ class PatchEncoder:
         self.with_morphometry = enc.arch == "morphometry" or enc.add_morphometry
         net_dim = embed_dim - (MORPHOMETRY_FEATURES if self.with_morphometry else 0)
         if net_dim < 0 or (enc.arch == "morphometry" and net_dim != 0):
-            raise ConfigError(f"preprocessing.wsi.encoder: morphometry gives {MORPHOMETRY_FEATURES} numbers per tile; "
-                              f"wsi.embed_dim is {embed_dim} (set it to {MORPHOMETRY_FEATURES} for arch morphometry)")
+            raise ConfigError(
+                f"preprocessing.wsi.encoder: morphometry gives {MORPHOMETRY_FEATURES} numbers per tile; "
+                f"wsi.embed_dim is {embed_dim} (set it to {MORPHOMETRY_FEATURES} for arch morphometry)"
+            )
         self.input_size = enc.input_size or cfg.tile_size
         self.net = build_tile_network(enc, net_dim, self.input_size) if enc.arch != "morphometry" else None
         self._mean = torch.tensor(enc.mean).view(1, 3, 1, 1)
@@ -64,8 +66,9 @@ class PatchEncoder:
         out = []
         for chunk in x.split(self.cfg.batch_size):
             if chunk.shape[-1] != self.input_size:
-                chunk = F.interpolate(chunk, size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
-                                      align_corners=False)
+                chunk = F.interpolate(
+                    chunk, size=(self.input_size, self.input_size), mode="bilinear", antialias=True, align_corners=False
+                )
             out.append(self.net((chunk - self._mean) / self._std))
         return torch.cat(out).numpy().astype(np.float32)
 

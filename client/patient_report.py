@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .predict import PatientPrediction
 
 
-def save_survival_figure(prediction: "PatientPrediction", path: Path) -> Path:
+def save_survival_figure(prediction: PatientPrediction, path: Path) -> Path:
     """One panel per endpoint: the patient's survival curve (band: baseline-hazard bootstrap) and the
     mean model survival of the training patients below / above the median risk."""
     n = len(prediction.endpoints)
@@ -46,8 +46,7 @@ def save_survival_figure(prediction: "PatientPrediction", path: Path) -> Path:
     return save_png(fig, path)
 
 
-def save_attended_tiles(slide: Path, coords: np.ndarray, weights: np.ndarray, preset: ModelPreset, path: Path,
-                        top: int) -> Path:
+def save_attended_tiles(slide: Path, coords: np.ndarray, weights: np.ndarray, preset: ModelPreset, path: Path, top: int) -> Path:
     """The `top` tiles with the largest attention weights [N] (coords [N, 2] level-0), read again from the slide."""
     from .wsi_tiles import TileReader, open_slide
 
@@ -78,7 +77,7 @@ def _percent(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def write_patient_page(prediction: "PatientPrediction", model: ExportedModel, path: Path) -> Path:
+def write_patient_page(prediction: PatientPrediction, model: ExportedModel, path: Path) -> Path:
     esc = html.escape
     rows = []
     for ep in prediction.endpoints:
@@ -99,15 +98,15 @@ td,th{{border:1px solid #ccc;padding:4px 10px;text-align:center}} .warn{{backgro
 </head><body>
 <h1>Patient {esc(prediction.pid)}</h1>
 <p>Modalities used: <b>{esc(", ".join(prediction.used))}</b></p>
-{f'<div class="warn"><b>Prediction without:</b><ul>{missing}</ul></div>' if missing else ''}
-{f'<div class="warn"><b>Warnings:</b><ul>{warnings}</ul></div>' if warnings else ''}
+{f'<div class="warn"><b>Prediction without:</b><ul>{missing}</ul></div>' if missing else ""}
+{f'<div class="warn"><b>Warnings:</b><ul>{warnings}</ul></div>' if warnings else ""}
 <h2>Risk of the event by each horizon</h2>
-<table><tr><th>endpoint</th>{head}<th>risk percentile among training patients</th></tr>{''.join(rows)}</table>
+<table><tr><th>endpoint</th>{head}<th>risk percentile among training patients</th></tr>{"".join(rows)}</table>
 <p><small>Intervals: Poisson bootstrap of the federated baseline hazard (the network weights' own uncertainty is
 not included, so they are too narrow). Absolute risk = 1 - S0(t)^exp(log-risk).</small></p>
-<h2>Survival curves</h2>{_img(prediction.figures.get('survival'), 'survival curves')}
-<h2>MRI: Grad-CAM</h2>{_img(prediction.figures.get('gradcam'), 'Grad-CAM overlay') or '<p>no MRI used</p>'}
-<h2>Slide: most-attended tiles</h2>{_img(prediction.figures.get('tiles'), 'attended tiles') or '<p>no slide used</p>'}
+<h2>Survival curves</h2>{_img(prediction.figures.get("survival"), "survival curves")}
+<h2>MRI: Grad-CAM</h2>{_img(prediction.figures.get("gradcam"), "Grad-CAM overlay") or "<p>no MRI used</p>"}
+<h2>Slide: most-attended tiles</h2>{_img(prediction.figures.get("tiles"), "attended tiles") or "<p>no slide used</p>"}
 <hr><p><small>Model: {esc(", ".join(f"{k} {v}" for k, v in source.items()))}; preset {esc(model.preset.name)},
 stsfl {esc(model.version)}. Not a medical device; for research use.</small></p>
 </body></html>
@@ -117,7 +116,7 @@ stsfl {esc(model.version)}. Not a medical device; for research use.</small></p>
     return path
 
 
-def write_csv(predictions: list["PatientPrediction"], model: ExportedModel, path: Path) -> Path:
+def write_csv(predictions: list[PatientPrediction], model: ExportedModel, path: Path) -> Path:
     """One row per patient: log-risk, risk and interval at each horizon per endpoint, modalities, warnings."""
     header = ["patient_id", "modalities_used", "missing"]
     for name in model.endpoints:
@@ -133,7 +132,11 @@ def write_csv(predictions: list["PatientPrediction"], model: ExportedModel, path
             for ep in p.endpoints:
                 row += [f"{ep.log_risk:.4f}", f"{ep.percentile:.1f}"]
                 for i in range(len(ep.absolute.horizons_days)):
-                    row += [f"{ep.absolute.risk[0, i]:.4f}", f"{ep.absolute.risk_low[0, i]:.4f}", f"{ep.absolute.risk_high[0, i]:.4f}"]
+                    row += [
+                        f"{ep.absolute.risk[0, i]:.4f}",
+                        f"{ep.absolute.risk_low[0, i]:.4f}",
+                        f"{ep.absolute.risk_high[0, i]:.4f}",
+                    ]
             row.append(" | ".join(p.warnings))
             writer.writerow(row)
     return Path(path)

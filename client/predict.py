@@ -82,17 +82,23 @@ def _target_site(site: SiteConfig, site_yaml: Path, patients_dir: Path | None) -
     schema_file = site.schema_file
     if schema_file is not None and not schema_file.is_absolute():
         schema_file = site_yaml.resolve().parent / schema_file
-    new = SiteConfig(name=f"{site.name}-new", root=patients_dir.resolve(), schema_file=schema_file,
-                     bad_patient_policy="skip", cache_dir=site_cache_dir(site, site_yaml))
+    new = SiteConfig(
+        name=f"{site.name}-new",
+        root=patients_dir.resolve(),
+        schema_file=schema_file,
+        bad_patient_policy="skip",
+        cache_dir=site_cache_dir(site, site_yaml),
+    )
     return new, None
 
 
 def _prepare(model: ExportedModel, site: SiteConfig, site_yaml: Path | None, pids: list[str] | None) -> PreparedSite:
-    prepared = prepare_site(site, site_yaml, model.preset, schema=model.schema, policy="skip", only=pids,
-                            outcomes_required=False)
+    prepared = prepare_site(site, site_yaml, model.preset, schema=model.schema, policy="skip", only=pids, outcomes_required=False)
     if model.encoder_fingerprint and prepared.encoder_fingerprint and model.encoder_fingerprint != prepared.encoder_fingerprint:
-        raise ModelFileError(f"this site's slide encoder weights ({prepared.encoder_fingerprint}) differ from the model's "
-                             f"({model.encoder_fingerprint}): check preprocessing.wsi.encoder.checkpoint")
+        raise ModelFileError(
+            f"this site's slide encoder weights ({prepared.encoder_fingerprint}) differ from the model's "
+            f"({model.encoder_fingerprint}): check preprocessing.wsi.encoder.checkpoint"
+        )
     usable = {p.pid for p in prepared.patients}
     for pid in pids or []:
         if pid not in usable:
@@ -109,7 +115,9 @@ def _patient_notes(prepared: PreparedSite, pid: str, present: list[bool]) -> tup
     for m, here in zip(MODALITIES, present):
         if not here:
             why = [p.reason for p in problems if p.reason.startswith(f"{m} left out")]
-            missing.append(f"{m}: " + (why[0].removeprefix(f"{m} left out: ") + " (unusable, left out)" if why else "not available"))
+            missing.append(
+                f"{m}: " + (why[0].removeprefix(f"{m} left out: ") + " (unusable, left out)" if why else "not available")
+            )
     return used, missing, [p.describe() for p in problems]
 
 
@@ -160,27 +168,40 @@ def predict_patients(
         endpoints = []
         for k, endpoint in enumerate(model.schema.endpoints):
             hazard, bins = model.baseline_hazard(endpoint.name, baseline_site)
-            absolute = predict_absolute(log_risk[k:k + 1], hazard, horizons, bins=bins, times=times,
-                                        n_boot=N_BOOT, seed=seed)
+            absolute = predict_absolute(log_risk[k : k + 1], hazard, horizons, bins=bins, times=times, n_boot=N_BOOT, seed=seed)
             histogram = model.risk_histogram(endpoint.name)
             low, high = risk_halves(histogram)
-            endpoints.append(EndpointPrediction(
-                endpoint.name, endpoint.label, float(log_risk[k]), absolute, percentile_of(float(log_risk[k]), histogram),
-                group_survival(hazard, centres(), low, times), group_survival(hazard, centres(), high, times)))
+            endpoints.append(
+                EndpointPrediction(
+                    endpoint.name,
+                    endpoint.label,
+                    float(log_risk[k]),
+                    absolute,
+                    percentile_of(float(log_risk[k]), histogram),
+                    group_survival(hazard, centres(), low, times),
+                    group_survival(hazard, centres(), high, times),
+                )
+            )
         prediction = PatientPrediction(pid, used, missing, warnings, endpoints)
         prediction.figures["survival"] = save_survival_figure(prediction, out_dir / f"{pid}_survival.png")
         if present[0] and "mri" in model.modalities:
             cam = mri_gradcam(net, batch, endpoint=0)[0]
             mask = cached_tumour_masks(prepared, [pid]).get(pid)
-            prediction.figures["gradcam"], _ = save_overlay(batch.mri[0, 1].numpy(), cam, mask, out_dir / f"{pid}_gradcam.png",
-                                                            f"{pid}: Grad-CAM of {model.schema.endpoints[0].label}")
+            prediction.figures["gradcam"], _ = save_overlay(
+                batch.mri[0, 1].numpy(),
+                cam,
+                mask,
+                out_dir / f"{pid}_gradcam.png",
+                f"{pid}: Grad-CAM of {model.schema.endpoints[0].label}",
+            )
         slide = _slide_path(root, target, pid) if present[1] and "wsi" in model.modalities else None
         if slide is not None:
             with torch.no_grad():
                 weights, _ = net.encoders["wsi"].attention(batch.wsi, batch.wsi_mask)
             entry = prepared.cache.load("wsi", by_pid[pid].wsi_key, ["coords"])
-            prediction.figures["tiles"] = save_attended_tiles(slide, entry["coords"], weights[0].numpy(), model.preset,
-                                                              out_dir / f"{pid}_tiles.png", TOP_TILES)
+            prediction.figures["tiles"] = save_attended_tiles(
+                slide, entry["coords"], weights[0].numpy(), model.preset, out_dir / f"{pid}_tiles.png", TOP_TILES
+            )
         write_patient_page(prediction, model, out_dir / f"{pid}.html")
         predictions.append(prediction)
     write_csv(predictions, model, out_dir / "predictions.csv")

@@ -121,8 +121,9 @@ class EntryMaker:
         width = self.cache.load("wsi", key, ["bag"])["bag"].shape[1] if self.extractor else self.preset.wsi.embed_dim
         self.feature_dims.add(width)
         if width != self.preset.wsi.embed_dim:
-            raise PatientDataError(f"features of dimension {width}, the federation's wsi.embed_dim is "
-                                   f"{self.preset.wsi.embed_dim}", str(path))
+            raise PatientDataError(
+                f"features of dimension {width}, the federation's wsi.embed_dim is {self.preset.wsi.embed_dim}", str(path)
+            )
         return key
 
     # ------------------------------------------------------------------ in parallel

@@ -74,15 +74,19 @@ def attach_dp(model: nn.Module, optimizer: torch.optim.Optimizer, dp: DpSgd, exp
     check_dp_compatible(model)
     hooked = GradSampleModule(model, loss_reduction="mean")
     dp_optimizer = DPOptimizer(
-        optimizer, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-        expected_batch_size=expected_batch_size, loss_reduction="mean",
+        optimizer,
+        noise_multiplier=dp.noise_multiplier,
+        max_grad_norm=dp.max_grad_norm,
+        expected_batch_size=expected_batch_size,
+        loss_reduction="mean",
         generator=torch.Generator().manual_seed(dp.seed),
     )
     return hooked, dp_optimizer
 
 
-def poisson_batches(dataset: Dataset, collate: Callable, sample_rate: float, steps: int,
-                    generator: torch.Generator) -> Iterator[list]:
+def poisson_batches(
+    dataset: Dataset, collate: Callable, sample_rate: float, steps: int, generator: torch.Generator
+) -> Iterator[list]:
     """`steps` chunks of one Poisson-sampled batch each, or an empty chunk when nobody was drawn."""
     n = len(dataset)
     for _ in range(steps):
@@ -118,9 +122,14 @@ class PrivacyLedger:
         from opacus.accountants.utils import get_noise_multiplier
 
         if self.noise_multiplier is None:
-            self.noise_multiplier = float(get_noise_multiplier(
-                target_epsilon=budget, target_delta=self.delta, sample_rate=sample_rate, steps=planned_steps,
-            ))
+            self.noise_multiplier = float(
+                get_noise_multiplier(
+                    target_epsilon=budget,
+                    target_delta=self.delta,
+                    sample_rate=sample_rate,
+                    steps=planned_steps,
+                )
+            )
         return self.noise_multiplier
 
     def check(self, budget: float | None, noise_multiplier: float, sample_rate: float, steps: int) -> float:
@@ -139,8 +148,10 @@ class PrivacyLedger:
         self.entries.append(self._entry(server_round, noise_multiplier, sample_rate, steps))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"delta": self.delta, "noise_multiplier": self.noise_multiplier,
-                                   "entries": self.entries}, indent=1), encoding="utf-8")
+        tmp.write_text(
+            json.dumps({"delta": self.delta, "noise_multiplier": self.noise_multiplier, "entries": self.entries}, indent=1),
+            encoding="utf-8",
+        )
         tmp.replace(self.path)
 
     @staticmethod

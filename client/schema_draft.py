@@ -26,11 +26,15 @@ from stsfl.common.config import ClinicalSchema, parse_config
 from stsfl.common.console import UserError
 
 # read cells exactly as the site's clinical table will be read
-from .clinical_table import BINARY_TOKENS, _is_missing, _parse_number as _number
+from .clinical_table import BINARY_TOKENS, _is_missing
+from .clinical_table import _parse_number as _number
 
 ID_NAMES = ("patient_id", "patientid", "patient", "pid", "id", "subject_id", "case_id")
-ENDPOINT_PAIRS = ((re.compile(r"^(?P<name>.+)_time$", re.I), "{name}_event"), (re.compile(r"^(?P<name>T)$"), "E"),
-                  (re.compile(r"^(?P<name>time)$", re.I), "event"))
+ENDPOINT_PAIRS = (
+    (re.compile(r"^(?P<name>.+)_time$", re.I), "{name}_event"),
+    (re.compile(r"^(?P<name>T)$"), "E"),
+    (re.compile(r"^(?P<name>time)$", re.I), "event"),
+)
 
 
 @dataclass
@@ -82,12 +86,17 @@ def _variable(name: str, cells: list[str], max_categories: int) -> tuple[dict | 
     numbers = [_number(c) for c in cells]
     if all(n is not None for n in numbers):
         codes = sorted(set(numbers))
-        code_hint = (f"; only {len(codes)} different whole numbers: if they are codes (e.g. a grade), make it "
-                     f"kind: categorical with categories {[f'{c:g}' for c in codes]}"
-                     if len(codes) <= 5 and all(float(c).is_integer() for c in codes) else "")
-        return ({"name": name, "kind": "continuous", "unit": None},
-                f"continuous: every cell a number, seen {min(numbers):g} to {max(numbers):g}; set `unit` "
-                f"(and `min` / `max` if values outside a range are errors){code_hint}")
+        code_hint = (
+            f"; only {len(codes)} different whole numbers: if they are codes (e.g. a grade), make it "
+            f"kind: categorical with categories {[f'{c:g}' for c in codes]}"
+            if len(codes) <= 5 and all(float(c).is_integer() for c in codes)
+            else ""
+        )
+        return (
+            {"name": name, "kind": "continuous", "unit": None},
+            f"continuous: every cell a number, seen {min(numbers):g} to {max(numbers):g}; set `unit` "
+            f"(and `min` / `max` if values outside a range are errors){code_hint}",
+        )
     spellings: dict[str, list[str]] = {}  # categories match without regard to case (clinical_table)
     for cell in cells:
         spellings.setdefault(cell.lower(), []).append(cell)
@@ -95,9 +104,11 @@ def _variable(name: str, cells: list[str], max_categories: int) -> tuple[dict | 
         return None, f"{len(spellings)} different values (free text or dates?): more than {max_categories} categories"
     values = sorted((max(sorted(set(seen)), key=seen.count) for seen in spellings.values()), key=str.lower)
     mixed = [v for v in values if len(set(spellings[v.lower()])) > 1]
-    return ({"name": name, "kind": "categorical", "categories": values},
-            f"categorical: the {len(values)} values seen; add categories other hospitals may have"
-            + (f"; written in several cases: {', '.join(mixed)} (matched without regard to case)" if mixed else ""))
+    return (
+        {"name": name, "kind": "categorical", "categories": values},
+        f"categorical: the {len(values)} values seen; add categories other hospitals may have"
+        + (f"; written in several cases: {', '.join(mixed)} (matched without regard to case)" if mixed else ""),
+    )
 
 
 def draft_schema(csv_path: Path, max_categories: int = 20) -> SchemaDraft:
@@ -108,13 +119,14 @@ def draft_schema(csv_path: Path, max_categories: int = 20) -> SchemaDraft:
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise UserError(f"{csv_path}: cannot read the clinical table ({err})") from None
     id_column, id_note = _id_column(frame)
-    draft = SchemaDraft({"patient_id_column": id_column, "variables": [], "endpoints": []},
-                        {id_column: f"patient id: {id_note}"})
+    draft = SchemaDraft({"patient_id_column": id_column, "variables": [], "endpoints": []}, {id_column: f"patient id: {id_note}"})
     for endpoint, time_column, event_column in _endpoints([c for c in frame.columns if c != id_column]):
-        draft.data["endpoints"].append({"name": endpoint, "label": endpoint, "time_column": time_column,
-                                        "event_column": event_column})
-        draft.notes[time_column] = (f"endpoint {endpoint!r}: time (days) in {time_column}, event 0/1 in "
-                                    f"{event_column}; give it a readable `label`")
+        draft.data["endpoints"].append(
+            {"name": endpoint, "label": endpoint, "time_column": time_column, "event_column": event_column}
+        )
+        draft.notes[time_column] = (
+            f"endpoint {endpoint!r}: time (days) in {time_column}, event 0/1 in {event_column}; give it a readable `label`"
+        )
     taken = {id_column} | {c for e in draft.data["endpoints"] for c in (e["time_column"], e["event_column"])}
     for column in frame.columns:
         if column in taken:
@@ -147,8 +159,11 @@ def render_draft(draft: SchemaDraft, csv_path: Path) -> str:
     for variable in draft.data["variables"]:
         lines.append(f"  # REVIEW: {variable['name']}: {draft.notes[variable['name']]}")
         lines.append(_block(variable, "  ").rstrip("\n"))
-    lines.append("endpoints:" if draft.data["endpoints"] else
-                 "# REVIEW: no <name>_time / <name>_event column pair found: add the endpoints\nendpoints: []")
+    lines.append(
+        "endpoints:"
+        if draft.data["endpoints"]
+        else "# REVIEW: no <name>_time / <name>_event column pair found: add the endpoints\nendpoints: []"
+    )
     for endpoint in draft.data["endpoints"]:
         lines.append(f"  # REVIEW: {draft.notes[endpoint['time_column']]}")
         lines.append(_block(endpoint, "  ").rstrip("\n"))

@@ -50,20 +50,24 @@ def update_vector(global_arrays: ArrayRecord, new_arrays: ArrayRecord) -> dict[s
     return out
 
 
-def legacy_fit_records(global_arrays: ArrayRecord, new_arrays: ArrayRecord, weight: float,
-                       clipping_range: float, site: str) -> dict:
+def legacy_fit_records(
+    global_arrays: ArrayRecord, new_arrays: ArrayRecord, weight: float, clipping_range: float, site: str
+) -> dict:
     """The records `secaggplus_mod` reads from our reply (Flower's legacy FitRes layout): the update
     and the weight. A non-finite update is refused here, at the site: the coordinator can no
     longer screen one site's update once it is masked."""
     update = update_vector(global_arrays, new_arrays)
     bad = [name for name, value in update.items() if not np.isfinite(value).all()]
     if bad:
-        raise ValueError(f"site {site}: the local update has non-finite values (NaN/inf) in {', '.join(bad[:3])}; "
-                         "it is not sent for secure aggregation")
+        raise ValueError(
+            f"site {site}: the local update has non-finite values (NaN/inf) in {', '.join(bad[:3])}; "
+            "it is not sent for secure aggregation"
+        )
     largest = max((float(np.abs(v).max()) for v in update.values() if v.size), default=0.0)
     if largest > clipping_range:
-        log.warning("site %s: update values up to %.3g are clipped to the secure aggregation range +-%g",
-                    site, largest, clipping_range)
+        log.warning(
+            "site %s: update values up to %.3g are clipped to the secure aggregation range +-%g", site, largest, clipping_range
+        )
     return {
         "fitres.parameters": ArrayRecord({name: Array(value) for name, value in update.items()}),
         "fitres.num_examples": MetricRecord({"num_examples": int(round(weight))}),

@@ -64,7 +64,9 @@ class SiteDataset(Dataset):
     def _cached(self, kind: str, key: str, name: str) -> np.ndarray:
         entry = self.prepared.cache.load(kind, key, [name])
         if entry is None:
-            raise UserError(f"{self.prepared.cache.entry_path(kind, key)}: cache entry gone since prepare_site; prepare the site again")
+            raise UserError(
+                f"{self.prepared.cache.entry_path(kind, key)}: cache entry gone since prepare_site; prepare the site again"
+            )
         return entry[name]
 
     def __getitem__(self, index: int) -> PatientSample:

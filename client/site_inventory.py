@@ -60,8 +60,14 @@ def _slide_patient(filename: str, ids: set[str]) -> str:
     return max(matches, key=len) if matches else filename.split(".")[0]
 
 
-def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, schema: ClinicalSchema | None = None,
-              outcomes_required: bool = True, wsi_dir: Path | None = None) -> SiteInventory:
+def scan_site(
+    site: SiteConfig,
+    site_yaml: Path | None,
+    problems: ProblemLog,
+    schema: ClinicalSchema | None = None,
+    outcomes_required: bool = True,
+    wsi_dir: Path | None = None,
+) -> SiteInventory:
     """Read clinical.csv and list the images; raises SiteUnusableError when the CSV is unusable.
     wsi_dir: list `<pid>.*` there instead of the layout's slide folder (pre-extracted features)."""
     root = site.root_dir(site_yaml)
@@ -97,7 +103,9 @@ def scan_site(site: SiteConfig, site_yaml: Path | None, problems: ProblemLog, sc
             inputs[pid].wsi = paths[0]
         else:  # which one is the tumour's is not ours to guess
             names = ", ".join(p.name for p in paths)
-            drop_modality(problems, "wsi", PatientDataError(f"{len(paths)} slides for one patient ({names})", str(paths[-1])), pid)
+            drop_modality(
+                problems, "wsi", PatientDataError(f"{len(paths)} slides for one patient ({names})", str(paths[-1])), pid
+            )
             dropped.add(pid)
 
     said = problems.excluded_patients() | dropped  # excluded, or its images left out: already reported

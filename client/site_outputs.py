@@ -69,8 +69,15 @@ def write_risk_scores(
         if endpoint not in hazards or not len(horizons_days):
             continue
         pooled_bins = BaselineBins.from_dict(bins[endpoint]) if endpoint in bins else None
-        absolute = predict_absolute(eta, BaselineHazard.from_dict(hazards[endpoint]), horizons_days, bins=pooled_bins,
-                                    times=np.asarray(horizons_days, float), n_boot=N_BOOT, seed=seed)
+        absolute = predict_absolute(
+            eta,
+            BaselineHazard.from_dict(hazards[endpoint]),
+            horizons_days,
+            bins=pooled_bins,
+            times=np.asarray(horizons_days, float),
+            n_boot=N_BOOT,
+            seed=seed,
+        )
         for j, days in enumerate(horizons_days):
             name = f"{endpoint}_risk_{horizon_label(days)}"
             header += [name, f"{name}_low", f"{name}_high"]

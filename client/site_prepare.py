@@ -103,8 +103,10 @@ def _features_dir(site: SiteConfig, site_yaml: Path | None, preset: ModelPreset)
     if preset.preprocessing.wsi.encoder.arch != "pre_extracted":
         return None
     if site.wsi_features_dir is None:
-        raise ConfigError(f"site {site.name}: the preset's slide encoder is pre_extracted "
-                          f"({preset.preprocessing.wsi.encoder.extractor}); set wsi_features_dir and wsi_features_extractor")
+        raise ConfigError(
+            f"site {site.name}: the preset's slide encoder is pre_extracted "
+            f"({preset.preprocessing.wsi.encoder.extractor}); set wsi_features_dir and wsi_features_extractor"
+        )
     return _site_folder(site, site_yaml, site.wsi_features_dir, "")
 
 
@@ -149,8 +151,12 @@ def prepare_site(
     inventory: SiteInventory = scan_site(site, site_yaml, problems, schema, outcomes_required, wsi_dir=features_dir)
     cache = PreprocessCache(cache_dir or site_cache_dir(site, site_yaml))
     wanted = {pid: inputs for pid, inputs in inventory.inputs.items() if only is None or pid in only}
-    worker = EntryMaker(preset, cache, need_encoder=any(i.wsi for i in wanted.values()),
-                        extractor=site.wsi_features_extractor if features_dir else None)
+    worker = EntryMaker(
+        preset,
+        cache,
+        need_encoder=any(i.wsi for i in wanted.values()),
+        extractor=site.wsi_features_extractor if features_dir else None,
+    )
     patients: list[PreparedPatient] = []
     todo = [(pid, inputs) for pid, inputs in wanted.items() if pid not in problems.excluded_patients()]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

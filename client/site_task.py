@@ -42,8 +42,9 @@ def _linear_cox_site(csv_path: Path, run_seed: int, validation_fraction: float, 
     in-process benchmarks call many rounds)."""
     from .linear_cox_site import LinearCoxSite
 
-    return LinearCoxSite(csv_path, run_seed, validation_fraction, l2_penalty,
-                         recipe=TrainConfig.model_validate(from_json(recipe_json)))
+    return LinearCoxSite(
+        csv_path, run_seed, validation_fraction, l2_penalty, recipe=TrainConfig.model_validate(from_json(recipe_json))
+    )
 
 
 # Prepared multimodal sites kept between messages by the site worker (stsfl.client.site_worker)
@@ -74,7 +75,7 @@ class SiteTask:
         self.site_yaml = site_yaml
 
     @classmethod
-    def from_node_config(cls, name: str, site_yaml: str) -> "SiteTask":
+    def from_node_config(cls, name: str, site_yaml: str) -> SiteTask:
         path = Path(site_yaml)
         site = load_config(path, SiteConfig)
         if site.name != name:
@@ -96,22 +97,37 @@ class SiteTask:
         recipe = str(cfg["recipe"])
         if task == "linear-cox":
             l2 = float(cfg.get("l2-penalty", 0.0))
-            return _linear_cox_site(self.site.root_dir(self.site_yaml) / self.site.layout.clinical_csv, seed, fraction, l2,
-                                    recipe)
+            return _linear_cox_site(
+                self.site.root_dir(self.site_yaml) / self.site.layout.clinical_csv, seed, fraction, l2, recipe
+            )
         if task == "multimodal":
             from stsfl.common.config import ClinicalSchema
 
             from .multimodal_site import MultimodalSite
 
             # The federation's schema (sent by the server) is the one every site encodes with.
-            key = (str(self.site_yaml), str(cfg["preset"]), str(cfg["schema"]), seed, fraction, str(cfg.get("model-norm", "")),
-                   recipe)
+            key = (
+                str(self.site_yaml),
+                str(cfg["preset"]),
+                str(cfg["schema"]),
+                seed,
+                fraction,
+                str(cfg.get("model-norm", "")),
+                recipe,
+            )
             if _kept_sites is not None and key in _kept_sites:
                 return _kept_sites[key]
             schema = ClinicalSchema.model_validate(from_json(str(cfg["schema"])))
-            impl = MultimodalSite(self.site, self.site_yaml, str(cfg["preset"]), schema, seed, fraction,
-                                  norm=str(cfg.get("model-norm", "")) or None,
-                                  recipe=TrainConfig.model_validate(from_json(recipe)))
+            impl = MultimodalSite(
+                self.site,
+                self.site_yaml,
+                str(cfg["preset"]),
+                schema,
+                seed,
+                fraction,
+                norm=str(cfg.get("model-norm", "")) or None,
+                recipe=TrainConfig.model_validate(from_json(recipe)),
+            )
             if _kept_sites is not None:
                 _kept_sites[key] = impl
             return impl
@@ -132,7 +148,9 @@ class SiteTask:
 
         return statistics_reply(self.site, self.site_yaml, cfg, lambda: self._impl(cfg).statistics())
 
-    def train(self, arrays: ArrayRecord, cfg: ConfigRecord) -> tuple[ArrayRecord, dict[str, float], dict[str, Any], dict[str, float]]:
+    def train(
+        self, arrays: ArrayRecord, cfg: ConfigRecord
+    ) -> tuple[ArrayRecord, dict[str, float], dict[str, Any], dict[str, float]]:
         """Local training from the global weights: (new weights, metrics, pooled per-head loss
         statistics for federated blending - empty for a single-head model -, privacy: epsilon spent
         and noise multiplier, empty without DP)."""
@@ -176,8 +194,9 @@ class SiteTask:
         )
         return reply, metrics, getattr(impl, "last_stats", {}), spent
 
-    def _privacy(self, impl, cfg: ConfigRecord, epochs: int,
-                 server_round: int) -> tuple[DpSgd | None, Callable[[], dict[str, float]]]:
+    def _privacy(
+        self, impl, cfg: ConfigRecord, epochs: int, server_round: int
+    ) -> tuple[DpSgd | None, Callable[[], dict[str, float]]]:
         """This training's DP-SGD settings (None without DP) and `spend`, to call once it has run:
         it records the training in the site's ledger and returns what the reply reports.
         Raises PrivacyBudgetSpent when the training would take epsilon past the budget."""
@@ -185,12 +204,15 @@ class SiteTask:
         if not settings.dp:
             return None, dict
         if not hasattr(impl, "dp_sample_rate"):
-            raise ValueError(f"site {self.name}: privacy.dp trains the multimodal network; task {cfg.get('task')!r} has no DP-SGD")
+            raise ValueError(
+                f"site {self.name}: privacy.dp trains the multimodal network; task {cfg.get('task')!r} has no DP-SGD"
+            )
         ledger = PrivacyLedger(self._state_dir(str(cfg["federation"])) / "privacy_ledger.json", settings.delta)
         rate = impl.dp_sample_rate()
         steps_per_epoch = DpSgd.steps_per_epoch(rate)
         noise = settings.noise_multiplier or ledger.calibrated_noise(
-            settings.epsilon_budget, rate, int(cfg.get("planned-epochs", epochs)) * steps_per_epoch)
+            settings.epsilon_budget, rate, int(cfg.get("planned-epochs", epochs)) * steps_per_epoch
+        )
         ledger.check(settings.epsilon_budget, noise, rate, epochs * steps_per_epoch)
 
         def spend() -> dict[str, float]:
@@ -276,6 +298,7 @@ class SiteTask:
         holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
         risks = impl.patient_risks(model, statistics, holdout)
         hazards, bins = from_json(str(cfg.get(BASELINE, "{}"))), from_json(str(cfg.get(BASELINE_BINS, "{}")))
-        patients = write_risk_scores(folder / RISK_SCORES, risks, hazards, bins, from_json(str(cfg.get(HORIZONS, "[]"))),
-                                     seed=int(cfg.get("run-seed", 0)))
+        patients = write_risk_scores(
+            folder / RISK_SCORES, risks, hazards, bins, from_json(str(cfg.get(HORIZONS, "[]"))), seed=int(cfg.get("run-seed", 0))
+        )
         return {"patients": patients, **impl.write_site_documents(model, statistics, folder, federation)}

@@ -23,7 +23,9 @@ from stsfl.common.fed_protocol import STATS_SCHEMA_FINGERPRINT, STATS_UNUSABLE, 
 from .site_inventory import site_schema
 
 
-def statistics_reply(site: SiteConfig, site_yaml: Path, cfg: ConfigRecord, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def statistics_reply(
+    site: SiteConfig, site_yaml: Path, cfg: ConfigRecord, compute: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
     """`compute()`'s statistics plus this site's schema fingerprint (multimodal task); only the
     fingerprint when the coordinator's schema differs; {STATS_UNUSABLE: cause} when the site's
     data or configuration cannot be used (the errors a site operator fixes; a tabular site's table

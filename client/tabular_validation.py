@@ -48,8 +48,9 @@ def check_tabular_site(site: SiteConfig, site_yaml: Path) -> TabularSummary:
         blockers.append(f"{csv_path}: column fold holds {', '.join(map(repr, bad))}; only 'train' and 'test' are allowed")
     ids = frame.iloc[:, 0].astype(str)
     if ids.duplicated().any():
-        blockers.append(f"{csv_path}: patient id {ids[ids.duplicated()].iloc[0]!r} (column {frame.columns[0]!r}) "
-                        "appears more than once")
+        blockers.append(
+            f"{csv_path}: patient id {ids[ids.duplicated()].iloc[0]!r} (column {frame.columns[0]!r}) appears more than once"
+        )
     features = feature_columns(frame)
     if not features:
         blockers.append(f"{csv_path}: no feature column between the patient id and E / T")
@@ -73,8 +74,11 @@ def print_tabular_report(out: Console, summary: TabularSummary) -> None:
         for fold in FOLDS:
             table.add_row(fold, str(summary.rows[fold]), str(summary.events[fold]))
         out.print(table)
-        out.print(f"{len(summary.features)} feature columns: {', '.join(summary.features)}; time column {TIME} (days)",
-                  markup=False, highlight=False)
+        out.print(
+            f"{len(summary.features)} feature columns: {', '.join(summary.features)}; time column {TIME} (days)",
+            markup=False,
+            highlight=False,
+        )
     for blocker in summary.blockers:
         out.print(f"the site cannot train: {blocker}", markup=False, highlight=False)
     if not summary.blockers:

@@ -164,8 +164,14 @@ class _Stepper:
     Step i takes the rate of step first_step + i of the recipe's schedule over total_steps: the
     window of the whole training (pooled run or federation) that this call covers."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, first_step: float, total_steps: float,
-                 global_state: Mapping[str, torch.Tensor] | None):
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        first_step: float,
+        total_steps: float,
+        global_state: Mapping[str, torch.Tensor] | None,
+    ):
         self.model, self.cfg = model, cfg
         self.device = _device_of(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -179,20 +185,28 @@ class _Stepper:
             # Parameters the global state lacks (e.g. FedBN's local norm layers) are not anchored.
             self.anchor = {
                 name: global_state[name].detach().to(self.device)
-                for name, p in named.items() if p.requires_grad and name in global_state
+                for name, p in named.items()
+                if p.requires_grad and name in global_state
             }
 
         self.dp_optimizer = None
 
     @staticmethod
-    def on_window(model: nn.Module, cfg: TrainConfig, window: ScheduleWindow | None, epochs: int, steps_per_epoch: int,
-                  global_state: Mapping[str, torch.Tensor] | None) -> "_Stepper":
+    def on_window(
+        model: nn.Module,
+        cfg: TrainConfig,
+        window: ScheduleWindow | None,
+        epochs: int,
+        steps_per_epoch: int,
+        global_state: Mapping[str, torch.Tensor] | None,
+    ) -> _Stepper:
         """A stepper whose `epochs` x `steps_per_epoch` steps cover `window` of the schedule (None:
         the schedule spans exactly these epochs)."""
         window = window or ScheduleWindow(start_epoch=0, total_epochs=epochs, span_epochs=epochs)
         per_schedule_epoch = epochs * steps_per_epoch / window.span_epochs
-        return _Stepper(model, cfg, window.start_epoch * per_schedule_epoch, window.total_epochs * per_schedule_epoch,
-                        global_state)
+        return _Stepper(
+            model, cfg, window.start_epoch * per_schedule_epoch, window.total_epochs * per_schedule_epoch, global_state
+        )
 
     @property
     def rate(self) -> float:
@@ -254,7 +268,9 @@ def _set_rng_state(state, device: torch.device) -> None:
         torch.cuda.set_rng_state(state[1], device)
 
 
-def _train_chunk(chunk: list[SurvivalBatch], stepper: _Stepper, weights: Mapping[str, float], cfg: TrainConfig, seen: _Labels) -> float:
+def _train_chunk(
+    chunk: list[SurvivalBatch], stepper: _Stepper, weights: Mapping[str, float], cfg: TrainConfig, seen: _Labels
+) -> float:
     """One optimiser step over `chunk` (the chunk is the risk set); returns the blended loss.
     An empty chunk (DP-SGD's Poisson sampling drew nobody) is a noise-only step."""
     if not chunk:
@@ -316,9 +332,15 @@ def accumulate_chunk_gradients(
 def _concat_labels(chunk: list[SurvivalBatch]) -> SurvivalBatch:
     cat = lambda name: torch.cat([getattr(b, name) for b in chunk])  # noqa: E731
     return SurvivalBatch(
-        pids=[p for b in chunk for p in b.pids], mri=torch.empty(0), wsi=torch.empty(0), wsi_mask=torch.empty(0),
-        clinical=torch.empty(0), time=cat("time"), event=cat("event"),
-        endpoint_observed=cat("endpoint_observed"), modality_present=cat("modality_present"),
+        pids=[p for b in chunk for p in b.pids],
+        mri=torch.empty(0),
+        wsi=torch.empty(0),
+        wsi_mask=torch.empty(0),
+        clinical=torch.empty(0),
+        time=cat("time"),
+        event=cat("event"),
+        endpoint_observed=cat("endpoint_observed"),
+        modality_present=cat("modality_present"),
     )
 
 
@@ -384,10 +406,10 @@ def train_local(
     train_stats = val_stats = None
     for epoch in range(first_epoch, epochs + 1):
         _set_epoch(train_loader, epoch, cfg.seed)
-        chunks = (poisson_batches(train_loader.dataset, train_loader.collate_fn, sample_rate, steps_per_epoch, dp_generator)
-                  if privacy else _chunks(train_loader, per_step))
-        record, train_stats = _train_epoch(model, progress_bar(chunks, f"epoch {epoch}/{epochs}", steps_per_epoch,
-                                                               show_progress), stepper, state, cfg, epoch)
+        chunks = _epoch_chunks(train_loader, per_step, privacy and (sample_rate, steps_per_epoch, dp_generator))
+        record, train_stats = _train_epoch(
+            model, progress_bar(chunks, f"epoch {epoch}/{epochs}", steps_per_epoch, show_progress), stepper, state, cfg, epoch
+        )
         if val_loader is not None:
             val_stats = evaluate(model, val_loader, cfg.ties).stats
             record["val"] = val_stats.mean_losses()
@@ -419,21 +441,36 @@ def train_local(
     )
 
 
-def _train_epoch(model: nn.Module, chunks: Iterable[list[SurvivalBatch]], stepper: _Stepper, state: BlendState,
-                 cfg: TrainConfig, epoch: int) -> tuple[dict, HeadLossStats]:
+def _epoch_chunks(loader: DataLoader, per_step: int, poisson: tuple | None) -> Iterable[list[SurvivalBatch]]:
+    """The epoch's chunks (one optimiser step each): DP-SGD's Poisson-sampled batches when `poisson`
+    = (sample rate, steps, generator), else `per_step` forward batches at a time."""
+    if poisson:
+        return poisson_batches(loader.dataset, loader.collate_fn, *poisson)
+    return _chunks(loader, per_step)
+
+
+def _train_epoch(
+    model: nn.Module, chunks: Iterable[list[SurvivalBatch]], stepper: _Stepper, state: BlendState, cfg: TrainConfig, epoch: int
+) -> tuple[dict, HeadLossStats]:
     """One optimiser step per chunk; the epoch's record (mean loss, rate, weights, per-head running
     training losses) and its pooled training statistics."""
     model.train()
     seen = _Labels()
     losses = [_train_chunk(chunk, stepper, state.weights, cfg, seen) for chunk in chunks]
     train_stats = seen.stats(cfg.ties)
-    record = {"epoch": epoch, "loss": float(np.nanmean(losses)), "lr": stepper.rate,
-              "weights": dict(state.weights), "train": train_stats.mean_losses()}
+    record = {
+        "epoch": epoch,
+        "loss": float(np.nanmean(losses)),
+        "lr": stepper.rate,
+        "weights": dict(state.weights),
+        "train": train_stats.mean_losses(),
+    }
     return record, train_stats
 
 
-def _blend_state(heads: tuple[str, ...], cfg: TrainConfig, fixed: Mapping[str, float] | None,
-                 blend: BlendState | None) -> BlendState:
+def _blend_state(
+    heads: tuple[str, ...], cfg: TrainConfig, fixed: Mapping[str, float] | None, blend: BlendState | None
+) -> BlendState:
     """Fixed head weights (a federation server's), the state to continue, or a fresh one of the recipe."""
     if fixed is None:
         return blend or BlendState.for_recipe(heads, cfg)
@@ -443,8 +480,9 @@ def _blend_state(heads: tuple[str, ...], cfg: TrainConfig, fixed: Mapping[str, f
     return BlendState(heads=heads, mode="off", weights=dict(fixed))
 
 
-def _blend_checkpoint(model: nn.Module, state: BlendState, record: dict, train_eval_loader: DataLoader | None,
-                      cfg: TrainConfig) -> None:
+def _blend_checkpoint(
+    model: nn.Module, state: BlendState, record: dict, train_eval_loader: DataLoader | None, cfg: TrainConfig
+) -> None:
     """Update the blend weights from this epoch's losses (the unaugmented training split in eval
     mode when `train_eval_loader` is given, else the epoch's running losses)."""
     if train_eval_loader is not None:
@@ -454,8 +492,9 @@ def _blend_checkpoint(model: nn.Module, state: BlendState, record: dict, train_e
 
 def _checkpoint(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader, ties: Ties) -> Checkpoint:
     """Per-head mean losses of the current model on both splits, in eval mode."""
-    return Checkpoint(train=evaluate(model, train_loader, ties).stats.mean_losses(),
-                      val=evaluate(model, val_loader, ties).stats.mean_losses())
+    return Checkpoint(
+        train=evaluate(model, train_loader, ties).stats.mean_losses(), val=evaluate(model, val_loader, ties).stats.mean_losses()
+    )
 
 
 def _save(directory: Path, epoch: int, model: nn.Module, stepper: _Stepper, blend: BlendState, best: dict, history: list) -> None:

@@ -19,8 +19,13 @@ def save_training_plot(blend: BlendState, history: list[dict], path: str | Path)
         left.step(epochs, weights, where="post", label=head)
         line = right.plot([h["epoch"] for h in history], [h["train"][head] for h in history], label=f"{head} train")[0]
         if history and "val" in history[0]:
-            right.plot([h["epoch"] for h in history], [h["val"][head] for h in history], "--", color=line.get_color(),
-                       label=f"{head} val")
+            right.plot(
+                [h["epoch"] for h in history],
+                [h["val"][head] for h in history],
+                "--",
+                color=line.get_color(),
+                label=f"{head} val",
+            )
     left.set(xlabel="epoch", ylabel="blend weight", title=f"gradient blending ({blend.mode})", ylim=(-0.02, 1.02))
     right.set(xlabel="epoch", ylabel="Cox loss (mean over events, summed over endpoints)", title="losses per head")
     left.legend(fontsize=8)

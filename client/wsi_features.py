@@ -16,6 +16,7 @@ import torch
 
 from .problems import PatientDataError
 
+
 def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray | None, str | None]:
     import h5py
 

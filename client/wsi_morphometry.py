@@ -103,4 +103,8 @@ def tile_morphometry(tile: np.ndarray, mpp: float) -> np.ndarray:
 
 def morphometry(tiles: np.ndarray, mpp: float) -> np.ndarray:
     """Tiles [n, T, T, 3] uint8 -> features [n, MORPHOMETRY_FEATURES] float32."""
-    return np.stack([tile_morphometry(tile, mpp) for tile in tiles]) if len(tiles) else np.zeros((0, MORPHOMETRY_FEATURES), np.float32)
+    return (
+        np.stack([tile_morphometry(tile, mpp) for tile in tiles])
+        if len(tiles)
+        else np.zeros((0, MORPHOMETRY_FEATURES), np.float32)
+    )

@@ -56,9 +56,15 @@ def _load(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, arch
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
-        said = [f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}" for what, keys in
-                (("missing", missing), ("unexpected", unexpected),
-                 ("wrong shape", [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in wrong])) if keys]
+        said = [
+            f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+            for what, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape", [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in wrong]),
+            )
+            if keys
+        ]
         raise ConfigError(f"{_KEY}.checkpoint: {path} does not fit arch {arch} ({'; '.join(said)})")
     net.load_state_dict(state)
 
@@ -72,8 +78,10 @@ def build_tile_network(cfg: PatchEncoderConfig, out_dim: int, input_size: int) -
         if cfg.arch in VIT_SIZES:
             width = VIT_SIZES[cfg.arch][0]
             if out_dim != width:
-                raise ConfigError(f"{_KEY}: {cfg.arch} embeds a tile in {width} numbers, the preset wants {out_dim} "
-                                  f"(set wsi.embed_dim to {width}, plus 16 with add_morphometry)")
+                raise ConfigError(
+                    f"{_KEY}: {cfg.arch} embeds a tile in {width} numbers, the preset wants {out_dim} "
+                    f"(set wsi.embed_dim to {width}, plus 16 with add_morphometry)"
+                )
             if state is not None:
                 state = {k: v for k, v in state.items() if not k.startswith("head.")}
             try:

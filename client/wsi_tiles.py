@@ -108,7 +108,7 @@ class TileReader:
     tile_size: int
 
     @classmethod
-    def for_slide(cls, slide: openslide.OpenSlide, path: Path, cfg: WsiPreprocessingConfig) -> "TileReader":
+    def for_slide(cls, slide: openslide.OpenSlide, path: Path, cfg: WsiPreprocessingConfig) -> TileReader:
         mpp0 = slide_mpp(slide, path)
         if mpp0 > cfg.mpp * MPP_TOLERANCE:
             raise PatientDataError(f"slide scanned at {mpp0:g} um/px, coarser than the configured {cfg.mpp:g} um/px", str(path))

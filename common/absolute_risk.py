@@ -67,8 +67,13 @@ def predict_absolute(
     h = len(horizons)
     return AbsoluteRisk(
         horizons_days=horizons,
-        risk=1 - surv[:, :h], risk_low=1 - high[:, :h], risk_high=1 - low[:, :h],
-        times=times, survival=surv[:, h:], survival_low=low[:, h:], survival_high=high[:, h:],
+        risk=1 - surv[:, :h],
+        risk_low=1 - high[:, :h],
+        risk_high=1 - low[:, :h],
+        times=times,
+        survival=surv[:, h:],
+        survival_low=low[:, h:],
+        survival_high=high[:, h:],
     )
 
 

@@ -31,7 +31,7 @@ class BagSums:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BagSums":
+    def from_dict(cls, data: dict) -> BagSums:
         return cls(**data)
 
 

@@ -26,8 +26,9 @@ def baseline_document(replies: dict[str, dict], grid: dict[str, float], model_ro
         raise ValueError("no site answered the baseline query")
     endpoints: dict[str, Any] = {}
     for name in sorted({e for r in replies.values() for e in r["endpoints"]}):
-        per_site = {s: BaselineBins.from_dict(r["endpoints"][name]["bins"]) for s, r in sorted(replies.items())
-                    if name in r["endpoints"]}
+        per_site = {
+            s: BaselineBins.from_dict(r["endpoints"][name]["bins"]) for s, r in sorted(replies.items()) if name in r["endpoints"]
+        }
         pooled = combine_bins(per_site.values())
         histogram = np.sum([np.asarray(replies[s]["endpoints"][name]["risk_histogram"]) for s in per_site], axis=0)
         endpoints[name] = {
@@ -39,5 +40,10 @@ def baseline_document(replies: dict[str, dict], grid: dict[str, float], model_ro
             "events": int(pooled.events.sum()),
         }
     fingerprints = {s: r.get("encoder_fingerprint") for s, r in sorted(replies.items())}
-    return {"grid": dict(grid), "model_round": model_round, "sites": sorted(replies), "endpoints": endpoints,
-            "encoder_fingerprints": fingerprints}
+    return {
+        "grid": dict(grid),
+        "model_round": model_round,
+        "sites": sorted(replies),
+        "endpoints": endpoints,
+        "encoder_fingerprints": fingerprints,
+    }

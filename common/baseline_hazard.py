@@ -53,7 +53,7 @@ class BaselineBins:
     events: np.ndarray
     risk_sum: np.ndarray
 
-    def __add__(self, other: "BaselineBins") -> "BaselineBins":
+    def __add__(self, other: BaselineBins) -> BaselineBins:
         if self.edges.shape != other.edges.shape or not np.allclose(self.edges, other.edges):
             raise ValueError("baseline bins on different time grids cannot be combined")
         return BaselineBins(self.edges, self.events + other.events, self.risk_sum + other.risk_sum)
@@ -62,17 +62,20 @@ class BaselineBins:
         return {"edges": self.edges.tolist(), "events": self.events.tolist(), "risk_sum": self.risk_sum.tolist()}
 
     @staticmethod
-    def from_dict(data: Mapping) -> "BaselineBins":
+    def from_dict(data: Mapping) -> BaselineBins:
         edges = np.asarray(data["edges"], float)
         events, risk_sum = np.asarray(data["events"], float), np.asarray(data["risk_sum"], float)
         if events.shape != (len(edges) - 1,) or risk_sum.shape != events.shape:
-            raise ValueError(f"baseline bins: {len(edges)} edges need {len(edges) - 1} events and risk sums, "
-                             f"got {events.shape} and {risk_sum.shape}")
+            raise ValueError(
+                f"baseline bins: {len(edges)} edges need {len(edges) - 1} events and risk sums, "
+                f"got {events.shape} and {risk_sum.shape}"
+            )
         return BaselineBins(edges, events, risk_sum)
 
 
-def site_baseline_bins(time: np.ndarray, event: np.ndarray, log_risk: np.ndarray, edges: np.ndarray,
-                       min_at_risk: int = 0) -> BaselineBins:
+def site_baseline_bins(
+    time: np.ndarray, event: np.ndarray, log_risk: np.ndarray, edges: np.ndarray, min_at_risk: int = 0
+) -> BaselineBins:
     """A site's bins of one endpoint. time, event, log_risk: [N] (days, 0/1, the model's log-risk).
     Events after the last edge are not counted (the grid covers the follow-up the federation uses).
     Bins where fewer than `min_at_risk` patients are at risk are sent empty (no events, no risk
@@ -114,7 +117,7 @@ class BaselineHazard:
     cumulative: np.ndarray
 
     @staticmethod
-    def from_bins(bins: BaselineBins) -> "BaselineHazard":
+    def from_bins(bins: BaselineBins) -> BaselineHazard:
         with np.errstate(divide="ignore", invalid="ignore"):
             increments = np.where(bins.risk_sum > 0, bins.events / bins.risk_sum, 0.0)
         return BaselineHazard(bins.edges, np.concatenate([[0.0], np.cumsum(increments)]))
@@ -131,7 +134,7 @@ class BaselineHazard:
         return {"edges": self.edges.tolist(), "cumulative": self.cumulative.tolist()}
 
     @staticmethod
-    def from_dict(data: Mapping) -> "BaselineHazard":
+    def from_dict(data: Mapping) -> BaselineHazard:
         return BaselineHazard(np.asarray(data["edges"], float), np.asarray(data["cumulative"], float))
 
 

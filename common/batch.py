@@ -43,7 +43,7 @@ class SurvivalBatch:
     modality_present: torch.Tensor
     extras: dict = field(default_factory=dict)
 
-    def to(self, device: torch.device | str) -> "SurvivalBatch":
+    def to(self, device: torch.device | str) -> SurvivalBatch:
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return SurvivalBatch(**moved)
 

@@ -54,13 +54,10 @@ class HeadLossStats:
 
     def mean_losses(self) -> dict[str, float]:
         """{head: sum over endpoints of the per-endpoint mean loss} (endpoints without events add 0)."""
-        return {
-            head: sum(s / n for s, n in zip(sums, self.events[head]) if n > 0)
-            for head, sums in self.loss_sums.items()
-        }
+        return {head: sum(s / n for s, n in zip(sums, self.events[head]) if n > 0) for head, sums in self.loss_sums.items()}
 
     @staticmethod
-    def merge(parts: Iterable["HeadLossStats"]) -> "HeadLossStats":
+    def merge(parts: Iterable[HeadLossStats]) -> HeadLossStats:
         """Pool statistics of several batches or sites: sums and event counts add up."""
         parts = list(parts)
         if not parts:
@@ -72,10 +69,13 @@ class HeadLossStats:
         )
 
     def to_dict(self) -> dict:
-        return {"loss_sums": {h: list(v) for h, v in self.loss_sums.items()}, "events": {h: list(v) for h, v in self.events.items()}}
+        return {
+            "loss_sums": {h: list(v) for h, v in self.loss_sums.items()},
+            "events": {h: list(v) for h, v in self.events.items()},
+        }
 
     @staticmethod
-    def from_dict(data: Mapping) -> "HeadLossStats":
+    def from_dict(data: Mapping) -> HeadLossStats:
         return HeadLossStats(
             loss_sums={h: tuple(float(x) for x in v) for h, v in data["loss_sums"].items()},
             events={h: tuple(int(x) for x in v) for h, v in data["events"].items()},
@@ -181,7 +181,9 @@ class BlendState:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.smoothing < 1.0 or not 0.0 < self.max_change <= 1.0:
-            raise ValueError(f"blend smoothing must be in [0, 1) and max_change in (0, 1], got {self.smoothing}, {self.max_change}")
+            raise ValueError(
+                f"blend smoothing must be in [0, 1) and max_change in (0, 1], got {self.smoothing}, {self.max_change}"
+            )
         if not 0.0 <= self.min_weight * len(self.heads) < 1.0:
             raise ValueError(f"blend min_weight {self.min_weight} x {len(self.heads)} heads must stay below 1")
         if not self.weights:
@@ -192,11 +194,16 @@ class BlendState:
             self.history.append((0, dict(self.weights)))
 
     @staticmethod
-    def for_recipe(heads: Iterable[str], recipe: TrainConfig) -> "BlendState":
+    def for_recipe(heads: Iterable[str], recipe: TrainConfig) -> BlendState:
         """A fresh state with the recipe's blend settings."""
-        return BlendState(heads=tuple(heads), mode=recipe.blend_mode, overfit_floor=recipe.blend_overfit_floor,
-                          smoothing=recipe.blend_smoothing, max_change=recipe.blend_max_change,
-                          min_weight=recipe.blend_min_weight)
+        return BlendState(
+            heads=tuple(heads),
+            mode=recipe.blend_mode,
+            overfit_floor=recipe.blend_overfit_floor,
+            smoothing=recipe.blend_smoothing,
+            max_change=recipe.blend_max_change,
+            min_weight=recipe.blend_min_weight,
+        )
 
     def update(self, epoch: int, checkpoint: Checkpoint) -> dict[str, float]:
         """Take the checkpoint (exponentially smoothed with the previous ones by `smoothing`: G and O
@@ -234,7 +241,7 @@ class BlendState:
         }
 
     @staticmethod
-    def from_dict(data: Mapping) -> "BlendState":
+    def from_dict(data: Mapping) -> BlendState:
         """Inverse of to_dict; a state saved before `overfit_floor` (smoothing, bounded steps) existed
         resumes with the rule it was started with (floor 0, no smoothing, unbounded)."""
         last = data.get("last")
@@ -251,7 +258,9 @@ class BlendState:
             raw_weights={h: float(w) for h, w in data.get("raw_weights", weights).items()},
             last=None if last is None else Checkpoint(train=last["train"], val=last["val"]),
             history=[(int(e), {h: float(x) for h, x in w.items()}) for e, w in data["history"]],
-            stats_history=[(int(e), {h: (float(g), float(o)) for h, (g, o) in s.items()}) for e, s in data.get("stats_history", [])],
+            stats_history=[
+                (int(e), {h: (float(g), float(o)) for h, (g, o) in s.items()}) for e, s in data.get("stats_history", [])
+            ],
         )
 
 

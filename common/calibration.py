@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from .figures import pyplot, save_png
 
 
@@ -45,7 +46,9 @@ class CalibrationGroups:
     observed: np.ndarray
 
 
-def calibration_groups(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float, groups: int = 10) -> CalibrationGroups:
+def calibration_groups(
+    risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float, groups: int = 10
+) -> CalibrationGroups:
     """Quantile groups of predicted risk at `horizon` (risk [N]) with their KM observed risk."""
     risk, time, event = (np.asarray(a, float) for a in (risk, time, event))
     order = np.argsort(risk, kind="stable")
@@ -82,7 +85,10 @@ class CalibrationFit:
 
 
 def calibration_intercept_slope(
-    log_risk: np.ndarray, cumulative_baseline: Callable[[np.ndarray], np.ndarray], time: np.ndarray, event: np.ndarray,
+    log_risk: np.ndarray,
+    cumulative_baseline: Callable[[np.ndarray], np.ndarray],
+    time: np.ndarray,
+    event: np.ndarray,
     horizon: float,
 ) -> CalibrationFit:
     """Crowson's Poisson calibration at `horizon`; cumulative_baseline(t) = H0(t) of the model."""
@@ -105,8 +111,13 @@ class DecisionCurve:
     treat_all: np.ndarray
 
 
-def decision_curve(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float,
-                   thresholds: Sequence[float] = tuple(np.arange(0.01, 0.81, 0.01))) -> DecisionCurve:
+def decision_curve(
+    risk: np.ndarray,
+    time: np.ndarray,
+    event: np.ndarray,
+    horizon: float,
+    thresholds: Sequence[float] = tuple(np.arange(0.01, 0.81, 0.01)),
+) -> DecisionCurve:
     """Survival decision curve at `horizon` from predicted risks [N] (see the module docstring)."""
     risk, time, event = (np.asarray(a, float) for a in (risk, time, event))
     p = np.asarray(thresholds, float)
@@ -123,13 +134,14 @@ def decision_curve(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizo
     return DecisionCurve(p, model, treat_all)
 
 
-def plot_calibration(per_horizon: dict[str, tuple[CalibrationGroups, CalibrationFit | None]], path: str | Path, title: str,
-                     ncols: int = 3) -> Path:
+def plot_calibration(
+    per_horizon: dict[str, tuple[CalibrationGroups, CalibrationFit | None]], path: str | Path, title: str, ncols: int = 3
+) -> Path:
     """Predicted vs observed risk per group, one panel per label (rows of `ncols`), with intercept and slope."""
     ncols = min(ncols, len(per_horizon))
     nrows = -(-len(per_horizon) // ncols)
     fig, axes = pyplot().subplots(nrows, ncols, figsize=(3.6 * ncols, 3.5 * nrows), squeeze=False)
-    for ax in axes.flat[len(per_horizon):]:
+    for ax in axes.flat[len(per_horizon) :]:
         ax.axis("off")
     for ax, (label, (groups, fit)) in zip(axes.flat, per_horizon.items()):
         top = max(groups.predicted.max(), groups.observed.max(), 0.05) * 1.1

@@ -41,13 +41,13 @@ class Validity:
     not_after: dt.datetime
 
     @classmethod
-    def days_from_now(cls, days: float) -> "Validity":
+    def days_from_now(cls, days: float) -> Validity:
         now = dt.datetime.now(dt.timezone.utc)
         # a minute in the past: clocks of the machines differ a little
         return cls(now - dt.timedelta(minutes=1), now + dt.timedelta(days=days))
 
     @classmethod
-    def expired(cls) -> "Validity":
+    def expired(cls) -> Validity:
         """Valid for a day that ended yesterday (to test that expired certificates are refused)."""
         now = dt.datetime.now(dt.timezone.utc)
         return cls(now - dt.timedelta(days=2), now - dt.timedelta(days=1))
@@ -82,15 +82,28 @@ def make_ca(out_dir: Path, name: str, validity: Validity | None = None) -> tuple
         .not_valid_before(validity.not_before)
         .not_valid_after(validity.not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     out_dir = Path(out_dir)
-    return (_write(out_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM)),
-            _write(out_dir / "ca.key", _pem_key(key), private=True))
+    return (
+        _write(out_dir / "ca.crt", cert.public_bytes(serialization.Encoding.PEM)),
+        _write(out_dir / "ca.key", _pem_key(key), private=True),
+    )
 
 
 def subject_alt_names(hosts: list[str]) -> list[x509.GeneralName]:
@@ -104,8 +117,9 @@ def subject_alt_names(hosts: list[str]) -> list[x509.GeneralName]:
     return names
 
 
-def make_server_certificate(out_dir: Path, ca_cert: Path, ca_key: Path, hosts: list[str],
-                            validity: Validity | None = None) -> tuple[Path, Path]:
+def make_server_certificate(
+    out_dir: Path, ca_cert: Path, ca_key: Path, hosts: list[str], validity: Validity | None = None
+) -> tuple[Path, Path]:
     """Write `server.crt` and `server.key` (P-256) signed by the CA, SANs for `hosts` (+ loopback)."""
     validity = validity or Validity.days_from_now(DEFAULT_DAYS)
     ca = load_certificate(ca_cert)
@@ -126,8 +140,10 @@ def make_server_certificate(out_dir: Path, ca_cert: Path, ca_key: Path, hosts: l
         .sign(signer, hashes.SHA256())
     )
     out_dir = Path(out_dir)
-    return (_write(out_dir / "server.crt", cert.public_bytes(serialization.Encoding.PEM)),
-            _write(out_dir / "server.key", _pem_key(key), private=True))
+    return (
+        _write(out_dir / "server.crt", cert.public_bytes(serialization.Encoding.PEM)),
+        _write(out_dir / "server.key", _pem_key(key), private=True),
+    )
 
 
 def make_site_keys(out_dir: Path, site: str) -> tuple[Path, Path]:
@@ -136,8 +152,10 @@ def make_site_keys(out_dir: Path, site: str) -> tuple[Path, Path]:
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     out_dir = Path(out_dir)
-    return (_write(out_dir / f"{site}.key", private, private=True),
-            _write(out_dir / f"{site}.pub", public + f" {site}\n".encode()))
+    return (
+        _write(out_dir / f"{site}.key", private, private=True),
+        _write(out_dir / f"{site}.pub", public + f" {site}\n".encode()),
+    )
 
 
 def load_certificate(path: Path) -> x509.Certificate:
@@ -169,7 +187,9 @@ def load_site_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     except OSError as err:
         raise CertificateError(f"{path}: cannot read ({err.strerror})") from None
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise CertificateError(f"{path}: not an unencrypted OpenSSH private key (make one with deploy/make_certs.py site-key)") from None
+        raise CertificateError(
+            f"{path}: not an unencrypted OpenSSH private key (make one with deploy/make_certs.py site-key)"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise CertificateError(f"{path}: a {type(key).__name__}; Flower needs an EC (NIST P-256/384/521) key")
     return key
@@ -200,6 +220,7 @@ def check_server_certificate(ca_cert: Path, server_cert: Path, server_key: Path)
         raise CertificateError(f"{server_key}: cannot read ({err.strerror})") from None
     except (ValueError, TypeError):
         raise CertificateError(f"{server_key}: not an unencrypted PEM private key") from None
-    if key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != \
-            cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+    if key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
         raise CertificateError(f"{server_key}: not the private key of {server_cert}")

@@ -34,7 +34,7 @@ class ClinicalSums:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ClinicalSums":
+    def from_dict(cls, data: dict) -> ClinicalSums:
         return cls(**data)
 
 
@@ -51,7 +51,7 @@ class GlobalClinicalStats:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GlobalClinicalStats":
+    def from_dict(cls, data: dict) -> GlobalClinicalStats:
         return cls(**data)
 
 

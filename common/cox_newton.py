@@ -29,19 +29,28 @@ class CoxScore:
     loglik: float
 
     def to_dict(self) -> dict:
-        return {"score": self.score.tolist(), "information": self.information.tolist(),
-                "events": self.events, "loglik": self.loglik}
+        return {
+            "score": self.score.tolist(),
+            "information": self.information.tolist(),
+            "events": self.events,
+            "loglik": self.loglik,
+        }
 
     @staticmethod
-    def from_dict(data: dict) -> "CoxScore":
-        return CoxScore(np.asarray(data["score"], float), np.asarray(data["information"], float),
-                        int(data["events"]), float(data["loglik"]))
+    def from_dict(data: dict) -> CoxScore:
+        return CoxScore(
+            np.asarray(data["score"], float), np.asarray(data["information"], float), int(data["events"]), float(data["loglik"])
+        )
 
     @staticmethod
-    def total(parts: Iterable["CoxScore"]) -> "CoxScore":
+    def total(parts: Iterable[CoxScore]) -> CoxScore:
         parts = list(parts)
-        return CoxScore(sum(p.score for p in parts), sum(p.information for p in parts),
-                        sum(p.events for p in parts), sum(p.loglik for p in parts))
+        return CoxScore(
+            sum(p.score for p in parts),
+            sum(p.information for p in parts),
+            sum(p.events for p in parts),
+            sum(p.loglik for p in parts),
+        )
 
 
 def cox_score(x: np.ndarray, time: np.ndarray, event: np.ndarray, beta: np.ndarray) -> CoxScore:

@@ -41,9 +41,13 @@ log = logging.getLogger("stsfl.security")
 
 def warn_insecure(config_path: Path, what: str) -> None:
     """The WARNING every launcher logs when a YAML says `security.insecure: true`."""
-    log.warning("%s: security.insecure is true: %s without TLS and without SuperNode authentication; "
-                "anyone who can reach it can read the traffic%s", config_path, what,
-                " and join as a site" if what.startswith("the SuperLink") else "")
+    log.warning(
+        "%s: security.insecure is true: %s without TLS and without SuperNode authentication; "
+        "anyone who can reach it can read the traffic%s",
+        config_path,
+        what,
+        " and join as a site" if what.startswith("the SuperLink") else "",
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -224,9 +228,14 @@ def start_superlink(
     (register the site keys next, `register_site_keys`), without it insecure. `database` keeps
     its state on disk. `simulation`: runs go to Flower's simulation engine (virtual SuperNodes in
     this process group)."""
-    cmd = [flower_bin("flower-superlink"), *_superlink_security_args(tls), "--disable-runtime-dependency-installation",
-        "--host", host,
-        "--port", str(port),
+    cmd = [
+        flower_bin("flower-superlink"),
+        *_superlink_security_args(tls),
+        "--disable-runtime-dependency-installation",
+        "--host",
+        host,
+        "--port",
+        str(port),
     ]
     if database is not None:
         cmd += ["--database", str(database)]
@@ -250,17 +259,30 @@ def start_superlink(
 def _superlink_security_args(tls: ServerTls | None) -> list[str]:
     if tls is None:
         return ["--insecure"]
-    return ["--ssl-ca-certfile", str(tls.ca_cert), "--ssl-certfile", str(tls.server_cert),
-            "--ssl-keyfile", str(tls.server_key), "--enable-supernode-auth"]
+    return [
+        "--ssl-ca-certfile",
+        str(tls.ca_cert),
+        "--ssl-certfile",
+        str(tls.server_cert),
+        "--ssl-keyfile",
+        str(tls.server_key),
+        "--enable-supernode-auth",
+    ]
 
 
 def register_site_keys(site_keys: dict[str, Path], connection: str, env: dict[str, str] | None) -> None:
     """Register every site's public key with the running SuperLink of `connection` (its Control
     API), all at once: each `flwr` call is seconds of imports, and sites are refused until then."""
     procs = {
-        site: subprocess.Popen([flower_bin("flwr"), "supernode", "register", str(key), connection, "--name", site],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, encoding="utf-8", errors="replace")  # flwr prints emoji; LANG may be C
+        site: subprocess.Popen(
+            [flower_bin("flwr"), "supernode", "register", str(key), connection, "--name", site],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )  # flwr prints emoji; LANG may be C
         for site, key in site_keys.items()
     }
     failed = []
@@ -309,20 +331,28 @@ def toml_pairs(values: dict[str, str | int | float | bool]) -> str:
     return " ".join(parts)
 
 
-def supernode_command(superlink: str, node_config: dict[str, str | int | float], port: int, host: str = "127.0.0.1",
-                      tls: SiteTls | None = None) -> list[str]:
+def supernode_command(
+    superlink: str, node_config: dict[str, str | int | float], port: int, host: str = "127.0.0.1", tls: SiteTls | None = None
+) -> list[str]:
     """`flower-supernode` command for a SuperNode that connects to the Fleet API at `superlink`
     (HOST:PORT), with TLS and its authentication key when `tls` is given (insecure otherwise),
     and serves its ClientApp IO API on host:port."""
-    security = ["--insecure"] if tls is None else [
-        "--root-certificates", str(tls.ca_cert), "--auth-supernode-private-key", str(tls.auth_key)]
+    security = (
+        ["--insecure"]
+        if tls is None
+        else ["--root-certificates", str(tls.ca_cert), "--auth-supernode-private-key", str(tls.auth_key)]
+    )
     return [
         flower_bin("flower-supernode"),
         *security,
-        "--superlink", superlink,
-        "--host", host,
-        "--port", str(port),
-        "--node-config", toml_pairs(node_config),
+        "--superlink",
+        superlink,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--node-config",
+        toml_pairs(node_config),
     ]
 
 

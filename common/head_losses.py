@@ -52,8 +52,15 @@ def head_loss_stats(
     """Per-head loss sums and event counts over N patients taken as ONE risk set (a whole split of a
     site); outputs {head: [N, K]}, labels [N, K], modality_present [N, 3]."""
     labels = SurvivalBatch(
-        pids=[], mri=torch.empty(0), wsi=torch.empty(0), wsi_mask=torch.empty(0), clinical=torch.empty(0),
-        time=time, event=event, endpoint_observed=endpoint_observed, modality_present=modality_present,
+        pids=[],
+        mri=torch.empty(0),
+        wsi=torch.empty(0),
+        wsi_mask=torch.empty(0),
+        clinical=torch.empty(0),
+        time=time,
+        event=event,
+        endpoint_observed=endpoint_observed,
+        modality_present=modality_present,
     )
     with torch.no_grad():
         sums = head_losses({h: o.float() for h, o in outputs.items()}, labels, ties, reduction="sum")

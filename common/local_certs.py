@@ -27,8 +27,12 @@ class LocalCerts:
 
     def federation_security(self) -> dict[str, Any]:
         """The federation YAML's `security:` block (every site registered)."""
-        return {"ca_cert": str(self.ca_cert), "server_cert": str(self.server_cert), "server_key": str(self.server_key),
-                "site_keys": {site: str(pub) for site, (_, pub) in self.site_keys.items()}}
+        return {
+            "ca_cert": str(self.ca_cert),
+            "server_cert": str(self.server_cert),
+            "server_key": str(self.server_key),
+            "site_keys": {site: str(pub) for site, (_, pub) in self.site_keys.items()},
+        }
 
     def site_security(self, site: str) -> dict[str, Any]:
         """Site `site`'s `security:` block."""
@@ -40,8 +44,7 @@ def make_local_certs(out_dir: Path, sites: list[str], name: str = "local") -> Lo
     out_dir = Path(out_dir).resolve()
     ca_cert, ca_key = make_ca(out_dir, name)
     server_cert, server_key = make_server_certificate(out_dir, ca_cert, ca_key, hosts=[])
-    return LocalCerts(ca_cert, ca_key, server_cert, server_key,
-                      {site: make_site_keys(out_dir / "sites", site) for site in sites})
+    return LocalCerts(ca_cert, ca_key, server_cert, server_key, {site: make_site_keys(out_dir / "sites", site) for site in sites})
 
 
 def secured_site_yaml(site_yaml: Path, out_path: Path, security: dict[str, Any]) -> Path:

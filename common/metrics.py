@@ -174,7 +174,9 @@ def harrell_c_difference(time, event, risk_a, risk_b, n_boot: int = 1000, seed: 
     time, event, risk_a, risk_b = (np.asarray(x, float) for x in (time, event, risk_a, risk_b))
     return bootstrap_ci(
         lambda i: harrell_c(time[i], event[i], risk_a[i]) - harrell_c(time[i], event[i], risk_b[i]),
-        len(time), n_boot, seed=seed,
+        len(time),
+        n_boot,
+        seed=seed,
     )
 
 
@@ -187,7 +189,7 @@ class EndpointSplit:
     risk: np.ndarray
 
     @staticmethod
-    def from_arrays(time, event, risk, observed=None) -> "EndpointSplit":
+    def from_arrays(time, event, risk, observed=None) -> EndpointSplit:
         keep = np.ones(len(time), bool) if observed is None else np.asarray(observed, bool)
         return EndpointSplit(np.asarray(time, float)[keep], np.asarray(event, float)[keep], np.asarray(risk, float)[keep])
 

@@ -123,8 +123,10 @@ def schema_differences(expected: ClinicalSchema, found: ClinicalSchema) -> list[
     if [v.name for v in expected.variables] != [v.name for v in found.variables] and not out:
         out.append("the variables are in a different order")
     if expected.endpoints != found.endpoints:
-        out.append(f"endpoints {[e.name for e in found.endpoints]} vs the model's {[e.name for e in expected.endpoints]}"
-                   " (or their columns differ)")
+        out.append(
+            f"endpoints {[e.name for e in found.endpoints]} vs the model's {[e.name for e in expected.endpoints]}"
+            " (or their columns differ)"
+        )
     return out
 
 
@@ -143,8 +145,10 @@ def load_model_file(path: str | Path, schema: ClinicalSchema | None = None) -> E
     if manifest.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an stsfl model file (format {manifest.get('format')!r})")
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model file format {manifest['format_version']} is newer than this stsfl "
-                             f"({stsfl_version()}) reads ({FORMAT_VERSION}); update stsfl")
+        raise ModelFileError(
+            f"{path}: model file format {manifest['format_version']} is newer than this stsfl "
+            f"({stsfl_version()}) reads ({FORMAT_VERSION}); update stsfl"
+        )
     model = ExportedModel(
         arrays=arrays,
         preset=ModelPreset.model_validate(manifest["preset"]),
@@ -160,6 +164,7 @@ def load_model_file(path: str | Path, schema: ClinicalSchema | None = None) -> E
     if schema is not None:
         differences = schema_differences(model.schema, schema)
         if differences:
-            raise ModelFileError(f"{path}: the model was trained with a different clinical schema than this site's:\n  "
-                                 + "\n  ".join(differences))
+            raise ModelFileError(
+                f"{path}: the model was trained with a different clinical schema than this site's:\n  " + "\n  ".join(differences)
+            )
     return model

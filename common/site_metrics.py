@@ -84,10 +84,13 @@ def describe_metrics(metrics: Mapping[str, float]) -> str:
     """One line per site for the screen, e.g. `os: C 0.712, Uno 0.698, AUC 365d 0.74, IBS 0.162, 14 events`."""
     parts = []
     for endpoint in reported_endpoints(metrics):
-        shown = [f"{label} {metrics[f'{key}-{endpoint}']:.3f}" for key, label in (("c-harrell", "C"), ("c-uno", "Uno"))
-                 if f"{key}-{endpoint}" in metrics]
+        shown = [
+            f"{label} {metrics[f'{key}-{endpoint}']:.3f}"
+            for key, label in (("c-harrell", "C"), ("c-uno", "Uno"))
+            if f"{key}-{endpoint}" in metrics
+        ]
         suffix = f"d-{endpoint}"
-        aucs = sorted((float(k[4:-len(suffix)]), v) for k, v in metrics.items() if k.startswith("auc-") and k.endswith(suffix))
+        aucs = sorted((float(k[4 : -len(suffix)]), v) for k, v in metrics.items() if k.startswith("auc-") and k.endswith(suffix))
         shown += [f"AUC {h:g}d {v:.3f}" for h, v in aucs]
         if f"ibs-{endpoint}" in metrics:
             shown.append(f"IBS {metrics[f'ibs-{endpoint}']:.3f}")

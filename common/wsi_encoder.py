@@ -47,12 +47,16 @@ def encoder_mismatches(per_site: dict[str, dict], preset: ModelPreset) -> list[s
             continue
         wrong = [d for d in encoder.get("feature_dims", []) if d != width]
         if wrong:
-            lines.append(f"site {site}: slide features of dimension {', '.join(map(str, wrong))}, the federation's "
-                         f"wsi.embed_dim is {width}")
+            lines.append(
+                f"site {site}: slide features of dimension {', '.join(map(str, wrong))}, the federation's "
+                f"wsi.embed_dim is {width}"
+            )
         fingerprints[site] = encoder.get("fingerprint")
     if len(set(fingerprints.values())) > 1:
-        lines.append("sites disagree on the slide encoder's fingerprint (other weights or settings): "
-                     + ", ".join(f"{site} {fp}" for site, fp in fingerprints.items()))
+        lines.append(
+            "sites disagree on the slide encoder's fingerprint (other weights or settings): "
+            + ", ".join(f"{site} {fp}" for site, fp in fingerprints.items())
+        )
     return lines
 
 

@@ -33,18 +33,29 @@ def _server(args: argparse.Namespace, ca_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make_certs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="make_certs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     fed = sub.add_parser("federation", help="CA + SuperLink certificate (coordinator)")
     fed.add_argument("--name", default="stsfl", help="federation name (in the CA's common name)")
-    fed.add_argument("--site", action="append", default=[], help="also make this site's key pair under OUT/sites/ "
-                     "(a dry run on one host; in a federation each site makes its own)")
+    fed.add_argument(
+        "--site",
+        action="append",
+        default=[],
+        help="also make this site's key pair under OUT/sites/ (a dry run on one host; in a federation each site makes its own)",
+    )
     server = sub.add_parser("server", help="a new SuperLink certificate from an existing CA (coordinator)")
     server.add_argument("--ca", required=True, help="folder holding ca.crt and ca.key")
     for p in (fed, server):
         p.add_argument("--out", required=True, help="output folder")
-        p.add_argument("--host", action="append", default=[], help="a DNS name or IP address sites use to reach the "
-                       "SuperLink (repeatable; localhost and 127.0.0.1 are always included)")
+        p.add_argument(
+            "--host",
+            action="append",
+            default=[],
+            help="a DNS name or IP address sites use to reach the "
+            "SuperLink (repeatable; localhost and 127.0.0.1 are always included)",
+        )
         p.add_argument("--days", type=float, default=825, help="validity of the server certificate (default 825 days)")
         p.add_argument("--expired", action="store_true", help="write an already expired server certificate (tests)")
     site = sub.add_parser("site-key", help="a site's key pair for SuperNode authentication (site)")

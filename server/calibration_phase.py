@@ -72,8 +72,11 @@ def plot_site_curves(replies: dict[str, dict], fed: FederationConfig, endpoint: 
 def write_calibration(results_dir: Path, replies: dict[str, dict], fed: FederationConfig) -> dict[str, Any]:
     """calibration.json and the per-endpoint PNGs; returns {site: {endpoint: (intercept, slope) at the middle horizon}}."""
     root = Path(results_dir)
-    document = {"horizons_days": horizons_in_days(fed.prediction.horizons_years).tolist(), "holdout": fed.holdout,
-                "sites": replies}
+    document = {
+        "horizons_days": horizons_in_days(fed.prediction.horizons_years).tolist(),
+        "holdout": fed.holdout,
+        "sites": replies,
+    }
     tmp = root / f".{CALIBRATION_FILE}.tmp"
     tmp.write_text(json.dumps(document) + "\n", encoding="utf-8")
     tmp.replace(root / CALIBRATION_FILE)
@@ -81,5 +84,11 @@ def write_calibration(results_dir: Path, replies: dict[str, dict], fed: Federati
     for endpoint in endpoints:
         plot_site_curves(replies, fed, endpoint, root)
     middle = f"{horizons_in_days(fed.prediction.horizons_years)[len(fed.prediction.horizons_years) // 2]:g}"
-    return {site: {e: (r["endpoints"][e][middle].get("intercept", np.nan), r["endpoints"][e][middle].get("slope", np.nan))
-                   for e in r["endpoints"] if middle in r["endpoints"][e]} for site, r in replies.items()}
+    return {
+        site: {
+            e: (r["endpoints"][e][middle].get("intercept", np.nan), r["endpoints"][e][middle].get("slope", np.nan))
+            for e in r["endpoints"]
+            if middle in r["endpoints"][e]
+        }
+        for site, r in replies.items()
+    }

@@ -24,7 +24,6 @@ import functools
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from stsfl.common.certificates import CertificateError, check_server_certificate, load_site_public_key
@@ -137,8 +136,9 @@ def _stream(cmd: list[str], env: dict, log_path: Path, echo) -> bool:
     Returns whether the SuperLink accepted the run."""
     started = False
     with open(log_path, "a", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, encoding="utf-8", errors="replace")  # flwr prints emoji; LANG may be C
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace"
+        )  # flwr prints emoji; LANG may be C
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -195,8 +195,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from stsfl.common.config.federation import POOLED_ONLY
 
     fed = load_config(args.config, FederationConfig)
-    console.print(f"{args.config}: valid federation configuration ({len(fed.sites)} sites, {fed.strategy}, "
-                  f"{fed.rounds} rounds)")
+    console.print(f"{args.config}: valid federation configuration ({len(fed.sites)} sites, {fed.strategy}, {fed.rounds} rounds)")
     table = Table(title="training recipe the sites run (train:)")
     for column in ("key", "value", "from"):
         table.add_column(column)
@@ -228,26 +227,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", help="results folder (default: results_dir of the YAML)")
     parser.add_argument("--port", type=int, help="SuperLink port (default: network.port of the YAML; 0 = free)")
     parser.add_argument("--loco", action="store_true", help="leave-one-centre-out: one federation per centre (= mode: loco)")
-    parser.add_argument("--simulate", action="store_true",
-                        help="run every site on this machine with Flower's simulation engine (site YAMLs: simulation.site_configs)")
-    parser.add_argument("--host", help="SuperLink address to listen on (default: network.host of the YAML), "
-                        "e.g. 0.0.0.0 inside a container")
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run every site on this machine with Flower's simulation engine (site YAMLs: simulation.site_configs)",
+    )
+    parser.add_argument(
+        "--host", help="SuperLink address to listen on (default: network.host of the YAML), e.g. 0.0.0.0 inside a container"
+    )
     parser.set_defaults(func=_cmd_run)
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate the federation YAML")
     check.add_argument("--config", required=True)
     check.set_defaults(func=_cmd_check_config)
-    export = sub.add_parser("export", help="write the model file of a finished federation (weights, preprocessing, "
-                                           "schema, statistics, baseline hazard)")
+    export = sub.add_parser(
+        "export",
+        help="write the model file of a finished federation (weights, preprocessing, schema, statistics, baseline hazard)",
+    )
     export.add_argument("--results", required=True, help="the federation's results folder")
     export.add_argument("--out", required=True, help="model file to write (e.g. model.stsfl.zip)")
-    export.add_argument("--site-baselines", action="store_true",
-                        help="also carry each training site's own baseline hazard (its monthly event counts)")
+    export.add_argument(
+        "--site-baselines",
+        action="store_true",
+        help="also carry each training site's own baseline hazard (its monthly event counts)",
+    )
     export.set_defaults(func=_cmd_export)
     report = sub.add_parser("report", help="write the run report (report.html + PNGs) of a results folder")
     report.add_argument("results_dir", metavar="RESULTS_DIR")
-    report.add_argument("--baselines", help="a `stsfl baselines` JSON for the comparison table "
-                        "(default: RESULTS_DIR/baselines.json when there)")
+    report.add_argument(
+        "--baselines", help="a `stsfl baselines` JSON for the comparison table (default: RESULTS_DIR/baselines.json when there)"
+    )
     report.set_defaults(func=_cmd_report)
     return parser
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 SKIP_WEIGHT = "clinical_linear.weight"
 
 
-def run_clinical_init(run: "Federation", state: "ServerState") -> None:
+def run_clinical_init(run: Federation, state: ServerState) -> None:
     """Fit the clinical term in `state.global_arrays` (no-op without one or with clinical_init.steps 0)."""
     settings = run.fed.clinical_init
     if settings.steps == 0 or SKIP_WEIGHT not in state.global_arrays:
@@ -56,14 +56,19 @@ def run_clinical_init(run: "Federation", state: "ServerState") -> None:
             l2.setdefault(endpoint, ridge(settings.l2_penalty, weight.shape[1], total.events))
             history[endpoint].append(total.loglik / total.events - l2[endpoint] / 2 * float(beta[k] @ beta[k]))
             beta[k] = newton_step(total, beta[k], l2[endpoint])
-        run.log(f"clinical Cox initialisation, Newton step {step}/{settings.steps}: penalised log-likelihood per event "
-                + ", ".join(f"{e} {h[-1]:.4f}" for e, h in history.items() if h))
+        run.log(
+            f"clinical Cox initialisation, Newton step {step}/{settings.steps}: penalised log-likelihood per event "
+            + ", ".join(f"{e} {h[-1]:.4f}" for e, h in history.items() if h)
+        )
     state.global_arrays[SKIP_WEIGHT] = beta.astype(weight.dtype)
     for name in ("fused_head.weight", "fused_head.bias"):
         state.global_arrays[name] = np.zeros_like(state.global_arrays[name])
-    state.meta["clinical_init"] = {"steps": settings.steps, "l2_penalty": l2,
-                                   "objective_per_step": history, "coefficient_norm": {
-                                       e: float(np.linalg.norm(beta[k])) for k, e in enumerate(endpoints)}}
+    state.meta["clinical_init"] = {
+        "steps": settings.steps,
+        "l2_penalty": l2,
+        "objective_per_step": history,
+        "coefficient_norm": {e: float(np.linalg.norm(beta[k])) for k, e in enumerate(endpoints)},
+    }
 
 
 def ridge(setting: float | str, features: int, events: int) -> float:

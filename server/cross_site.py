@@ -46,8 +46,9 @@ class CrossSiteMatrix:
     cells: dict[str, dict[str, dict[str, float]]]
 
     @staticmethod
-    def from_site_replies(per_site: dict[str, dict[str, dict[str, float]]], models: list[str], sites: list[str],
-                          holdout: list[str]) -> "CrossSiteMatrix":
+    def from_site_replies(
+        per_site: dict[str, dict[str, dict[str, float]]], models: list[str], sites: list[str], holdout: list[str]
+    ) -> CrossSiteMatrix:
         """Assemble from {evaluating site: {model: metrics}} (sites that did not reply are absent)."""
         cells = {m: {s: dict(per_site.get(s, {}).get(m, {})) for s in sites} for m in models}
         return CrossSiteMatrix(list(models), list(sites), list(holdout), cells)
@@ -55,8 +56,13 @@ class CrossSiteMatrix:
     @property
     def endpoints(self) -> list[str]:
         """Endpoints some site reported events for (from the `eval-events-<endpoint>` keys)."""
-        found = {k.removeprefix(EVENTS_PREFIX) for row in self.cells.values() for cell in row.values()
-                 for k in cell if k.startswith(EVENTS_PREFIX)}
+        found = {
+            k.removeprefix(EVENTS_PREFIX)
+            for row in self.cells.values()
+            for cell in row.values()
+            for k in cell
+            if k.startswith(EVENTS_PREFIX)
+        }
         return sorted(found)
 
     def role(self, site: str) -> str:
@@ -123,8 +129,7 @@ def plot_cross_site(matrix: CrossSiteMatrix, path: Path) -> Path:
     n_rows, n_cols = len(MATRIX_METRICS), len(endpoints)
     width = max(4.0, 1.1 * len(matrix.sites) + 2.2)
     height = max(2.5, 0.55 * len(matrix.models) + 1.6)
-    fig, axes = pyplot().subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows),
-                                     squeeze=False, layout="constrained")
+    fig, axes = pyplot().subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows), squeeze=False, layout="constrained")
     image = None
     for i, metric in enumerate(MATRIX_METRICS):
         for j, endpoint in enumerate(endpoints):
@@ -133,8 +138,15 @@ def plot_cross_site(matrix: CrossSiteMatrix, path: Path) -> Path:
             # C = 0.5 is chance: a diverging map centred there shows better / worse than chance.
             image = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu_r", vmin=0.2, vmax=0.8, aspect="auto")
             for (r, c), v in np.ndenumerate(values):
-                ax.text(c, r, "n/a" if np.isnan(v) else f"{v:.3f}", ha="center", va="center", fontsize=9,
-                        color="black" if np.isnan(v) or abs(v - 0.5) < 0.2 else "white")
+                ax.text(
+                    c,
+                    r,
+                    "n/a" if np.isnan(v) else f"{v:.3f}",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="black" if np.isnan(v) or abs(v - 0.5) < 0.2 else "white",
+                )
             ax.set_xticks(range(len(matrix.sites)), matrix.site_labels(endpoint), fontsize=8)
             ax.set_yticks(range(len(matrix.models)), matrix.models, fontsize=8)
             ax.set_xlabel("evaluated at")

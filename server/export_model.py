@@ -33,8 +33,10 @@ def _read(results: Path, name: str) -> Path:
 def without_site_baselines(baseline: dict) -> dict:
     """The baseline document without the per-site bins and baselines: the model file goes to every
     site, and one site's monthly event counts are not another site's business."""
-    endpoints = {name: {k: v for k, v in entry.items() if k not in ("per_site", "per_site_bins")}
-                 for name, entry in baseline["endpoints"].items()}
+    endpoints = {
+        name: {k: v for k, v in entry.items() if k not in ("per_site", "per_site_bins")}
+        for name, entry in baseline["endpoints"].items()
+    }
     return {**baseline, "endpoints": endpoints}
 
 
@@ -63,7 +65,12 @@ def export_from_results(results_dir: Path, out: Path, site_baselines: bool = Fal
         horizons_years=list(fed.prediction.horizons_years),
         modalities=list(MODALITIES),
         encoder_fingerprint=next(iter(fingerprints), None),
-        source={"federation": fed.name, "results": str(results.resolve()), "round": baseline["model_round"],
-                "training_sites": fed.training_sites, "holdout_sites": fed.holdout},
+        source={
+            "federation": fed.name,
+            "results": str(results.resolve()),
+            "round": baseline["model_round"],
+            "training_sites": fed.training_sites,
+            "holdout_sites": fed.holdout,
+        },
     )
     return save_model_file(out, model)

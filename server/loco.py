@@ -57,8 +57,9 @@ def _fold_done(results: Path) -> bool:
         return False
 
 
-def run_loco(config_path: Path, results_root: Path, run_fold: RunFold, echo: Callable[[str], None] = print,
-             force: bool = False) -> dict[str, Any]:
+def run_loco(
+    config_path: Path, results_root: Path, run_fold: RunFold, echo: Callable[[str], None] = print, force: bool = False
+) -> dict[str, Any]:
     """Run every fold (skipping finished ones, resuming interrupted ones); write and return the table."""
     data, fed = loco_config(config_path, force)
     results_root = Path(results_root)
@@ -89,15 +90,17 @@ def loco_rows(summaries: dict[str, dict]) -> list[dict[str, Any]]:
     for centre, summary in summaries.items():
         metrics = (summary.get("holdout_selected") or {}).get(centre) or {}
         for endpoint in reported_endpoints(metrics):
-            rows.append({
-                "held_out": centre,
-                "endpoint": endpoint,
-                "c_harrell": metrics.get(f"c-harrell-{endpoint}", math.nan),
-                "c_uno": metrics.get(f"c-uno-{endpoint}", math.nan),
-                "events": int(metrics[f"eval-events-{endpoint}"]),
-                "patients": int(metrics.get("eval-patients", 0)),
-                "selected_round": summary.get("selected_round"),
-            })
+            rows.append(
+                {
+                    "held_out": centre,
+                    "endpoint": endpoint,
+                    "c_harrell": metrics.get(f"c-harrell-{endpoint}", math.nan),
+                    "c_uno": metrics.get(f"c-uno-{endpoint}", math.nan),
+                    "events": int(metrics[f"eval-events-{endpoint}"]),
+                    "patients": int(metrics.get("eval-patients", 0)),
+                    "selected_round": summary.get("selected_round"),
+                }
+            )
     return rows
 
 
@@ -146,9 +149,13 @@ def run_loco_command(config: Path, results: Path | None, port: int | None, force
 
     _, fed = loco_config(config, force)
     port = port or fed.network.port or free_port(fed.network.host)
-    table = run_loco(config, Path(results or fed.results_dir).resolve(),
-                     lambda cfg, res, resume: run_federation(cfg, res, port, resume=resume), force=force,
-                     echo=print_progress)
+    table = run_loco(
+        config,
+        Path(results or fed.results_dir).resolve(),
+        lambda cfg, res, resume: run_federation(cfg, res, port, resume=resume),
+        force=force,
+        echo=print_progress,
+    )
     print_loco_table(table)
     return 0
 
@@ -166,10 +173,25 @@ def print_loco_table(table: dict[str, Any]) -> None:
     for column in ("held-out centre", "endpoint", "Harrell's C", "Uno's C", "events", "patients", "selected round"):
         out.add_column(column, justify="left" if column in ("held-out centre", "endpoint") else "right")
     for r in table["rows"]:
-        out.add_row(r["held_out"], r["endpoint"], fmt(r["c_harrell"]), fmt(r["c_uno"]), str(r["events"]),
-                    str(r["patients"]), str(r["selected_round"]))
+        out.add_row(
+            r["held_out"],
+            r["endpoint"],
+            fmt(r["c_harrell"]),
+            fmt(r["c_uno"]),
+            str(r["events"]),
+            str(r["patients"]),
+            str(r["selected_round"]),
+        )
     for endpoint, s in table["mean"].items():
         sd_h, sd_u = s["c_harrell_sd"], s["c_uno_sd"]
-        out.add_row("mean (sd)", endpoint, f"{fmt(s['c_harrell_mean'])} ({fmt(sd_h)})", f"{fmt(s['c_uno_mean'])} ({fmt(sd_u)})",
-                    "", "", "", style="bold")
+        out.add_row(
+            "mean (sd)",
+            endpoint,
+            f"{fmt(s['c_harrell_mean'])} ({fmt(sd_h)})",
+            f"{fmt(s['c_uno_mean'])} ({fmt(sd_u)})",
+            "",
+            "",
+            "",
+            style="bold",
+        )
     console.print(out)

@@ -74,9 +74,7 @@ class MultimodalHooks(LinearCoxHooks):
     def __init__(self, fed: FederationConfig):
         super().__init__(fed)
         self.bag_standardisation: tuple[np.ndarray, np.ndarray] | None = None  # slide features' (mean, std) [E]
-        self.schema: ClinicalSchema = (
-            load_config(fed.schema_file, ClinicalSchema) if fed.schema_file else load_schema()
-        )
+        self.schema: ClinicalSchema = load_config(fed.schema_file, ClinicalSchema) if fed.schema_file else load_schema()
 
     def schema_json(self) -> Any:
         return self.schema.model_dump(mode="json")
@@ -90,7 +88,8 @@ class MultimodalHooks(LinearCoxHooks):
         preset = load_preset(self.fed.preset, self.fed.model_norm)
         check_site_encoders(per_site, preset)  # before round 1, by site
         self.bag_standardisation = combine_bag_sums(
-            [BagSums.from_dict(per_site[s]["wsi_bag"]) for s in self.fed.training_sites], preset.wsi.embed_dim)
+            [BagSums.from_dict(per_site[s]["wsi_bag"]) for s in self.fed.training_sites], preset.wsi.embed_dim
+        )
         sums = [ClinicalSums.from_dict(per_site[s]["clinical"]) for s in self.fed.training_sites]
         return combine_clinical_sums(sums, self.schema).to_dict()
 
@@ -102,7 +101,9 @@ class MultimodalHooks(LinearCoxHooks):
         from stsfl.common.multimodal import MultimodalCoxNet
 
         torch.manual_seed(seed)
-        return MultimodalCoxNet(load_preset(self.fed.preset, self.fed.model_norm), clinical_dim(self.schema), len(self.schema.endpoints))
+        return MultimodalCoxNet(
+            load_preset(self.fed.preset, self.fed.model_norm), clinical_dim(self.schema), len(self.schema.endpoints)
+        )
 
     def initial_arrays(self, statistics: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
         """The seeded model, its slide-feature standardisation from the statistics phase (buffers

@@ -159,12 +159,25 @@ class Federation:
         return ServerState(
             round=0,
             global_arrays=arrays,
-            meta={"statistics": statistics, "blend_weights": self.hooks.initial_blend_weights(), "blend_state": None,
-                  "history": [], "best_round": None, "best_score": None},
+            meta={
+                "statistics": statistics,
+                "blend_weights": self.hooks.initial_blend_weights(),
+                "blend_state": None,
+                "history": [],
+                "best_round": None,
+                "best_score": None,
+            },
         )
 
-    def _send(self, kind: str, sites: list[str], records: dict[str, Any] | Callable[[str], dict[str, Any]],
-              cfg: ConfigRecord, server_round: int, timeout: float | None = None) -> tuple[dict, dict]:
+    def _send(
+        self,
+        kind: str,
+        sites: list[str],
+        records: dict[str, Any] | Callable[[str], dict[str, Any]],
+        cfg: ConfigRecord,
+        server_round: int,
+        timeout: float | None = None,
+    ) -> tuple[dict, dict]:
         """Send one message per site (`records`, e.g. {ARRAYS: weights}, or site -> its records; plus
         the config) and wait `timeout` (default round_timeout_s); return (site -> reply, site -> failure reason)."""
         timeout = timeout or self.fed.round_timeout_s
@@ -172,8 +185,13 @@ class Federation:
         for site in sites:
             content = RecordDict({**(records(site) if callable(records) else records), CONFIG: cfg})
             messages.append(
-                Message(content, dst_node_id=self.sites.node_of[site], message_type=kind,
-                        ttl=timeout + TTL_MARGIN_S, group_id=str(server_round))
+                Message(
+                    content,
+                    dst_node_id=self.sites.node_of[site],
+                    message_type=kind,
+                    ttl=timeout + TTL_MARGIN_S,
+                    group_id=str(server_round),
+                )
             )
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         # the SuperLink itself signs an error reply (e.g. node unavailable), and SecAgg+ stage replies carry
@@ -224,8 +242,10 @@ class Federation:
                 # Nobody replied (e.g. every message expired on an overloaded machine): send the round again
                 # to the sites that answer now, waiting longer, rather than end the run.
                 timeout = self.fed.round_timeout_s * 2**retry
-                self.log(f"round {server_round}: no training site replied; sending it again "
-                         f"(retry {retry} of {self.fed.round_retries}, waiting {timeout:.0f} s)")
+                self.log(
+                    f"round {server_round}: no training site replied; sending it again "
+                    f"(retry {retry} of {self.fed.round_retries}, waiting {timeout:.0f} s)"
+                )
                 self.sites.refresh(self.query_timeout)
                 present = [s for s in training if s in self.sites.node_of]
                 ok, failed = self._send(MSG_TRAIN, present, {ARRAYS: sent_record}, cfg, server_round, timeout)
@@ -233,7 +253,9 @@ class Federation:
             bytes_down = arrays_nbytes(sent_record)
             for reply in ok.values():  # screening and aggregation in float32
                 reply.content[ARRAYS] = from_transfer(reply.content[ARRAYS], self.fed.transfer_dtype)
-            rejected = screen_updates(global_record, {s: r.content[ARRAYS] for s, r in ok.items()}, self.fed.max_update_norm_ratio)
+            rejected = screen_updates(
+                global_record, {s: r.content[ARRAYS] for s, r in ok.items()}, self.fed.max_update_norm_ratio
+            )
             for site, reason in sorted(rejected.items()):
                 self.log(f"round {server_round}: update of site {site} rejected, not averaged: {reason}")
                 failed[site] = f"update rejected: {reason}"
@@ -243,8 +265,7 @@ class Federation:
         if len(ok) < self.fed.min_sites:
             raise QuorumError(
                 f"round {server_round}: {len(ok)} training site(s) replied ({', '.join(sorted(ok)) or 'none'}), "
-                f"quorum is min_sites={self.fed.min_sites}; failed: "
-                + "; ".join(f"{s}: {r}" for s, r in sorted(failed.items()))
+                f"quorum is min_sites={self.fed.min_sites}; failed: " + "; ".join(f"{s}: {r}" for s, r in sorted(failed.items()))
             )
         t1 = time.monotonic()
         new_global, _ = self.aggregator.aggregate(server_round, global_record, contents)
@@ -275,8 +296,9 @@ class Federation:
             "time_aggregate_s": t_agg,
         }
 
-    def _secure_train(self, state: ServerState, sites: list[str], global_record: Any, cfg: ConfigRecord,
-                      server_round: int) -> tuple[dict, dict, list[RecordDict], dict[str, int]]:
+    def _secure_train(
+        self, state: ServerState, sites: list[str], global_record: Any, cfg: ConfigRecord, server_round: int
+    ) -> tuple[dict, dict, list[RecordDict], dict[str, int]]:
         """A training round through SecAgg+ (stsfl.server.secure_aggregation): (site -> stage-3 reply,
         site -> failure, the one reply content the strategy aggregates: global + the weighted mean
         update with the total weight, site -> masked bytes up)."""
@@ -287,9 +309,15 @@ class Federation:
         cfg.update({WEIGHT: weight_key, CLIPPING_RANGE: float(secure.clipping_range)})
         float_names = [k for k, a in state.global_arrays.items() if a.dtype.kind == "f"]
         try:
-            result = secure_round(lambda to, records: self._send(MSG_TRAIN, to, records, cfg, server_round),
-                                  self.sites.node_of, sites, {ARRAYS: global_record}, float_names, secure,
-                                  self._max_weight())
+            result = secure_round(
+                lambda to, records: self._send(MSG_TRAIN, to, records, cfg, server_round),
+                self.sites.node_of,
+                sites,
+                {ARRAYS: global_record},
+                float_names,
+                secure,
+                self._max_weight(),
+            )
         except SecureAggregationError as exc:
             raise QuorumError(f"round {server_round}: {exc}") from exc
         averaged = dict(state.global_arrays)
@@ -332,8 +360,11 @@ class Federation:
                     f"last round: the training sites hold {events:.0f} validation events (selection.min_validation_events "
                     f"is {rule.min_validation_events}), too few to choose a round by validation loss"
                 )
-                self._warn(state, f"model selection: {state.meta['selection_fallback']}; "
-                                  "raise validation_fraction or lower selection.min_validation_events")
+                self._warn(
+                    state,
+                    f"model selection: {state.meta['selection_fallback']}; "
+                    "raise validation_fraction or lower selection.min_validation_events",
+                )
             return
         previous = state.meta.get("smoothed_score")
         smoothed = score if previous is None else rule.smoothing * previous + (1.0 - rule.smoothing) * score
@@ -362,21 +393,30 @@ class Federation:
         state.meta["stall_warned"] = True
         recipe = self.fed.recipe.train
         rose = losses[-1] > losses[0] * (1.0 + 1e-3)
-        self._warn(state, (
-            f"the training loss has not fallen for {window} rounds ({losses[0]:.4f} in round 1, {losses[-1]:.4f} now): "
-            f"the model is not learning. Likely cause: the learning rate train.lr = {recipe.lr:g} "
-            f"(from {self.fed.recipe.sources['lr']}) is too "
-            + ("high (the loss rose)" if rose else "low") + "; `sts-server check-config` shows the recipe"
-        ))
+        self._warn(
+            state,
+            (
+                f"the training loss has not fallen for {window} rounds ({losses[0]:.4f} in round 1, {losses[-1]:.4f} now): "
+                f"the model is not learning. Likely cause: the learning rate train.lr = {recipe.lr:g} "
+                f"(from {self.fed.recipe.sources['lr']}) is too "
+                + ("high (the loss rose)" if rose else "low")
+                + "; `sts-server check-config` shows the recipe"
+            ),
+        )
 
     def _progress_line(self, record: dict[str, Any]) -> str:
-        parts = [f"round {record['round']}/{self.fed.rounds}", f"sites {len(record['sites_train'])}/{len(self.fed.training_sites)}"]
+        parts = [
+            f"round {record['round']}/{self.fed.rounds}",
+            f"sites {len(record['sites_train'])}/{len(self.fed.training_sites)}",
+        ]
         loss = _weighted_mean(record["train_sites"], "train-loss-fused")
         if loss is not None:
             parts.append(f"train loss {loss:.4f}")
         if record.get("objective") is not None:  # convex tasks: how far from converged the run still moves
-            parts.append(f"objective {record['objective']:.6f}"
-                         + (f" (change {record['objective_change']:+.1e})" if record.get("objective_change") is not None else ""))
+            parts.append(
+                f"objective {record['objective']:.6f}"
+                + (f" (change {record['objective_change']:+.1e})" if record.get("objective_change") is not None else "")
+            )
         if record.get("selection_score") is not None:
             parts.append(f"val loss {record['selection_score']:.4f}")
         epsilons = {s: m["dp-epsilon"] for s, m in record["train_sites"].items() if "dp-epsilon" in m}
@@ -400,10 +440,16 @@ class Federation:
         # A fine-tuning of its own: the recipe's schedule over these epochs, no proximal term.
         epochs = self.fed.cross_site.local_epochs
         recipe = self.fed.recipe.train.model_copy(update={"epochs_per_round": epochs, "prox_mu": 0.0})
-        cfg.update({"recipe": to_json(recipe.model_dump(mode="json")),
-                    "schedule-window": to_json(ScheduleWindow(start_epoch=0, total_epochs=epochs, span_epochs=epochs).model_dump())})
-        self.log(f"cross-site validation: {len(training)} site(s) fine-tune the final global model "
-                 f"({self.fed.cross_site.local_epochs} local epoch(s))")
+        cfg.update(
+            {
+                "recipe": to_json(recipe.model_dump(mode="json")),
+                "schedule-window": to_json(ScheduleWindow(start_epoch=0, total_epochs=epochs, span_epochs=epochs).model_dump()),
+            }
+        )
+        self.log(
+            f"cross-site validation: {len(training)} site(s) fine-tune the final global model "
+            f"({self.fed.cross_site.local_epochs} local epoch(s))"
+        )
         global_record = numpy_to_arrays(state.global_arrays)
         tuned, _ = self._send(MSG_TRAIN, training, {ARRAYS: global_record}, cfg, phase_round)
         models = {GLOBAL_MODEL: global_record}
@@ -418,8 +464,11 @@ class Federation:
         records = {f"{MODEL_PREFIX}{name}": arrays for name, arrays in models.items()}
         replies, _ = self._send(MSG_CROSS_EVALUATE, evaluating, records, eval_cfg, phase_round)
         per_site = {
-            site: {name.removeprefix(METRICS_PREFIX): {k: float(v) for k, v in rec.items()}
-                   for name, rec in reply.content.metric_records.items() if name.startswith(METRICS_PREFIX)}
+            site: {
+                name.removeprefix(METRICS_PREFIX): {k: float(v) for k, v in rec.items()}
+                for name, rec in reply.content.metric_records.items()
+                if name.startswith(METRICS_PREFIX)
+            }
             for site, reply in replies.items()
         }
         matrix = CrossSiteMatrix.from_site_replies(per_site, list(models), self.fed.sites, self.fed.holdout)
@@ -474,8 +523,9 @@ class Federation:
             site_outputs = run_site_outputs(self, state, baseline)
         return self._finish(state, cross_site, site_outputs)
 
-    def _finish(self, state: ServerState, cross_site: CrossSiteMatrix | None,
-                site_outputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _finish(
+        self, state: ServerState, cross_site: CrossSiteMatrix | None, site_outputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         history = state.meta["history"]
         best_round = state.meta.get("best_round")
         selected = next((r for r in history if r["round"] == best_round), history[-1])
@@ -486,15 +536,18 @@ class Federation:
             "training_sites": self.fed.training_sites,
             "holdout_sites": self.fed.holdout,
             "selected_round": selected["round"],
-            "selection": state.meta.get("selection_fallback") or (
+            "selection": state.meta.get("selection_fallback")
+            or (
                 f"lowest events-weighted {SELECTION_METRIC} of the training sites, smoothed over rounds "
-                f"({selected.get('validation_events', 0):.0f} validation events)"),
+                f"({selected.get('validation_events', 0):.0f} validation events)"
+            ),
             "warnings": state.meta.get("warnings", []),
             "holdout_selected": {s: selected.get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "holdout_final": {s: history[-1].get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "blend_weights": state.meta.get("blend_weights"),
-            "cross_site": None if cross_site is None else {"models": cross_site.models, "sites": cross_site.sites,
-                                                           "file": "cross_site.csv"},
+            "cross_site": None
+            if cross_site is None
+            else {"models": cross_site.models, "sites": cross_site.sites, "file": "cross_site.csv"},
             "site_outputs": site_outputs,  # counts per site; the outputs themselves stay at the sites
         }
         self.results.write_model("model_final.npz", state.global_arrays)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .orchestrator import Federation
 
 
-def run_prediction_phases(run: "Federation", state: "ServerState") -> dict | None:
+def run_prediction_phases(run: Federation, state: ServerState) -> dict | None:
     """Baseline hazard, then calibration, of the selected model (the latest when none was selected);
     returns the baseline document (None when no training site answered)."""
     run.results.write_status("baseline", completed_rounds=state.round)
@@ -50,7 +50,7 @@ def run_prediction_phases(run: "Federation", state: "ServerState") -> dict | Non
     return document
 
 
-def _calibration(run: "Federation", arrays: Any, cfg: ConfigRecord, baseline: dict, model_round: int) -> None:
+def _calibration(run: Federation, arrays: Any, cfg: ConfigRecord, baseline: dict, model_round: int) -> None:
     cfg.update(calibration_query_config(run.fed, baseline))
     cfg["holdout-sites"] = to_json(run.fed.holdout)
     present = [s for s in run.fed.sites if s in run.sites.node_of]
@@ -58,8 +58,14 @@ def _calibration(run: "Federation", arrays: Any, cfg: ConfigRecord, baseline: di
     if not ok:
         run.log("calibration: no site replied; no calibration.json")
         return
-    fits = write_calibration(run.results.root, {s: from_json(str(r.content[CALIBRATION]["json"])) for s, r in ok.items()}, run.fed)
+    fits = write_calibration(
+        run.results.root, {s: from_json(str(r.content[CALIBRATION]["json"])) for s, r in ok.items()}, run.fed
+    )
     for site in run.fed.holdout:
-        shown = ", ".join(f"{e} intercept {a:+.2f} slope {b:.2f}" if np.isfinite(b) else f"{e} not estimated (too few "
-                          "events or patients; calibration.json says which)" for e, (a, b) in sorted(fits.get(site, {}).items()))
+        shown = ", ".join(
+            f"{e} intercept {a:+.2f} slope {b:.2f}"
+            if np.isfinite(b)
+            else f"{e} not estimated (too few events or patients; calibration.json says which)"
+            for e, (a, b) in sorted(fits.get(site, {}).items())
+        )
         run.log(f"held-out {site} calibration at the middle horizon: {shown or 'not available'}")

@@ -76,21 +76,36 @@ def run_section(run: RunResults) -> Section:
     s = run.summary
     rows = [
         ["federation", _fmt(s.get("federation") or run.federation.get("name"))],
-        ["task", _fmt(run.federation.get("task", "multimodal")
-                      + (f", preset {run.federation['preset']}" if run.federation.get("preset") else ""))],
+        [
+            "task",
+            _fmt(
+                run.federation.get("task", "multimodal")
+                + (f", preset {run.federation['preset']}" if run.federation.get("preset") else "")
+            ),
+        ],
         ["strategy", _fmt(s.get("strategy") or run.federation.get("strategy"))],
-        ["status", _fmt(f"{run.status.get('phase', 'unknown')}, {len(run.rounds)} of "
-                        f"{s.get('rounds') or run.federation.get('rounds', '?')} rounds")],
+        [
+            "status",
+            _fmt(
+                f"{run.status.get('phase', 'unknown')}, {len(run.rounds)} of "
+                f"{s.get('rounds') or run.federation.get('rounds', '?')} rounds"
+            ),
+        ],
         ["training sites", _fmt(", ".join(s.get("training_sites") or [x for x in run.sites if x not in run.holdout]))],
         ["held-out centres", _fmt(", ".join(run.holdout) or "none")],
         ["selected round", _fmt(f"{run.selected_round} ({s.get('selection', 'last round')})")],
     ]
     body = [_table(["", ""], rows, "kv")]
     for site, metrics in (s.get("holdout_selected") or {}).items():
-        shown = [f"{k.removeprefix('c-harrell-')} {v:.3f}" for k, v in sorted((metrics or {}).items()) if k.startswith("c-harrell-")]
+        shown = [
+            f"{k.removeprefix('c-harrell-')} {v:.3f}" for k, v in sorted((metrics or {}).items()) if k.startswith("c-harrell-")
+        ]
         if shown:
-            body.append(f'<p class="headline">Held-out centre {html.escape(site)}, selected model: Harrell\'s C '
-                        + ", ".join(f'<span class="c-index">{html.escape(x)}</span>' for x in shown) + "</p>")
+            body.append(
+                f'<p class="headline">Held-out centre {html.escape(site)}, selected model: Harrell\'s C '
+                + ", ".join(f'<span class="c-index">{html.escape(x)}</span>' for x in shown)
+                + "</p>"
+            )
     return Section("Run", body)
 
 
@@ -105,8 +120,9 @@ def cohort_section(run: RunResults, out: Path) -> Section:
         header += ["usable patients", "MRI", "WSI", "clinical"]
     table = []
     for r in rows:
-        line = ([_fmt(r["site"]), _fmt(r["role"]), _fmt(r["patients"]), _fmt(r["counted"])]
-                + [_fmt(r["events"].get(e)) for e in endpoints])
+        line = [_fmt(r["site"]), _fmt(r["role"]), _fmt(r["patients"]), _fmt(r["counted"])] + [
+            _fmt(r["events"].get(e)) for e in endpoints
+        ]
         if has_modalities:
             usable = r.get("usable") or 0
             line.append(_fmt(usable))
@@ -114,25 +130,46 @@ def cohort_section(run: RunResults, out: Path) -> Section:
                 n = r["modalities"].get(m)
                 line.append("&ndash;" if n is None else f"{n} ({100.0 * n / usable:.0f} %)" if usable else str(n))
         table.append(line)
-    body = [_p("Training sites: the patients and events of their training split (the rest is their validation "
-               f"split). Held-out centres have no training split: the patients they evaluated at round "
-               f"{run.selected_round} and their events."), _table(header, table)]
+    body = [
+        _p(
+            "Training sites: the patients and events of their training split (the rest is their validation "
+            f"split). Held-out centres have no training split: the patients they evaluated at round "
+            f"{run.selected_round} and their events."
+        ),
+        _table(header, table),
+    ]
     if not has_modalities:
         body.append(_p("The sites did not report modality coverage (results of an older version or a tabular task)."))
-    return Section("Cohort per site", body, [(figures.plot_cohort(rows, endpoints, out / "cohort.png"),
-                                              "Patients, events and modality coverage per site (counts reported by the sites).")])
+    return Section(
+        "Cohort per site",
+        body,
+        [
+            (
+                figures.plot_cohort(rows, endpoints, out / "cohort.png"),
+                "Patients, events and modality coverage per site (counts reported by the sites).",
+            )
+        ],
+    )
 
 
 def training_section(run: RunResults, out: Path) -> Section:
     section = Section("Training")
     losses = head_losses(run)
     if losses:
-        section.figures.append((figures.plot_head_losses(losses, out / "losses.png"),
-                                "Cox loss per head, events-weighted mean over the training sites."))
+        section.figures.append(
+            (
+                figures.plot_head_losses(losses, out / "losses.png"),
+                "Cox loss per head, events-weighted mean over the training sites.",
+            )
+        )
     blend = blend_series(run)
     if blend and len(blend) > 1:
-        section.figures.append((figures.plot_blend_weights(blend, out / "blend_weights.png"),
-                                "Gradient-blending weights per round (server-side, from site-aggregated losses)."))
+        section.figures.append(
+            (
+                figures.plot_blend_weights(blend, out / "blend_weights.png"),
+                "Gradient-blending weights per round (server-side, from site-aggregated losses).",
+            )
+        )
     if not section.figures:
         section.note = "rounds.jsonl has no training losses"
     return section
@@ -150,23 +187,36 @@ def evaluation_section(run: RunResults, out: Path) -> Section:
     for r in rows:
         ci = f" ({r.harrell_ci[0]:.3f}&ndash;{r.harrell_ci[1]:.3f})" if r.harrell_ci else ""
         c = f'<span class="c-index">{_fmt(r.harrell)}</span>{ci}' if r.harrell is not None else _fmt(None)
-        table.append([_fmt(r.site), _fmt(r.role), _fmt(r.endpoint), _fmt(r.patients, 0), _fmt(r.events, 0), c, _fmt(r.uno)]
-                     + [_fmt(r.auc.get(h)) for h in horizons] + ([_fmt(r.ibs)] if has_ibs else []))
+        table.append(
+            [_fmt(r.site), _fmt(r.role), _fmt(r.endpoint), _fmt(r.patients, 0), _fmt(r.events, 0), c, _fmt(r.uno)]
+            + [_fmt(r.auc.get(h)) for h in horizons]
+            + ([_fmt(r.ibs)] if has_ibs else [])
+        )
     body = [
-        _p(f"Metrics of the selected model (round {run.selected_round}) as each site reported them: training sites "
-           "on their validation split, held-out centres on all their patients. The C-index interval is the "
-           "Hanley-McNeil approximation from C, events and patients (no per-patient data leaves a site), so "
-           "it is indicative only."),
+        _p(
+            f"Metrics of the selected model (round {run.selected_round}) as each site reported them: training sites "
+            "on their validation split, held-out centres on all their patients. The C-index interval is the "
+            "Hanley-McNeil approximation from C, events and patients (no per-patient data leaves a site), so "
+            "it is indicative only."
+        ),
         _table(header, table),
     ]
     section = Section("Evaluation", body)
     if any(r.harrell is not None for r in rows):
-        section.figures.append((figures.plot_evaluation_forest(rows, out / "c_index_sites.png"),
-                                "Harrell's C per site at the selected round (red: held-out centres)."))
+        section.figures.append(
+            (
+                figures.plot_evaluation_forest(rows, out / "c_index_sites.png"),
+                "Harrell's C per site at the selected round (red: held-out centres).",
+            )
+        )
     series = c_index_series(run)
     if series:
-        section.figures.append((figures.plot_c_index_rounds(series, run.holdout, out / "c_index_rounds.png"),
-                                "Harrell's C of each evaluating site over the evaluated rounds."))
+        section.figures.append(
+            (
+                figures.plot_c_index_rounds(series, run.holdout, out / "c_index_rounds.png"),
+                "Harrell's C of each evaluating site over the evaluated rounds.",
+            )
+        )
     return section
 
 
@@ -181,36 +231,63 @@ def kaplan_meier_section(run: RunResults, out: Path) -> Section:
             if curves is not None:
                 panels.append((f"{site} ({run.role(site)}), {endpoint}", curves))
     if not panels:
-        return Section("Kaplan-Meier by predicted risk group",
-                       note="no site reported risk-group curves at the selected round (older sites, or too few events)")
-    body = [_p("Each site splits the patients it evaluated at its own median predicted risk and reports the "
-               "Kaplan-Meier survival of both halves every 3 months (aggregates, no patient times) and the "
-               "log-rank p-value.")]
-    return Section("Kaplan-Meier by predicted risk group", body,
-                   [(figures.plot_risk_group_km(panels, max(1, len(run.endpoints)), out / "km_risk_groups.png"),
-                     "Kaplan-Meier of the predicted low- and high-risk halves per site and endpoint.")])
+        return Section(
+            "Kaplan-Meier by predicted risk group",
+            note="no site reported risk-group curves at the selected round (older sites, or too few events)",
+        )
+    body = [
+        _p(
+            "Each site splits the patients it evaluated at its own median predicted risk and reports the "
+            "Kaplan-Meier survival of both halves every 3 months (aggregates, no patient times) and the "
+            "log-rank p-value."
+        )
+    ]
+    return Section(
+        "Kaplan-Meier by predicted risk group",
+        body,
+        [
+            (
+                figures.plot_risk_group_km(panels, max(1, len(run.endpoints)), out / "km_risk_groups.png"),
+                "Kaplan-Meier of the predicted low- and high-risk halves per site and endpoint.",
+            )
+        ],
+    )
 
 
 def calibration_section(run: RunResults) -> Section:
-    pngs = [(p, p.stem.replace("_", " ")) for name, p in run.optional.items()
-            if name.startswith(("calibration_", "decision_")) and name.endswith(".png")]
+    pngs = [
+        (p, p.stem.replace("_", " "))
+        for name, p in run.optional.items()
+        if name.startswith(("calibration_", "decision_")) and name.endswith(".png")
+    ]
     if "baseline_hazard.png" in run.optional:
         pngs.append((run.optional["baseline_hazard.png"], "Federated baseline cumulative hazard (pooled and per site)."))
     if "calibration.json" not in run.optional and not pngs:
         return Section("Calibration", note="no calibration.json / calibration_*.png in this results folder")
-    body = [_p("Predicted vs Kaplan-Meier observed risk by risk group at the horizons, and decision curves, as "
-               "the calibration phase wrote them. Crowson's calibration intercept (0 is ideal) and slope (1 is "
-               "ideal) per site; where a site had too few patients or events before a horizon, the reason is "
-               "shown instead of an estimate.")]
+    body = [
+        _p(
+            "Predicted vs Kaplan-Meier observed risk by risk group at the horizons, and decision curves, as "
+            "the calibration phase wrote them. Crowson's calibration intercept (0 is ideal) and slope (1 is "
+            "ideal) per site; where a site had too few patients or events before a horizon, the reason is "
+            "shown instead of an estimate."
+        )
+    ]
     rows = calibration_rows(run)
     if rows:
-        table = [[_fmt(r["site"]), _fmt(r["role"]), _fmt(r["endpoint"]), f"{r['years']:g}"]
-                 + ([_fmt(r.get("observed"), 0), _fmt(r.get("expected"), 1), f"{r['intercept']:+.2f}", f"{r['slope']:.2f}"]
-                    if "skipped" not in r else [f'<span class="not-estimated">not estimated: {_fmt(r["skipped"])}</span>']
-                    + [""] * 3)
-                 for r in rows]
-        body.append(_table(["site", "role", "endpoint", "horizon (years)", "observed events", "expected events",
-                            "intercept", "slope"], table))
+        table = [
+            [_fmt(r["site"]), _fmt(r["role"]), _fmt(r["endpoint"]), f"{r['years']:g}"]
+            + (
+                [_fmt(r.get("observed"), 0), _fmt(r.get("expected"), 1), f"{r['intercept']:+.2f}", f"{r['slope']:.2f}"]
+                if "skipped" not in r
+                else [f'<span class="not-estimated">not estimated: {_fmt(r["skipped"])}</span>'] + [""] * 3
+            )
+            for r in rows
+        ]
+        body.append(
+            _table(
+                ["site", "role", "endpoint", "horizon (years)", "observed events", "expected events", "intercept", "slope"], table
+            )
+        )
     return Section("Calibration", body, pngs)
 
 
@@ -219,11 +296,17 @@ def cross_site_section(run: RunResults) -> Section:
         return Section("Cross-site matrix", note="no cross_site.csv in this results folder (cross-site validation off)")
     rows = read_csv_rows(run.optional["cross_site.csv"])
     sites = [k for k in rows[0] if k not in ("metric", "endpoint", "model")] if rows else []
-    table = [[_fmt(r["metric"]), _fmt(r["endpoint"]), _fmt(r["model"])]
-             + [_fmt(float(r[s])) if r[s] else "&ndash;" for s in sites] for r in rows]
-    section = Section("Cross-site matrix", [_p("Rows: models (global, and the global model fine-tuned at each "
-                                                 "training site); columns: evaluating sites."),
-                                              _table(["metric", "endpoint", "model", *sites], table)])
+    table = [
+        [_fmt(r["metric"]), _fmt(r["endpoint"]), _fmt(r["model"])] + [_fmt(float(r[s])) if r[s] else "&ndash;" for s in sites]
+        for r in rows
+    ]
+    section = Section(
+        "Cross-site matrix",
+        [
+            _p("Rows: models (global, and the global model fine-tuned at each training site); columns: evaluating sites."),
+            _table(["metric", "endpoint", "model", *sites], table),
+        ],
+    )
     if "cross_site.png" in run.optional:
         section.figures.append((run.optional["cross_site.png"], "Cross-site C-index matrices."))
     return section
@@ -234,19 +317,38 @@ def loco_section(run: RunResults) -> Section | None:
     if "loco.json" not in run.optional:
         return None
     doc = run.json("loco.json")
-    table = [[_fmt(r.get("held_out")), _fmt(r.get("endpoint")), _fmt(r.get("c_harrell")), _fmt(r.get("c_uno")),
-              _fmt(r.get("events")), _fmt(r.get("patients"))] for r in doc.get("rows", [])]
+    table = [
+        [
+            _fmt(r.get("held_out")),
+            _fmt(r.get("endpoint")),
+            _fmt(r.get("c_harrell")),
+            _fmt(r.get("c_uno")),
+            _fmt(r.get("events")),
+            _fmt(r.get("patients")),
+        ]
+        for r in doc.get("rows", [])
+    ]
     for endpoint, s in doc.get("mean", {}).items():
-        table.append(["<b>mean (sd)</b>", _fmt(endpoint), f"{_fmt(s.get('c_harrell_mean'))} ({_fmt(s.get('c_harrell_sd'))})",
-                      f"{_fmt(s.get('c_uno_mean'))} ({_fmt(s.get('c_uno_sd'))})", "", ""])
-    return Section("Leave-one-centre-out", [_table(["held-out centre", "endpoint", "Harrell's C", "Uno's C",
-                                                     "events", "patients"], table)])
+        table.append(
+            [
+                "<b>mean (sd)</b>",
+                _fmt(endpoint),
+                f"{_fmt(s.get('c_harrell_mean'))} ({_fmt(s.get('c_harrell_sd'))})",
+                f"{_fmt(s.get('c_uno_mean'))} ({_fmt(s.get('c_uno_sd'))})",
+                "",
+                "",
+            ]
+        )
+    return Section(
+        "Leave-one-centre-out", [_table(["held-out centre", "endpoint", "Harrell's C", "Uno's C", "events", "patients"], table)]
+    )
 
 
 def baselines_section(run: RunResults, out: Path) -> Section:
     if "baselines.json" not in run.optional:
-        return Section("Comparison with the baselines",
-                       note="no baselines.json (write one with `stsfl baselines`, pass it with --baselines)")
+        return Section(
+            "Comparison with the baselines", note="no baselines.json (write one with `stsfl baselines`, pass it with --baselines)"
+        )
     doc = run.json("baselines.json")
     models, endpoints = doc.get("models", {}), doc.get("endpoints", [])
     horizons = sorted({float(h) for m in models.values() for e in m.values() for h in (e.get("td_auc") or {})})
@@ -260,17 +362,33 @@ def baselines_section(run: RunResults, out: Path) -> Section:
                 continue
             c = e.get("harrell_c") or {}
             auc = {float(h): v for h, v in (e.get("td_auc") or {}).items()}
-            table.append([_fmt(name), _fmt(endpoint), _fmt(e.get("n")), _fmt(e.get("events")),
-                          f"{_fmt(c.get('estimate'))} ({_fmt(c.get('low'))}&ndash;{_fmt(c.get('high'))})",
-                          _fmt(e.get("uno_c"))] + [_fmt(auc.get(h)) for h in horizons]
-                         + [_fmt(e.get("integrated_brier")), _fmt(e.get("logrank_p"), 4)])
-    body = [_p(f"Pooled (not federated) models on the same test patients ({doc.get('n_test', '?')}), from "
-               f"{run.optional['baselines.json'].name}."), _table(header, table)]
+            table.append(
+                [
+                    _fmt(name),
+                    _fmt(endpoint),
+                    _fmt(e.get("n")),
+                    _fmt(e.get("events")),
+                    f"{_fmt(c.get('estimate'))} ({_fmt(c.get('low'))}&ndash;{_fmt(c.get('high'))})",
+                    _fmt(e.get("uno_c")),
+                ]
+                + [_fmt(auc.get(h)) for h in horizons]
+                + [_fmt(e.get("integrated_brier")), _fmt(e.get("logrank_p"), 4)]
+            )
+    body = [
+        _p(
+            f"Pooled (not federated) models on the same test patients ({doc.get('n_test', '?')}), from "
+            f"{run.optional['baselines.json'].name}."
+        ),
+        _table(header, table),
+    ]
     oracle = doc.get("oracle_c")
     if oracle:
         body.append(_p("Oracle C-index (the true log-hazard): " + ", ".join(f"{e} {v:.3f}" for e, v in oracle.items())))
-    return Section("Comparison with the baselines", body,
-                   [(figures.plot_baselines(models, endpoints, out / "baselines.png"), "Baselines: Harrell's C with CI.")])
+    return Section(
+        "Comparison with the baselines",
+        body,
+        [(figures.plot_baselines(models, endpoints, out / "baselines.png"), "Baselines: Harrell's C with CI.")],
+    )
 
 
 # ----------------------------------------------------------------------------- page
@@ -289,8 +407,10 @@ def _png_data_uri(path: Path) -> str:
 
 
 def render_html(title: str, sections: list[Section]) -> str:
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+    ]
     for section in sections:
         anchor = section.title.lower().replace(" ", "-")
         parts.append(f'<section id="{html.escape(anchor)}"><h2>{html.escape(section.title)}</h2>')
@@ -298,8 +418,10 @@ def render_html(title: str, sections: list[Section]) -> str:
             parts.append(f'<p class="note">Omitted: {html.escape(section.note)}.</p>')
         parts.extend(section.body)
         for path, caption in section.figures:
-            parts.append(f'<figure><img alt="{html.escape(Path(path).stem)}" src="{_png_data_uri(path)}">'
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img alt="{html.escape(Path(path).stem)}" src="{_png_data_uri(path)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         parts.append("</section>")
     parts.append("</body></html>")
     return "".join(parts)

@@ -44,7 +44,7 @@ class RunResults:
     optional: dict[str, Path] = field(default_factory=dict)
 
     @staticmethod
-    def load(root: str | Path, baselines: str | Path | None = None) -> "RunResults":
+    def load(root: str | Path, baselines: str | Path | None = None) -> RunResults:
         """Read `root`; `baselines` is a `stsfl baselines` JSON (default: <root>/baselines.json if there)."""
         root = Path(root)
         if not (root / "rounds.jsonl").is_file():
@@ -76,8 +76,13 @@ class RunResults:
 
     @property
     def endpoints(self) -> list[str]:
-        found = {k.removeprefix("eval-events-") for r in self.rounds for m in r.get("evaluate_sites", {}).values()
-                 for k in m if k.startswith("eval-events-")}
+        found = {
+            k.removeprefix("eval-events-")
+            for r in self.rounds
+            for m in r.get("evaluate_sites", {}).values()
+            for k in m
+            if k.startswith("eval-events-")
+        }
         for counts in self.statistics.get("per_site_counts", {}).values():
             found.update(counts.get("events", {}))
         return sorted(found, key=lambda e: (e != "os", e))
@@ -94,8 +99,15 @@ class RunResults:
 
 
 # Files other phases may add; each has its section in the report, omitted with a note when absent.
-OPTIONAL_FILES = ("cross_site.csv", "cross_site.png", "calibration.json", "baseline_hazard.json",
-                  "baseline_hazard.png", "baselines.json", "loco.json")
+OPTIONAL_FILES = (
+    "cross_site.csv",
+    "cross_site.png",
+    "calibration.json",
+    "baseline_hazard.json",
+    "baseline_hazard.png",
+    "baselines.json",
+    "loco.json",
+)
 
 
 def _read_json(path: Path) -> Any:
@@ -129,14 +141,23 @@ def cohort_rows(run: RunResults) -> list[dict[str, Any]]:
     rows = []
     for site in run.sites:
         c = counts.get(site, {})
-        row = {"site": site, "role": run.role(site), "counted": "training split", "patients": c.get("patients"),
-               "usable": c.get("usable_patients"), "events": dict(c.get("events", {})),
-               "modalities": dict(c.get("modalities", {}))}
+        row = {
+            "site": site,
+            "role": run.role(site),
+            "counted": "training split",
+            "patients": c.get("patients"),
+            "usable": c.get("usable_patients"),
+            "events": dict(c.get("events", {})),
+            "modalities": dict(c.get("modalities", {})),
+        }
         if site in run.holdout:
             evaluated = record.get("evaluate_sites", {}).get(site, {})
             patients = evaluated.get("eval-patients")
-            row.update(counted="evaluated (all usable patients)", patients=None if patients is None else int(patients),
-                       events={k.removeprefix("eval-events-"): int(v) for k, v in evaluated.items() if k.startswith("eval-events-")})
+            row.update(
+                counted="evaluated (all usable patients)",
+                patients=None if patients is None else int(patients),
+                events={k.removeprefix("eval-events-"): int(v) for k, v in evaluated.items() if k.startswith("eval-events-")},
+            )
         rows.append(row)
     return rows
 
@@ -151,8 +172,9 @@ def calibration_rows(run: RunResults) -> list[dict[str, Any]]:
     for site, reply in sorted(document.get("sites", {}).items(), key=lambda item: (item[0] not in run.holdout, item[0])):
         for endpoint, horizons in sorted(reply.get("endpoints", {}).items(), key=lambda item: (item[0] != "os", item[0])):
             for horizon, entry in sorted(horizons.items(), key=lambda item: float(item[0])):
-                rows.append({"site": site, "role": run.role(site), "endpoint": endpoint,
-                             "years": float(horizon) / 365.25, **entry})
+                rows.append(
+                    {"site": site, "role": run.role(site), "endpoint": endpoint, "years": float(horizon) / 365.25, **entry}
+                )
     return rows
 
 
@@ -160,8 +182,11 @@ def events_weighted_mean(sites: dict[str, dict[str, float]], key: str, skip_zero
     """Mean of `key` over the sites that report it, weighted by their `num-events` (floored at 0;
     a plain mean when every weight is 0). `skip_zero` leaves out sites reporting exactly 0 (a site
     without a validation split reports validation losses of 0)."""
-    pairs = [(float(m[key]), max(float(m.get("num-events", 0.0)), 0.0)) for m in sites.values()
-             if key in m and not (skip_zero and m[key] == 0.0)]
+    pairs = [
+        (float(m[key]), max(float(m.get("num-events", 0.0)), 0.0))
+        for m in sites.values()
+        if key in m and not (skip_zero and m[key] == 0.0)
+    ]
     if not pairs:
         return None
     total = sum(w for _, w in pairs)
@@ -252,8 +277,20 @@ def evaluation_rows(run: RunResults, round_: int | None = None) -> list[Evaluati
             events = m.get(f"eval-events-{endpoint}")
             harrell = m.get(f"c-harrell-{endpoint}")
             suffix = f"d-{endpoint}"
-            auc = {float(k[4:-len(suffix)]): float(v) for k, v in m.items() if k.startswith("auc-") and k.endswith(suffix)}
+            auc = {float(k[4 : -len(suffix)]): float(v) for k, v in m.items() if k.startswith("auc-") and k.endswith(suffix)}
             ci = c_index_ci(harrell, events, patients) if None not in (harrell, events, patients) else None
-            rows.append(EvaluationRow(site, run.role(site), endpoint, events, patients, harrell, ci,
-                                      m.get(f"c-uno-{endpoint}"), dict(sorted(auc.items())), m.get(f"ibs-{endpoint}")))
+            rows.append(
+                EvaluationRow(
+                    site,
+                    run.role(site),
+                    endpoint,
+                    events,
+                    patients,
+                    harrell,
+                    ci,
+                    m.get(f"c-uno-{endpoint}"),
+                    dict(sorted(auc.items())),
+                    m.get(f"ibs-{endpoint}"),
+                )
+            )
     return rows

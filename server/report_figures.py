@@ -95,8 +95,7 @@ def plot_c_index_rounds(series: dict[tuple[str, str], list[tuple[int, float]]], 
                 continue
             rounds, values = zip(*points)
             held = site in holdout
-            ax.plot(rounds, values, marker="o", ms=3, lw=2.2 if held else 1.0,
-                    label=f"{site} (held out)" if held else site)
+            ax.plot(rounds, values, marker="o", ms=3, lw=2.2 if held else 1.0, label=f"{site} (held out)" if held else site)
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_ylim(0, 1)
         ax.set_xlabel("round")
@@ -112,8 +111,9 @@ def plot_evaluation_forest(rows: list[EvaluationRow], path: Path) -> Path:
     plt = pyplot()
     endpoints = list(dict.fromkeys(r.endpoint for r in rows))
     sites = list(dict.fromkeys(r.site for r in rows))
-    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.2 * len(endpoints), 0.5 * len(sites) + 1.6),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(endpoints), figsize=(4.2 * len(endpoints), 0.5 * len(sites) + 1.6), squeeze=False, sharey=True
+    )
     labels = [f"{r.site} ({r.role})" for r in rows if r.endpoint == endpoints[0]]
     for ax, endpoint in zip(axes[0], endpoints):
         for y, site in enumerate(sites):
@@ -137,8 +137,9 @@ def plot_baselines(models: dict[str, dict[str, Any]], endpoints: list[str], path
     """Harrell's C with its bootstrap CI of every baseline model (`stsfl baselines`), per endpoint."""
     plt = pyplot()
     names = list(models)
-    fig, axes = plt.subplots(1, len(endpoints), figsize=(4.2 * len(endpoints), 0.45 * len(names) + 1.6),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(endpoints), figsize=(4.2 * len(endpoints), 0.45 * len(names) + 1.6), squeeze=False, sharey=True
+    )
     for ax, endpoint in zip(axes[0], endpoints):
         for y, name in enumerate(names):
             c = models[name].get(endpoint, {}).get("harrell_c")
@@ -160,14 +161,19 @@ def plot_risk_group_km(panels: list[tuple[str, dict]], n_cols: int, path: Path) 
     plt = pyplot()
     n_rows = (len(panels) + n_cols - 1) // n_cols
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     for ax, (title, curves) in zip(axes.flat, panels):
         for group, colour in (("low", "tab:blue"), ("high", "tab:red")):
             days, survival = curves[group]
             n = curves["n"].get(group)
-            ax.step(np.asarray(days) / 365.25, survival, where="post", color=colour,
-                    label=f"{group} risk" + (f" (n={n:.0f})" if n is not None else ""))
+            ax.step(
+                np.asarray(days) / 365.25,
+                survival,
+                where="post",
+                color=colour,
+                label=f"{group} risk" + (f" (n={n:.0f})" if n is not None else ""),
+            )
         p = curves["p"]
         ax.set_title(title + ("" if p is None else f"\nlog-rank p = {p:.3g}"), fontsize=9)
         ax.set_ylim(0, 1.02)

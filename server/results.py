@@ -83,9 +83,7 @@ class ResultsFolder:
             writer.writerow(SITE_METRIC_FIELDS)
             writer.writerows(rows)
         os.replace(tmp, self.root / "site_metrics.csv")
-        _atomic_write_text(
-            self.root / "rounds.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
-        )
+        _atomic_write_text(self.root / "rounds.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
         write_tensorboard(self.root, history)
 
     def write_model(self, name: str, arrays: dict[str, np.ndarray]) -> None:

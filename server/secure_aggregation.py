@@ -24,7 +24,7 @@ site's weight from the counts it reported in the statistics phase) so no weight 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,12 +75,37 @@ def threshold(n_sites: int, fraction: float) -> int:
 
 def _stage(stage: str, values: dict[str, Any]) -> dict[str, Any]:
     """The stage record of one message (a new one per message: Flower's mod pops the stage key)."""
-    return {RECORD_KEY_CONFIGS: ConfigRecord({Key.STAGE: stage, **{k: (list(v) if isinstance(v, list) else v)
-                                                                     for k, v in values.items()}})}
+    return {
+        RECORD_KEY_CONFIGS: ConfigRecord(
+            {Key.STAGE: stage, **{k: (list(v) if isinstance(v, list) else v) for k, v in values.items()}}
+        )
+    }
 
 
 def _configs(reply: Message) -> ConfigRecord:
     return reply.content.config_records[RECORD_KEY_CONFIGS]
+
+
+def _route_shares(replies: dict[int, Message]) -> dict[int, tuple[list[int], list[bytes]]]:
+    """node id -> (source node ids, ciphertexts) of the key shares the other sites addressed to it."""
+    forward: dict[int, tuple[list[int], list[bytes]]] = {nid: ([], []) for nid in replies}
+    for source, reply in replies.items():
+        cfg = _configs(reply)
+        for dst, ciphertext in zip(cfg[Key.DESTINATION_LIST], cfg[Key.CIPHERTEXT_LIST], strict=True):
+            if dst in forward:
+                forward[dst][0].append(source)
+                forward[dst][1].append(ciphertext)
+    return forward
+
+
+def _returned_shares(replies: Iterable[Message], members: dict[int, str]) -> dict[int, list[bytes]]:
+    """owner node id -> the shares of its secret that the unmask replies returned."""
+    shares: dict[int, list[bytes]] = {nid: [] for nid in members}
+    for reply in replies:
+        cfg = _configs(reply)
+        for owner, share in zip(cfg[Key.NODE_ID_LIST], cfg[Key.SHARE_LIST], strict=True):
+            shares[owner].append(share)
+    return shares
 
 
 def _sum_masked(collected: dict[str, Message]) -> tuple[list[np.ndarray], dict[str, int]]:
@@ -95,8 +120,9 @@ def _sum_masked(collected: dict[str, Message]) -> tuple[list[np.ndarray], dict[s
     return parameters_mod(masked, MOD_RANGE), masked_bytes
 
 
-def _remove_masks(masked: list[np.ndarray], shares: dict[int, list[bytes]], active: set[int],
-                  public_keys: dict[int, list[bytes]]) -> list[np.ndarray]:
+def _remove_masks(
+    masked: list[np.ndarray], shares: dict[int, list[bytes]], active: set[int], public_keys: dict[int, list[bytes]]
+) -> list[np.ndarray]:
     """Subtract each summed site's private mask and, for a site that dropped after sharing its keys,
     its pairwise masks with the sites in the sum (from the secrets its shares rebuild)."""
     shapes = get_parameters_shape(masked)
@@ -112,8 +138,15 @@ def _remove_masks(masked: list[np.ndarray], shares: dict[int, list[bytes]], acti
     return masked
 
 
-def secure_round(send: SendStage, node_of: dict[str, int], sites: list[str], train_records: dict[str, Any],
-                 float_names: list[str], params: SecureAggregationConfig, max_weight: float) -> SecureSum:
+def secure_round(
+    send: SendStage,
+    node_of: dict[str, int],
+    sites: list[str],
+    train_records: dict[str, Any],
+    float_names: list[str],
+    params: SecureAggregationConfig,
+    max_weight: float,
+) -> SecureSum:
     """Run the four stages over `sites`; `train_records` (global arrays) go with stage 3."""
     failed: dict[str, str] = {}
     t = threshold(len(sites), params.threshold_fraction)
@@ -127,37 +160,37 @@ def secure_round(send: SendStage, node_of: dict[str, int], sites: list[str], tra
             raise SecureAggregationError(
                 f"secure aggregation stopped at stage {stage!r}: {len(living)} site(s) alive, "
                 f"{t} needed to unmask ({len(sites)} started the round; failed: "
-                + "; ".join(f"{s}: {r}" for s, r in sorted(failed.items())) + ")"
+                + "; ".join(f"{s}: {r}" for s, r in sorted(failed.items()))
+                + ")"
             )
 
     setup = {
-        Key.SAMPLE_NUMBER: len(sites), Key.SHARE_NUMBER: len(sites), Key.THRESHOLD: t,
-        Key.CLIPPING_RANGE: float(params.clipping_range), Key.TARGET_RANGE: int(params.quantization_range),
-        Key.MOD_RANGE: MOD_RANGE, Key.MAX_WEIGHT: float(max_weight),
+        Key.SAMPLE_NUMBER: len(sites),
+        Key.SHARE_NUMBER: len(sites),
+        Key.THRESHOLD: t,
+        Key.CLIPPING_RANGE: float(params.clipping_range),
+        Key.TARGET_RANGE: int(params.quantization_range),
+        Key.MOD_RANGE: MOD_RANGE,
+        Key.MAX_WEIGHT: float(max_weight),
     }
     replies, errors = send(sites, lambda site: _stage(Stage.SETUP, setup))
     living = alive(replies, errors)
     check(living, Stage.SETUP)
-    public_keys = {node_of[s]: [_configs(replies[s])[Key.PUBLIC_KEY_1], _configs(replies[s])[Key.PUBLIC_KEY_2]]
-                   for s in living}
+    public_keys = {node_of[s]: [_configs(replies[s])[Key.PUBLIC_KEY_1], _configs(replies[s])[Key.PUBLIC_KEY_2]] for s in living}
 
     keys = {str(nid): pair for nid, pair in public_keys.items()}
     replies, errors = send(living, lambda site: _stage(Stage.SHARE_KEYS, keys))
     living = alive(replies, errors)
     check(living, Stage.SHARE_KEYS)
     members = {node_of[s]: s for s in living}  # sites whose shares went out: their masks are in every later vector
-    forward: dict[int, tuple[list[int], list[bytes]]] = {node_of[s]: ([], []) for s in living}
-    for site in living:
-        cfg = _configs(replies[site])
-        for dst, ciphertext in zip(cfg[Key.DESTINATION_LIST], cfg[Key.CIPHERTEXT_LIST], strict=True):
-            if dst in forward:
-                forward[dst][0].append(node_of[site])
-                forward[dst][1].append(ciphertext)
+    forward = _route_shares({node_of[s]: replies[s] for s in living})
 
     def collect(site: str) -> dict[str, Any]:
         sources, ciphertexts = forward[node_of[site]]
-        return {**train_records, **_stage(Stage.COLLECT_MASKED_VECTORS,
-                                          {Key.CIPHERTEXT_LIST: ciphertexts, Key.SOURCE_LIST: sources})}
+        return {
+            **train_records,
+            **_stage(Stage.COLLECT_MASKED_VECTORS, {Key.CIPHERTEXT_LIST: ciphertexts, Key.SOURCE_LIST: sources}),
+        }
 
     collected, errors = send(living, collect)
     living = alive(collected, errors)
@@ -169,11 +202,7 @@ def secure_round(send: SendStage, node_of: dict[str, int], sites: list[str], tra
     unmask = {Key.ACTIVE_NODE_ID_LIST: sorted(active), Key.DEAD_NODE_ID_LIST: sorted(dead)}
     replies, errors = send(living, lambda site: _stage(Stage.UNMASK, unmask))
     failed.update(errors)
-    shares: dict[int, list[bytes]] = {nid: [] for nid in members}
-    for site, reply in replies.items():
-        cfg = _configs(reply)
-        for owner, share in zip(cfg[Key.NODE_ID_LIST], cfg[Key.SHARE_LIST], strict=True):
-            shares[owner].append(share)
+    shares = _returned_shares(replies.values(), members)
     for nid, owner_shares in shares.items():
         if len(owner_shares) < t:
             raise SecureAggregationError(
@@ -188,5 +217,4 @@ def secure_round(send: SendStage, node_of: dict[str, int], sites: list[str], tra
     offset = -(len(active) - 1) * params.clipping_range  # each site's quantized values were shifted by +clip
     scale = params.quantization_range / float(total_ratio)
     mean = {name: (vec + offset) * scale for name, vec in zip(float_names, summed, strict=True)}
-    return SecureSum(mean_update=mean, replies={s: collected[s] for s in living}, failed=failed,
-                     masked_bytes=masked_bytes)
+    return SecureSum(mean_update=mean, replies={s: collected[s] for s in living}, failed=failed, masked_bytes=masked_bytes)

@@ -50,8 +50,10 @@ class SimulationPlan:
 
     def describe(self) -> str:
         at_once = max(self.cpus // self.cpus_per_site, 1)
-        return (f"simulating {len(self.sites)} sites on this machine (Flower simulation engine, "
-                f"{self.cpus} CPUs, up to {at_once} sites at a time, {self.threads_per_site} thread(s) each)")
+        return (
+            f"simulating {len(self.sites)} sites on this machine (Flower simulation engine, "
+            f"{self.cpus} CPUs, up to {at_once} sites at a time, {self.threads_per_site} thread(s) each)"
+        )
 
 
 def plan_simulation(fed: FederationConfig, config_path: Path) -> SimulationPlan:

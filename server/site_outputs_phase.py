@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .orchestrator import Federation
 
 # What a site's reply may hold: counts, nothing per patient.
-SITE_OUTPUT_COUNTS = ("patients", "gradcams", "problems")
+SITE_OUTPUT_COUNTS = ("patients", "gradcams", "attention_maps", "problems")
 
 
 def site_outputs_query_config(fed: FederationConfig, baseline: dict[str, Any] | None) -> dict[str, str]:
@@ -38,12 +38,14 @@ def describe_site_outputs(site: str, counts: dict[str, int]) -> str:
     parts = [f"{counts.get('patients', 0)} risk scores"]
     if "gradcams" in counts:
         parts.append(f"{counts['gradcams']} Grad-CAM overlays")
+    if counts.get("attention_maps"):
+        parts.append(f"{counts['attention_maps']} slide attention maps")
     if "problems" in counts:
         parts.append(f"a validation report ({counts['problems']} problems)")
     return f"{site} wrote {', '.join(parts)} at the site"
 
 
-def run_site_outputs(run: "Federation", state: "ServerState", baseline: dict[str, Any] | None) -> dict[str, Any]:
+def run_site_outputs(run: Federation, state: ServerState, baseline: dict[str, Any] | None) -> dict[str, Any]:
     """Send the query; returns {"model_round", "sites": {site: counts}, "failed": {site: reason}}."""
     run.results.write_status("site-outputs", completed_rounds=state.round)
     model_round = state.meta.get("best_round") or state.round
@@ -54,8 +56,10 @@ def run_site_outputs(run: "Federation", state: "ServerState", baseline: dict[str
     present = [s for s in run.fed.sites if s in run.sites.node_of]
     arrays = numpy_to_arrays(state.best_arrays or state.global_arrays)
     ok, failed = run._send(MSG_SITE_OUTPUTS, present, {ARRAYS: arrays}, cfg, model_round)
-    counts = {site: {k: int(v) for k, v in reply.content[METRICS].items() if k in SITE_OUTPUT_COUNTS}
-              for site, reply in sorted(ok.items())}
+    counts = {
+        site: {k: int(v) for k, v in reply.content[METRICS].items() if k in SITE_OUTPUT_COUNTS}
+        for site, reply in sorted(ok.items())
+    }
     for site, site_counts in counts.items():
         run.log(describe_site_outputs(site, site_counts))
     for site in run.fed.sites:  # (`_send` logged the sites that failed)

@@ -110,8 +110,10 @@ class SiteDirectory:
             return str(stats[STATS_UNUSABLE])
         theirs = stats.get(STATS_SCHEMA_FINGERPRINT)
         if self._fingerprint is not None and theirs is not None and theirs != self._fingerprint:
-            return ("its clinical schema (site YAML schema_file) differs from the coordinator's (federation YAML "
-                    "schema_file) in: " + ", ".join(schema_differences(theirs, self._fingerprint)))
+            return (
+                "its clinical schema (site YAML schema_file) differs from the coordinator's (federation YAML "
+                "schema_file) in: " + ", ".join(schema_differences(theirs, self._fingerprint))
+            )
         return None
 
     def _note_failing_node(self, node: int, cause: str) -> None:
@@ -147,8 +149,14 @@ class SiteDirectory:
         parts = [f"site {s} cannot serve this run: {self.cannot_serve[s]}" for s in missing if s in self.cannot_serve]
         absent = [s for s in missing if s not in self.cannot_serve]
         if absent:
-            failing = (f"; {len(self.failing_nodes)} connected node(s) failed to say which site they are "
-                       f"({'; '.join(sorted(set(self.failing_nodes.values())))})") if self.failing_nodes else ""
+            failing = (
+                (
+                    f"; {len(self.failing_nodes)} connected node(s) failed to say which site they are "
+                    f"({'; '.join(sorted(set(self.failing_nodes.values())))})"
+                )
+                if self.failing_nodes
+                else ""
+            )
             parts.append(
                 f"after {timeout:.0f} s these sites have not connected: {', '.join(absent)} "
                 f"(connected: {', '.join(sorted(self.node_of)) or 'none'}{failing}). Start them with "

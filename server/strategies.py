@@ -126,9 +126,18 @@ def screen_updates(global_arrays: ArrayRecord, updates: dict[str, ArrayRecord], 
         if bad:
             rejected[site] = f"non-finite values (NaN/inf) in {', '.join(bad[:3])}"
             continue
-        norms[site] = float(np.sqrt(sum(float(np.sum((values[k].astype(np.float64) - reference[k]) ** 2))
-                                        for k in reference if values[k].dtype.kind == "f")))
-    floor = 0.01 * float(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in reference.values() if v.dtype.kind == "f")))
+        norms[site] = float(
+            np.sqrt(
+                sum(
+                    float(np.sum((values[k].astype(np.float64) - reference[k]) ** 2))
+                    for k in reference
+                    if values[k].dtype.kind == "f"
+                )
+            )
+        )
+    floor = 0.01 * float(
+        np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in reference.values() if v.dtype.kind == "f"))
+    )
     for site, norm in norms.items():
         others = [n for s, n in norms.items() if s != site]
         typical = max(float(np.median(others)), floor) if others else 0.0

@@ -29,8 +29,15 @@ def tcga_brca_dir() -> Path:
 # it has fewer than two queued): the two multimodal ones (demo, deploy dry run) run one after the other
 # on one worker, next to the lighter TCGA federations on the other, whose round timeouts a second
 # multimodal federation on the same two cores would strain.
-LONGEST_FIRST = ("test_demo_federation", "test_site_faults", "test_deploy_dry_run", "test_federation_processes",
-                 "test_secure_aggregation_processes", "test_simulation", "test_secure_transport")
+LONGEST_FIRST = (
+    "test_demo_federation",
+    "test_site_faults",
+    "test_deploy_dry_run",
+    "test_federation_processes",
+    "test_secure_aggregation_processes",
+    "test_simulation",
+    "test_secure_transport",
+)
 
 
 def pytest_collection_modifyitems(items):

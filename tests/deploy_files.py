@@ -64,9 +64,11 @@ def workdir(path: Path) -> str:
 
 def interpolate(text: str, env: dict[str, str]) -> str:
     """Compose's `${VAR:-default}` / `${VAR}` interpolation."""
+
     def value(match: re.Match) -> str:
         name, default = match.group(1), match.group(3)
         return env.get(name) or (default if default is not None else "")
+
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}", value, text)
 
 

@@ -34,8 +34,10 @@ class InProcessGrid:
             for node, (site, path) in enumerate(sorted(site_yamls.items()), start=1)
         }
         # one Context per node for the whole run, as a SuperNode keeps it (SecAgg+ keeps its keys in its state)
-        self.contexts = {node: Context(run_id=1, node_id=node, node_config=cfg, state=RecordDict(), run_config={})
-                         for node, cfg in self.node_config.items()}
+        self.contexts = {
+            node: Context(run_id=1, node_id=node, node_config=cfg, state=RecordDict(), run_config={})
+            for node, cfg in self.node_config.items()
+        }
         self.sent: list[str] = []  # message types, in order
         self.replies: list[Message] = []  # what the sites answered, in order
 

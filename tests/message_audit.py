@@ -17,30 +17,52 @@ protocol structure, and such a site would be too small to hide anything anyway.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from inprocess_grid import InProcessGrid
 
 from stsfl.client.linear_cox_site import LinearCoxSite, read_table
 from stsfl.client.site_task import SiteTask
 from stsfl.common.baseline_hazard import BaselineHazard, time_grid
-from stsfl.common.fed_protocol import (ARRAYS, BASELINE, BASELINE_GRID, CONFIG, HORIZONS, MODEL_PREFIX, NODE_SITE_CONFIG,
-                                       NODE_SITE_NAME, from_json, reply_site_name)
+from stsfl.common.fed_protocol import (
+    ARRAYS,
+    BASELINE,
+    BASELINE_GRID,
+    CONFIG,
+    HORIZONS,
+    MODEL_PREFIX,
+    NODE_SITE_CONFIG,
+    NODE_SITE_NAME,
+    from_json,
+    reply_site_name,
+)
 from stsfl.common.params import load_arrays
 from stsfl.common.risk_group_km import KM_GRID_DAYS
-
-from inprocess_grid import InProcessGrid
 
 MIN_LENGTH = 5
 MIN_ID_CONTAINED = 6
 RTOL = 1e-7
 # Keys whose numbers are counts or sums over patients (integers that may equal a day count by chance).
-COUNT_KEYS = {"n", "sum", "sumsq", "events", "patients", "risk_histogram", "observed", "expected", "usable_patients",
-              "clinical", "mri", "wsi", "os", "dm"}
+COUNT_KEYS = {
+    "n",
+    "sum",
+    "sumsq",
+    "events",
+    "patients",
+    "risk_histogram",
+    "observed",
+    "expected",
+    "usable_patients",
+    "clinical",
+    "mri",
+    "wsi",
+    "os",
+    "dm",
+}
 COUNT_METRIC_PREFIXES = ("eval-patients", "eval-events-", "num-", "weight")
 
 
@@ -54,7 +76,7 @@ class SitePrivates:
     patients: int  # an integer up to this may be a count: it is not taken for a day count
 
     @staticmethod
-    def of(task: SiteTask, impl) -> "SitePrivates":
+    def of(task: SiteTask, impl) -> SitePrivates:
         if isinstance(impl, LinearCoxSite):
             splits = (impl.all, impl.train, impl.val, impl.test)
             ids = set(read_table(task.site.root_dir(task.site_yaml) / task.site.layout.clinical_csv).iloc[:, 0].astype(str))
@@ -63,8 +85,13 @@ class SitePrivates:
             return SitePrivates(ids, np.unique(impl.all.time.numpy()), lengths, len(impl.all))
         patients = impl.prepared.patients
         times = np.array([t for p in patients for t, seen in zip(p.record.time, p.record.observed) if seen])
-        lengths = {len(patients), len(impl.train_pids), len(impl.val_pids),
-                   *impl._events(impl.train_pids).values(), *impl._events(impl.val_pids).values()}
+        lengths = {
+            len(patients),
+            len(impl.train_pids),
+            len(impl.val_pids),
+            *impl._events(impl.train_pids).values(),
+            *impl._events(impl.val_pids).values(),
+        }
         return SitePrivates({p.pid for p in patients}, np.unique(times), lengths, len(patients))
 
 
@@ -120,8 +147,15 @@ class MessageAudit:
     by_type: dict[str, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
 
-    def inspect(self, sent: Message, reply: Message, privates: SitePrivates, risks: np.ndarray,
-                public: Iterable[float] = (), site: str | None = None) -> None:
+    def inspect(
+        self,
+        sent: Message,
+        reply: Message,
+        privates: SitePrivates,
+        risks: np.ndarray,
+        public: Iterable[float] = (),
+        site: str | None = None,
+    ) -> None:
         """Check one reply; `risks` holds the per-patient log-risks, relative and absolute risks of
         the site under every model of the exchange; `public` numbers the server itself sent; `site`:
         the replying site (default: the name in the reply; SecAgg+ stage replies carry none)."""
@@ -156,7 +190,8 @@ class MessageAudit:
                     leaves = [(f"{name}", key), *leaves]
                 for where, leaf in leaves:
                     counts = where.rsplit(".", 1)[-1].split("[")[0] in COUNT_KEYS or (
-                        isinstance(record, MetricRecord) and key.startswith(COUNT_METRIC_PREFIXES))
+                        isinstance(record, MetricRecord) and key.startswith(COUNT_METRIC_PREFIXES)
+                    )
                     if isinstance(leaf, list):
                         if len(leaf) >= MIN_LENGTH and len(leaf) in privates.lengths:
                             found(where, f"a list of {len(leaf)} values: the length of a per-patient list")
@@ -200,8 +235,12 @@ def per_patient_risks(task: SiteTask, impl, sent: Message, reply: Message) -> np
     if "statistics" not in cfg:
         return np.empty(0)
     statistics = from_json(str(cfg["statistics"]))
-    models = [record for content in (sent.content, reply.content) for name, record in content.array_records.items()
-              if name == ARRAYS or name.startswith(MODEL_PREFIX)]
+    models = [
+        record
+        for content in (sent.content, reply.content)
+        for name, record in content.array_records.items()
+        if name == ARRAYS or name.startswith(MODEL_PREFIX)
+    ]
     hazards = [BaselineHazard.from_dict(h) for h in from_json(str(cfg[BASELINE])).values()] if BASELINE in cfg else []
     horizons = from_json(str(cfg[HORIZONS])) if HORIZONS in cfg else []
     out = []

@@ -18,9 +18,17 @@ from pathlib import Path
 import pytest
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--virtual-time-budget=10000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=10000",
+)
 
 # Appended to a copy of the page: after `load`, record every <img>'s decoded size in the DOM.
 IMAGE_PROBE = """<script>
@@ -40,8 +48,10 @@ def chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("headless Chromium not installed: `.ci/run` installs Debian's chromium package "
-                "(apt-get install -y chromium); it could not be installed on this machine")
+    pytest.skip(
+        "headless Chromium not installed: `.ci/run` installs Debian's chromium package "
+        "(apt-get install -y chromium); it could not be installed on this machine"
+    )
 
 
 def rendered_dom(page: Path, workdir: Path) -> tuple[str, list[tuple[str, bool, int, int]]]:
@@ -50,8 +60,13 @@ def rendered_dom(page: Path, workdir: Path) -> tuple[str, list[tuple[str, bool, 
     text = page.read_text(encoding="utf-8")
     assert "</body>" in text, f"{page}: no </body>"
     probe_page.write_text(text.replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
-    cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={workdir / 'chromium-profile'}", "--dump-dom",
-           probe_page.resolve().as_uri()]
+    cmd = [
+        chromium(),
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={workdir / 'chromium-profile'}",
+        "--dump-dom",
+        probe_page.resolve().as_uri(),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=180)
     assert done.returncode == 0, f"chromium exit {done.returncode}: {done.stderr[-2000:]}"
     dom = done.stdout
@@ -62,7 +77,9 @@ def rendered_dom(page: Path, workdir: Path) -> tuple[str, list[tuple[str, bool, 
 
 def dom_text(dom: str) -> str:
     """The DOM without tags (what a reader reads), whitespace collapsed."""
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", dom, flags=re.S))))
+    return re.sub(
+        r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", dom, flags=re.S)))
+    )
 
 
 def assert_report_renders(results: Path, workdir: Path) -> str:

@@ -19,7 +19,9 @@ def phantom(seed: int, size=SIZE) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     z, y, x = np.mgrid[: size[0], : size[1], : size[2]]
     centre = np.array(size) / 2 + rng.uniform(-1.5, 1.5, 3)
-    body = ((z - size[0] / 2) / (size[0] * 0.45)) ** 2 + ((y - size[1] / 2) / (size[1] * 0.45)) ** 2 + ((x - size[2] / 2) / (size[2] * 0.45)) ** 2 < 1
+    body = ((z - size[0] / 2) / (size[0] * 0.45)) ** 2 + ((y - size[1] / 2) / (size[1] * 0.45)) ** 2 + (
+        (x - size[2] / 2) / (size[2] * 0.45)
+    ) ** 2 < 1
     tumour = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 < rng.uniform(6, 12)
     bias = 1 + 0.3 * x / size[2]
     t1 = (body * 100 + tumour * 80 + rng.normal(0, 5, size)) * bias
@@ -48,7 +50,10 @@ def write_dicom_series(folder: Path, image: sitk.Image) -> None:
             ("0008|0060", "MR"),
             ("0020|000e", series_uid),
             ("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, z))))),
-            ("0020|0037", "\\".join(map(str, (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])))),
+            (
+                "0020|0037",
+                "\\".join(map(str, (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7]))),
+            ),
             ("0020|0013", str(z + 1)),
             ("0018|0050", str(image.GetSpacing()[2])),
         ):
@@ -79,23 +84,56 @@ def write_slide(path: Path, seed: int = 0, tissue: bool = True, mpp: float = 0.5
     with tifffile.TiffWriter(path) as tw:
         for i, f in enumerate((1, 2, 4)):
             res = 1e4 / (mpp * f)
-            tw.write(img[::f, ::f], subfiletype=1 if i else 0, tile=(128, 128), compression="deflate",
-                     photometric="rgb", resolution=(res, res), resolutionunit="CENTIMETER")
+            tw.write(
+                img[::f, ::f],
+                subfiletype=1 if i else 0,
+                tile=(128, 128),
+                compression="deflate",
+                photometric="rgb",
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+            )
 
 
-COLUMNS = ["patient_id", "age", "sex", "tumour_size", "tumour_volume", "depth", "grade", "histology", "location",
-           "neoadjuvant_chemo", "metastasis_at_presentation", "radiotherapy", "os_time", "os_event", "dm_time", "dm_event"]
+COLUMNS = [
+    "patient_id",
+    "age",
+    "sex",
+    "tumour_size",
+    "tumour_volume",
+    "depth",
+    "grade",
+    "histology",
+    "location",
+    "neoadjuvant_chemo",
+    "metastasis_at_presentation",
+    "radiotherapy",
+    "os_time",
+    "os_event",
+    "dm_time",
+    "dm_event",
+]
 
 
 def clinical_row(pid: str, seed: int) -> dict[str, str]:
     rng = np.random.default_rng(seed)
     return {
-        "patient_id": pid, "age": f"{rng.uniform(30, 80):.1f}", "sex": ["female", "male"][seed % 2],
-        "tumour_size": f"{rng.uniform(2, 20):.1f}", "tumour_volume": f"{rng.uniform(5, 900):.1f}",
-        "depth": ["superficial", "deep"][seed % 2], "grade": str(1 + seed % 3), "histology": "ups",
-        "location": "lower_extremity", "neoadjuvant_chemo": str(seed % 2), "metastasis_at_presentation": "0",
-        "radiotherapy": "preoperative", "os_time": str(200 + 50 * seed), "os_event": str((seed + 1) % 2),
-        "dm_time": str(150 + 40 * seed), "dm_event": str(seed % 2),
+        "patient_id": pid,
+        "age": f"{rng.uniform(30, 80):.1f}",
+        "sex": ["female", "male"][seed % 2],
+        "tumour_size": f"{rng.uniform(2, 20):.1f}",
+        "tumour_volume": f"{rng.uniform(5, 900):.1f}",
+        "depth": ["superficial", "deep"][seed % 2],
+        "grade": str(1 + seed % 3),
+        "histology": "ups",
+        "location": "lower_extremity",
+        "neoadjuvant_chemo": str(seed % 2),
+        "metastasis_at_presentation": "0",
+        "radiotherapy": "preoperative",
+        "os_time": str(200 + 50 * seed),
+        "os_event": str((seed + 1) % 2),
+        "dm_time": str(150 + 40 * seed),
+        "dm_event": str(seed % 2),
     }
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines import CoxPHFitter
+from survival_cohorts import BETA, linear_cohort, true_survival
 
 from stsfl.common.absolute_risk import horizons_in_days, predict_absolute
 from stsfl.common.baseline_hazard import BaselineHazard, combine_bins, site_baseline_bins, time_grid
@@ -18,8 +19,6 @@ from stsfl.common.calibration import (
     plot_calibration,
     plot_decision_curves,
 )
-
-from survival_cohorts import BETA, linear_cohort, true_survival
 
 
 def _federated_fit(x, time, event, n_sites=3):

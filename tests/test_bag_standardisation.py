@@ -58,8 +58,15 @@ def test_server_writes_the_training_sites_statistics_into_the_initial_model(site
     statistics = hooks.combine_statistics({name: site.statistics() for name, site in sites.items()})
     GlobalClinicalStats.from_dict(statistics)  # the clinical statistics the sites read are unchanged
     arrays = hooks.initial_arrays(statistics, seed=0)
-    tiles = np.concatenate([site.prepared.cache.load("wsi", p.wsi_key, ["bag"])["bag"] for name in ("a", "b")
-                            for site in [sites[name]] for p in site.prepared.patients if p.wsi_key is not None])
+    tiles = np.concatenate(
+        [
+            site.prepared.cache.load("wsi", p.wsi_key, ["bag"])["bag"]
+            for name in ("a", "b")
+            for site in [sites[name]]
+            for p in site.prepared.patients
+            if p.wsi_key is not None
+        ]
+    )
     np.testing.assert_allclose(arrays["encoders.wsi.bag_mean"], tiles.mean(0), rtol=1e-5, atol=1e-6)
     varying = tiles.std(0) > 1e-6
     np.testing.assert_allclose(arrays["encoders.wsi.bag_std"][varying], tiles.std(0)[varying], rtol=1e-4)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines import CoxPHFitter
+from survival_cohorts import linear_cohort
 
 from stsfl.common.baseline_hazard import (
     BaselineBins,
@@ -16,8 +17,6 @@ from stsfl.common.baseline_hazard import (
     site_baseline_bins,
     time_grid,
 )
-
-from survival_cohorts import linear_cohort
 
 
 def lifelines_fit(x, time, event):

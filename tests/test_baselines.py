@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import yaml
-
 from site_builder import make_site
+
 from stsfl.client.baselines import split_patients
 from stsfl.client.lab import main
 
@@ -36,8 +35,25 @@ def two_sites(tmp_path_factory):
 def test_baselines_command_pooled(two_sites, tmp_path, capsys):
     out = tmp_path / "report.json"
     with pytest.raises(SystemExit) as done:
-        main(["baselines", str(two_sites), "--models", "cox_sarculator", "cox_clinical", "rsf_clinical",
-              "mmnn_unblended", "mmnn_blended", "--epochs", "1", "--n-boot", "10", "--quiet", "--out", str(out)])
+        main(
+            [
+                "baselines",
+                str(two_sites),
+                "--models",
+                "cox_sarculator",
+                "cox_clinical",
+                "rsf_clinical",
+                "mmnn_unblended",
+                "mmnn_blended",
+                "--epochs",
+                "1",
+                "--n-boot",
+                "10",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
     assert done.value.code == 0
     report = json.loads(out.read_text())
     assert report["endpoints"] == ["os", "dm"] and report["n_test"] >= 2
@@ -51,8 +67,23 @@ def test_baselines_command_pooled(two_sites, tmp_path, capsys):
 def test_baselines_local_mode_and_bad_model(two_sites, tmp_path):
     out = tmp_path / "local.json"
     with pytest.raises(SystemExit) as done:
-        main(["baselines", str(two_sites), "--mode", "local", "--site", "centre_b", "--models", "cox_clinical",
-              "--n-boot", "5", "--quiet", "--out", str(out)])
+        main(
+            [
+                "baselines",
+                str(two_sites),
+                "--mode",
+                "local",
+                "--site",
+                "centre_b",
+                "--models",
+                "cox_clinical",
+                "--n-boot",
+                "5",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
     assert done.value.code == 0
     assert json.loads(out.read_text())["n_test"] <= 4  # one centre's 15 %
     with pytest.raises(SystemExit) as done:

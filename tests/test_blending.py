@@ -38,7 +38,9 @@ def test_wang_weights_by_hand():
     w = blend_weights(BEFORE, AFTER, "wang")
     assert w == pytest.approx({"fused": 2 / 3, "mri": 0.0, "clinical": 1 / 3})
     # Half the mean (0.125): fused 0.2 / 0.125^2 = 12.8, clinical 0.1 / 0.125^2 = 6.4.
-    assert blend_weights(BEFORE, AFTER, "wang", overfit_floor=0.5) == pytest.approx({"fused": 2 / 3, "mri": 0.0, "clinical": 1 / 3})
+    assert blend_weights(BEFORE, AFTER, "wang", overfit_floor=0.5) == pytest.approx(
+        {"fused": 2 / 3, "mri": 0.0, "clinical": 1 / 3}
+    )
 
 
 def test_chance_small_gap_change_no_longer_takes_all_the_weight():
@@ -131,8 +133,12 @@ def _oscillating(n: int) -> list[Checkpoint]:
     for t in range(n):
         wobble = 0.15 * (-1) ** t
         wsi = 2.0 if t < n // 2 else 2.0 - 0.05 * (t - n // 2)
-        out.append(Checkpoint(train={"fused": 2.0 - 0.04 * t, "mri": 2.0 - 0.03 * t, "wsi": wsi},
-                              val={"fused": 2.1 - 0.02 * t + wobble, "mri": 2.1 - 0.015 * t - wobble, "wsi": wsi + 0.1}))
+        out.append(
+            Checkpoint(
+                train={"fused": 2.0 - 0.04 * t, "mri": 2.0 - 0.03 * t, "wsi": wsi},
+                val={"fused": 2.1 - 0.02 * t + wobble, "mri": 2.1 - 0.015 * t - wobble, "wsi": wsi + 0.1},
+            )
+        )
     return out
 
 

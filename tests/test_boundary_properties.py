@@ -19,17 +19,34 @@ from site_builder import COLUMNS, clinical_row
 
 from stsfl.client.clinical_table import read_clinical_csv
 from stsfl.client.problems import BadPatientError, ProblemLog, SiteUnusableError
-from stsfl.common.config import (ClinicalSchema, ConfigError, FederationConfig, ModelPreset, SiteConfig, bundled_path,
-                                 load_config, load_schema, parse_config, read_yaml)
+from stsfl.common.config import (
+    ClinicalSchema,
+    ConfigError,
+    FederationConfig,
+    ModelPreset,
+    SiteConfig,
+    bundled_path,
+    load_config,
+    load_schema,
+    parse_config,
+    read_yaml,
+)
 
 SCHEMA = load_schema()
-EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                            HealthCheck.too_slow])
+EXAMPLES = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 SOURCE = "conf/federation.yaml"
 
 # ---------------------------------------------------------------------------- config loader
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=12), st.dates())
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.dates(),
+)
 
 
 def _keys(model) -> list[str]:
@@ -49,15 +66,19 @@ def _keys(model) -> list[str]:
 def yamlish(model) -> st.SearchStrategy:
     """Nested mappings and lists whose keys are mostly the model's own field names."""
     keys = st.one_of(st.sampled_from(_keys(model)), st.text(max_size=8), st.integers(0, 3))
-    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                         st.dictionaries(keys, inner, max_size=6)), max_leaves=25)
+    return st.recursive(
+        scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=6)), max_leaves=25
+    )
 
 
 def _valid_documents() -> dict:
     federation = yaml.safe_load(bundled_path("federation.yaml").read_text())
-    return {FederationConfig: federation, ClinicalSchema: yaml.safe_load(bundled_path("schema.yaml").read_text()),
-            ModelPreset: yaml.safe_load(bundled_path("presets/cpu-small.yaml").read_text()),
-            SiteConfig: {"name": "site_a", "root": "/data/site_a", "layout": {"clinical_csv": "clinical.csv"}}}
+    return {
+        FederationConfig: federation,
+        ClinicalSchema: yaml.safe_load(bundled_path("schema.yaml").read_text()),
+        ModelPreset: yaml.safe_load(bundled_path("presets/cpu-small.yaml").read_text()),
+        SiteConfig: {"name": "site_a", "root": "/data/site_a", "layout": {"clinical_csv": "clinical.csv"}},
+    }
 
 
 VALID = _valid_documents()
@@ -141,8 +162,13 @@ def _key_path_text(path: tuple, key: str) -> str:
 
 
 @EXAMPLES
-@given(raw=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
-                     st.builds(yaml.safe_dump, yamlish(SiteConfig)).map(str.encode)))
+@given(
+    raw=st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=200).map(str.encode),
+        st.builds(yaml.safe_dump, yamlish(SiteConfig)).map(str.encode),
+    )
+)
 def test_any_file_content_gives_a_site_config_or_a_config_error(tmp_path, raw):
     path = tmp_path / "site.yaml"
     path.write_bytes(raw)
@@ -166,8 +192,39 @@ def test_regression_non_utf8_and_deeply_nested_yaml_are_config_errors(tmp_path):
 
 # ---------------------------------------------------------------------------- clinical CSV reader
 cells = st.one_of(
-    st.sampled_from(["", " ", "NA", "n/a", "nan", "NaN", "null", "inf", "-inf", "1e400", "0", "1", "-1", "2", "yes", "TRUE",
-                     "Male", " female ", "deep", "G4", "1.5", "-0", "0x10", "1_000", "١٢", "\u00a0", "\"", ",", "\n"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "NA",
+            "n/a",
+            "nan",
+            "NaN",
+            "null",
+            "inf",
+            "-inf",
+            "1e400",
+            "0",
+            "1",
+            "-1",
+            "2",
+            "yes",
+            "TRUE",
+            "Male",
+            " female ",
+            "deep",
+            "G4",
+            "1.5",
+            "-0",
+            "0x10",
+            "1_000",
+            "١٢",
+            "\u00a0",
+            '"',
+            ",",
+            "\n",
+        ]
+    ),
     st.text(max_size=10),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
 )
@@ -215,8 +272,8 @@ def _check_table(table, path: Path, problems: list) -> None:
                 assert value in (0.0, 1.0)
             else:
                 assert math.isfinite(value)
-        for time, event, seen in zip(record.time, record.event, record.observed):
-            assert (time > 0 and math.isfinite(time) and event in (0.0, 1.0)) if seen else event == 0.0
+        for time, happened, seen in zip(record.time, record.event, record.observed):
+            assert (time > 0 and math.isfinite(time) and happened in (0.0, 1.0)) if seen else happened == 0.0
     kept = {record.line for record in table.records.values()}
     bad = {int(m.group(1)) for p in problems if p.file and (m := re.fullmatch(rf"{re.escape(str(path))}:(\d+)", p.file))}
     for p in problems:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from survival_cohorts import BETA, linear_cohort
 
 from stsfl.client.baseline_site import SiteRisks, baseline_reply
 from stsfl.client.calibration_site import calibration_reply
@@ -13,8 +14,6 @@ from stsfl.common.baseline_document import baseline_document
 from stsfl.common.baseline_hazard import BaselineHazard
 from stsfl.common.config import FederationConfig
 from stsfl.server.calibration_phase import write_calibration
-
-from survival_cohorts import BETA, linear_cohort
 
 
 def _risks(n: int, seed: int, scale: float = 1.0) -> SiteRisks:

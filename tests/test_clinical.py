@@ -43,7 +43,10 @@ def test_missing_required_column_names_the_column(tmp_path):
 def test_duplicate_patient_id_excludes_both_rows(tmp_path):
     table, problems, path = read(tmp_path, [clinical_row("p0", 0), clinical_row("p0", 1), clinical_row("p2", 2)])
     assert list(table.records) == ["p2"]
-    assert [(p.file, p.patient, p.column) for p in problems] == [(f"{path}:2", "p0", "patient_id"), (f"{path}:3", "p0", "patient_id")]
+    assert [(p.file, p.patient, p.column) for p in problems] == [
+        (f"{path}:2", "p0", "patient_id"),
+        (f"{path}:3", "p0", "patient_id"),
+    ]
     assert all("duplicate patient id" in p.reason for p in problems)
 
 

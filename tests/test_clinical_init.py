@@ -7,20 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from inprocess_grid import InProcessGrid, server_identity  # noqa: F401 (fixture)
 from lifelines import CoxPHFitter
+from site_builder import write_csv
 
 from stsfl.client.clinical_encoding import encode_record
 from stsfl.client.site_task import SiteTask
-from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.clinical_features import clinical_feature_names
+from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import FederationConfig, load_schema
 from stsfl.common.cox_newton import CoxScore, cox_score, newton_step
 from stsfl.server.clinical_init_phase import run_clinical_init
 from stsfl.server.model_hooks import hooks_for
 from stsfl.server.orchestrator import Federation
-
-from inprocess_grid import InProcessGrid, server_identity  # noqa: F401 (fixture)
-from site_builder import write_csv
 
 
 def _strata(rng, sizes=(150, 120), beta=(0.6, -0.4, 0.3), ties=False):
@@ -39,8 +38,9 @@ def test_newton_steps_from_site_parts_reach_the_stratified_fit():
     beta = np.zeros(3)
     for _ in range(6):
         beta = newton_step(CoxScore.total(cox_score(x, t, e, beta) for x, t, e in parts), beta, 0.0)
-    frame = pd.concat(pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "T": t, "E": e, "site": k})
-                      for k, (x, t, e) in enumerate(parts))
+    frame = pd.concat(
+        pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "T": t, "E": e, "site": k}) for k, (x, t, e) in enumerate(parts)
+    )
     reference = CoxPHFitter().fit(frame, "T", "E", strata=["site"]).params_.to_numpy()
     np.testing.assert_allclose(beta, reference, atol=1e-4)
 
@@ -68,13 +68,26 @@ def _clinical_site(root, name: str, n: int, seed: int):
         age, grade = rng.uniform(30, 85), int(rng.integers(1, 4))
         t = rng.exponential(3000 * np.exp(-(0.04 * (age - 60) + 0.7 * (grade - 2))))
         c = rng.uniform(300, 4000)
-        rows.append({"patient_id": f"{name}{i}", "age": f"{age:.1f}", "sex": ["female", "male"][int(rng.integers(2))],
-                     "tumour_size": f"{rng.uniform(2, 20):.1f}", "tumour_volume": f"{rng.uniform(5, 900):.1f}",
-                     "depth": ["superficial", "deep"][int(rng.integers(2))], "grade": str(grade), "histology": "ups",
-                     "location": "lower_extremity", "neoadjuvant_chemo": str(int(rng.integers(2))),
-                     "metastasis_at_presentation": "0", "radiotherapy": "preoperative",
-                     "os_time": f"{min(t, c):.0f}", "os_event": str(int(t <= c)),
-                     "dm_time": f"{c:.0f}", "dm_event": "0"})
+        rows.append(
+            {
+                "patient_id": f"{name}{i}",
+                "age": f"{age:.1f}",
+                "sex": ["female", "male"][int(rng.integers(2))],
+                "tumour_size": f"{rng.uniform(2, 20):.1f}",
+                "tumour_volume": f"{rng.uniform(5, 900):.1f}",
+                "depth": ["superficial", "deep"][int(rng.integers(2))],
+                "grade": str(grade),
+                "histology": "ups",
+                "location": "lower_extremity",
+                "neoadjuvant_chemo": str(int(rng.integers(2))),
+                "metastasis_at_presentation": "0",
+                "radiotherapy": "preoperative",
+                "os_time": f"{min(t, c):.0f}",
+                "os_event": str(int(t <= c)),
+                "dm_time": f"{c:.0f}",
+                "dm_event": "0",
+            }
+        )
     folder = root / name
     folder.mkdir()
     write_csv(folder / "clinical.csv", rows)
@@ -89,8 +102,9 @@ def test_the_phase_starts_the_fused_head_at_the_federated_clinical_cox_fit(tmp_p
         sites[name], frame = _clinical_site(tmp_path, name, n, seed=k)
         frames.append(frame.assign(site=name))
     fed = FederationConfig(sites=list(sites), validation_fraction=0.0, clinical_init={"steps": 6, "l2_penalty": 0.0})
-    run = Federation(InProcessGrid(sites), fed, tmp_path / "federation.yaml", tmp_path / "results", hooks_for(fed),
-                     log=lambda _: None)
+    run = Federation(
+        InProcessGrid(sites), fed, tmp_path / "federation.yaml", tmp_path / "results", hooks_for(fed), log=lambda _: None
+    )
     run.sites.wait_for(fed.sites, 60, 60)
     state = run._statistics_phase()
     run_clinical_init(run, state)
@@ -109,7 +123,8 @@ def test_the_phase_starts_the_fused_head_at_the_federated_clinical_cox_fit(tmp_p
             kept.append(j)
     pooled = pd.concat(frames)
     data = pd.DataFrame(x[:, kept], columns=[names[j] for j in kept]).assign(
-        T=pooled["os_time"].astype(float).to_numpy(), E=pooled["os_event"].astype(int).to_numpy(), site=pooled["site"].to_numpy())
+        T=pooled["os_time"].astype(float).to_numpy(), E=pooled["os_event"].astype(int).to_numpy(), site=pooled["site"].to_numpy()
+    )
     reference = x[:, kept] @ CoxPHFitter().fit(data, "T", "E", strata=["site"]).params_.to_numpy()
     ours = x @ beta
     np.testing.assert_allclose(ours - ours.mean(), reference - reference.mean(), atol=2e-3)

@@ -34,8 +34,12 @@ def test_efron_equals_lifelines_at_arbitrary_coefficients(tied_data):
     x, time, event, beta = tied_data
     order = np.argsort(time, kind="mergesort")
     _, _, loglik = SemiParametricPHFitter()._get_efron_values_single(
-        pd.DataFrame(x[order]), pd.Series(time[order]), pd.Series(event[order].astype(bool)),
-        pd.Series(np.ones(len(time))), None, beta,
+        pd.DataFrame(x[order]),
+        pd.Series(time[order]),
+        pd.Series(event[order].astype(bool)),
+        pd.Series(np.ones(len(time))),
+        None,
+        beta,
     )
     assert _ours(x, time, event, beta, "efron") == pytest.approx(-loglik, abs=1e-6)
 
@@ -121,8 +125,9 @@ def test_linear_cox_recovers_lifelines_on_tcga_brca(tcga_brca_dir):
     xt = torch.tensor(x.to_numpy())
     time, event = torch.tensor(df["T"].to_numpy(float)), torch.tensor(df["E"].to_numpy(float))
     beta = torch.zeros(xt.shape[1], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([beta], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [beta], lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()

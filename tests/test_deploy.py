@@ -38,8 +38,9 @@ def _hadolint() -> str:
 
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
 def test_dockerfile_passes_hadolint(name):
-    done = subprocess.run([_hadolint(), "--failure-threshold", "info", str(DOCKERFILES[name])],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [_hadolint(), "--failure-threshold", "info", str(DOCKERFILES[name])], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -108,8 +109,11 @@ def test_compose_mounts_the_certificates_the_yamls_name():
     for path in paths:
         assert _mounted(services[coordinator]["volumes"], config_dir / path), f"coordinator: {path} is not mounted"
     # the certificate folder: the coordinator's mount that holds the CA certificate
-    (folder,) = [v.split(":")[0] for v in services[coordinator]["volumes"]
-                 if Path(v.split(":")[1]) in (config_dir / fed.security.ca_cert).parents]
+    (folder,) = [
+        v.split(":")[0]
+        for v in services[coordinator]["volumes"]
+        if Path(v.split(":")[1]) in (config_dir / fed.security.ca_cert).parents
+    ]
     for name in sites:
         site_yaml = next(v.split(":")[0] for v in services[name]["volumes"] if v.endswith(":/site/site.yaml:ro"))
         security = load_config(COMPOSE.parent / site_yaml, SiteConfig).security

@@ -20,8 +20,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from lifelines import CoxPHFitter
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
+from lifelines import CoxPHFitter
 
 from stsfl.client.linear_cox_site import VALIDATION_FRACTION, LinearCoxSite, fit_pooled
 from stsfl.client.site_task import SiteTask
@@ -30,10 +31,8 @@ from stsfl.common.config import FederationConfig
 from stsfl.common.fed_protocol import to_json
 from stsfl.common.linear_cox import build_linear_cox
 from stsfl.common.moments import combine_moments
-from stsfl.common.params import arrays_to_numpy, numpy_to_arrays, state_dict_to_arrays
+from stsfl.common.params import arrays_to_numpy, state_dict_to_arrays
 from stsfl.server.strategies import Aggregator
-
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 LR, SEED = 0.5, 3
 
@@ -55,18 +54,39 @@ def _statistics(tasks, cfg):
 
 def _federated(yamls, rounds: int, lr: float = LR, l2: float = 0.0) -> dict[str, np.ndarray]:
     tasks = _tasks(yamls)
-    fed = FederationConfig(sites=[t.name for t in tasks], task="linear-cox", strategy="fedavg", weighting="events", l2_penalty=l2,
-                           rounds=rounds, train={"lr": lr, "seed": SEED})
-    base = ConfigRecord({"task": "linear-cox", "run-seed": SEED, "federation": "eq", "l2-penalty": fed.l2_penalty,
-                         "recipe": to_json(fed.recipe.train.model_dump(mode="json"))})
+    fed = FederationConfig(
+        sites=[t.name for t in tasks],
+        task="linear-cox",
+        strategy="fedavg",
+        weighting="events",
+        l2_penalty=l2,
+        rounds=rounds,
+        train={"lr": lr, "seed": SEED},
+    )
+    base = ConfigRecord(
+        {
+            "task": "linear-cox",
+            "run-seed": SEED,
+            "federation": "eq",
+            "l2-penalty": fed.l2_penalty,
+            "recipe": to_json(fed.recipe.train.model_dump(mode="json")),
+        }
+    )
     statistics, _ = _statistics(tasks, base)
     aggregator = Aggregator(fed)
     glob = state_dict_to_arrays(build_linear_cox(len(statistics["mean"]), SEED).state_dict())
     for server_round in range(1, rounds + 1):
-        cfg = ConfigRecord(dict(base, **{
-            "statistics": to_json(statistics), "server-round": server_round, "seed": SEED + server_round,
-            "schedule-window": to_json(fed.schedule_window(server_round).model_dump()),
-        }))
+        cfg = ConfigRecord(
+            dict(
+                base,
+                **{
+                    "statistics": to_json(statistics),
+                    "server-round": server_round,
+                    "seed": SEED + server_round,
+                    "schedule-window": to_json(fed.schedule_window(server_round).model_dump()),
+                },
+            )
+        )
         replies = []
         for task in tasks:
             arrays, metrics, _, _ = task.train(glob, cfg)
@@ -98,10 +118,12 @@ def test_a_decaying_learning_rate_reaches_the_sites_round_by_round(region_sites,
     """The real orchestrator and ClientApp (in process), one site, one full-batch SGD step per round:
     the run is gradient descent with the cosine schedule's step sizes, not with the constant rate."""
     config = tmp_path / "federation.yaml"
-    config.write_text(f"task: linear-cox\nname: decay\nsites: [region_0]\nrounds: 3\n"
-                      f"train: {{lr: {LR}, schedule: warmup_cosine, warmup_fraction: 0, final_lr_fraction: 0.2, seed: {SEED}}}\n"
-                      f"validation_fraction: {VALIDATION_FRACTION}\n"
-                      "prediction: {baseline: false}\nsite_outputs: {enabled: false}\n")
+    config.write_text(
+        f"task: linear-cox\nname: decay\nsites: [region_0]\nrounds: 3\n"
+        f"train: {{lr: {LR}, schedule: warmup_cosine, warmup_fraction: 0, final_lr_fraction: 0.2, seed: {SEED}}}\n"
+        f"validation_fraction: {VALIDATION_FRACTION}\n"
+        "prediction: {baseline: false}\nsite_outputs: {enabled: false}\n"
+    )
     run_in_process(InProcessGrid({"region_0": region_sites[0]}), config, tmp_path / "results")
     rates = [json.loads(line)["learning_rate"] for line in (tmp_path / "results" / "rounds.jsonl").read_text().splitlines()]
     assert rates == pytest.approx([LR, LR * 0.6, LR * 0.2])  # cosine from 1 to 0.2 of the rate: 0.6 half-way
@@ -115,9 +137,12 @@ def test_a_decaying_learning_rate_reaches_the_sites_round_by_round(region_sites,
 def test_federated_statistics_equal_pooled(region_sites):
     tasks = _tasks(region_sites)
     fed = FederationConfig(sites=[t.name for t in tasks], task="linear-cox")
-    statistics, per_site = _statistics(tasks, ConfigRecord({"task": "linear-cox", "run-seed": SEED,
-                                                            "recipe": to_json(fed.recipe.train.model_dump(mode="json"))}))
-    pooled = np.concatenate([LinearCoxSite(p.parent / p.stem / "clinical.csv", SEED).train.x.double().numpy() for p in region_sites])
+    statistics, per_site = _statistics(
+        tasks, ConfigRecord({"task": "linear-cox", "run-seed": SEED, "recipe": to_json(fed.recipe.train.model_dump(mode="json"))})
+    )
+    pooled = np.concatenate(
+        [LinearCoxSite(p.parent / p.stem / "clinical.csv", SEED).train.x.double().numpy() for p in region_sites]
+    )
     np.testing.assert_allclose(statistics["mean"], pooled.mean(axis=0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(statistics["std"], np.where(pooled.std(axis=0) > 1e-12, pooled.std(axis=0), 1.0), rtol=1e-7)
     assert sum(s["counts"]["patients"] for s in per_site) == len(pooled)
@@ -133,8 +158,12 @@ def test_federated_ridge_optimum_equals_lifelines(region_sites):
     sites = [LinearCoxSite(p.parent / p.stem / "clinical.csv", SEED) for p in region_sites]
     statistics = combine_moments([s.statistics()["moments"] for s in sites])
     frame = pd.concat(
-        [pd.DataFrame(LinearCoxSite._standardise(s.train, statistics).numpy().astype(np.float64)).assign(
-            T=s.train.time.numpy(), E=s.train.event.numpy(), site=k) for k, s in enumerate(sites)],
+        [
+            pd.DataFrame(LinearCoxSite._standardise(s.train, statistics).numpy().astype(np.float64)).assign(
+                T=s.train.time.numpy(), E=s.train.event.numpy(), site=k
+            )
+            for k, s in enumerate(sites)
+        ],
         ignore_index=True,
     )
     varying = [c for c in range(fed.size) if frame[c].std() > 1e-9]  # lifelines cannot scale constant columns

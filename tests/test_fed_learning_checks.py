@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 from stsfl.client.tcga_brca import write_region_sites
 
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
-
-BODY = ("task: linear-cox\nsites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
-        "prediction: {baseline: false}\nsite_outputs: {enabled: false}\n")
+BODY = (
+    "task: linear-cox\nsites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
+    "prediction: {baseline: false}\nsite_outputs: {enabled: false}\n"
+)
 
 
 @pytest.fixture(scope="module")

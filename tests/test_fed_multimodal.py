@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from site_builder import make_site
 
 from stsfl.client.site_task import SiteTask
 from stsfl.common.config import FederationConfig
@@ -16,8 +17,6 @@ from stsfl.common.fed_protocol import to_json
 from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
 from stsfl.server.model_hooks import hooks_for
 from stsfl.server.strategies import Aggregator
-
-from site_builder import make_site
 
 SITES = ["a", "b", "held_out"]
 
@@ -34,12 +33,25 @@ def site_tasks(tmp_path_factory) -> dict[str, SiteTask]:
 
 
 def test_two_rounds_with_blending_and_holdout_evaluation(site_tasks):
-    fed = FederationConfig(sites=SITES, holdout=["held_out"], strategy="fedavg", weighting="patients",
-                           validation_fraction=0.34, rounds=2, train={"epochs_per_round": 2})
+    fed = FederationConfig(
+        sites=SITES,
+        holdout=["held_out"],
+        strategy="fedavg",
+        weighting="patients",
+        validation_fraction=0.34,
+        rounds=2,
+        train={"epochs_per_round": 2},
+    )
     hooks = hooks_for(fed)
-    base = {"task": "multimodal", "preset": "cpu-small", "schema": to_json(hooks.schema_json()), "run-seed": 0,
-            "validation-fraction": fed.validation_fraction, "federation": "mm-test",
-            "recipe": to_json(fed.recipe.train.model_dump(mode="json"))}
+    base = {
+        "task": "multimodal",
+        "preset": "cpu-small",
+        "schema": to_json(hooks.schema_json()),
+        "run-seed": 0,
+        "validation-fraction": fed.validation_fraction,
+        "federation": "mm-test",
+        "recipe": to_json(fed.recipe.train.model_dump(mode="json")),
+    }
     per_site = {name: task.statistics(ConfigRecord(base)) for name, task in site_tasks.items()}
     assert all(per_site[s]["counts"]["patients"] > 0 for s in SITES)
     statistics = hooks.combine_statistics(per_site)
@@ -50,11 +62,18 @@ def test_two_rounds_with_blending_and_holdout_evaluation(site_tasks):
     aggregator = Aggregator(fed)
     history = []
     for server_round in (1, 2):
-        cfg = ConfigRecord(dict(base, **{
-            "statistics": to_json(statistics), "server-round": server_round, "seed": server_round,
-            "schedule-window": to_json(fed.schedule_window(server_round).model_dump()),
-            "blend-weights": to_json(blend),
-        }))
+        cfg = ConfigRecord(
+            dict(
+                base,
+                **{
+                    "statistics": to_json(statistics),
+                    "server-round": server_round,
+                    "seed": server_round,
+                    "schedule-window": to_json(fed.schedule_window(server_round).model_dump()),
+                    "blend-weights": to_json(blend),
+                },
+            )
+        )
         replies, stats = [], {}
         for name in fed.training_sites:
             arrays, metrics, blend_stats, _ = site_tasks[name].train(numpy_to_arrays(glob), cfg)
@@ -68,8 +87,9 @@ def test_two_rounds_with_blending_and_holdout_evaluation(site_tasks):
     assert len(history[-1]) >= 1 and blend_state["last"] is not None
     moved = [k for k in glob if glob[k].dtype.kind == "f" and not np.allclose(glob[k], start[k])]
     assert moved, "two rounds of training must change the global weights"
-    cfg = ConfigRecord(dict(base, **{"statistics": to_json(statistics), "server-round": 2,
-                                     "holdout-sites": to_json(["held_out"])}))
+    cfg = ConfigRecord(
+        dict(base, **{"statistics": to_json(statistics), "server-round": 2, "holdout-sites": to_json(["held_out"])})
+    )
     held_out = site_tasks["held_out"].evaluate(numpy_to_arrays(glob), cfg)
     assert held_out["eval-patients"] == 6
     assert 0.0 <= held_out["c-harrell-os"] <= 1.0
@@ -81,10 +101,18 @@ def test_two_rounds_with_blending_and_holdout_evaluation(site_tasks):
 def test_fedbn_sites_keep_their_own_normalisation_layers(site_tasks):
     fed = FederationConfig(sites=SITES, holdout=["held_out"], strategy="fedbn", validation_fraction=0.34)
     hooks = hooks_for(fed)
-    base = {"task": "multimodal", "preset": "cpu-small", "schema": to_json(hooks.schema_json()), "run-seed": 0,
-            "validation-fraction": fed.validation_fraction, "federation": "fedbn-test", "keep-norm-local": True,
-            "recipe": to_json(fed.recipe.train.model_dump(mode="json")), "schedule-window": to_json(fed.schedule_window(1).model_dump()),
-            "blend-weights": to_json(hooks.initial_blend_weights())}
+    base = {
+        "task": "multimodal",
+        "preset": "cpu-small",
+        "schema": to_json(hooks.schema_json()),
+        "run-seed": 0,
+        "validation-fraction": fed.validation_fraction,
+        "federation": "fedbn-test",
+        "keep-norm-local": True,
+        "recipe": to_json(fed.recipe.train.model_dump(mode="json")),
+        "schedule-window": to_json(fed.schedule_window(1).model_dump()),
+        "blend-weights": to_json(hooks.initial_blend_weights()),
+    }
     statistics = hooks.combine_statistics({n: t.statistics(ConfigRecord(base)) for n, t in site_tasks.items()})
     glob = hooks.initial_arrays(statistics, seed=0)
     site = site_tasks["a"]
@@ -113,9 +141,16 @@ def test_baseline_query_pools_the_training_sites_bins(site_tasks):
 
     fed = FederationConfig(sites=SITES, holdout=["held_out"], validation_fraction=0.34)
     hooks = hooks_for(fed)
-    base = {"task": "multimodal", "preset": "cpu-small", "schema": to_json(hooks.schema_json()), "run-seed": 0,
-            "validation-fraction": fed.validation_fraction, "federation": "baseline-test", "server-round": 1,
-            "recipe": to_json(fed.recipe.train.model_dump(mode="json"))}
+    base = {
+        "task": "multimodal",
+        "preset": "cpu-small",
+        "schema": to_json(hooks.schema_json()),
+        "run-seed": 0,
+        "validation-fraction": fed.validation_fraction,
+        "federation": "baseline-test",
+        "server-round": 1,
+        "recipe": to_json(fed.recipe.train.model_dump(mode="json")),
+    }
     statistics = hooks.combine_statistics({n: t.statistics(ConfigRecord(base)) for n, t in site_tasks.items()})
     glob = numpy_to_arrays(hooks.initial_arrays(statistics, seed=0))
     cfg = ConfigRecord(dict(base, statistics=to_json(statistics), **baseline_query_config(fed)))

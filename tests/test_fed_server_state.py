@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import MetricRecord, RecordDict
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.config import FederationConfig
@@ -26,8 +27,6 @@ from stsfl.common.params import (
 )
 from stsfl.server.checkpoint import CorruptCheckpointError, ServerState, load_checkpoint, save_checkpoint
 from stsfl.server.strategies import Aggregator
-
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 
 def _net() -> torch.nn.Module:
@@ -93,7 +92,6 @@ def test_checkpoint_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed away
 
 
-
 def _state(round_: int) -> ServerState:
     return ServerState(round=round_, global_arrays={"w": np.full((64, 64), round_, np.float32)}, meta={"history": []})
 
@@ -107,7 +105,7 @@ def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(tmp_path, damag
     if damage == "truncated":
         data = data[: len(data) // 2]
     elif damage == "flipped bytes":  # inside the weights: only the member's CRC can tell
-        data[len(data) // 2: len(data) // 2 + 16] = bytes(16)
+        data[len(data) // 2 : len(data) // 2 + 16] = bytes(16)
     else:
         data = bytearray()
     newest.write_bytes(bytes(data))
@@ -125,9 +123,11 @@ def test_a_resume_over_a_corrupt_checkpoint_ends_with_the_uninterrupted_model(tc
     round before, runs the last round again and ends with the same model, nothing lost."""
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
-    config.write_text("task: linear-cox\nname: ckpt\nrounds: 3\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
-                      "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nprediction: {baseline: false}\n"
-                      "site_outputs: {enabled: false}\n")
+    config.write_text(
+        "task: linear-cox\nname: ckpt\nrounds: 3\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
+        "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nprediction: {baseline: false}\n"
+        "site_outputs: {enabled: false}\n"
+    )
     clean = run_in_process(InProcessGrid(sites), config, tmp_path / "clean")
     run_in_process(InProcessGrid(sites), config, tmp_path / "damaged")
     checkpoint = tmp_path / "damaged" / "checkpoint.npz"
@@ -144,9 +144,7 @@ def test_a_resume_over_a_corrupt_checkpoint_ends_with_the_uninterrupted_model(tc
 
 
 def _reply(arrays: dict[str, np.ndarray], patients: int, events: int) -> RecordDict:
-    return RecordDict(
-        {ARRAYS: numpy_to_arrays(arrays), METRICS: MetricRecord({NUM_PATIENTS: patients, NUM_EVENTS: events})}
-    )
+    return RecordDict({ARRAYS: numpy_to_arrays(arrays), METRICS: MetricRecord({NUM_PATIENTS: patients, NUM_EVENTS: events})})
 
 
 def _fed(**kw) -> FederationConfig:
@@ -156,8 +154,10 @@ def _fed(**kw) -> FederationConfig:
 def test_fedavg_weights_by_events_or_patients():
     glob = numpy_to_arrays({"w": np.zeros(2, dtype=np.float32), "n": np.array(0)})
     assert arrays_to_numpy(glob)["n"].shape == ()  # 0-d buffers keep their shape
-    replies = [_reply({"w": np.array([1.0, 0.0], np.float32), "n": np.array(4)}, 10, 1),
-               _reply({"w": np.array([0.0, 1.0], np.float32), "n": np.array(6)}, 30, 3)]
+    replies = [
+        _reply({"w": np.array([1.0, 0.0], np.float32), "n": np.array(4)}, 10, 1),
+        _reply({"w": np.array([0.0, 1.0], np.float32), "n": np.array(6)}, 30, 3),
+    ]
     by_events, _ = Aggregator(_fed(weighting="events")).aggregate(1, glob, replies)
     np.testing.assert_allclose(arrays_to_numpy(by_events)["w"], [0.25, 0.75])
     assert arrays_to_numpy(by_events)["n"].dtype == np.int64  # integer buffers stay integers

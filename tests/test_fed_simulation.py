@@ -29,12 +29,19 @@ def _site(tmp_path, folder: str, name: str):
 def test_plan_resolves_site_yamls_relative_to_the_federation_yaml(tmp_path):
     for name in "abc":
         _site(tmp_path, f"sites/{name}", name)
-    config = _write(tmp_path, "simulation:\n  site_configs: {a: sites/a/site.yaml, b: sites/b/site.yaml, "
-                              "c: sites/c/site.yaml}\n  cpus: 2\n  threads_per_site: 1\n")
+    config = _write(
+        tmp_path,
+        "simulation:\n  site_configs: {a: sites/a/site.yaml, b: sites/b/site.yaml, "
+        "c: sites/c/site.yaml}\n  cpus: 2\n  threads_per_site: 1\n",
+    )
     plan = plan_simulation(load_config(config, FederationConfig), config)
     assert plan.sites == [(n, str((tmp_path / "sites" / n / "site.yaml").resolve())) for n in "abc"]
-    assert plan.federation_config() == {"num-supernodes": 3, "client-resources-num-cpus": 1, "init-args-num-cpus": 2,
-                                        "init-args-log-to-driver": True}
+    assert plan.federation_config() == {
+        "num-supernodes": 3,
+        "client-resources-num-cpus": 1,
+        "init-args-num-cpus": 2,
+        "init-args-log-to-driver": True,
+    }
     assert plan.env({})["OMP_NUM_THREADS"] == "1"
     # The site list survives Flower's --run-config parser (no escaped quotes: a TOML literal string).
     from flwr.common.config import parse_config_args

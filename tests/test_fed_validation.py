@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 from sksurv.metrics import concordance_index_censored, concordance_index_ipcw, cumulative_dynamic_auc
 from sksurv.util import Surv
 
@@ -19,8 +20,6 @@ from stsfl.common.config import ConfigError, FederationConfig, load_config
 from stsfl.common.site_metrics import describe_metrics, endpoint_metrics
 from stsfl.server.cross_site import CrossSiteMatrix, write_cross_site
 from stsfl.server.loco import fold_config, loco_config, loco_means, loco_rows, run_loco, write_loco
-
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 
 def _cohort(n: int = 120, seed: int = 0):
@@ -93,11 +92,17 @@ def test_cross_site_matrix_assembly_and_files(tmp_path):
 # ---------------------------------------------------------------------------- LOCO table and config
 def test_loco_rows_and_means(tmp_path):
     summaries = {
-        "a": {"selected_round": 2, "holdout_selected": {"a": {"eval-patients": 30, "eval-events-os": 9, "c-harrell-os": 0.70, "c-uno-os": 0.68}}},
+        "a": {
+            "selected_round": 2,
+            "holdout_selected": {"a": {"eval-patients": 30, "eval-events-os": 9, "c-harrell-os": 0.70, "c-uno-os": 0.68}},
+        },
         "b": {"selected_round": 1, "holdout_selected": {"b": {"eval-patients": 20, "eval-events-os": 4, "c-harrell-os": 0.60}}},
     }
     rows = loco_rows(summaries)
-    assert [(r["held_out"], r["endpoint"], r["events"], r["selected_round"]) for r in rows] == [("a", "os", 9, 2), ("b", "os", 4, 1)]
+    assert [(r["held_out"], r["endpoint"], r["events"], r["selected_round"]) for r in rows] == [
+        ("a", "os", 9, 2),
+        ("b", "os", 4, 1),
+    ]
     assert math.isnan(rows[1]["c_uno"])
     means = loco_means(rows)["os"]
     assert means["c_harrell_mean"] == pytest.approx(0.65) and means["c_harrell_sd"] == pytest.approx(np.std([0.7, 0.6], ddof=1))
@@ -105,8 +110,15 @@ def test_loco_rows_and_means(tmp_path):
     table = write_loco(tmp_path, rows, FederationConfig(sites=["a", "b"], mode="loco"))
     assert table["rows"][1]["c_uno"] is None and table["mean"]["os"]["c_uno_sd"] is None
     with open(tmp_path / "loco.csv", newline="") as fh:
-        assert list(csv.DictReader(fh))[1] == {"held_out": "b", "endpoint": "os", "c_harrell": "0.6", "c_uno": "",
-                                                "events": "4", "patients": "20", "selected_round": "1"}
+        assert list(csv.DictReader(fh))[1] == {
+            "held_out": "b",
+            "endpoint": "os",
+            "c_harrell": "0.6",
+            "c_uno": "",
+            "events": "4",
+            "patients": "20",
+            "selected_round": "1",
+        }
     fold = fold_config({"name": "fed", "sites": ["a", "b"], "mode": "loco"}, "b")
     assert fold["holdout"] == ["b"] and fold["mode"] == "single" and fold["name"] == "fed-loco-b"
     FederationConfig.model_validate(fold)
@@ -158,14 +170,17 @@ def region_sites(tcga_brca_dir, tmp_path_factory) -> dict:
 
 def test_cross_site_validation_after_the_last_round(region_sites, tmp_path, server_identity):
     config = tmp_path / "federation.yaml"
-    config.write_text(BODY + "name: xsite\nsites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
-                      "cross_site: {enabled: true, local_epochs: 3}\nsite_outputs: {enabled: false}\n")
+    config.write_text(
+        BODY + "name: xsite\nsites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
+        "cross_site: {enabled: true, local_epochs: 3}\nsite_outputs: {enabled: false}\n"
+    )
     grid = InProcessGrid(region_sites)
     summary = run_in_process(grid, config, tmp_path / "results")
     assert "query.site_outputs" not in grid.sent and summary["site_outputs"] is None, "switched off in the YAML"
-    after_training = grid.sent[len(grid.sent) - grid.sent[::-1].index("train"):]
-    assert [m for m in after_training if not m.startswith("query.")] == ["evaluate.cross"] * 3, \
+    after_training = grid.sent[len(grid.sent) - grid.sent[::-1].index("train") :]
+    assert [m for m in after_training if not m.startswith("query.")] == ["evaluate.cross"] * 3, (
         "one cross-site message per site, after the last round (then the prediction queries)"
+    )
     assert grid.sent.count("train") == 2 * 2 + 2, "2 rounds x 2 training sites + 2 fine-tunings"
     held_out = summary["holdout_selected"]["region_3"]
     assert {"c-harrell-os", "c-uno-os", "auc-365d-os", "auc-1095d-os", "ibs-os", "eval-events-os"} <= set(held_out)
@@ -176,9 +191,14 @@ def test_cross_site_validation_after_the_last_round(region_sites, tmp_path, serv
             assert 0.0 < data["cells"][model][site]["c-harrell-os"] < 1.0
     # The global row is the final global model: the same numbers as the last round's evaluation.
     last = [json.loads(line) for line in (tmp_path / "results" / "rounds.jsonl").read_text().splitlines()][-1]
-    assert data["cells"]["global"]["region_3"]["c-harrell-os"] == pytest.approx(last["evaluate_sites"]["region_3"]["c-harrell-os"])
+    assert data["cells"]["global"]["region_3"]["c-harrell-os"] == pytest.approx(
+        last["evaluate_sites"]["region_3"]["c-harrell-os"]
+    )
     # Fine-tuning moves a site's model away from the global one.
-    with np.load(tmp_path / "results" / "model_final.npz") as final, np.load(tmp_path / "results" / "model_local_region_0.npz") as local:
+    with (
+        np.load(tmp_path / "results" / "model_final.npz") as final,
+        np.load(tmp_path / "results" / "model_local_region_0.npz") as local,
+    ):
         assert any(not np.allclose(final[k], local[k]) for k in final.files)
     assert (tmp_path / "results" / "cross_site.png").is_file()
     # After cross-site validation: the baseline hazard of the last round's model from the training sites

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_batch, tiny_preset
+
 from stsfl.client.gradcam import largest_tumour_slice, mri_gradcam, save_batch_gradcams
 from stsfl.common.multimodal import MultimodalCoxNet
 

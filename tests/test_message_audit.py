@@ -12,27 +12,24 @@ import numpy as np
 import pytest
 import yaml
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from inprocess_grid import run_in_process, server_identity  # noqa: F401 (fixture)
+from message_audit import AuditedGrid, MessageAudit, SitePrivates
+from site_builder import make_site
 
+from stsfl.client.baseline_site import SiteRisks
 from stsfl.client.calibration_site import calibration_reply
 from stsfl.client.privacy import PrivacyLedger
-from stsfl.client.baseline_site import SiteRisks
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.baseline_hazard import BaselineHazard
 from stsfl.common.fed_protocol import ARRAYS, CONFIG, METRICS, SITE, STATS, site_record, to_json
 from stsfl.common.params import numpy_to_arrays
 
-from inprocess_grid import run_in_process, server_identity  # noqa: F401 (fixture)
-from message_audit import AuditedGrid, MessageAudit, SitePrivates
-from site_builder import make_site
-
-ALL_TYPES = {"query.stats", "train", "evaluate", "evaluate.cross", "query.baseline", "query.calibration",
-             "query.site_outputs"}
+ALL_TYPES = {"query.stats", "train", "evaluate", "evaluate.cross", "query.baseline", "query.calibration", "query.site_outputs"}
 MULTIMODAL_TYPES = ALL_TYPES | {"query.clinical_cox"}
 
 
 def _report(audit: MessageAudit, label: str) -> str:
-    line = (f"{label}: {audit.messages} replies, {audit.bytes} bytes inspected ({audit.by_type}); "
-            f"{len(audit.findings)} findings")
+    line = f"{label}: {audit.messages} replies, {audit.bytes} bytes inspected ({audit.by_type}); {len(audit.findings)} findings"
     print(line)
     return line + "".join(f"\n  {f}" for f in audit.findings[:20])
 
@@ -49,9 +46,11 @@ def _run_and_audit(sites: dict, config, results, label: str, types: set[str] = A
 def test_nothing_per_patient_leaves_the_tcga_region_sites(tcga_brca_dir, tmp_path, server_identity):
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
-    config.write_text("task: linear-cox\nname: audit\nrounds: 2\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
-                      "sites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
-                      "cross_site: {enabled: true, local_epochs: 2}\n")
+    config.write_text(
+        "task: linear-cox\nname: audit\nrounds: 2\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
+        "sites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
+        "cross_site: {enabled: true, local_epochs: 2}\n"
+    )
     _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions")
 
 
@@ -59,10 +58,11 @@ def test_nothing_per_patient_leaves_the_sites_under_secure_aggregation(tcga_brca
     """The four SecAgg+ stages replace the train reply (no cross-site validation: it is refused with them)."""
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
-    config.write_text("task: linear-cox\nname: audit-secagg\nrounds: 2\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
-                      "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nsecure_aggregation: {enabled: true}\n")
-    _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions, SecAgg+",
-                   ALL_TYPES - {"evaluate.cross"})
+    config.write_text(
+        "task: linear-cox\nname: audit-secagg\nrounds: 2\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
+        "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nsecure_aggregation: {enabled: true}\n"
+    )
+    _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions, SecAgg+", ALL_TYPES - {"evaluate.cross"})
 
 
 def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identity):
@@ -74,9 +74,11 @@ def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identi
         site_yaml.write_text(yaml.safe_dump({**yaml.safe_load(site_yaml.read_text()), "name": name, **privacy}))
         sites[name] = site_yaml
     config = tmp_path / "federation.yaml"
-    config.write_text("task: multimodal\npreset: cpu-small\nmodel_norm: group\nname: audit-mm\nrounds: 1\n"
-                      "train: {epochs_per_round: 1}\nsites: [a, b, held_out]\nholdout: [held_out]\nvalidation_fraction: 0.34\n"
-                      "cross_site: {enabled: true, local_epochs: 1}\n")
+    config.write_text(
+        "task: multimodal\npreset: cpu-small\nmodel_norm: group\nname: audit-mm\nrounds: 1\n"
+        "train: {epochs_per_round: 1}\nsites: [a, b, held_out]\nholdout: [held_out]\nvalidation_fraction: 0.34\n"
+        "cross_site: {enabled: true, local_epochs: 1}\n"
+    )
     _run_and_audit(sites, config, tmp_path / "results", "multimodal tiny sites", MULTIMODAL_TYPES)
     round_1 = json.loads((tmp_path / "results" / "rounds.jsonl").read_text().splitlines()[0])["train_sites"]
     assert 0 < round_1["a"]["dp-epsilon"] < 8.0 and "dp-epsilon" not in round_1["b"]
@@ -98,22 +100,36 @@ def test_the_auditor_catches_a_leaking_reply(server_identity):
     log_risk = np.sort(rng.normal(size=40))
     model = {"fc.weight": rng.normal(size=(1, 5)).astype(np.float32)}
     sent = _message("train", RecordDict({ARRAYS: numpy_to_arrays(model), CONFIG: ConfigRecord({"server-round": 1})}))
-    leaking = RecordDict({
-        SITE: site_record("region_9"),
-        ARRAYS: numpy_to_arrays({**model, "risks": log_risk.astype(np.float32)}),
-        METRICS: MetricRecord({"c-harrell-os": 0.7, "max-time": float(times[3]), "a-risk": float(log_risk[5]),
-                               "per-patient": [0.1] * 32}),
-        STATS: ConfigRecord({"json": to_json({"who": sorted(ids)[0], "relative": float(np.exp(log_risk[7]))})}),
-    })
+    leaking = RecordDict(
+        {
+            SITE: site_record("region_9"),
+            ARRAYS: numpy_to_arrays({**model, "risks": log_risk.astype(np.float32)}),
+            METRICS: MetricRecord(
+                {"c-harrell-os": 0.7, "max-time": float(times[3]), "a-risk": float(log_risk[5]), "per-patient": [0.1] * 32}
+            ),
+            STATS: ConfigRecord({"json": to_json({"who": sorted(ids)[0], "relative": float(np.exp(log_risk[7]))})}),
+        }
+    )
     reply = Message(leaking, reply_to=sent)
     audit = MessageAudit()
     audit.inspect(sent, reply, privates, np.unique(np.concatenate([log_risk, np.exp(log_risk)])))
     found = "\n".join(map(str, audit.findings))
-    for where in ("arrays/risks", "metrics.max-time", "metrics.a-risk", "metrics.per-patient", "stats.json.who",
-                  "stats.json.relative"):
+    for where in (
+        "arrays/risks",
+        "metrics.max-time",
+        "metrics.a-risk",
+        "metrics.per-patient",
+        "stats.json.who",
+        "stats.json.relative",
+    ):
         assert where in found, found
-    clean = RecordDict({SITE: site_record("region_9"), ARRAYS: numpy_to_arrays(model),
-                        METRICS: MetricRecord({"c-harrell-os": 0.7, "num-patients": 32.0})})
+    clean = RecordDict(
+        {
+            SITE: site_record("region_9"),
+            ARRAYS: numpy_to_arrays(model),
+            METRICS: MetricRecord({"c-harrell-os": 0.7, "num-patients": 32.0}),
+        }
+    )
     audit = MessageAudit()
     audit.inspect(sent, Message(clean, reply_to=sent), privates, np.unique(np.concatenate([log_risk, np.exp(log_risk)])))
     assert audit.findings == [] and audit.messages == 1 and audit.bytes > 20

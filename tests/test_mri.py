@@ -53,8 +53,17 @@ def test_t2_on_another_grid_is_resampled_onto_t1(tmp_path):
     write_mri(tmp_path / "other", seed=1)
     t2 = read_image(tmp_path / "same" / "t2.nii.gz")
     # T2 at half the in-plane resolution, same physical extent
-    coarse = sitk.Resample(t2, [s // 2 for s in t2.GetSize()[:2]] + [t2.GetSize()[2]], sitk.Transform(), sitk.sitkLinear,
-                           t2.GetOrigin(), (2.0, 2.0, 2.0), t2.GetDirection(), 0.0, sitk.sitkFloat32)
+    coarse = sitk.Resample(
+        t2,
+        [s // 2 for s in t2.GetSize()[:2]] + [t2.GetSize()[2]],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        t2.GetOrigin(),
+        (2.0, 2.0, 2.0),
+        t2.GetDirection(),
+        0.0,
+        sitk.sitkFloat32,
+    )
     coarse.SetOrigin(t2.TransformContinuousIndexToPhysicalPoint((0.5, 0.5, 0)))
     sitk.WriteImage(coarse, str(tmp_path / "other" / "t2.nii.gz"))
     same = preprocess_mri(paths(tmp_path / "same"), CFG, SIZE).volume

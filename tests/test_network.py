@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_batch, tiny_preset
 from monai.networks.nets import DenseNet
 
-from stsfl.common.multimodal import MultimodalCoxNet
 from stsfl.common.mri_net import MriEncoder, load_mri_checkpoint
+from stsfl.common.multimodal import MultimodalCoxNet
 from stsfl.common.wsi_net import GatedAttentionMil
-
-from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_batch, tiny_preset
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance", "group"])
@@ -102,8 +101,10 @@ def test_load_single_channel_pretrained_checkpoint(tmp_path):
     encoder = MriEncoder(cfg)
     left = load_mri_checkpoint(encoder, path)
     assert left == ["class_layers.out.bias", "class_layers.out.weight"]  # 10 outputs there, ours differ
-    torch.testing.assert_close(encoder.features.denseblock1.denselayer1.layers.conv1.weight,
-                               pretrained.features.denseblock1.denselayer1.layers.conv1.weight)
+    torch.testing.assert_close(
+        encoder.features.denseblock1.denselayer1.layers.conv1.weight,
+        pretrained.features.denseblock1.denselayer1.layers.conv1.weight,
+    )
     # Identical T1 and T2 give the pretrained 1-channel stem's response.
     x = torch.randn(1, 1, *cfg.input_size)
     torch.testing.assert_close(encoder.features.conv0(x.repeat(1, 2, 1, 1, 1)), pretrained.features.conv0(x))

@@ -8,6 +8,8 @@ import time
 
 import pytest
 import yaml
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 - fixture
+from site_builder import COLUMNS, make_site
 
 from stsfl.client.lab import main as stsfl_main
 from stsfl.client.schema_draft import draft_schema, render_draft
@@ -16,9 +18,6 @@ from stsfl.common.config.loader import bundled_path
 from stsfl.common.config.schema import schema_differences
 from stsfl.common.config.security import absolute_security_paths
 from stsfl.server.sites import MissingSitesError
-
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 - fixture
-from site_builder import COLUMNS, make_site
 
 ROWS = [
     {"pid": "a1", "age": "54.2", "sex": "female", "grade": "2", "chemo": "yes", "notes": "x1", "os_time": "300", "os_event": "1"},
@@ -39,8 +38,12 @@ def test_schema_draft_guesses_every_column_and_marks_each_guess(tmp_path):
     draft = draft_schema(_write_rows(tmp_path / "clinical.csv", ROWS), max_categories=2)
     schema = ClinicalSchema.model_validate(draft.data)
     assert schema.patient_id_column == "pid"
-    assert {v.name: v.kind for v in schema.variables} == {"age": "continuous", "sex": "categorical",
-                                                          "grade": "continuous", "chemo": "binary"}
+    assert {v.name: v.kind for v in schema.variables} == {
+        "age": "continuous",
+        "sex": "categorical",
+        "grade": "continuous",
+        "chemo": "binary",
+    }
     assert [c.lower() for c in schema.variable("sex").categories] == ["female", "male"]  # one category per spelling
     assert [(e.name, e.time_column, e.event_column) for e in schema.endpoints] == [("os", "os_time", "os_event")]
     assert "notes" in draft.left_out and "3 different values" in draft.left_out["notes"]
@@ -53,10 +56,30 @@ def test_schema_draft_guesses_every_column_and_marks_each_guess(tmp_path):
 
 
 def test_schema_draft_of_the_bundled_columns_loads_and_matches_their_kinds(tmp_path):
-    rows = [dict(zip(COLUMNS, values)) for values in (
-        ["p0", "40", "female", "3", "50", "deep", "2", "ups", "axial", "0", "0", "none", "100", "1", "90", "0"],
-        ["p1", "70", "male", "8", "300", "superficial", "3", "mpnst", "axial", "1", "0", "preoperative", "400", "0", "380", "1"],
-    )]
+    rows = [
+        dict(zip(COLUMNS, values))
+        for values in (
+            ["p0", "40", "female", "3", "50", "deep", "2", "ups", "axial", "0", "0", "none", "100", "1", "90", "0"],
+            [
+                "p1",
+                "70",
+                "male",
+                "8",
+                "300",
+                "superficial",
+                "3",
+                "mpnst",
+                "axial",
+                "1",
+                "0",
+                "preoperative",
+                "400",
+                "0",
+                "380",
+                "1",
+            ],
+        )
+    ]
     draft = draft_schema(_write_rows(tmp_path / "clinical.csv", rows))
     kinds = {v["name"]: v["kind"] for v in draft.data["variables"]}
     assert kinds["age"] == "continuous" and kinds["neoadjuvant_chemo"] == "binary" and kinds["histology"] == "categorical"
@@ -132,11 +155,23 @@ def test_sites_that_cannot_serve_are_named_with_their_cause_without_waiting(tmp_
         _write_rows(site_yaml.parent / "clinical.csv", [{k: v for k, v in r.items() if k != "grade"} for r in rows])
         return data
 
-    sites = {"good": _site(tmp_path_factory, "good"), "other_schema": _site(tmp_path_factory, "other_schema", own_schema),
-             "no_grade": _site(tmp_path_factory, "no_grade", no_grade)}
+    sites = {
+        "good": _site(tmp_path_factory, "good"),
+        "other_schema": _site(tmp_path_factory, "other_schema", own_schema),
+        "no_grade": _site(tmp_path_factory, "no_grade", no_grade),
+    }
     config = tmp_path / "federation.yaml"
-    config.write_text(yaml.safe_dump({"sites": list(sites), "holdout": ["no_grade"], "rounds": 1,
-                                      "wait_for_sites_s": 300, "cross_site": {"enabled": False}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "sites": list(sites),
+                "holdout": ["no_grade"],
+                "rounds": 1,
+                "wait_for_sites_s": 300,
+                "cross_site": {"enabled": False},
+            }
+        )
+    )
     started = time.monotonic()
     with pytest.raises(MissingSitesError) as err:
         run_in_process(InProcessGrid(sites), config, tmp_path / "results")

@@ -24,5 +24,6 @@ def test_two_processes_give_the_sequential_result(tmp_path):
             if key is not None:
                 a, b = one.cache.load(kind, key), two.cache.load(kind, key)
                 assert a.keys() == b.keys() and all(np.array_equal(a[n], b[n]) for n in a)
-    assert sorted(f.name for f in (tmp_path / "two").rglob("*.error.json")) == \
-        sorted(f.name for f in (tmp_path / "one").rglob("*.error.json"))
+    assert sorted(f.name for f in (tmp_path / "two").rglob("*.error.json")) == sorted(
+        f.name for f in (tmp_path / "one").rglob("*.error.json")
+    )

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from site_builder import COLUMNS, clinical_row, make_site, write_csv
 
 from stsfl.client.cli import main as client_main
 from stsfl.client.model_export import export_local_model
@@ -21,8 +22,6 @@ from stsfl.common.console import UserError
 from stsfl.common.model_file import ModelFileError, load_model_file
 from stsfl.common.multimodal import MultimodalCoxNet
 
-from site_builder import COLUMNS, clinical_row, make_site, write_csv
-
 # N4 off: the tests are about prediction, and N4 is most of the tiny sites' preprocessing time.
 PRESET = without_n4(load_preset("cpu-small"))
 
@@ -34,8 +33,10 @@ def exported(tmp_path_factory):
     # between 1 and 5 years must fall in bins that still count
     site_yaml = make_site(root / "site", n=8)
     # follow-up over 7 years, events before 1 year and between 1 and 5 years
-    write_csv(root / "site" / "clinical.csv", [
-        clinical_row(f"p{i}", i) | {"os_time": str(100 + 600 * i), "dm_time": str(80 + 500 * i)} for i in range(8)])
+    write_csv(
+        root / "site" / "clinical.csv",
+        [clinical_row(f"p{i}", i) | {"os_time": str(100 + 600 * i), "dm_time": str(80 + 500 * i)} for i in range(8)],
+    )
     schema = load_schema()
     prepared = prepare_site(load_config(site_yaml, SiteConfig), site_yaml, PRESET, schema=schema, progress=False)
     stats = combine_clinical_sums([prepared.clinical_sums()], schema)
@@ -96,8 +97,9 @@ def test_model_file_refuses_another_schema_and_a_corrupt_file(exported, tmp_path
 def test_cli_names_an_unknown_patient(exported, capsys):
     root, site_yaml, model_path = exported
     with pytest.raises(SystemExit) as done:
-        client_main(["predict", "--site", str(site_yaml), "--model", str(model_path), "--patient", "nobody",
-                     "--out", str(root / "cli")])
+        client_main(
+            ["predict", "--site", str(site_yaml), "--model", str(model_path), "--patient", "nobody", "--out", str(root / "cli")]
+        )
     assert done.value.code == 2
     assert "patient nobody cannot be predicted" in capsys.readouterr().err
 
@@ -128,8 +130,10 @@ def test_server_export_of_a_results_folder_gives_the_same_model(exported, tmp_pa
     with pytest.raises(ModelFileError, match="export with --site-baselines"):
         model.baseline_hazard("os", site="test_site")  # sites' own counts stay out unless asked for
     with_sites = load_model_file(export_from_results(results, tmp_path / "sites.zip", site_baselines=True))
-    np.testing.assert_array_equal(with_sites.baseline_hazard("os", site="test_site")[0].cumulative,
-                                  local.baseline_hazard("os", site="test_site")[0].cumulative)
+    np.testing.assert_array_equal(
+        with_sites.baseline_hazard("os", site="test_site")[0].cumulative,
+        local.baseline_hazard("os", site="test_site")[0].cumulative,
+    )
     (results / "federation.yaml").write_text(yaml.safe_dump({"sites": ["a"], "task": "linear-cox"}))
     with pytest.raises(UserError, match="only multimodal models are exported"):
         export_from_results(results, tmp_path / "no.zip")

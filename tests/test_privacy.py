@@ -7,8 +7,8 @@ from functools import partial
 
 import pytest
 import torch
-
 from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_samples, tiny_preset
+
 from stsfl.client.privacy import DpSgd, PrivacyBudgetSpent, PrivacyLedger
 from stsfl.client.trainer import make_loader, train_local
 from stsfl.common.batch import collate_patients

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_trainer import _setup
 
 from stsfl.client.trainer import train_local
 from stsfl.common.config import ConfigError, FederationConfig, ScheduleWindow, TrainConfig, parse_config
 from stsfl.server.cli import main as server_main
-from test_trainer import _setup
 
 
 def _fed(**data) -> FederationConfig:
@@ -26,17 +26,20 @@ def test_every_value_names_its_layer():
     assert linear.train.lr == 0.2 and linear.sources["lr"] == "task linear-cox" and linear.train.momentum == 0.0
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    ({"learning_rate": 0.01}, "learning_rate -> train.lr"),
-    ({"local_epochs": 2, "seed": 1}, "local_epochs -> train.epochs_per_round, seed -> train.seed"),
-    ({"client_optimizer": "adam"}, "client_optimizer -> train.optimizer"),
-    ({"strategy_params": {"prox_mu": 0.1}}, "strategy_params.prox_mu -> train.prox_mu"),
-    ({"train": {"optimizer": "rmsprop"}}, "train.optimizer: expected 'sgd' or 'adam'"),
-    ({"train": {"lrr": 0.1}}, "train.lrr: unknown key"),
-    ({"train": {"epochs": 5}}, "train.epochs applies to pooled training only"),
-    ({"strategy": "fedprox"}, "train.prox_mu"),
-    ({"task": "linear-cox", "train": {"blend_mode": "wang"}}, "nothing to blend"),
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"learning_rate": 0.01}, "learning_rate -> train.lr"),
+        ({"local_epochs": 2, "seed": 1}, "local_epochs -> train.epochs_per_round, seed -> train.seed"),
+        ({"client_optimizer": "adam"}, "client_optimizer -> train.optimizer"),
+        ({"strategy_params": {"prox_mu": 0.1}}, "strategy_params.prox_mu -> train.prox_mu"),
+        ({"train": {"optimizer": "rmsprop"}}, "train.optimizer: expected 'sgd' or 'adam'"),
+        ({"train": {"lrr": 0.1}}, "train.lrr: unknown key"),
+        ({"train": {"epochs": 5}}, "train.epochs applies to pooled training only"),
+        ({"strategy": "fedprox"}, "train.prox_mu"),
+        ({"task": "linear-cox", "train": {"blend_mode": "wang"}}, "nothing to blend"),
+    ],
+)
 def test_settings_that_would_be_ignored_are_refused(data, expected):
     with pytest.raises(ConfigError) as err:
         _fed(**data)
@@ -68,8 +71,9 @@ def test_rounds_continue_the_pooled_schedule():
     model, train, val, cfg = _setup(epochs=4, blend_mode="off")
     rates = []
     for epoch in range(4):
-        result = train_local(model, train, val, cfg, epochs=1, show_progress=False,
-                             window=ScheduleWindow(start_epoch=epoch, total_epochs=4))
+        result = train_local(
+            model, train, val, cfg, epochs=1, show_progress=False, window=ScheduleWindow(start_epoch=epoch, total_epochs=4)
+        )
         rates.append(result.history[0]["lr"])
     assert rates == pytest.approx([r["lr"] for r in pooled.history])
     assert rates[0] > cfg.lr / 25  # a restart would begin every round at lr / 25

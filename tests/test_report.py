@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_browser import assert_report_renders
 
 from stsfl.common.console import UserError
 from stsfl.common.metrics import bootstrap_ci, harrell_c
@@ -18,8 +19,6 @@ from stsfl.common.risk_group_km import risk_group_km
 from stsfl.server.report import build_report
 from stsfl.server.report_data import RunResults, c_index_ci, cohort_rows, evaluation_rows, head_losses
 from stsfl.server.results import ResultsFolder
-
-from report_browser import assert_report_renders
 
 REPO = Path(__file__).resolve().parents[1]
 SITES, HOLDOUT = ["site_a", "site_b", "site_c"], "site_c"
@@ -30,8 +29,14 @@ def _site_eval(rng: np.random.Generator, n: int, strength: float) -> dict[str, f
     risk = rng.normal(size=n)
     time = rng.exponential(np.exp(-strength * risk)) * 1000
     event = (rng.uniform(size=n) < 0.6).astype(float)
-    return {"eval-patients": float(n), "eval-events-os": float(event.sum()), "c-harrell-os": harrell_c(time, event, risk),
-            "auc-365d-os": 0.7, "ibs-os": 0.18, **risk_group_km("os", time, event, risk)}
+    return {
+        "eval-patients": float(n),
+        "eval-events-os": float(event.sum()),
+        "c-harrell-os": harrell_c(time, event, risk),
+        "auc-365d-os": 0.7,
+        "ibs-os": 0.18,
+        **risk_group_km("os", time, event, risk),
+    }
 
 
 @pytest.fixture
@@ -39,42 +44,81 @@ def results(tmp_path) -> Path:
     rng = np.random.default_rng(3)
     folder = ResultsFolder(tmp_path / "results")
     (folder.root / "federation.yaml").write_text(
-        f"name: unit\ntask: multimodal\npreset: cpu-small\nsites: {SITES}\nholdout: [{HOLDOUT}]\nrounds: 3\n")
+        f"name: unit\ntask: multimodal\npreset: cpu-small\nsites: {SITES}\nholdout: [{HOLDOUT}]\nrounds: 3\n"
+    )
     history = []
     for r in (1, 2, 3):
-        train = {s: {"num-events": 5.0 + i, "train-loss-fused": 3.0 - 0.2 * r + i, "train-loss-mri": 3.2 - 0.1 * r,
-                     "val-loss-fused": 1.5 - 0.1 * r} for i, s in enumerate(SITES[:2])}
+        train = {
+            s: {
+                "num-events": 5.0 + i,
+                "train-loss-fused": 3.0 - 0.2 * r + i,
+                "train-loss-mri": 3.2 - 0.1 * r,
+                "val-loss-fused": 1.5 - 0.1 * r,
+            }
+            for i, s in enumerate(SITES[:2])
+        }
         record = {"round": r, "train_sites": train, "blend_weights": {"fused": 0.4, "mri": 0.1 * r, "clinical": 0.6 - 0.1 * r}}
         if r > 1:
             record["evaluate_sites"] = {s: _site_eval(rng, 40, 0.3 * r) for s in SITES}
         history.append(record)
     folder.write_history(history)
-    folder.write_json("statistics.json", {"per_site_counts": {
-        s: {"patients": 30, "events": {"os": 9}, "usable_patients": 40, "modalities": {"mri": 38, "wsi": 20, "clinical": 40}}
-        for s in SITES}})
-    folder.write_json("summary.json", {"federation": "unit", "holdout_sites": [HOLDOUT], "selected_round": 3,
-                                       "holdout_selected": {HOLDOUT: history[-1]["evaluate_sites"][HOLDOUT]}})
+    folder.write_json(
+        "statistics.json",
+        {
+            "per_site_counts": {
+                s: {
+                    "patients": 30,
+                    "events": {"os": 9},
+                    "usable_patients": 40,
+                    "modalities": {"mri": 38, "wsi": 20, "clinical": 40},
+                }
+                for s in SITES
+            }
+        },
+    )
+    folder.write_json(
+        "summary.json",
+        {
+            "federation": "unit",
+            "holdout_sites": [HOLDOUT],
+            "selected_round": 3,
+            "holdout_selected": {HOLDOUT: history[-1]["evaluate_sites"][HOLDOUT]},
+        },
+    )
     folder.write_status("done", completed_rounds=3)
     return folder.root
 
 
 def test_report_has_every_section_and_notes_the_missing_files(results):
     page = build_report(results).read_text()
-    for title in ("Cohort per site", "Training", "Evaluation", "Kaplan-Meier by predicted risk group", "Calibration",
-                  "Cross-site matrix"):
+    for title in (
+        "Cohort per site",
+        "Training",
+        "Evaluation",
+        "Kaplan-Meier by predicted risk group",
+        "Calibration",
+        "Cross-site matrix",
+    ):
         assert f">{title}" in page
     assert "no cross_site.csv" in page and "no baselines.json" in page and "no calibration.json" in page
     assert "Leave-one-centre-out" not in page  # not a LOCO run: no section at all
     assert "38 (95 %)" in page  # MRI coverage of 40 usable patients
     assert {p.name for p in (results / "report").glob("*.png")} == {
-        "cohort.png", "losses.png", "blend_weights.png", "c_index_sites.png", "c_index_rounds.png", "km_risk_groups.png"}
+        "cohort.png",
+        "losses.png",
+        "blend_weights.png",
+        "c_index_sites.png",
+        "c_index_rounds.png",
+        "km_risk_groups.png",
+    }
     assert "log-rank" in page
 
 
 def test_optional_files_add_their_tables(results):
     with open(results / "cross_site.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows([["metric", "endpoint", "model", *SITES],
-                                  ["c-harrell", "os", "global", "0.612345", "", "0.701234"]])
+        csv.writer(fh).writerows(
+            [["metric", "endpoint", "model", *SITES], ["c-harrell", "os", "global", "0.612345", "", "0.701234"]]
+        )
     baselines = REPO / "tests" / "benchmarks" / "results" / "baselines.json"
     page = build_report(results, baselines).read_text()
     assert "0.612" in page and "0.701" in page and "no cross_site.csv" not in page
@@ -144,9 +188,17 @@ def test_labels_say_what_a_held_out_centre_counted_and_few_events_give_no_estima
     assert next(r for r in cohort_rows(run) if r["site"] == "site_a")["counted"] == "training split"
     horizon = {"skipped": "3 events before the horizon (< 10): too few to estimate calibration"}
     fit = {"intercept": 0.05, "slope": 0.91, "observed": 31.0, "expected": 29.4, "groups": {}, "decision": {}}
-    (results / "calibration.json").write_text(json.dumps({"holdout": [HOLDOUT], "sites": {
-        HOLDOUT: {"patients": 40, "endpoints": {"os": {"1095.75": horizon}}},
-        "site_a": {"patients": 90, "endpoints": {"os": {"1095.75": fit}}}}}))
+    (results / "calibration.json").write_text(
+        json.dumps(
+            {
+                "holdout": [HOLDOUT],
+                "sites": {
+                    HOLDOUT: {"patients": 40, "endpoints": {"os": {"1095.75": horizon}}},
+                    "site_a": {"patients": 90, "endpoints": {"os": {"1095.75": fit}}},
+                },
+            }
+        )
+    )
     page = build_report(results).read_text()
     assert "patients (training split)" not in page and "<th>counted over</th>" in page
     assert "not estimated: 3 events before the horizon (&lt; 10): too few to estimate calibration" in page

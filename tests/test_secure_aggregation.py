@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 from stsfl.client.site_task import SiteTask
 from stsfl.client.tcga_brca import write_region_sites
@@ -19,11 +20,11 @@ from stsfl.common.fed_protocol import ARRAYS
 from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
 from stsfl.server.secure_aggregation import threshold
 
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
-
-BODY = ("task: linear-cox\nrounds: 2\ntrain: {{epochs_per_round: 3, lr: 0.05, seed: 5}}\nstrategy: {strategy}\n"
-        "sites: [region_0, region_1, region_2, region_3]\nholdout: [region_3]\nprediction: {{baseline: false}}\n"
-        "site_outputs: {{enabled: false}}\n")
+BODY = (
+    "task: linear-cox\nrounds: 2\ntrain: {{epochs_per_round: 3, lr: 0.05, seed: 5}}\nstrategy: {strategy}\n"
+    "sites: [region_0, region_1, region_2, region_3]\nholdout: [region_3]\nprediction: {{baseline: false}}\n"
+    "site_outputs: {{enabled: false}}\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +52,14 @@ def test_secure_rounds_end_with_the_plain_model_and_no_weights_leave(region_site
     for name in plain:  # stochastic quantization at 2^22 levels over +-8, weights ~ events / (patients)
         np.testing.assert_allclose(secure[name], plain[name], rtol=0, atol=2e-4 if strategy == "fedavg" else 2e-3)
     assert any(np.abs(secure[k] - plain[k]).max() > 0 for k in plain), "the sum went through quantization"
-    stages = [r.content.config_records[RECORD_KEY_CONFIGS] for r in grid.replies if RECORD_KEY_CONFIGS in r.content.config_records]
+    stages = [
+        r.content.config_records[RECORD_KEY_CONFIGS] for r in grid.replies if RECORD_KEY_CONFIGS in r.content.config_records
+    ]
     assert len(stages) == 2 * 4 * 3, "2 rounds x 4 SecAgg+ stages x 3 training sites"
     train_replies = [r for r in grid.replies if r.metadata.message_type == "train"]
-    assert not any(ARRAYS in r.content.array_records or any(len(a) for a in r.content.array_records.values())
-                   for r in train_replies), "no train reply carries arrays in the clear"
+    assert not any(
+        ARRAYS in r.content.array_records or any(len(a) for a in r.content.array_records.values()) for r in train_replies
+    ), "no train reply carries arrays in the clear"
     masked = [c for c in stages if Key.MASKED_PARAMETERS in c]
     assert len(masked) == 2 * 3 and all(len(c[Key.MASKED_PARAMETERS]) == 1 + len(plain) for c in masked)
     rounds = [json.loads(line) for line in (tmp_path / "secure" / "rounds.jsonl").read_text().splitlines()]
@@ -77,8 +81,11 @@ class DiesWhenAskedToTrain(InProcessGrid):
         messages = list(messages)
         for msg in messages:
             stage = msg.content.config_records.get(RECORD_KEY_CONFIGS, {}).get(Key.STAGE, Stage.COLLECT_MASKED_VECTORS)
-            if msg.metadata.dst_node_id == self.node and msg.metadata.message_type == "train" \
-                    and stage == Stage.COLLECT_MASKED_VECTORS:
+            if (
+                msg.metadata.dst_node_id == self.node
+                and msg.metadata.message_type == "train"
+                and stage == Stage.COLLECT_MASKED_VECTORS
+            ):
                 self.dead = True
         alive = [m for m in messages if not (self.dead and m.metadata.dst_node_id == self.node)]
         return super().send_and_receive(alive, timeout=timeout)
@@ -87,16 +94,22 @@ class DiesWhenAskedToTrain(InProcessGrid):
 def test_a_site_that_drops_after_sharing_keys_is_unmasked_from_the_others_shares(region_sites, tmp_path, server_identity):
     body = BODY.format(strategy="fedavg").replace("rounds: 2", "rounds: 1")
     _, plain, _ = _run(region_sites, tmp_path, "plain", body, DiesWhenAskedToTrain(region_sites, "region_2"))
-    _, secure, _ = _run(region_sites, tmp_path, "secure", body + "secure_aggregation: {enabled: true}\n",
-                        DiesWhenAskedToTrain(region_sites, "region_2"))
+    _, secure, _ = _run(
+        region_sites,
+        tmp_path,
+        "secure",
+        body + "secure_aggregation: {enabled: true}\n",
+        DiesWhenAskedToTrain(region_sites, "region_2"),
+    )
     for name in plain:
         np.testing.assert_allclose(secure[name], plain[name], rtol=0, atol=2e-4)
     rounds = [json.loads(line) for line in (tmp_path / "secure" / "rounds.jsonl").read_text().splitlines()]
     assert rounds[0]["sites_train"] == ["region_0", "region_1"] and list(rounds[0]["sites_failed"]) == ["region_2"]
 
 
-def test_a_site_with_a_non_finite_update_refuses_to_send_it_and_the_round_goes_on(region_sites, tmp_path, server_identity,
-                                                                                 monkeypatch):
+def test_a_site_with_a_non_finite_update_refuses_to_send_it_and_the_round_goes_on(
+    region_sites, tmp_path, server_identity, monkeypatch
+):
     train = SiteTask.train
 
     def diverged_at_region_2(self, arrays, cfg):

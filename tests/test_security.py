@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import tomllib
 
 import pytest
+import tomllib
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,7 +39,9 @@ def certs(tmp_path_factory):
 
 def test_server_certificate_is_signed_by_the_ca_for_the_given_hosts(tmp_path):
     ca_cert, ca_key = make_ca(tmp_path, "fed")
-    server_cert, _ = make_server_certificate(tmp_path, ca_cert, ca_key, ["coord.example.org", "10.0.0.5"], Validity.days_from_now(30))
+    server_cert, _ = make_server_certificate(
+        tmp_path, ca_cert, ca_key, ["coord.example.org", "10.0.0.5"], Validity.days_from_now(30)
+    )
     ca, cert = load_certificate(ca_cert), load_certificate(server_cert)
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -120,19 +122,23 @@ def test_sts_server_refuses_an_expired_certificate_before_starting(tmp_path):
     certs = make_local_certs(tmp_path / "certs", ["a"])
     make_server_certificate(tmp_path / "certs", certs.ca_cert, certs.ca_key, [], Validity.expired())
     config = tmp_path / "federation.yaml"
-    config.write_text(yaml.safe_dump({"task": "linear-cox", "sites": ["a"], "security": certs.federation_security()}),
-                      encoding="utf-8")
+    config.write_text(
+        yaml.safe_dump({"task": "linear-cox", "sites": ["a"], "security": certs.federation_security()}), encoding="utf-8"
+    )
     with pytest.raises(ConfigError, match="security: .*server.crt: the certificate expired"):
         run_federation(config, tmp_path / "results")
     assert not (tmp_path / "results" / "superlink.log").exists()
 
 
-@pytest.mark.parametrize(("line", "kind"), [
-    ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired (_ssl.c:1006)", "expired"),
-    ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate", "wrong-ca"),
-    ("[code: 2004] Failed to activate SuperNode.", "unregistered"),
-    ("WARNING :   Connection attempt failed, retrying in 0.33 seconds", None),
-])
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired (_ssl.c:1006)", "expired"),
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate", "wrong-ca"),
+        ("[code: 2004] Failed to activate SuperNode.", "unregistered"),
+        ("WARNING :   Connection attempt failed, retrying in 0.33 seconds", None),
+    ],
+)
 def test_refusals_are_told_apart_from_a_superlink_that_is_not_up_yet(line, kind):
     assert supernode_refusal(f"INFO : Starting Flower SuperNode\n{line}\n") == kind
 

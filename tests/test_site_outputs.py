@@ -10,12 +10,11 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
+from site_builder import clinical_row, make_site, write_csv
 
 from stsfl.client.linear_cox_site import in_validation
 from stsfl.common.fed_protocol import METRICS, MSG_SITE_OUTPUTS, SITE
-
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
-from site_builder import clinical_row, make_site, write_csv
 
 N = 6
 FEDERATION = """name: outputs-test
@@ -62,11 +61,16 @@ def test_sites_write_their_outputs_and_send_counts_only(sites, tmp_path, server_
     summary = run_in_process(grid, config, results)
     assert grid.sent[-3:] == [MSG_SITE_OUTPUTS] * 3, "one site-outputs query per site, after the prediction phases"
 
-    folders = {"a": sites["a"].parent / "outputs" / "outputs-test",
-               "b": sites["b"].parent / ".stsfl" / "outputs" / "outputs-test",
-               "held_out": sites["held_out"].parent / ".stsfl" / "outputs" / "outputs-test"}
-    with_mri = {"a": {f"p{i}" for i in range(N)} - {"p2"}, "b": {f"p{i}" for i in range(N)},
-                "held_out": {f"p{i}" for i in range(N)}}
+    folders = {
+        "a": sites["a"].parent / "outputs" / "outputs-test",
+        "b": sites["b"].parent / ".stsfl" / "outputs" / "outputs-test",
+        "held_out": sites["held_out"].parent / ".stsfl" / "outputs" / "outputs-test",
+    }
+    with_mri = {
+        "a": {f"p{i}" for i in range(N)} - {"p2"},
+        "b": {f"p{i}" for i in range(N)},
+        "held_out": {f"p{i}" for i in range(N)},
+    }
     for site, folder in folders.items():
         rows = _rows(folder / "risk_scores.csv")
         assert sorted(r["pid"] for r in rows) == [f"p{i}" for i in range(N)], "one row per usable patient"
@@ -75,8 +79,9 @@ def test_sites_write_their_outputs_and_send_counts_only(sites, tmp_path, server_
                 assert r["split"] == "external"
             else:
                 assert r["split"] == ("validation" if in_validation(r["pid"], 0, 0.34) else "train")
-            assert r["modalities"] == "+".join((["mri"] if r["pid"] in with_mri[site] else [])
-                                               + (["wsi"] if site != "b" else []) + ["clinical"])
+            assert r["modalities"] == "+".join(
+                (["mri"] if r["pid"] in with_mri[site] else []) + (["wsi"] if site != "b" else []) + ["clinical"]
+            )
             for endpoint in ("os", "dm"):
                 assert np.isfinite(float(r[f"{endpoint}_log_risk"]))
                 risks = [float(r[f"{endpoint}_risk_{y}y"]) for y in (1, 3, 5)]
@@ -96,11 +101,12 @@ def test_sites_write_their_outputs_and_send_counts_only(sites, tmp_path, server_
     assert len(replies) == 3
     for reply in replies:
         assert set(reply.content.keys()) == {SITE, METRICS}
-        assert set(reply.content[METRICS]) <= {"patients", "gradcams", "problems"}
+        assert set(reply.content[METRICS]) <= {"patients", "gradcams", "attention_maps", "problems"}
         assert all(isinstance(v, int) for v in reply.content[METRICS].values())
     counts = summary["site_outputs"]["sites"]
-    assert counts["a"] == {"patients": N, "gradcams": N - 1, "problems": 0}
-    assert counts["b"] == {"patients": N, "gradcams": N, "problems": 1}
+    assert counts["a"] == {"patients": N, "gradcams": N - 1, "attention_maps": N, "problems": 0}
+    assert counts["b"] == {"patients": N, "gradcams": N, "attention_maps": 0, "problems": 1}  # b has no slides
+    assert len(list((folders["a"] / "attention").glob("*.png"))) == N
     assert counts["held_out"]["gradcams"] == N
     assert summary["site_outputs"]["failed"] == {}
     assert f"a wrote {N} risk scores, {N - 1} Grad-CAM overlays" in capsys.readouterr().out

@@ -13,8 +13,8 @@ import SimpleITK as sitk
 import yaml
 from site_builder import clinical_row, make_site, phantom, to_image, write_csv, write_mri, write_slide
 
-from stsfl.client.cli import main as cli_main
 from stsfl.client.augment import augment_mri, mri_augmentation
+from stsfl.client.cli import main as cli_main
 from stsfl.client.problems import BadPatientError
 from stsfl.client.site_dataset import SiteDataset, site_collate
 from stsfl.client.site_prepare import prepare_site
@@ -129,9 +129,13 @@ def test_changed_input_or_setting_invalidates_exactly_its_entries(tmp_path):
     assert changed.computed == {"mri": 1}
     assert [p.mri_key != q.mri_key for p, q in zip(cold.patients, changed.patients)] == [False, True, False]
     pre = PRESET.preprocessing
-    wider = PRESET.model_copy(update={"preprocessing": pre.model_copy(update={"mri": pre.mri.model_copy(update={"margin_mm": 4.0})})})
+    wider = PRESET.model_copy(
+        update={"preprocessing": pre.model_copy(update={"mri": pre.mri.model_copy(update={"margin_mm": 4.0})})}
+    )
     assert prepare_site(site, site_yaml, wider, progress=False).computed == {"mri": 3}
-    one_tile = PRESET.model_copy(update={"preprocessing": pre.model_copy(update={"wsi": pre.wsi.model_copy(update={"max_tiles": 1})})})
+    one_tile = PRESET.model_copy(
+        update={"preprocessing": pre.model_copy(update={"wsi": pre.wsi.model_copy(update={"max_tiles": 1})})}
+    )
     assert prepare_site(site, site_yaml, one_tile, progress=False).computed == {"wsi": 3, "wsi_tiles": 3}
 
 
@@ -180,8 +184,14 @@ def test_validate_prints_usable_counts_and_every_problem(messy, capsys, monkeypa
     out = proc.stdout
     assert "usable patients" in out and "the site can train" in out
     assert "endpoint dm" in out
-    for reason in ("unreadable or truncated image", "OpenSlide cannot open", "no tissue", "mask is empty",
-                   "is not 0 or 1", "without a row in the clinical table"):
+    for reason in (
+        "unreadable or truncated image",
+        "OpenSlide cannot open",
+        "no tissue",
+        "mask is empty",
+        "is not 0 or 1",
+        "without a row in the clinical table",
+    ):
         assert reason in out
     assert "crop preview of 4 patients" in out  # p0, p1, p2 and p5 (its slide left out) have MRI
     assert (tmp_path / "crops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -222,13 +222,15 @@ def dark_fraction_in_resampled_crop(t1: sitk.Image, mask: sitk.Image, cube: int 
 
 def test_necrosis_fraction_is_measurable_on_a_resampled_t1_crop_and_is_not_volume(tiny_cohort, truth):
     rows = truth[truth["has_mri"]]
-    measured, volumes = zip(*(
-        dark_fraction_in_resampled_crop(
-            sitk.ReadImage(str(tiny_cohort / r.centre / "mri" / r.patient_id / "t1.nii.gz")),
-            sitk.ReadImage(str(tiny_cohort / r.centre / "mri" / r.patient_id / "mask.nii.gz")),
+    measured, volumes = zip(
+        *(
+            dark_fraction_in_resampled_crop(
+                sitk.ReadImage(str(tiny_cohort / r.centre / "mri" / r.patient_id / "t1.nii.gz")),
+                sitk.ReadImage(str(tiny_cohort / r.centre / "mri" / r.patient_id / "mask.nii.gz")),
+            )
+            for r in rows.itertuples()
         )
-        for r in rows.itertuples()
-    ))
+    )
     assert stats.spearmanr(measured, rows["necrosis_fraction"]).statistic > 0.7
     assert abs(stats.spearmanr(measured, volumes).statistic) < 0.4
 

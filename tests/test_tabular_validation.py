@@ -39,7 +39,8 @@ def test_a_broken_table_is_refused_naming_file_and_columns(tcga_brca_dir, tmp_pa
     assert "empty feature cells in age_at_index" in blockers[2]
     frame.drop(columns="E").to_csv(csv_path, index=False)
     assert check_tabular_site(load_config(site_yaml, SiteConfig), site_yaml).blockers == [
-        f"{csv_path}: missing column 'E' (expected patient id, features, E, T[, fold])"]
+        f"{csv_path}: missing column 'E' (expected patient id, features, E, T[, fold])"
+    ]
 
 
 def test_sts_client_validate_checks_a_tabular_site(tcga_brca_dir, tmp_path):
@@ -48,11 +49,19 @@ def test_sts_client_validate_checks_a_tabular_site(tcga_brca_dir, tmp_path):
     import sys
 
     site_yaml = write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0])[0]
-    ok = subprocess.run([sys.executable, "-m", "stsfl.client.cli", "validate", "--site", str(site_yaml)],
-                        capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [sys.executable, "-m", "stsfl.client.cli", "validate", "--site", str(site_yaml)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0 and "can train (task linear-cox)" in ok.stdout + ok.stderr
     csv_path = site_yaml.parent / site_yaml.stem / "clinical.csv"
     csv_path.write_text(csv_path.read_text().replace(",1,", ",x,", 1))
-    bad = subprocess.run([sys.executable, "-m", "stsfl.client.cli", "validate", "--site", str(site_yaml)],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "stsfl.client.cli", "validate", "--site", str(site_yaml)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 1 and "cannot train" in bad.stdout + bad.stderr

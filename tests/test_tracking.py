@@ -12,10 +12,15 @@ from stsfl.server.tracking import TRACKING_DIR
 def _history(rounds: int) -> list[dict]:
     out = []
     for r in range(1, rounds + 1):
-        record = {"round": r, "blend_weights": {"fused": 0.5, "clinical": 0.5},
-                  "train_sites": {"a": {"num-events": 2.0, "train-loss-fused": 3.0 / r, "bytes-up": 400.0},
-                                  "b": {"num-events": 6.0, "train-loss-fused": 1.0 / r, "val-loss-fused": 0.5}},
-                  "time_round_s": 10.0 + r}
+        record = {
+            "round": r,
+            "blend_weights": {"fused": 0.5, "clinical": 0.5},
+            "train_sites": {
+                "a": {"num-events": 2.0, "train-loss-fused": 3.0 / r, "bytes-up": 400.0},
+                "b": {"num-events": 6.0, "train-loss-fused": 1.0 / r, "val-loss-fused": 0.5},
+            },
+            "time_round_s": 10.0 + r,
+        }
         if r % 2 == 0:
             record["evaluate_sites"] = {"c": {"c-harrell-os": 0.6 + 0.01 * r, "eval-events-os": 4.0}}
             record["selection_score"] = 1.0 / r

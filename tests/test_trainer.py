@@ -6,8 +6,8 @@ from functools import partial
 
 import pytest
 import torch
-
 from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_samples, tiny_preset
+
 from stsfl.client import trainer as trainer_module
 from stsfl.client.trainer import accumulate_chunk_gradients, evaluate, make_loader, train_local
 from stsfl.common.batch import collate_patients
@@ -65,11 +65,17 @@ def _samples_of(batch):
     out = []
     for i, pid in enumerate(batch.pids):
         has_wsi = bool(batch.modality_present[i, 1])
-        out.append(PatientSample(
-            pid=pid, clinical=batch.clinical[i], time=batch.time[i], event=batch.event[i],
-            endpoint_observed=batch.endpoint_observed[i], mri=batch.mri[i],
-            wsi=batch.wsi[i][batch.wsi_mask[i]] if has_wsi else None,
-        ))
+        out.append(
+            PatientSample(
+                pid=pid,
+                clinical=batch.clinical[i],
+                time=batch.time[i],
+                event=batch.event[i],
+                endpoint_observed=batch.endpoint_observed[i],
+                mri=batch.mri[i],
+                wsi=batch.wsi[i][batch.wsi_mask[i]] if has_wsi else None,
+            )
+        )
     return out
 
 
@@ -103,8 +109,7 @@ def test_risk_set_modes_train(risk_set):
 def test_zero_blend_weight_freezes_a_head_and_selection_uses_fused_val_loss():
     model, train, val, cfg = _setup(weight_decay=0.0, epochs=3)
     head_before = model.fused_head.weight.detach().clone()
-    result = train_local(model, train, val, cfg, blend_weights={"fused": 0.0, "wsi": 0.5, "clinical": 0.5},
-                         show_progress=False)
+    result = train_local(model, train, val, cfg, blend_weights={"fused": 0.0, "wsi": 0.5, "clinical": 0.5}, show_progress=False)
     assert torch.equal(result.state["fused_head.weight"], head_before)
     assert result.blend.history == [(0, {"fused": 0.0, "wsi": 0.5, "clinical": 0.5})]
     fused_val = [h["val"]["fused"] for h in result.history]

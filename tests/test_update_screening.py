@@ -8,26 +8,29 @@ import json
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.fed_protocol import ARRAYS
 from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
 from stsfl.server.strategies import screen_updates
 
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
-
 
 def _model(rng, scale=1.0) -> dict[str, np.ndarray]:
-    return {"fc.weight": (scale * rng.normal(size=(1, 4))).astype(np.float32), "fc.bias": np.zeros(1, np.float32),
-            "norm.num_batches_tracked": np.array(3, np.int64)}
+    return {
+        "fc.weight": (scale * rng.normal(size=(1, 4))).astype(np.float32),
+        "fc.bias": np.zeros(1, np.float32),
+        "norm.num_batches_tracked": np.array(3, np.int64),
+    }
 
 
 def test_screen_updates_names_each_bad_site():
     rng = np.random.default_rng(0)
     glob = _model(rng)
-    step = lambda s: {k: (v + s * rng.normal(size=v.shape)).astype(v.dtype) if v.dtype.kind == "f" else v  # noqa: E731
-                      for k, v in glob.items()}
+    step = lambda s: {
+        k: (v + s * rng.normal(size=v.shape)).astype(v.dtype) if v.dtype.kind == "f" else v  # noqa: E731
+        for k, v in glob.items()
+    }
     updates = {name: step(0.01) for name in ("a", "b", "c")}
     updates["nan"] = {**step(0.01), "fc.bias": np.array([np.nan], np.float32)}
     updates["inf"] = {**step(0.01), "fc.weight": np.full((1, 4), np.inf, np.float32)}
@@ -43,9 +46,13 @@ def test_screen_updates_names_each_bad_site():
     # Others that barely moved (1e-9) give no scale: a larger yet ordinary update (a DP site's noise) is kept,
     # an update as large as 1000 x the model is not.
     still = {"a": step(1e-9), "b": step(1e-9)}
-    assert screen_updates(numpy_to_arrays(glob), {k: numpy_to_arrays(v) for k, v in {**still, "dp": step(1e-2)}.items()}, 100.0) == {}
-    assert list(screen_updates(numpy_to_arrays(glob), {k: numpy_to_arrays(v) for k, v in {**still, "bad": step(1e3)}.items()},
-                               100.0)) == ["bad"]
+    assert (
+        screen_updates(numpy_to_arrays(glob), {k: numpy_to_arrays(v) for k, v in {**still, "dp": step(1e-2)}.items()}, 100.0)
+        == {}
+    )
+    assert list(
+        screen_updates(numpy_to_arrays(glob), {k: numpy_to_arrays(v) for k, v in {**still, "bad": step(1e3)}.items()}, 100.0)
+    ) == ["bad"]
 
 
 class PoisoningGrid(InProcessGrid):
@@ -66,18 +73,24 @@ class PoisoningGrid(InProcessGrid):
         return replies
 
 
-@pytest.mark.parametrize("poison, reason", [
-    (lambda a: {k: np.full_like(v, np.nan) for k, v in a.items()}, "NaN/inf"),
-    (lambda a: {k: v * 1e6 for k, v in a.items()}, "update norm"),
-], ids=["nan", "huge"])
+@pytest.mark.parametrize(
+    "poison, reason",
+    [
+        (lambda a: {k: np.full_like(v, np.nan) for k, v in a.items()}, "NaN/inf"),
+        (lambda a: {k: v * 1e6 for k, v in a.items()}, "update norm"),
+    ],
+    ids=["nan", "huge"],
+)
 def test_a_poisoned_update_is_rejected_and_the_run_completes(tcga_brca_dir, tmp_path, capsys, server_identity, poison, reason):
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
-    config.write_text("task: linear-cox\nname: poison\nrounds: 2\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
-                      "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nprediction: {baseline: false}\n")
+    config.write_text(
+        "task: linear-cox\nname: poison\nrounds: 2\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
+        "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nprediction: {baseline: false}\n"
+    )
     summary = run_in_process(PoisoningGrid(sites, "region_1", poison), config, tmp_path / "results")
     out = capsys.readouterr().out
-    assert f"round 1: update of site region_1 rejected, not averaged: " in out and reason in out, out
+    assert "round 1: update of site region_1 rejected, not averaged: " in out and reason in out, out
     rounds = [json.loads(line) for line in (tmp_path / "results" / "rounds.jsonl").read_text().splitlines()]
     assert rounds[0]["sites_train"] == ["region_0"] and "region_1" in rounds[0]["sites_failed"]
     assert rounds[1]["sites_train"] == ["region_0", "region_1"], "the site takes part again in the next round"

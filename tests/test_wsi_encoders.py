@@ -24,7 +24,9 @@ WSI = PRESET.preprocessing.wsi
 
 def _tiles(mitoses_per_mm2: float, seed: int) -> np.ndarray:
     """Tissue tiles [n, 128, 128, 3] of a synthetic slide, read at 1 um/px (2x2 means of level 0)."""
-    rgb, _ = render_slide(np.random.default_rng(seed), WsiSettings(width=768, height=768), SynthConfig().profiles[0], mitoses_per_mm2)
+    rgb, _ = render_slide(
+        np.random.default_rng(seed), WsiSettings(width=768, height=768), SynthConfig().profiles[0], mitoses_per_mm2
+    )
     half = rgb.reshape(384, 2, 384, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
     tiles = np.stack([half[y : y + 128, x : x + 128] for y in range(0, 384, 128) for x in range(0, 384, 128)])
     return tiles[morphometry(tiles, 1.0)[:, 0] > 0.5]
@@ -87,8 +89,13 @@ def test_vit_checkpoint_loads_from_pth_and_safetensors_and_sites_agree(vit_check
     got = site_a.encode(tiles)
     assert got.shape == (3, 384) and np.array_equal(got, site_b.encode(tiles))
     # the checkpoint's own forward pass, on the resized and normalised tiles
-    x = torch.nn.functional.interpolate(torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255, size=(32, 32),
-                                        mode="bilinear", antialias=True, align_corners=False)
+    x = torch.nn.functional.interpolate(
+        torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255,
+        size=(32, 32),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )
     mean, std = torch.tensor(WSI.encoder.mean).view(1, 3, 1, 1), torch.tensor(WSI.encoder.std).view(1, 3, 1, 1)
     with torch.no_grad():
         np.testing.assert_allclose(got, reference.eval()((x - mean) / std).numpy(), rtol=1e-5, atol=1e-5)
@@ -98,8 +105,11 @@ def test_vit_checkpoint_loads_from_pth_and_safetensors_and_sites_agree(vit_check
 
 @pytest.mark.parametrize(
     ("file", "reason"),
-    [("truncated.pth", "cannot read .*truncated.pth"), ("resnet.pt", "does not fit arch vit_small_patch16 .*missing: "),
-     ("absent.pth", "absent.pth does not exist")],
+    [
+        ("truncated.pth", "cannot read .*truncated.pth"),
+        ("resnet.pt", "does not fit arch vit_small_patch16 .*missing: "),
+        ("absent.pth", "absent.pth does not exist"),
+    ],
 )
 def test_wrong_or_truncated_checkpoint_is_refused(vit_checkpoints, file, reason):
     folder, _ = vit_checkpoints

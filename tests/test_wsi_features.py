@@ -20,12 +20,23 @@ from stsfl.common.wsi_encoder import check_site_encoders, encoder_mismatches
 
 WIDTH = 24
 BASE = load_preset("cpu-small")
-PRESET = BASE.model_copy(update={
-    "wsi": BASE.wsi.model_copy(update={"embed_dim": WIDTH}),
-    "preprocessing": BASE.preprocessing.model_copy(update={"wsi": BASE.preprocessing.wsi.model_copy(update={
-        "max_tiles": 8, "encoder": BASE.preprocessing.wsi.encoder.model_copy(update={"arch": "pre_extracted", "extractor": "uni_v1"}),
-    })}),
-})
+PRESET = BASE.model_copy(
+    update={
+        "wsi": BASE.wsi.model_copy(update={"embed_dim": WIDTH}),
+        "preprocessing": BASE.preprocessing.model_copy(
+            update={
+                "wsi": BASE.preprocessing.wsi.model_copy(
+                    update={
+                        "max_tiles": 8,
+                        "encoder": BASE.preprocessing.wsi.encoder.model_copy(
+                            update={"arch": "pre_extracted", "extractor": "uni_v1"}
+                        ),
+                    }
+                )
+            }
+        ),
+    }
+)
 
 
 def _h5(path, features, coords=None, extractor=None):
@@ -79,9 +90,11 @@ def test_hdf5_and_pt_features_become_bags(prepared):
 
 @pytest.mark.parametrize(
     ("pid", "reason"),
-    [("p4", "features of dimension 1024, the federation's wsi.embed_dim is 24"),
-     ("p5", "features made by 'conch_v1', the site's wsi_features_extractor is 'uni_v1'"),
-     ("p6", "cannot read the features file")],
+    [
+        ("p4", "features of dimension 1024, the federation's wsi.embed_dim is 24"),
+        ("p5", "features made by 'conch_v1', the site's wsi_features_extractor is 'uni_v1'"),
+        ("p6", "cannot read the features file"),
+    ],
 )
 def test_bad_features_file_drops_the_slide_with_its_reason(prepared, pid, reason):
     (problem,) = [p for p in prepared.problems if p.patient == pid]
@@ -100,11 +113,15 @@ def test_federation_names_each_site_whose_features_differ(prepared, tmp_path):
     other_yaml = build_site(tmp_path / "other", extractor="conch_v1")
     other = prepare_site(load_config(other_yaml, SiteConfig), other_yaml, PRESET, progress=False)
     sites = {"a": prepared, "b": other}
-    per_site = {name: {"wsi_encoder": {"name": p.encoder_name, "fingerprint": p.encoder_fingerprint,
-                                       "feature_dims": p.wsi_feature_dims}} for name, p in sites.items()}
+    per_site = {
+        name: {"wsi_encoder": {"name": p.encoder_name, "fingerprint": p.encoder_fingerprint, "feature_dims": p.wsi_feature_dims}}
+        for name, p in sites.items()
+    }
     lines = encoder_mismatches(per_site, PRESET)
-    assert lines == ["site a: slide features of dimension 1024, the federation's wsi.embed_dim is 24",
-                     "site b: slide embeddings from 'conch_v1', the federation's encoder is 'uni_v1'"]
+    assert lines == [
+        "site a: slide features of dimension 1024, the federation's wsi.embed_dim is 24",
+        "site b: slide embeddings from 'conch_v1', the federation's encoder is 'uni_v1'",
+    ]
     with pytest.raises(UserError, match="site b: slide embeddings from 'conch_v1'"):
         check_site_encoders(per_site, PRESET)
     # sites without slides, and sites that agree, pass
@@ -117,8 +134,11 @@ def test_morphometry_sites_agree_and_report_it_in_their_statistics(tmp_path):
         site_yaml = make_site(tmp_path / name, n=2)
         sites[name] = MultimodalSite(load_config(site_yaml, SiteConfig), site_yaml, "cpu-small", load_schema(), 0, 0.0)
     per_site = {name: site.statistics() for name, site in sites.items()}
-    assert per_site["a"]["wsi_encoder"] == {"name": "morphometry-v1", "fingerprint": sites["a"].prepared.encoder_fingerprint,
-                                            "feature_dims": [16]}
+    assert per_site["a"]["wsi_encoder"] == {
+        "name": "morphometry-v1",
+        "fingerprint": sites["a"].prepared.encoder_fingerprint,
+        "feature_dims": [16],
+    }
     check_site_encoders(per_site, BASE)
     per_site["b"]["wsi_encoder"]["fingerprint"] = "0" * 16
     assert "sites disagree on the slide encoder's fingerprint" in encoder_mismatches(per_site, BASE)[0]

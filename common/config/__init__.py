@@ -4,9 +4,9 @@ from .federation import FederationConfig
 from .loader import ConfigError, StrictModel, bundled_path, load_config, parse_config, read_yaml
 from .prediction import BaselineGridConfig, PredictionConfig
 from .preset import ModelPreset, load_preset
+from .recipe import EffectiveRecipe, resolve_recipe
 from .schema import ClinicalSchema, ClinicalVariable, Endpoint
 from .site import SiteConfig
-from .recipe import EffectiveRecipe, resolve_recipe
 from .train import ScheduleWindow, TrainConfig
 
 

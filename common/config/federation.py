@@ -90,8 +90,10 @@ class ClinicalInitConfig(StrictModel):
 
     steps: NonNegativeInt = 4
     l2_penalty: NonNegativeFloat | Literal["auto"] = Field(
-        "auto", description="ridge l2/2 ||beta||^2 on the per-event mean log-likelihood; auto: clinical features / "
-                            "training events of the endpoint (about one prior observation per coefficient)")
+        "auto",
+        description="ridge l2/2 ||beta||^2 on the per-event mean log-likelihood; auto: clinical features / "
+        "training events of the endpoint (about one prior observation per coefficient)",
+    )
 
 
 class SelectionConfig(StrictModel):
@@ -120,7 +122,7 @@ class SimulationConfig(StrictModel):
     threads_per_site: PositiveInt = 1
 
     @model_validator(mode="after")
-    def _enough_cpus(self) -> "SimulationConfig":
+    def _enough_cpus(self) -> SimulationConfig:
         if self.cpus is not None and self.cpus_per_site > self.cpus:
             raise ValueError(f"cpus_per_site={self.cpus_per_site} exceeds cpus={self.cpus}: no site could run")
         return self
@@ -150,34 +152,40 @@ class FederationConfig(StrictModel):
     )
     rounds: PositiveInt = 20
     train: dict[str, Any] = Field(
-        {}, description="overrides of the training recipe by the names of the preset's `train:` block "
-                        "(stsfl.common.config.train.TrainConfig); `sts-server check-config` prints the effective recipe",
+        {},
+        description="overrides of the training recipe by the names of the preset's `train:` block "
+        "(stsfl.common.config.train.TrainConfig); `sts-server check-config` prints the effective recipe",
     )
     l2_penalty: float = Field(
-        0.0, ge=0.0,
+        0.0,
+        ge=0.0,
         description="task linear-cox: ridge penalty l2_penalty/2 ||beta||^2 on the Cox coefficients, added to each site's per-event mean loss",
     )
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of a training site's patients kept for validation")
     min_sites: PositiveInt = Field(1, description="quorum: a round completes with at least this many training sites")
     max_update_norm_ratio: float = Field(
-        100.0, gt=1.0,
+        100.0,
+        gt=1.0,
         description="a site update (new weights - global) whose norm exceeds this many times the other sites' median "
-                    "(counted as at least 1 % of the global model's norm) is rejected and logged, not averaged (as is an update with NaN/inf)",
+        "(counted as at least 1 % of the global model's norm) is rejected and logged, not averaged (as is an update with NaN/inf)",
     )
     round_timeout_s: PositiveFloat = Field(600.0, description="how long a round waits for the sites' replies")
     wait_for_sites_s: PositiveFloat = Field(300.0, description="how long to wait for every site to connect")
     transfer_dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="precision of the weights in a training round's messages, both directions "
-                               "(16 bits: half the bytes; aggregation stays float32; secure aggregation rounds send float32)",
+        "float32",
+        description="precision of the weights in a training round's messages, both directions "
+        "(16 bits: half the bytes; aggregation stays float32; secure aggregation rounds send float32)",
     )
     round_retries: NonNegativeInt = Field(
-        2, description="a training round in which no training site replied is sent again this many times, "
-                       "each time waiting twice as long, before the run fails",
+        2,
+        description="a training round in which no training site replied is sent again this many times, "
+        "each time waiting twice as long, before the run fails",
     )
     rejoin_wait_s: float = Field(
-        0.0, ge=0.0,
+        0.0,
+        ge=0.0,
         description="at the start of a round, how long to wait for training sites that dropped out (e.g. restarting) "
-                    "before the round goes ahead with the quorum",
+        "before the round goes ahead with the quorum",
     )
     clinical_init: ClinicalInitConfig = ClinicalInitConfig()
     selection: SelectionConfig = SelectionConfig()
@@ -214,14 +222,13 @@ class FederationConfig(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _recipe(self) -> "FederationConfig":
+    def _recipe(self) -> FederationConfig:
         preset = load_preset(self.preset, self.model_norm).train if self.task == "multimodal" else None
         self._effective = resolve_recipe(self.task, self.preset, preset, self.train)
         recipe = self._effective.train
         pooled_only = sorted(POOLED_ONLY & set(self.train))
         if pooled_only:
-            raise ValueError(f"train.{pooled_only[0]} applies to pooled training only: "
-                             + POOLED_ONLY_WHY[pooled_only[0]])
+            raise ValueError(f"train.{pooled_only[0]} applies to pooled training only: " + POOLED_ONLY_WHY[pooled_only[0]])
         if self.strategy == "fedprox" and recipe.prox_mu == 0:
             raise ValueError("strategy fedprox with train.prox_mu 0 is FedAvg: set train.prox_mu (e.g. 0.01)")
         if self.task == "linear-cox" and "clinical_init" in self.model_fields_set:
@@ -248,11 +255,12 @@ class FederationConfig(StrictModel):
     def schedule_window(self, server_round: int) -> ScheduleWindow:
         """Round `server_round`'s stretch of the one learning-rate schedule of the whole run."""
         per_round = self._effective.train.epochs_per_round
-        return ScheduleWindow(start_epoch=(server_round - 1) * per_round, total_epochs=self.rounds * per_round,
-                              span_epochs=per_round)
+        return ScheduleWindow(
+            start_epoch=(server_round - 1) * per_round, total_epochs=self.rounds * per_round, span_epochs=per_round
+        )
 
     @model_validator(mode="after")
-    def _sites_consistent(self) -> "FederationConfig":
+    def _sites_consistent(self) -> FederationConfig:
         if len(set(self.sites)) != len(self.sites):
             raise ValueError("a site is listed twice in `sites`")
         if self.mode == "loco":
@@ -261,9 +269,7 @@ class FederationConfig(StrictModel):
             if len(self.sites) < 2:
                 raise ValueError("mode: loco needs at least 2 sites (one held out, the others training)")
             if self.min_sites > len(self.sites) - 1:
-                raise ValueError(
-                    f"mode: loco trains {len(self.sites) - 1} site(s) per fold but min_sites={self.min_sites}"
-                )
+                raise ValueError(f"mode: loco trains {len(self.sites) - 1} site(s) per fold but min_sites={self.min_sites}")
         unknown = [s for s in self.holdout if s not in self.sites]
         if unknown:
             raise ValueError(f"holdout site(s) {', '.join(unknown)} are not listed in `sites`")
@@ -273,8 +279,7 @@ class FederationConfig(StrictModel):
             raise ValueError("every site is held out: at least one site must train")
         if self.min_sites > len(self.training_sites):
             raise ValueError(
-                f"min_sites={self.min_sites} but only {len(self.training_sites)} site(s) train "
-                f"({', '.join(self.training_sites)})"
+                f"min_sites={self.min_sites} but only {len(self.training_sites)} site(s) train ({', '.join(self.training_sites)})"
             )
         if self.secure_aggregation.enabled:
             if self.cross_site.enabled:

@@ -103,8 +103,11 @@ def absolute_file_paths(data: Any, config_path: str | Path) -> Any:
     if not isinstance(data, dict):
         return data
     folder = Path(config_path).resolve().parent
-    fixed = {key: str(folder / data[key]) for key in REFERENCED_FILE_KEYS
-             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute()}
+    fixed = {
+        key: str(folder / data[key])
+        for key in REFERENCED_FILE_KEYS
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute()
+    }
     return {**data, **fixed} if fixed else data
 
 
@@ -114,8 +117,11 @@ def check_referenced_files(data: Any, config_path: str | Path) -> None:
     for key in REFERENCED_FILE_KEYS:
         value = data.get(key) if isinstance(data, dict) else None
         if isinstance(value, str) and not Path(value).is_file():
-            raise ConfigError(_printable(f"{config_path}: {key}: {value} is not a readable file "
-                                         "(a relative path is relative to this YAML's folder)"))
+            raise ConfigError(
+                _printable(
+                    f"{config_path}: {key}: {value} is not a readable file (a relative path is relative to this YAML's folder)"
+                )
+            )
 
 
 def load_config(path: str | Path, model: type[ConfigT]) -> ConfigT:

@@ -62,7 +62,13 @@ class MriPreprocessingConfig(StrictModel):
 
 
 EncoderArch = Literal[
-    "morphometry", "resnet10", "resnet18", "densenet121", "vit_small_patch16", "vit_base_patch16", "vit_large_patch16",
+    "morphometry",
+    "resnet10",
+    "resnet18",
+    "densenet121",
+    "vit_small_patch16",
+    "vit_base_patch16",
+    "vit_large_patch16",
     "pre_extracted",
 ]
 
@@ -89,7 +95,7 @@ class PatchEncoderConfig(StrictModel):
     extractor: str | None = Field(None, description="pre_extracted: the name of the feature extractor every site used")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PatchEncoderConfig":
+    def _consistent(self) -> PatchEncoderConfig:
         if self.arch == "pre_extracted" and not self.extractor:
             raise ValueError("arch pre_extracted needs `extractor` (the name of the model the sites' features come from)")
         if self.arch in ("morphometry", "pre_extracted") and (self.add_morphometry or self.checkpoint):

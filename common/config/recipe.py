@@ -24,8 +24,16 @@ from .train import TrainConfig
 # one step of pooled gradient descent (README "task linear-cox"; tests/test_fed_equivalence.py).
 TASK_RECIPES: dict[str, dict[str, Any]] = {
     "multimodal": {},
-    "linear-cox": {"optimizer": "sgd", "momentum": 0.0, "lr": 0.2, "schedule": "constant", "epochs_per_round": 1,
-                   "weight_decay": 0.0, "grad_clip": 0.0, "blend_mode": "off"},
+    "linear-cox": {
+        "optimizer": "sgd",
+        "momentum": 0.0,
+        "lr": 0.2,
+        "schedule": "constant",
+        "epochs_per_round": 1,
+        "weight_decay": 0.0,
+        "grad_clip": 0.0,
+        "blend_mode": "off",
+    },
 }
 
 
@@ -41,8 +49,9 @@ class EffectiveRecipe:
         return [(key, getattr(self.train, key), self.sources[key]) for key in TrainConfig.model_fields if key not in skip]
 
 
-def resolve_recipe(task: str, preset_name: str | None, preset_train: TrainConfig | None,
-                   overrides: dict[str, Any]) -> EffectiveRecipe:
+def resolve_recipe(
+    task: str, preset_name: str | None, preset_train: TrainConfig | None, overrides: dict[str, Any]
+) -> EffectiveRecipe:
     """Merge the layers (see the module docstring). `preset_train` is the preset's validated `train`
     block (its explicitly set keys count), `overrides` the federation YAML's `train:` mapping.
     Raises ValueError naming each bad key as `train.<key>`."""

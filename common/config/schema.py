@@ -24,7 +24,7 @@ class ClinicalVariable(StrictModel):
     sarculator: bool = Field(False, description="one of the 4 Sarculator nomogram variables")
 
     @model_validator(mode="after")
-    def _categories_match_kind(self) -> "ClinicalVariable":
+    def _categories_match_kind(self) -> ClinicalVariable:
         if self.kind == "categorical" and not self.categories:
             raise ValueError(f"a categorical variable needs `categories` (variable {self.name!r})")
         if self.kind != "categorical" and self.categories:
@@ -51,7 +51,7 @@ class ClinicalSchema(StrictModel):
     endpoints: list[Endpoint]
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "ClinicalSchema":
+    def _unique_names(self) -> ClinicalSchema:
         columns = [self.patient_id_column] + [v.name for v in self.variables]
         columns += [c for e in self.endpoints for c in (e.time_column, e.event_column)]
         duplicated = sorted({c for c in columns if columns.count(c) > 1})
@@ -91,6 +91,9 @@ def _digest(value: object) -> str:
 def schema_differences(site: dict[str, str], coordinator: dict[str, str]) -> list[str]:
     """The columns on which two schema fingerprints disagree, each saying how ("grade (defined
     differently)", "tumour_depth (only at the site)"), in column order of the coordinator then the site."""
-    differing = [f"{name} (defined differently)" if name in site else f"{name} (missing at the site)"
-                 for name, digest in coordinator.items() if site.get(name) != digest]
+    differing = [
+        f"{name} (defined differently)" if name in site else f"{name} (missing at the site)"
+        for name, digest in coordinator.items()
+        if site.get(name) != digest
+    ]
     return differing + [f"{name} (only at the site)" for name in site if name not in coordinator]

@@ -58,8 +58,10 @@ class SiteTls:
 def _existing(config_path: Path, key: str, value: Path | None) -> Path:
     """`value` made absolute against the YAML's folder; ConfigError naming the key when unset or missing."""
     if value is None:
-        raise ConfigError(f"{config_path}: {key}: required for a secured federation "
-                          "(see docs/coordinator.md, 'Site onboarding'; or set security.insecure: true)")
+        raise ConfigError(
+            f"{config_path}: {key}: required for a secured federation "
+            "(see docs/coordinator.md, 'Site onboarding'; or set security.insecure: true)"
+        )
     path = value if value.is_absolute() else Path(config_path).resolve().parent / value
     if not path.is_file():
         raise ConfigError(f"{config_path}: {key}: file {path} does not exist")
@@ -72,8 +74,9 @@ def server_tls(security: FederationSecurity, sites: list[str], config_path: Path
         return None
     missing = [s for s in sites if s not in security.site_keys]
     if missing:
-        raise ConfigError(f"{config_path}: security.site_keys: no public key for site(s) {', '.join(missing)}; "
-                          "only registered sites can join")
+        raise ConfigError(
+            f"{config_path}: security.site_keys: no public key for site(s) {', '.join(missing)}; only registered sites can join"
+        )
     return ServerTls(
         ca_cert=_existing(config_path, "security.ca_cert", security.ca_cert),
         server_cert=_existing(config_path, "security.server_cert", security.server_cert),

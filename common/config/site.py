@@ -24,18 +24,19 @@ class PrivacyConfig(StrictModel):
 
     dp: bool = Field(False, description="train with Opacus DP-SGD (needs a federation with model_norm group or instance)")
     epsilon_budget: PositiveFloat | None = Field(
-        None, description="epsilon this site spends in one federation at most; it stops training when the next "
-        "training would pass it"
+        None,
+        description="epsilon this site spends in one federation at most; it stops training when the next training would pass it",
     )
     delta: float = Field(1e-5, gt=0.0, lt=1.0, description="the delta of (epsilon, delta); keep it well below 1 / patients")
     max_grad_norm: PositiveFloat = Field(1.0, description="each patient's gradient contribution is clipped to this norm")
     noise_multiplier: PositiveFloat | None = Field(
-        None, description="noise std / max_grad_norm; default: the smallest that spends epsilon_budget over the "
-        "federation's planned epochs"
+        None,
+        description="noise std / max_grad_norm; default: the smallest that spends epsilon_budget over the "
+        "federation's planned epochs",
     )
 
     @model_validator(mode="after")
-    def _budget_or_noise(self) -> "PrivacyConfig":
+    def _budget_or_noise(self) -> PrivacyConfig:
         if self.dp and self.epsilon_budget is None and self.noise_multiplier is None:
             raise ValueError("privacy.dp needs epsilon_budget (or a fixed noise_multiplier)")
         return self
@@ -67,7 +68,7 @@ class SiteConfig(StrictModel):
     privacy: PrivacyConfig = PrivacyConfig()
 
     @model_validator(mode="after")
-    def _features_named(self) -> "SiteConfig":
+    def _features_named(self) -> SiteConfig:
         if (self.wsi_features_dir is None) != (self.wsi_features_extractor is None):
             raise ValueError("wsi_features_dir and wsi_features_extractor go together (the folder and the model that made it)")
         return self

@@ -52,8 +52,10 @@ class TrainConfig(StrictModel):
     epochs: PositiveInt = Field(200, description="pooled training: epochs of one run")
     epochs_per_round: PositiveInt = Field(1, description="federation: local epochs of each site in each round")
     min_steps_per_round: NonNegativeInt = Field(
-        32, description="federation: a site whose epochs_per_round make fewer optimiser steps trains more epochs "
-                        "(a site of 30 patients takes 4 steps an epoch; DP-SGD sites keep epochs_per_round)")
+        32,
+        description="federation: a site whose epochs_per_round make fewer optimiser steps trains more epochs "
+        "(a site of 30 patients takes 4 steps an epoch; DP-SGD sites keep epochs_per_round)",
+    )
     batch_size: PositiveInt = 8
     ties: Literal["efron", "breslow"] = "efron"
     risk_set: Literal["batch", "site"] | PositiveInt = "batch"

@@ -60,7 +60,7 @@ class CentreProfile(StrictModel):
     missing_mri: Probability = Field(0.02, ge=0, le=1, description="share of patients without MRI")
 
     @model_validator(mode="after")
-    def _valid(self) -> "CentreProfile":
+    def _valid(self) -> CentreProfile:
         _check_probabilities("grade_probs", self.grade_probs)
         _check_probabilities("radiotherapy_probs", self.radiotherapy_probs)
         if self.follow_up_years[0] > self.follow_up_years[1]:
@@ -80,7 +80,7 @@ class WsiSettings(StrictModel):
     levels: PositiveInt = Field(4, le=10)
 
     @model_validator(mode="after")
-    def _fits(self) -> "WsiSettings":
+    def _fits(self) -> WsiSettings:
         if self.tile % 16:
             raise ValueError("tile must be a multiple of 16 (TIFF tiling)")
         if min(self.width, self.height) >> (self.levels - 1) < 16:
@@ -93,21 +93,45 @@ DEFAULT_PROFILES: tuple[CentreProfile, ...] = (
     CentreProfile(),
     CentreProfile(
         t1=MriGrid(size=(128, 128, 20), spacing=(1.0, 1.0, 5.0)),
-        t1_scale=1.6, t2_scale=0.7, bias_strength=0.35, noise=0.03,
-        stain_shift_deg=8, stain_intensity=1.15, age_mean=66, grade_probs=(0.1, 0.3, 0.6),
-        radiotherapy_probs=(0.2, 0.2, 0.6), log_baseline_shift=0.3, follow_up_years=(0.5, 6.0),
+        t1_scale=1.6,
+        t2_scale=0.7,
+        bias_strength=0.35,
+        noise=0.03,
+        stain_shift_deg=8,
+        stain_intensity=1.15,
+        age_mean=66,
+        grade_probs=(0.1, 0.3, 0.6),
+        radiotherapy_probs=(0.2, 0.2, 0.6),
+        log_baseline_shift=0.3,
+        follow_up_years=(0.5, 6.0),
         missing_wsi=0.33,
     ),
     CentreProfile(
         t1=MriGrid(size=(192, 192, 28), spacing=(0.7, 0.7, 3.5)),
-        t2=MriGrid(size=(128, 128, 22), spacing=(1.0, 1.0, 4.5)), mask_on="t2", oblique_deg=12,
-        t1_scale=0.8, t2_scale=1.3, bias_strength=0.15, stain_shift_deg=-6, stain_intensity=0.85,
-        age_mean=55, grade_probs=(0.3, 0.4, 0.3), log_baseline_shift=-0.3, follow_up_years=(2.0, 10.0),
+        t2=MriGrid(size=(128, 128, 22), spacing=(1.0, 1.0, 4.5)),
+        mask_on="t2",
+        oblique_deg=12,
+        t1_scale=0.8,
+        t2_scale=1.3,
+        bias_strength=0.15,
+        stain_shift_deg=-6,
+        stain_intensity=0.85,
+        age_mean=55,
+        grade_probs=(0.3, 0.4, 0.3),
+        log_baseline_shift=-0.3,
+        follow_up_years=(2.0, 10.0),
     ),
     CentreProfile(
         t1=MriGrid(size=(144, 144, 24), spacing=(0.9, 0.9, 4.0)),
-        t1_scale=1.2, t2_scale=1.1, bias_strength=0.25, stain_shift_deg=14, stain_intensity=1.05,
-        age_mean=62, radiotherapy_probs=(0.45, 0.3, 0.25), dropout_per_year=0.08, missing_mri=0.05,
+        t1_scale=1.2,
+        t2_scale=1.1,
+        bias_strength=0.25,
+        stain_shift_deg=14,
+        stain_intensity=1.05,
+        age_mean=62,
+        radiotherapy_probs=(0.45, 0.3, 0.25),
+        dropout_per_year=0.08,
+        missing_mri=0.05,
     ),
 )
 
@@ -126,7 +150,7 @@ class SynthConfig(StrictModel):
     profiles: tuple[CentreProfile, ...] = Field(DEFAULT_PROFILES, min_length=1)
 
     @model_validator(mode="after")
-    def _sizes(self) -> "SynthConfig":
+    def _sizes(self) -> SynthConfig:
         if self.patients_min > self.patients_max:
             raise ValueError(f"patients_min ({self.patients_min}) exceeds patients_max ({self.patients_max})")
         return self

@@ -30,8 +30,22 @@ from .writer import write_site_yaml, write_slide, write_volume
 from .wsi import render_slide
 
 CLINICAL_COLUMNS = [
-    "patient_id", "age", "sex", "tumour_size", "tumour_volume", "depth", "grade", "histology", "location",
-    "neoadjuvant_chemo", "metastasis_at_presentation", "radiotherapy", "os_time", "os_event", "dm_time", "dm_event",
+    "patient_id",
+    "age",
+    "sex",
+    "tumour_size",
+    "tumour_volume",
+    "depth",
+    "grade",
+    "histology",
+    "location",
+    "neoadjuvant_chemo",
+    "metastasis_at_presentation",
+    "radiotherapy",
+    "os_time",
+    "os_event",
+    "dm_time",
+    "dm_event",
 ]
 # Independent random streams of one patient.
 CLINICAL, LATENT, OUTCOME, SHAPE, TUMOUR, SCAN, SLIDE, MISSING = range(8)
@@ -52,9 +66,11 @@ def patient_rng(seed: int, centre: int, index: int, stream: int) -> np.random.Ge
 def centre_sizes(config: SynthConfig) -> list[int]:
     """Number of patients of each centre, drawn from the seed."""
     return [
-        int(np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(c,))).integers(
-            config.patients_min, config.patients_max + 1
-        ))
+        int(
+            np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(c,))).integers(
+                config.patients_min, config.patients_max + 1
+            )
+        )
         for c in range(config.centers)
     ]
 
@@ -90,8 +106,11 @@ def _geometry_columns(prefix: str, geometry: Geometry) -> dict[str, str]:
     def text(values: tuple[float, ...]) -> str:
         return " ".join(f"{v:g}" for v in values)
 
-    return {f"{prefix}_size": text(geometry.size), f"{prefix}_spacing": text(geometry.spacing),
-            f"{prefix}_origin": text(geometry.origin)}
+    return {
+        f"{prefix}_size": text(geometry.size),
+        f"{prefix}_spacing": text(geometry.spacing),
+        f"{prefix}_origin": text(geometry.origin),
+    }
 
 
 def render_patient(config: SynthConfig, centre: int, index: int, centre_dir: Path) -> dict[str, object]:
@@ -107,14 +126,16 @@ def render_patient(config: SynthConfig, centre: int, index: int, centre_dir: Pat
         tumour_rng, scan_rng = rng(TUMOUR), rng(SCAN)
         table_position = np.array([0.0, 0.0, tumour_rng.normal(0, 150)])
         tumour = draw_tumour(
-            tumour_rng, draw_semi_axes(rng(SHAPE), float(record["tumour_size"])), float(record["necrosis_fraction"]),
-            float(record["oedema"]), table_position, config.tumour_grid,
+            tumour_rng,
+            draw_semi_axes(rng(SHAPE), float(record["tumour_size"])),
+            float(record["necrosis_fraction"]),
+            float(record["oedema"]),
+            table_position,
+            config.tumour_grid,
         )
         limb = draw_limb(tumour_rng, tumour, deep=record["depth"] == "deep")
         t1_geometry = acquisition_geometry(scan_rng, profile.t1, tumour, profile.oblique_deg)
-        t2_geometry = (
-            acquisition_geometry(scan_rng, profile.t2, tumour, profile.oblique_deg) if profile.t2 else t1_geometry
-        )
+        t2_geometry = acquisition_geometry(scan_rng, profile.t2, tumour, profile.oblique_deg) if profile.t2 else t1_geometry
         t1, t1_labels = render_contrast(scan_rng, tumour, limb, t1_geometry, "t1", profile)
         t2, t2_labels = render_contrast(scan_rng, tumour, limb, t2_geometry, "t2", profile)
         mask_geometry, mask_labels = (t2_geometry, t2_labels) if profile.mask_on == "t2" else (t1_geometry, t1_labels)
@@ -177,9 +198,7 @@ def generate_cohort(config: SynthConfig, out: str | Path, show_progress: bool = 
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     started = time.perf_counter()
-    tasks = [
-        (config, c, i, staging / centre_name(c)) for c, n in enumerate(centre_sizes(config)) for i in range(n)
-    ]
+    tasks = [(config, c, i, staging / centre_name(c)) for c, n in enumerate(centre_sizes(config)) for i in range(n)]
     pool = _start_pool(config.workers) if config.workers > 1 and len(tasks) > 1 else None
     columns = [TextColumn("synthetic cohort"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     records = []

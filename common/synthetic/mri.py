@@ -83,9 +83,7 @@ def draw_limb(rng: np.random.Generator, tumour: Tumour, deep: bool) -> Limb:
     return Limb(centre, radii, fat, centre - outward * 0.2 * radius, rng.uniform(11, 15))
 
 
-def acquisition_geometry(
-    rng: np.random.Generator, grid: MriGrid, tumour: Tumour, oblique_deg: float
-) -> Geometry:
+def acquisition_geometry(rng: np.random.Generator, grid: MriGrid, tumour: Tumour, oblique_deg: float) -> Geometry:
     """The scan of one patient on `grid`, centred near the tumour.
 
     As at a scanner, a tumour that would not fit gets a wider in-plane field of view (larger

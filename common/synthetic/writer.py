@@ -55,8 +55,7 @@ def write_slide(rgb: np.ndarray, path: Path, settings: WsiSettings, level_of_eff
 
 def write_site_yaml(centre_dir: Path, name: str, final_root: Path) -> None:
     """site.yaml: a valid SiteConfig whose root is the centre folder's final absolute path."""
-    text = (
-        "# Written by `stsfl synth`: this centre's site configuration (see configs/site.example.yaml).\n"
-        + yaml.safe_dump({"name": name, "root": str(final_root), "bad_patient_policy": "skip"}, sort_keys=False)
+    text = "# Written by `stsfl synth`: this centre's site configuration (see configs/site.example.yaml).\n" + yaml.safe_dump(
+        {"name": name, "root": str(final_root), "bad_patient_policy": "skip"}, sort_keys=False
     )
     (centre_dir / "site.yaml").write_text(text)

@@ -27,9 +27,7 @@ def _rotate_about_grey(vector: np.ndarray, degrees: float) -> np.ndarray:
     """Rodrigues rotation of an OD vector about (1, 1, 1): a hue shift that keeps it a stain."""
     axis = np.ones(3) / np.sqrt(3)
     theta = np.deg2rad(degrees)
-    rotated = (
-        vector * np.cos(theta) + np.cross(axis, vector) * np.sin(theta) + axis * (axis @ vector) * (1 - np.cos(theta))
-    )
+    rotated = vector * np.cos(theta) + np.cross(axis, vector) * np.sin(theta) + axis * (axis @ vector) * (1 - np.cos(theta))
     return np.abs(rotated) / np.linalg.norm(rotated)
 
 

@@ -33,8 +33,12 @@ def main() -> None:
     # time-boxed run; the z-scoring still removes the scanners' global scale.
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias correction in preprocessing")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--checkpoints", type=Path, default=None,
-                        help="per-model training checkpoints under DIR/<model>: a stopped run resumes, a finished model is re-scored")
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        help="per-model training checkpoints under DIR/<model>: a stopped run resumes, a finished model is re-scored",
+    )
     args = parser.parse_args()
 
     import torch
@@ -50,16 +54,33 @@ def main() -> None:
     train_cfg = preset.train if args.epochs is None else preset.train.model_copy(update={"epochs": args.epochs})
     start = time.perf_counter()
     report = run_baselines(
-        [args.cohort], preset, load_schema(), mode="pooled", models=args.models or ALL_MODELS, train_cfg=train_cfg,
-        truth_csv=args.cohort / "ground_truth.csv", n_boot=args.n_boot, seed=args.seed, checkpoint_root=args.checkpoints,
+        [args.cohort],
+        preset,
+        load_schema(),
+        mode="pooled",
+        models=args.models or ALL_MODELS,
+        train_cfg=train_cfg,
+        truth_csv=args.cohort / "ground_truth.csv",
+        n_boot=args.n_boot,
+        seed=args.seed,
+        checkpoint_root=args.checkpoints,
     )
     seconds = time.perf_counter() - start
     Console().print(report_table(report, f"pooled, preset {preset.name}, {train_cfg.epochs} epochs, n test = {report.n_test}"))
     payload = report.to_json()
-    payload["meta"] = {"cohort": str(args.cohort), "preset": preset.name, "epochs": train_cfg.epochs,
-                       "batch_size": train_cfg.batch_size, "n_boot": args.n_boot, "seed": args.seed,
-                       "threads": args.threads, "cpus": os.cpu_count(), "n4": not args.no_n4,
-                       "seconds": round(seconds, 1), "checkpoints": None if args.checkpoints is None else str(args.checkpoints)}
+    payload["meta"] = {
+        "cohort": str(args.cohort),
+        "preset": preset.name,
+        "epochs": train_cfg.epochs,
+        "batch_size": train_cfg.batch_size,
+        "n_boot": args.n_boot,
+        "seed": args.seed,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "n4": not args.no_n4,
+        "seconds": round(seconds, 1),
+        "checkpoints": None if args.checkpoints is None else str(args.checkpoints),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
 

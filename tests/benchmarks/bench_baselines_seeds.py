@@ -31,13 +31,17 @@ def summarise(reports: list[dict]) -> dict:
     per_seed = []
     for report in reports:
         row = {"seed": report["meta"]["seed"], "n_test": report["n_test"], "oracle_c": report["oracle_c"]}
-        row["c"] = {m: {e: report["models"][m][e]["harrell_c"]["estimate"] for e in endpoints}
-                    for m in MODELS if m in report["models"]}
+        row["c"] = {
+            m: {e: report["models"][m][e]["harrell_c"]["estimate"] for e in endpoints} for m in MODELS if m in report["models"]
+        }
         row["blended_minus"] = report["blended_minus"]
         per_seed.append(row)
     mean = {
-        "c": {m: {e: float(np.mean([r["c"][m][e] for r in per_seed])) for e in endpoints}
-              for m in MODELS if all(m in r["c"] for r in per_seed)},
+        "c": {
+            m: {e: float(np.mean([r["c"][m][e] for r in per_seed])) for e in endpoints}
+            for m in MODELS
+            if all(m in r["c"] for r in per_seed)
+        },
         "blended_minus": {
             other: {e: float(np.mean([r["blended_minus"][other][e]["estimate"] for r in per_seed])) for e in endpoints}
             for other in per_seed[0]["blended_minus"]
@@ -70,13 +74,25 @@ def main() -> None:
         cells = []
         for e in summary["endpoints"]:
             c = row["c"]
-            cells += [f"{c['cox_clinical'][e]:.3f} / {c['mmnn_unblended'][e]:.3f} / {c['mmnn_blended'][e]:.3f}",
-                      interval(row["blended_minus"]["cox_clinical"][e]), interval(row["blended_minus"]["mmnn_unblended"][e])]
+            cells += [
+                f"{c['cox_clinical'][e]:.3f} / {c['mmnn_unblended'][e]:.3f} / {c['mmnn_blended'][e]:.3f}",
+                interval(row["blended_minus"]["cox_clinical"][e]),
+                interval(row["blended_minus"]["mmnn_unblended"][e]),
+            ]
         table.add_row(str(row["seed"]), *cells)
     mean = summary["mean"]
-    table.add_row("mean", *[c for e in summary["endpoints"] for c in (
-        f"{mean['c']['cox_clinical'][e]:.3f} / {mean['c']['mmnn_unblended'][e]:.3f} / {mean['c']['mmnn_blended'][e]:.3f}",
-        f"{mean['blended_minus']['cox_clinical'][e]:+.3f}", f"{mean['blended_minus']['mmnn_unblended'][e]:+.3f}")])
+    table.add_row(
+        "mean",
+        *[
+            c
+            for e in summary["endpoints"]
+            for c in (
+                f"{mean['c']['cox_clinical'][e]:.3f} / {mean['c']['mmnn_unblended'][e]:.3f} / {mean['c']['mmnn_blended'][e]:.3f}",
+                f"{mean['blended_minus']['cox_clinical'][e]:+.3f}",
+                f"{mean['blended_minus']['mmnn_unblended'][e]:+.3f}",
+            )
+        ],
+    )
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -59,11 +59,21 @@ def run(epsilon: float | None, site_yamls: list[Path], preset: Path, args) -> Pa
     names = [p.stem for p in site_yamls]
     config = {
         # a new federation name per invocation: each site keeps a privacy ledger per federation name
-        "name": f"bench-dp-{label(epsilon)}-{args.stamp}", "task": "multimodal", "preset": str(preset), "model_norm": "group",
-        "sites": names, "holdout": [names[-1]], "strategy": "fedavg", "rounds": args.rounds,
+        "name": f"bench-dp-{label(epsilon)}-{args.stamp}",
+        "task": "multimodal",
+        "preset": str(preset),
+        "model_norm": "group",
+        "sites": names,
+        "holdout": [names[-1]],
+        "strategy": "fedavg",
+        "rounds": args.rounds,
         "train": {"epochs_per_round": args.local_epochs, "lr": LEARNING_RATE, "seed": args.seed, "schedule": "constant"},
-        "validation_fraction": VALIDATION_FRACTION, "min_sites": len(names) - 1, "eval_every": args.rounds,
-        "round_timeout_s": 3600, "wait_for_sites_s": 600, "prediction": {"baseline": False},
+        "validation_fraction": VALIDATION_FRACTION,
+        "min_sites": len(names) - 1,
+        "eval_every": args.rounds,
+        "round_timeout_s": 3600,
+        "wait_for_sites_s": 600,
+        "prediction": {"baseline": False},
         "site_outputs": {"enabled": False},
         "simulation": {"site_configs": {p.stem: str(p) for p in site_yamls}, "cpus": 2, "threads_per_site": 1},
     }
@@ -94,8 +104,15 @@ def main(argv: list[str] | None = None) -> None:
 
     site_yamls, preset_path = write_inputs(args.cohort, args.work, args.preset, args.no_n4, args.cache_dir)
     schema = load_schema()
-    holdout = MultimodalSite(load_config(site_yamls[-1], SiteConfig), site_yamls[-1], str(preset_path), schema,
-                             args.seed, VALIDATION_FRACTION, norm="group")
+    holdout = MultimodalSite(
+        load_config(site_yamls[-1], SiteConfig),
+        site_yamls[-1],
+        str(preset_path),
+        schema,
+        args.seed,
+        VALIDATION_FRACTION,
+        norm="group",
+    )
     scorer = Scorer(holdout, args.cohort / "ground_truth.csv", args.n_boot, args.seed)
     runs: dict[str, dict] = {}
     for epsilon in [None, *args.epsilons]:
@@ -105,12 +122,18 @@ def main(argv: list[str] | None = None) -> None:
         history = [json.loads(line) for line in (results / "rounds.jsonl").read_text().splitlines()]
         spent = {s: m.get("dp-epsilon") for s, m in history[-1]["train_sites"].items()}
         model = load_global(results, "model_final.npz", holdout.preset, schema, args.seed)
-        runs[label(epsilon)] = {"epsilon_budget": epsilon, "heldout": scorer.risk(label(epsilon), model, statistics),
-                                "epsilon_spent": spent, "seconds": time.perf_counter() - t0}
+        runs[label(epsilon)] = {
+            "epsilon_budget": epsilon,
+            "heldout": scorer.risk(label(epsilon), model, statistics),
+            "epsilon_spent": spent,
+            "seconds": time.perf_counter() - t0,
+        }
         log(f"{label(epsilon)}: {runs[label(epsilon)]}")
 
-    table = Table(title=f"DP-SGD utility: held-out {holdout.prepared.name}, FedAvg {args.rounds} rounds x "
-                        f"{args.local_epochs} epochs, group norm, delta {DELTA:g}, clip 1.0")
+    table = Table(
+        title=f"DP-SGD utility: held-out {holdout.prepared.name}, FedAvg {args.rounds} rounds x "
+        f"{args.local_epochs} epochs, group norm, delta {DELTA:g}, clip 1.0"
+    )
     table.add_column("budget")
     for e in scorer.endpoints:
         table.add_column(f"C {e} [95% CI]")
@@ -118,19 +141,39 @@ def main(argv: list[str] | None = None) -> None:
     table.add_column("seconds")
     for name, r in runs.items():
         spent = [v for v in r["epsilon_spent"].values() if v is not None]
-        table.add_row(name, *[f"{r['heldout'][e]['c']:.3f} [{r['heldout'][e]['low']:.3f}, {r['heldout'][e]['high']:.3f}]"
-                              for e in scorer.endpoints], f"{max(spent):.2f}" if spent else "-", f"{r['seconds']:.0f}")
+        table.add_row(
+            name,
+            *[
+                f"{r['heldout'][e]['c']:.3f} [{r['heldout'][e]['low']:.3f}, {r['heldout'][e]['high']:.3f}]"
+                for e in scorer.endpoints
+            ],
+            f"{max(spent):.2f}" if spent else "-",
+            f"{r['seconds']:.0f}",
+        )
     oracle = scorer.oracle()
     if oracle:
         table.add_row("oracle", *[f"{oracle[e]:.3f}" for e in scorer.endpoints], "", "")
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "cohort": str(args.cohort), "holdout": holdout.prepared.name, "rounds": args.rounds,
-        "local_epochs": args.local_epochs, "delta": DELTA, "max_grad_norm": 1.0, "model_norm": "group",
-        "n4": not args.no_n4, "runs": runs, "oracle": oracle, "seconds": time.perf_counter() - start,
-        "mean_c": {n: float(np.mean([v["c"] for v in r["heldout"].values()])) for n, r in runs.items()},
-    }, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "cohort": str(args.cohort),
+                "holdout": holdout.prepared.name,
+                "rounds": args.rounds,
+                "local_epochs": args.local_epochs,
+                "delta": DELTA,
+                "max_grad_norm": 1.0,
+                "model_norm": "group",
+                "n4": not args.no_n4,
+                "runs": runs,
+                "oracle": oracle,
+                "seconds": time.perf_counter() - start,
+                "mean_c": {n: float(np.mean([v["c"] for v in r["heldout"].values()])) for n, r in runs.items()},
+            },
+            indent=1,
+        )
+    )
     log(f"wrote {args.out}")
 
 

@@ -115,14 +115,16 @@ class Scorer:
         for k, name in enumerate(self.endpoints):
             m, t, e = self._endpoint(k)
             r = risk[m, k]
-            ci = bootstrap_ci(lambda i: harrell_c(t[i], e[i], r[i]), len(t), self.n_boot, seed=self.seed)
+            ci = bootstrap_ci(lambda i, t=t, e=e, r=r: harrell_c(t[i], e[i], r[i]), len(t), self.n_boot, seed=self.seed)
             out[name] = {"c": ci.estimate, "low": ci.low, "high": ci.high, "n": int(m.sum()), "events": int(e.sum())}
         return out
 
     def oracle(self) -> dict[str, float] | None:
         if self.truth is None:
             return None
-        return {name: harrell_c(*self._endpoint(k)[1:], self.truth[self._endpoint(k)[0], k]) for k, name in enumerate(self.endpoints)}
+        return {
+            name: harrell_c(*self._endpoint(k)[1:], self.truth[self._endpoint(k)[0], k]) for k, name in enumerate(self.endpoints)
+        }
 
     def difference(self, a: str, b: str) -> dict[str, dict]:
         out = {}
@@ -146,28 +148,56 @@ def train_central(sites: list[MultimodalSite], statistics: dict, epochs: int, se
     collate = site_collate(preset)
     train = PooledDataset([SiteDataset(s.prepared, stats, train=True, pids=s.train_pids, seed=seed) for s in sites])
     val = PooledDataset([SiteDataset(s.prepared, stats, pids=s.val_pids, seed=seed) for s in sites])
-    cfg = preset.train.model_copy(update={"epochs": epochs, "lr": LEARNING_RATE, "seed": seed,
-                                          **({} if blending else {"blend_mode": "off"})})
+    cfg = preset.train.model_copy(
+        update={"epochs": epochs, "lr": LEARNING_RATE, "seed": seed, **({} if blending else {"blend_mode": "off"})}
+    )
     model = new_model(preset, sites[0].schema, seed)
-    train_local(model, make_loader(train, cfg.batch_size, collate, shuffle=True, seed=seed),
-                make_loader(val, cfg.batch_size, collate, shuffle=False), cfg, show_progress=False)
+    train_local(
+        model,
+        make_loader(train, cfg.batch_size, collate, shuffle=True, seed=seed),
+        make_loader(val, cfg.batch_size, collate, shuffle=False),
+        cfg,
+        show_progress=False,
+    )
     return model
 
 
-def run_strategy(strategy: str, site_yamls: list[Path], preset: Path, rounds: int, local_epochs: int, blending: bool,
-                 seed: int, learning_rate: float, lr_decay: str, work: Path) -> Path:
+def run_strategy(
+    strategy: str,
+    site_yamls: list[Path],
+    preset: Path,
+    rounds: int,
+    local_epochs: int,
+    blending: bool,
+    seed: int,
+    learning_rate: float,
+    lr_decay: str,
+    work: Path,
+) -> Path:
     """One simulated federation; returns its results folder."""
     names = [p.stem for p in site_yamls]
     config = {
-        "name": f"bench-{strategy}", "task": "multimodal", "preset": str(preset), "sites": names, "holdout": [names[-1]],
-        "strategy": strategy, "rounds": rounds,
-        "train": {"epochs_per_round": local_epochs, "lr": learning_rate, "seed": seed,
-                  "schedule": {"constant": "constant", "cosine": "warmup_cosine", "onecycle": "onecycle"}[lr_decay],
-                  **({"warmup_fraction": 0.0, "final_lr_fraction": 0.1} if lr_decay == "cosine" else {}),
-                  **({} if blending else {"blend_mode": "off"}),
-                  **({"prox_mu": 0.01} if strategy == "fedprox" else {})},
-        "validation_fraction": VALIDATION_FRACTION, "min_sites": len(names) - 1, "eval_every": 1,
-        "round_timeout_s": 1800, "wait_for_sites_s": 600,
+        "name": f"bench-{strategy}",
+        "task": "multimodal",
+        "preset": str(preset),
+        "sites": names,
+        "holdout": [names[-1]],
+        "strategy": strategy,
+        "rounds": rounds,
+        "train": {
+            "epochs_per_round": local_epochs,
+            "lr": learning_rate,
+            "seed": seed,
+            "schedule": {"constant": "constant", "cosine": "warmup_cosine", "onecycle": "onecycle"}[lr_decay],
+            **({"warmup_fraction": 0.0, "final_lr_fraction": 0.1} if lr_decay == "cosine" else {}),
+            **({} if blending else {"blend_mode": "off"}),
+            **({"prox_mu": 0.01} if strategy == "fedprox" else {}),
+        },
+        "validation_fraction": VALIDATION_FRACTION,
+        "min_sites": len(names) - 1,
+        "eval_every": 1,
+        "round_timeout_s": 1800,
+        "wait_for_sites_s": 600,
         "simulation": {"site_configs": {p.stem: str(p) for p in site_yamls}, "cpus": 2, "threads_per_site": 1},
     }
     path = work / f"{strategy}.yaml"
@@ -190,15 +220,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="cpu-small")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-epochs", type=int, default=1, help="per round; pooled / local train rounds x local epochs")
-    parser.add_argument("--no-blending", dest="blending", action="store_false",
-                        help="fixed uniform head weights everywhere (federation: blending: false; pooled / local: blend_mode off)")
+    parser.add_argument(
+        "--no-blending",
+        dest="blending",
+        action="store_false",
+        help="fixed uniform head weights everywhere (federation: blending: false; pooled / local: blend_mode off)",
+    )
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout", help="the centre held out (default: the last one)")
     parser.add_argument("--federated-lr", type=float, default=LEARNING_RATE, help="the federations' learning_rate")
-    parser.add_argument("--lr-decay", choices=("constant", "cosine", "onecycle"), default="constant",
-                        help="the federations' rate schedule over the whole run: constant, a cosine decay to 0.1 of the rate "
-                             "(train.schedule warmup_cosine without warm-up) or onecycle (the preset's default)")
+    parser.add_argument(
+        "--lr-decay",
+        choices=("constant", "cosine", "onecycle"),
+        default="constant",
+        help="the federations' rate schedule over the whole run: constant, a cosine decay to 0.1 of the rate "
+        "(train.schedule warmup_cosine without warm-up) or onecycle (the preset's default)",
+    )
     parser.add_argument("--no-local", dest="local", action="store_false", help="skip local-only training")
     parser.add_argument("--no-pooled", dest="pooled", action="store_false", help="skip pooled training")
     parser.add_argument("--n-boot", type=int, default=1000)
@@ -217,11 +255,15 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--holdout {args.holdout}: no such centre in {args.cohort} ({', '.join(centres)})")
         site_yamls.sort(key=lambda p: p.stem == args.holdout)  # stable: the held-out centre goes last
     schema = load_schema()
-    sites = [MultimodalSite(load_config(p, SiteConfig), p, str(preset_path), schema, args.seed, VALIDATION_FRACTION)
-             for p in site_yamls]
+    sites = [
+        MultimodalSite(load_config(p, SiteConfig), p, str(preset_path), schema, args.seed, VALIDATION_FRACTION)
+        for p in site_yamls
+    ]
     training, holdout = sites[:-1], sites[-1]
     preset = holdout.preset
-    log(f"centres {[s.prepared.name for s in sites]}; held out {holdout.prepared.name} ({len(holdout.prepared.patients)} patients)")
+    log(
+        f"centres {[s.prepared.name for s in sites]}; held out {holdout.prepared.name} ({len(holdout.prepared.patients)} patients)"
+    )
     scorer = Scorer(holdout, args.cohort / "ground_truth.csv", args.n_boot, args.seed)
     fed_statistics = combine_clinical_sums([s.prepared.clinical_sums() for s in training], schema).to_dict()
     methods: dict[str, dict] = {}
@@ -230,8 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.pooled:
         t0 = time.perf_counter()
         model = train_central(training, fed_statistics, epochs, args.seed, args.blending)
-        methods["pooled"] = {"heldout": scorer.risk("pooled", model, fed_statistics), "seconds": time.perf_counter() - t0,
-                             "epochs": epochs}
+        methods["pooled"] = {
+            "heldout": scorer.risk("pooled", model, fed_statistics),
+            "seconds": time.perf_counter() - t0,
+            "epochs": epochs,
+        }
         log(f"pooled: {methods['pooled']['heldout']}")
 
     local = {}
@@ -249,8 +294,18 @@ def main(argv: list[str] | None = None) -> None:
 
     for strategy in args.strategies:
         t0 = time.perf_counter()
-        results = run_strategy(strategy, site_yamls, preset_path, args.rounds, args.local_epochs, args.blending, args.seed,
-                               args.federated_lr, args.lr_decay, args.work)
+        results = run_strategy(
+            strategy,
+            site_yamls,
+            preset_path,
+            args.rounds,
+            args.local_epochs,
+            args.blending,
+            args.seed,
+            args.federated_lr,
+            args.lr_decay,
+            args.work,
+        )
         summary = json.loads((results / "summary.json").read_text())
         statistics = json.loads((results / "statistics.json").read_text())["global"]
         selected = load_global(results, "model_selected.npz", preset, schema, args.seed)
@@ -271,32 +326,55 @@ def main(argv: list[str] | None = None) -> None:
     oracle = scorer.oracle()
     target = {e: bool(diff[e]["estimate"] >= -0.01) for e in scorer.endpoints} if diff else None
 
-    table = Table(title=f"Held-out {holdout.prepared.name}: Harrell's C [95% bootstrap CI], {args.rounds} rounds x "
-                        f"{args.local_epochs} epoch(s) (pooled / local: {epochs} epochs), preset {preset.name}, "
-                        f"blending {'on' if args.blending else 'off'}")
+    table = Table(
+        title=f"Held-out {holdout.prepared.name}: Harrell's C [95% bootstrap CI], {args.rounds} rounds x "
+        f"{args.local_epochs} epoch(s) (pooled / local: {epochs} epochs), preset {preset.name}, "
+        f"blending {'on' if args.blending else 'off'}"
+    )
     table.add_column("method")
     for e in scorer.endpoints:
         table.add_column(f"C {e}")
     table.add_column("selected round")
     table.add_column("seconds")
     for name, m in {**methods, **{k: v for k, v in local.items() if k != best_local}}.items():
-        cells = [f"{m['heldout'][e]['c']:.3f} [{m['heldout'][e]['low']:.3f}, {m['heldout'][e]['high']:.3f}]" for e in scorer.endpoints]
+        cells = [
+            f"{m['heldout'][e]['c']:.3f} [{m['heldout'][e]['low']:.3f}, {m['heldout'][e]['high']:.3f}]" for e in scorer.endpoints
+        ]
         label = f"{name} ({m['site']})" if "site" in m else name
         table.add_row(label, *cells, str(m.get("selected_round", "")), f"{m['seconds']:.0f}")
     if oracle:
         table.add_row("oracle (true log-hazard)", *[f"{oracle[e]:.3f}" for e in scorer.endpoints], "", "")
     if diff:
-        table.add_row(f"best federated ({best}) - pooled", *[f"{diff[e]['estimate']:+.3f} [{diff[e]['low']:+.3f}, {diff[e]['high']:+.3f}]"
-                                                           for e in scorer.endpoints], "", "")
+        table.add_row(
+            f"best federated ({best}) - pooled",
+            *[f"{diff[e]['estimate']:+.3f} [{diff[e]['low']:+.3f}, {diff[e]['high']:+.3f}]" for e in scorer.endpoints],
+            "",
+            "",
+        )
     Console().print(table)
     payload = {
-        "cohort": str(args.cohort), "holdout": holdout.prepared.name, "training": [s.prepared.name for s in training],
-        "preset": preset.name, "n4": not args.no_n4, "rounds": args.rounds, "local_epochs": args.local_epochs,
-        "pooled_and_local_epochs": epochs, "blending": args.blending, "learning_rate": LEARNING_RATE,
-        "federated_learning_rate": args.federated_lr, "learning_rate_decay": args.lr_decay,
-        "seed": args.seed, "n_boot": args.n_boot, "cpus": os.cpu_count(), "engine": "flower simulation (sts-server --simulate)",
-        "methods": methods, "local_sites": local, "oracle": oracle, "best_federated": best,
-        "best_federated_minus_pooled": diff, "target_within_0.01_of_pooled": target,
+        "cohort": str(args.cohort),
+        "holdout": holdout.prepared.name,
+        "training": [s.prepared.name for s in training],
+        "preset": preset.name,
+        "n4": not args.no_n4,
+        "rounds": args.rounds,
+        "local_epochs": args.local_epochs,
+        "pooled_and_local_epochs": epochs,
+        "blending": args.blending,
+        "learning_rate": LEARNING_RATE,
+        "federated_learning_rate": args.federated_lr,
+        "learning_rate_decay": args.lr_decay,
+        "seed": args.seed,
+        "n_boot": args.n_boot,
+        "cpus": os.cpu_count(),
+        "engine": "flower simulation (sts-server --simulate)",
+        "methods": methods,
+        "local_sites": local,
+        "oracle": oracle,
+        "best_federated": best,
+        "best_federated_minus_pooled": diff,
+        "target_within_0.01_of_pooled": target,
         "seconds": time.perf_counter() - start,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,10 +35,10 @@ def run_one(preset_name: str, size: int, steps: int, batch_size: int, device: st
 
     torch.set_num_threads(threads)
 
+    from stsfl.client.trainer import accumulate_chunk_gradients
     from stsfl.common.batch import PatientSample, collate_patients
     from stsfl.common.config import TrainConfig, load_preset
     from stsfl.common.multimodal import MultimodalCoxNet
-    from stsfl.client.trainer import accumulate_chunk_gradients
 
     base = load_preset(preset_name)
     preset = base.model_copy(update={"mri": base.mri.model_copy(update={"input_size": (size, size, size)})})
@@ -47,10 +47,13 @@ def run_one(preset_name: str, size: int, steps: int, batch_size: int, device: st
     g = torch.Generator().manual_seed(0)
     samples = [
         PatientSample(
-            pid=f"p{i}", clinical=torch.randn(N_CLINICAL, generator=g),
-            time=torch.randint(30, 3000, (N_ENDPOINTS,), generator=g).float(), event=torch.ones(N_ENDPOINTS),
+            pid=f"p{i}",
+            clinical=torch.randn(N_CLINICAL, generator=g),
+            time=torch.randint(30, 3000, (N_ENDPOINTS,), generator=g).float(),
+            event=torch.ones(N_ENDPOINTS),
             endpoint_observed=torch.ones(N_ENDPOINTS, dtype=torch.bool),
-            mri=torch.randn(2, size, size, size, generator=g), wsi=torch.randn(N_TILES, preset.wsi.embed_dim, generator=g),
+            mri=torch.randn(2, size, size, size, generator=g),
+            wsi=torch.randn(N_TILES, preset.wsi.embed_dim, generator=g),
         )
         for i in range(batch_size)
     ]
@@ -78,10 +81,15 @@ def run_one(preset_name: str, size: int, steps: int, batch_size: int, device: st
         sync()
         times.append(time.perf_counter() - start)
     result = {
-        "preset": preset_name, "input": f"{size}^3", "batch": batch_size, "device": device,
+        "preset": preset_name,
+        "input": f"{size}^3",
+        "batch": batch_size,
+        "device": device,
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "step_s_median": round(sorted(times)[len(times) // 2], 3), "step_s_all": [round(t, 3) for t in times],
-        "peak_rss_mb": round(_max_rss_mb(), 1), "peak_rss_delta_mb": round(_max_rss_mb() - rss_ready, 1),
+        "step_s_median": round(sorted(times)[len(times) // 2], 3),
+        "step_s_all": [round(t, 3) for t in times],
+        "peak_rss_mb": round(_max_rss_mb(), 1),
+        "peak_rss_delta_mb": round(_max_rss_mb() - rss_ready, 1),
         "torch_threads": torch.get_num_threads(),
     }
     if device.startswith("cuda"):
@@ -109,8 +117,21 @@ def main() -> None:
 
     rows = []
     for preset_name, size in CONFIGS:
-        cmd = [sys.executable, __file__, "--one", preset_name, str(size), "--steps", str(args.steps),
-               "--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            preset_name,
+            str(size),
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+            "--device",
+            args.device,
+            "--threads",
+            str(args.threads),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], file=sys.stderr)
@@ -118,13 +139,24 @@ def main() -> None:
     for col in ("preset", "input", "params (M)", "step (s, median)", "peak RSS (MB)", "training RSS delta (MB)"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["preset"], r["input"], str(r["params_m"]), str(r["step_s_median"]), str(r["peak_rss_mb"]), str(r["peak_rss_delta_mb"]))
+        table.add_row(
+            r["preset"],
+            r["input"],
+            str(r["params_m"]),
+            str(r["step_s_median"]),
+            str(r["peak_rss_mb"]),
+            str(r["peak_rss_delta_mb"]),
+        )
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
-            "load_avg_1m_at_end": os.getloadavg()[0],
-            "memory_measure": "resource.getrusage(RUSAGE_SELF).ru_maxrss of a fresh process per configuration",
-            "network": f"MultimodalCoxNet, all heads, MRI + WSI ({N_TILES} tiles) + clinical ({N_CLINICAL})"}
+    meta = {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "load_avg_1m_at_end": os.getloadavg()[0],
+        "memory_measure": "resource.getrusage(RUSAGE_SELF).ru_maxrss of a fresh process per configuration",
+        "network": f"MultimodalCoxNet, all heads, MRI + WSI ({N_TILES} tiles) + clinical ({N_CLINICAL})",
+    }
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
 

@@ -103,7 +103,7 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
     from stsfl.common.clinical_features import clinical_dim
     from stsfl.common.clinical_stats import combine_clinical_sums
     from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4
-    from stsfl.common.metrics import brier_times, breslow_survival, harrell_c, integrated_brier_of_survival
+    from stsfl.common.metrics import breslow_survival, brier_times, harrell_c, integrated_brier_of_survival
     from stsfl.common.multimodal import MultimodalCoxNet
 
     torch.set_num_threads(args.threads)
@@ -116,9 +116,15 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
     prepared = [prepare_site(load_config(y, SiteConfig), y, preset, schema=schema) for y in yamls]
     train_sites, held = prepared[:-1], prepared[-1]
     # Training centres: 80 / 20 train / validation (stratified by the first endpoint's event); held-out: all.
-    splits = {s.name: split_patients([p.pid for p in s.patients], [p.record.event[0] if p.record.observed[0] else 0
-                                                                    for p in s.patients], args.seed, (0.8, 0.2, 0.0))
-              for s in train_sites}
+    splits = {
+        s.name: split_patients(
+            [p.pid for p in s.patients],
+            [p.record.event[0] if p.record.observed[0] else 0 for p in s.patients],
+            args.seed,
+            (0.8, 0.2, 0.0),
+        )
+        for s in train_sites
+    }
     splits[held.name] = {"train": [], "val": [], "test": sorted(p.pid for p in held.patients)}
     stats = combine_clinical_sums([s.clinical_sums() for s in train_sites], schema)
     cohort = Cohort(schema, preset, prepared, splits, stats, args.seed)
@@ -130,16 +136,28 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
     net = MultimodalCoxNet(preset, clinical_dim(schema), len(schema.endpoints), modalities)
     collate = site_collate(preset)
     t0 = time.perf_counter()
-    result = train_local(net, make_loader(cohort.dataset("train", train=True), cfg.batch_size, collate, True, cfg.seed),
-                         make_loader(cohort.dataset("val"), cfg.batch_size, collate, False), cfg, show_progress=True)
+    result = train_local(
+        net,
+        make_loader(cohort.dataset("train", train=True), cfg.batch_size, collate, True, cfg.seed),
+        make_loader(cohort.dataset("val"), cfg.batch_size, collate, False),
+        cfg,
+        show_progress=True,
+    )
     t_train = time.perf_counter() - t0
     net.eval()
 
     # --- the model file: baseline from each training centre's monthly bins (train + validation patients)
     args.work.mkdir(parents=True, exist_ok=True)
     model_path = args.work / "model.stsfl.zip"
-    model = export_local_model(model_path, net, preset, schema, stats, {s.name: (s, None) for s in train_sites},
-                               source={"training": f"pooled, {args.epochs} epochs", "holdout": held.name})
+    model = export_local_model(
+        model_path,
+        net,
+        preset,
+        schema,
+        stats,
+        {s.name: (s, None) for s in train_sites},
+        source={"training": f"pooled, {args.epochs} epochs", "holdout": held.name},
+    )
     train_parts = [site_risks(net, s, stats)[1] for s in train_sites]
     held_pids, held_risks = site_risks(net, held, stats, splits[held.name]["test"])
     assert held_pids == splits[held.name]["test"]
@@ -151,11 +169,14 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
     for k, endpoint in enumerate(schema.endpoint_names):
         seen = held_risks.observed[:, k]
         t, e, eta = held_risks.time[seen, k], held_risks.event[seen, k], held_risks.log_risk[seen, k]
-        pooled = {name: np.concatenate([getattr(p, name)[p.observed[:, k], k] for p in train_parts])
-                  for name in ("time", "event", "log_risk")}
+        pooled = {
+            name: np.concatenate([getattr(p, name)[p.observed[:, k], k] for p in train_parts])
+            for name in ("time", "event", "log_risk")
+        }
         hazard, bins = model.baseline_hazard(endpoint)
-        exact = BaselineHazard.from_bins(site_baseline_bins(pooled["time"], pooled["event"], pooled["log_risk"],
-                                                            exact_grid(pooled["time"])))
+        exact = BaselineHazard.from_bins(
+            site_baseline_bins(pooled["time"], pooled["event"], pooled["log_risk"], exact_grid(pooled["time"]))
+        )
         # coarsening error of the federated (monthly) baseline against the exact-grid (Breslow) one
         grid5 = np.linspace(0, 5 * 365.25, 400)
         s0_diff = np.abs(np.exp(-hazard.at(grid5)) - np.exp(-exact.at(grid5)))
@@ -168,37 +189,71 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
             label = f"{endpoint} {years:g} y"
             try:
                 fit = calibration_intercept_slope(eta, hazard.at, t, e, horizons[i])
-                calibration[f"{years:g}y"] = {"intercept": fit.intercept, "slope": fit.slope,
-                                              "observed_events": fit.observed, "expected_events": fit.expected}
+                calibration[f"{years:g}y"] = {
+                    "intercept": fit.intercept,
+                    "slope": fit.slope,
+                    "observed_events": fit.observed,
+                    "expected_events": fit.expected,
+                }
             except ValueError as err:
                 fit, calibration[f"{years:g}y"] = None, {"error": str(err)}
             panels[label] = (calibration_groups(pred.risk[:, i], t, e, horizons[i]), fit)
         cal_panels.update(panels)
         curve = decision_curve(pred.risk[:, 1], t, e, horizons[1])
         dca_panels[f"{endpoint} 3 y"] = curve
-        pick = {f"{p:g}": {"model": float(curve.model[np.argmin(abs(curve.thresholds - p))]),
-                           "treat_all": float(curve.treat_all[np.argmin(abs(curve.thresholds - p))])} for p in DCA_THRESHOLDS}
+        pick = {
+            f"{p:g}": {
+                "model": float(curve.model[np.argmin(abs(curve.thresholds - p))]),
+                "treat_all": float(curve.treat_all[np.argmin(abs(curve.thresholds - p))]),
+            }
+            for p in DCA_THRESHOLDS
+        }
         # integrated Brier scores on one grid
         train_t, train_e = pooled["time"], pooled["event"]
         times = brier_times(train_t, t)
         cox_train_rows = cohort.clinical_arrays("train")
         cox_seen = cox_train_rows[4][:, k]
         ibs = {
-            "network_federated_monthly_baseline": integrated_brier_of_survival(train_t, train_e, t, e, hazard.survival(eta, times), times),
-            "network_exact_breslow_baseline": integrated_brier_of_survival(train_t, train_e, t, e, exact.survival(eta, times), times),
+            "network_federated_monthly_baseline": integrated_brier_of_survival(
+                train_t, train_e, t, e, hazard.survival(eta, times), times
+            ),
+            "network_exact_breslow_baseline": integrated_brier_of_survival(
+                train_t, train_e, t, e, exact.survival(eta, times), times
+            ),
             "cox_clinical": integrated_brier_of_survival(
-                train_t, train_e, t, e,
-                breslow_survival(cox_train_rows[2][cox_seen, k], cox_train_rows[3][cox_seen, k],
-                                 clinical_cox.train_risk[cox_seen, k], clinical_cox.risk[seen, k], times), times),
+                train_t,
+                train_e,
+                t,
+                e,
+                breslow_survival(
+                    cox_train_rows[2][cox_seen, k],
+                    cox_train_rows[3][cox_seen, k],
+                    clinical_cox.train_risk[cox_seen, k],
+                    clinical_cox.risk[seen, k],
+                    times,
+                ),
+                times,
+            ),
             "oracle_true_survival": integrated_brier_of_survival(
-                train_t, train_e, t, e, _truth_survival(args.cohort / "ground_truth.csv",
-                                                        [p for p, s in zip(held_pids, seen) if s], endpoint, times), times),
+                train_t,
+                train_e,
+                t,
+                e,
+                _truth_survival(args.cohort / "ground_truth.csv", [p for p, s in zip(held_pids, seen) if s], endpoint, times),
+                times,
+            ),
             "kaplan_meier_no_covariates": integrated_brier_of_survival(
-                train_t, train_e, t, e, np.tile(KaplanMeierFitter().fit(train_t, train_e > 0.5).predict(times).to_numpy(),
-                                                (len(t), 1)), times),
+                train_t,
+                train_e,
+                t,
+                e,
+                np.tile(KaplanMeierFitter().fit(train_t, train_e > 0.5).predict(times).to_numpy(), (len(t), 1)),
+                times,
+            ),
         }
         report["endpoints"][endpoint] = {
-            "held_out_patients": int(seen.sum()), "held_out_events": int(e.sum()),
+            "held_out_patients": int(seen.sum()),
+            "held_out_events": int(e.sum()),
             "harrell_c": {"network": harrell_c(t, e, eta), "cox_clinical": harrell_c(t, e, clinical_cox.risk[seen, k])},
             "calibration": calibration,
             "integrated_brier": ibs,
@@ -210,11 +265,15 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
                 "training_events": int(bins.events.sum()),
             },
             "mean_predicted_risk": {f"{y:g}y": float(pred.risk[:, i].mean()) for i, y in enumerate(HORIZONS_YEARS)},
-            "mean_interval_width": {f"{y:g}y": float((pred.risk_high - pred.risk_low)[:, i].mean())
-                                    for i, y in enumerate(HORIZONS_YEARS)},
+            "mean_interval_width": {
+                f"{y:g}y": float((pred.risk_high - pred.risk_low)[:, i].mean()) for i, y in enumerate(HORIZONS_YEARS)
+            },
         }
-    plot_calibration(cal_panels, args.out.parent / "prediction_calibration.png",
-                     f"held-out {held.name}: predicted vs Kaplan-Meier observed risk by decile")
+    plot_calibration(
+        cal_panels,
+        args.out.parent / "prediction_calibration.png",
+        f"held-out {held.name}: predicted vs Kaplan-Meier observed risk by decile",
+    )
     plot_decision_curves(dca_panels, args.out.parent / "prediction_decision.png", f"held-out {held.name}: decision curves")
 
     # --- sts-client predict for a few held-out patients, as new patients would be
@@ -224,29 +283,55 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
     t_predict = (time.perf_counter() - t0) / len(shown)
 
     report["meta"] = {
-        "cohort": str(args.cohort), "held_out": held.name, "training_centres": [s.name for s in train_sites],
+        "cohort": str(args.cohort),
+        "held_out": held.name,
+        "training_centres": [s.name for s in train_sites],
         "training": "pooled (not federated): mmnn_blended, risk set = batch",
-        "preset": preset.name, "epochs": args.epochs, "best_epoch": result.best_epoch, "n4": not args.no_n4,
+        "preset": preset.name,
+        "epochs": args.epochs,
+        "best_epoch": result.best_epoch,
+        "n4": not args.no_n4,
         "baseline_grid": "monthly (365.25/12 days), per-centre bins added (as the federation does)",
         "intervals": "Poisson bootstrap of the baseline hazard, 200 draws",
         "calibration": "Crowson Poisson intercept (log O/E) and slope, follow-up truncated at the horizon",
-        "seed": args.seed, "threads": args.threads, "cpus": os.cpu_count(),
-        "seconds": {"prepare": round(t_prepare, 1), "train": round(t_train, 1),
-                    "predict_per_patient": round(t_predict, 2), "total": round(time.perf_counter() - start, 1)},
+        "seed": args.seed,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "seconds": {
+            "prepare": round(t_prepare, 1),
+            "train": round(t_train, 1),
+            "predict_per_patient": round(t_predict, 2),
+            "total": round(time.perf_counter() - start, 1),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
     table = Table(title=f"held-out {held.name}: pooled {args.epochs}-epoch {preset.name} network, federated monthly baseline")
-    for col in ("endpoint", "C net / cox", "3y intercept", "3y slope", "IBS net", "IBS cox", "IBS oracle", "coarsening max |dS0|"):
+    for col in (
+        "endpoint",
+        "C net / cox",
+        "3y intercept",
+        "3y slope",
+        "IBS net",
+        "IBS cox",
+        "IBS oracle",
+        "coarsening max |dS0|",
+    ):
         table.add_column(col)
     for endpoint, r in report["endpoints"].items():
         c3 = r["calibration"]["3y"]
         ibs = r["integrated_brier"]
-        table.add_row(endpoint, f"{r['harrell_c']['network']:.3f} / {r['harrell_c']['cox_clinical']:.3f}",
-                      f"{c3.get('intercept', float('nan')):+.3f}", f"{c3.get('slope', float('nan')):.3f}",
-                      f"{ibs['network_federated_monthly_baseline']:.4f}", f"{ibs['cox_clinical']:.4f}",
-                      f"{ibs['oracle_true_survival']:.4f}", f"{r['coarsening']['max_abs_baseline_survival_diff_0_5y']:.4f}")
+        table.add_row(
+            endpoint,
+            f"{r['harrell_c']['network']:.3f} / {r['harrell_c']['cox_clinical']:.3f}",
+            f"{c3.get('intercept', float('nan')):+.3f}",
+            f"{c3.get('slope', float('nan')):.3f}",
+            f"{ibs['network_federated_monthly_baseline']:.4f}",
+            f"{ibs['cox_clinical']:.4f}",
+            f"{ibs['oracle_true_survival']:.4f}",
+            f"{r['coarsening']['max_abs_baseline_survival_diff_0_5y']:.4f}",
+        )
     Console().print(table)
 
 

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the in-p
 from bench_fed_strategies import Scorer, log, write_inputs  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from inprocess_grid import InProcessGrid  # noqa: E402
+
 from stsfl.client.multimodal_site import MultimodalSite  # noqa: E402
 from stsfl.common.config import FederationConfig, SiteConfig, load_config, load_schema  # noqa: E402
 from stsfl.common.params import load_arrays  # noqa: E402
@@ -51,8 +52,15 @@ RESULTS = Path(__file__).parent / "results" / "recipe.json"
 def federation_yaml(work: Path, sites: list[Path], holdout: str, seed: int, preset: Path) -> Path:
     """The federation a new consortium writes: sites, the held-out centre, the seed; nothing tuned."""
     names = [p.stem for p in sites]
-    body = {"name": f"recipe-{holdout}-seed{seed}", "preset": str(preset), "sites": names, "holdout": [holdout],
-            "train": {"seed": seed}, "site_outputs": {"enabled": False}, "prediction": {"baseline": False}}
+    body = {
+        "name": f"recipe-{holdout}-seed{seed}",
+        "preset": str(preset),
+        "sites": names,
+        "holdout": [holdout],
+        "train": {"seed": seed},
+        "site_outputs": {"enabled": False},
+        "prediction": {"baseline": False},
+    }
     path = work / f"federation-{holdout}-seed{seed}.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
@@ -102,11 +110,18 @@ def one_run(cohort: Path, sites: list[Path], preset: Path, holdout: str, seed: i
     with np.load(results / "model_selected.npz") as selected:
         load_arrays(network, {k: selected[k] for k in selected.files})
     scores["network"] = scorer.risk("network", network, statistics)
-    return {"holdout": holdout, "seed": seed, "seconds": seconds, "selected_round": summary["selected_round"],
-            "warnings": summary.get("warnings", []), "scores": scores, "oracle": scorer.oracle(),
-            "difference": scorer.difference("network", "clinical_cox"),
-            "head_rho": head_correlations(scorer, network, statistics, cohort / "ground_truth.csv"),
-            "blend_weights": summary.get("blend_weights")}
+    return {
+        "holdout": holdout,
+        "seed": seed,
+        "seconds": seconds,
+        "selected_round": summary["selected_round"],
+        "warnings": summary.get("warnings", []),
+        "scores": scores,
+        "oracle": scorer.oracle(),
+        "difference": scorer.difference("network", "clinical_cox"),
+        "head_rho": head_correlations(scorer, network, statistics, cohort / "ground_truth.csv"),
+        "blend_weights": summary.get("blend_weights"),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,18 +147,35 @@ def main(argv: list[str] | None = None) -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"cohort": str(args.cohort), "n4": not args.no_n4, "runs": runs}, indent=1))
     table = Table(title=f"shipped defaults, held-out Harrell's C ({args.cohort.name})")
-    for column in ("held out", "seed", "endpoint", "network", "clinical Cox", "network - Cox [95% CI]", "oracle",
-                   "rho mri / wsi", "round", "minutes"):
+    for column in (
+        "held out",
+        "seed",
+        "endpoint",
+        "network",
+        "clinical Cox",
+        "network - Cox [95% CI]",
+        "oracle",
+        "rho mri / wsi",
+        "round",
+        "minutes",
+    ):
         table.add_column(column)
     for run in runs:
         for endpoint, net in run["scores"]["network"].items():
             d = run["difference"][endpoint]
             rho = " / ".join(f"{run['head_rho'].get(f'{endpoint}_{h}', float('nan')):.2f}" for h in ("mri", "wsi"))
-            table.add_row(run["holdout"], str(run["seed"]), endpoint, f"{net['c']:.3f}",
-                          f"{run['scores']['clinical_cox'][endpoint]['c']:.3f}",
-                          f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
-                          f"{(run['oracle'] or {}).get(endpoint, float('nan')):.3f}", rho,
-                          str(run["selected_round"]), f"{run['seconds'] / 60:.1f}")
+            table.add_row(
+                run["holdout"],
+                str(run["seed"]),
+                endpoint,
+                f"{net['c']:.3f}",
+                f"{run['scores']['clinical_cox'][endpoint]['c']:.3f}",
+                f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
+                f"{(run['oracle'] or {}).get(endpoint, float('nan')):.3f}",
+                rho,
+                str(run["selected_round"]),
+                f"{run['seconds'] / 60:.1f}",
+            )
     Console().print(table)
 
 

@@ -27,7 +27,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from stsfl.client.secure_update import legacy_fit_records, secure_aggregation_mod
 from stsfl.common.config.federation import SecureAggregationConfig
 from stsfl.common.fed_protocol import ARRAYS, METRICS, NUM_EVENTS
-from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
+from stsfl.common.params import numpy_to_arrays
 from stsfl.server.secure_aggregation import secure_round
 
 RESULTS = Path(__file__).parent / "results" / "secure_aggregation.json"
@@ -38,12 +38,14 @@ MODELS = {"linear-cox": [(1, 39), (1,)], "paper": [(11_000_000,), (400_000,), (1
 def _one_round(shapes: list[tuple[int, ...]], n_sites: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     glob = {f"t{i}": rng.normal(0, 0.05, s).astype(np.float32) for i, s in enumerate(shapes)}
-    updates = {f"site_{k}": {n: (v + rng.normal(0, 1e-3, v.shape)).astype(np.float32) for n, v in glob.items()}
-               for k in range(n_sites)}
+    updates = {
+        f"site_{k}": {n: (v + rng.normal(0, 1e-3, v.shape)).astype(np.float32) for n, v in glob.items()} for k in range(n_sites)
+    }
     weights = {site: float(rng.integers(10, 60)) for site in updates}
     node_of = {site: k + 1 for k, site in enumerate(updates)}
-    contexts = {site: Context(run_id=1, node_id=node_of[site], node_config={}, state=RecordDict(), run_config={})
-                for site in updates}
+    contexts = {
+        site: Context(run_id=1, node_id=node_of[site], node_config={}, state=RecordDict(), run_config={}) for site in updates
+    }
     global_record = numpy_to_arrays(glob)
     params = SecureAggregationConfig(enabled=True)
     client_s = {site: 0.0 for site in updates}
@@ -51,9 +53,14 @@ def _one_round(shapes: list[tuple[int, ...]], n_sites: int, seed: int) -> dict:
 
     def train_handler(msg: Message, context: Context) -> Message:
         site = next(s for s, n in node_of.items() if n == msg.metadata.dst_node_id)
-        content = RecordDict({**legacy_fit_records(msg.content[ARRAYS], numpy_to_arrays(updates[site]), weights[site],
-                                                   params.clipping_range, site),
-                              METRICS: MetricRecord({NUM_EVENTS: weights[site]})})
+        content = RecordDict(
+            {
+                **legacy_fit_records(
+                    msg.content[ARRAYS], numpy_to_arrays(updates[site]), weights[site], params.clipping_range, site
+                ),
+                METRICS: MetricRecord({NUM_EVENTS: weights[site]}),
+            }
+        )
         return Message(content, reply_to=msg)
 
     def send(sites, records_for):
@@ -64,14 +71,17 @@ def _one_round(shapes: list[tuple[int, ...]], n_sites: int, seed: int) -> dict:
             t0 = time.perf_counter()
             replies[site] = secure_aggregation_mod(msg, contexts[site], train_handler)
             client_s[site] += time.perf_counter() - t0
-            up_bytes[site] += sum(len(b) for value in replies[site].content.config_records.values()
-                                  for b in value.values() for b in (b if isinstance(b, list) else [b])
-                                  if isinstance(b, bytes))
+            up_bytes[site] += sum(
+                len(b)
+                for value in replies[site].content.config_records.values()
+                for b in value.values()
+                for b in (b if isinstance(b, list) else [b])
+                if isinstance(b, bytes)
+            )
         return replies, {}
 
     t0 = time.perf_counter()
-    result = secure_round(send, node_of, list(updates), {ARRAYS: global_record}, list(glob), params,
-                          max(weights.values()))
+    result = secure_round(send, node_of, list(updates), {ARRAYS: global_record}, list(glob), params, max(weights.values()))
     total_s = time.perf_counter() - t0
     total_w = sum(weights.values())
     t1 = time.perf_counter()
@@ -80,11 +90,15 @@ def _one_round(shapes: list[tuple[int, ...]], n_sites: int, seed: int) -> dict:
     error = max(float(np.abs(result.mean_update[n] - plain[n]).max()) for n in glob)
     values = sum(int(np.prod(s)) for s in shapes)
     return {
-        "sites": n_sites, "values": values, "float32_bytes": 4 * values,
+        "sites": n_sites,
+        "values": values,
+        "float32_bytes": 4 * values,
         "masked_bytes_up_per_site": int(np.mean(list(result.masked_bytes.values()))),
         "protocol_bytes_up_per_site": int(np.mean(list(up_bytes.values()))),
-        "sites_s_total": sum(client_s.values()), "site_s_mean": float(np.mean(list(client_s.values()))),
-        "coordinator_s": total_s - sum(client_s.values()), "plain_mean_s": plain_s,
+        "sites_s_total": sum(client_s.values()),
+        "site_s_mean": float(np.mean(list(client_s.values()))),
+        "coordinator_s": total_s - sum(client_s.values()),
+        "plain_mean_s": plain_s,
         "max_abs_error_vs_plain": error,
     }
 
@@ -102,10 +116,13 @@ def main() -> None:
         for n in args.sites:
             row = {"model": model, **_one_round(MODELS[model], n, seed=n)}
             rows.append(row)
-            print(f"{model:10s} {n:2d} sites  values {row['values']:>11,}  site {row['site_s_mean']:7.2f} s  "
-                  f"coordinator {row['coordinator_s']:7.2f} s  plain mean {row['plain_mean_s']:6.3f} s  "
-                  f"up/site {row['protocol_bytes_up_per_site'] / 1e6:8.2f} MB (float32 {row['float32_bytes'] / 1e6:.2f} MB)  "
-                  f"max |error| {row['max_abs_error_vs_plain']:.2e}", flush=True)
+            print(
+                f"{model:10s} {n:2d} sites  values {row['values']:>11,}  site {row['site_s_mean']:7.2f} s  "
+                f"coordinator {row['coordinator_s']:7.2f} s  plain mean {row['plain_mean_s']:6.3f} s  "
+                f"up/site {row['protocol_bytes_up_per_site'] / 1e6:8.2f} MB (float32 {row['float32_bytes'] / 1e6:.2f} MB)  "
+                f"max |error| {row['max_abs_error_vs_plain']:.2e}",
+                flush=True,
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "cpus": os.cpu_count(), "load_avg": os.getloadavg()}, indent=2))
     print(f"wrote {args.out}")

@@ -54,8 +54,9 @@ def main() -> None:
         figures.add_column(column, justify="right")
     n = cohort["pooled"]["patients"]
     mb = cohort["disk_bytes"] / 1e6
-    figures.add_row(str(n), str(config.workers), str(os.cpu_count()), f"{seconds:.0f}", f"{seconds / n:.2f}",
-                    f"{mb:.0f}", f"{mb / n:.2f}")
+    figures.add_row(
+        str(n), str(config.workers), str(os.cpu_count()), f"{seconds:.0f}", f"{seconds / n:.2f}", f"{mb:.0f}", f"{mb / n:.2f}"
+    )
     console.print(figures)
 
     record = {

@@ -121,8 +121,9 @@ def objective(beta: torch.Tensor, parts: list[Split], scaler: Scaler, l2: float)
 def penalised_optimum(parts: list[Split], scaler: Scaler, l2: float, start: torch.Tensor) -> torch.Tensor:
     """argmin of `objective` by L-BFGS from `start` [D] (strongly convex for l2 > 0)."""
     beta = start.clone().double().requires_grad_(True)
-    opt = torch.optim.LBFGS([beta], lr=1.0, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-14,
-                            history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [beta], lr=1.0, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-14, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -185,19 +186,38 @@ def run_federated(site_yamls: list[Path], strategy: str, seed: int, rounds: int,
     t0 = time.perf_counter()
     torch.set_num_threads(1)
     setting = SETTINGS[strategy]
-    fed = FederationConfig(sites=[p.stem for p in site_yamls], task="linear-cox", strategy=strategy, seed=seed,
-                           l2_penalty=l2, **setting["federation"])
+    fed = FederationConfig(
+        sites=[p.stem for p in site_yamls],
+        task="linear-cox",
+        strategy=strategy,
+        seed=seed,
+        l2_penalty=l2,
+        **setting["federation"],
+    )
     tasks = [SiteTask.from_node_config(p.stem, str(p)) for p in site_yamls]
-    base = {"task": "linear-cox", "run-seed": seed, "validation-fraction": 0.0, "l2-penalty": fed.l2_penalty,
-            "federation": f"bench-{strategy}-{seed}"}
+    base = {
+        "task": "linear-cox",
+        "run-seed": seed,
+        "validation-fraction": 0.0,
+        "l2-penalty": fed.l2_penalty,
+        "federation": f"bench-{strategy}-{seed}",
+    }
     statistics = combine_moments([t.statistics(ConfigRecord(base))["moments"] for t in tasks])
     aggregator = Aggregator(fed)
     glob = state_dict_to_arrays(build_linear_cox(len(statistics["mean"]), seed).state_dict())
     for server_round in range(1, rounds + 1):
-        cfg = ConfigRecord(dict(base, **setting["client"], **{
-            "statistics": to_json(statistics), "server-round": server_round, "seed": seed + server_round,
-            "prox-mu": aggregator.client_prox_mu,
-        }))
+        cfg = ConfigRecord(
+            dict(
+                base,
+                **setting["client"],
+                **{
+                    "statistics": to_json(statistics),
+                    "server-round": server_round,
+                    "seed": seed + server_round,
+                    "prox-mu": aggregator.client_prox_mu,
+                },
+            )
+        )
         replies = [RecordDict({"arrays": a, "metrics": MetricRecord(m)}) for a, m, _, _ in (t.train(glob, cfg) for t in tasks)]
         glob, _ = aggregator.aggregate(server_round, glob, replies)
     return arrays_to_state_dict(glob)["fc.weight"].numpy().reshape(-1).astype(np.float64), time.perf_counter() - t0
@@ -228,7 +248,10 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(args.seeds))
     started = time.perf_counter()
     record: dict = {"rounds": args.rounds, "seeds": seeds, "flamby": FLAMBY}
-    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork")) as pool,
+    ):
         site_yamls = write_region_sites(DATA, Path(tmp), regions=list(range(N_REGIONS)))
         sites = [LinearCoxSite(p.parent / p.stem / "clinical.csv", 0, 0.0) for p in site_yamls]
         train = [s.train for s in sites]
@@ -238,9 +261,14 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             cvpl = cross_validate(train, L2_GRID, CV_FOLDS, CV_FOLD_SEED, pool)
             l2 = L2_GRID[int(np.argmax(cvpl))]
-            record["cv"] = {"folds": CV_FOLDS, "fold_seed": CV_FOLD_SEED, "l2_grid": L2_GRID,
-                            "cv_log_partial_likelihood_per_event": cvpl.tolist(), "chosen_l2": l2,
-                            "seconds": time.perf_counter() - t0}
+            record["cv"] = {
+                "folds": CV_FOLDS,
+                "fold_seed": CV_FOLD_SEED,
+                "l2_grid": L2_GRID,
+                "cv_log_partial_likelihood_per_event": cvpl.tolist(),
+                "chosen_l2": l2,
+                "seconds": time.perf_counter() - t0,
+            }
             console.print("5-fold CV log partial likelihood per event (training rows):")
             console.print("  ".join(f"{g:.3g}: {c:.4f}" for g, c in zip(L2_GRID, cvpl)))
         else:
@@ -248,21 +276,30 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"l2 = {l2:.4g}")
         record["l2"] = l2
 
-        jobs = {(strategy, seed): pool.submit(run_federated, site_yamls, strategy, seed, args.rounds, l2)
-                for strategy in args.strategies for seed in seeds}
-        runs = {key: job.result() for key, job in zip(jobs, track(list(jobs.values()), description=f"federated runs, {args.rounds} rounds"))}
+        jobs = {
+            (strategy, seed): pool.submit(run_federated, site_yamls, strategy, seed, args.rounds, l2)
+            for strategy in args.strategies
+            for seed in seeds
+        }
+        runs = {
+            key: job.result()
+            for key, job in zip(jobs, track(list(jobs.values()), description=f"federated runs, {args.rounds} rounds"))
+        }
         optimum = penalised_optimum(train, scaler, l2, torch.zeros(scaler.mean.shape[0], dtype=torch.float64))
         results: dict[str, dict] = {}
         for strategy in args.strategies:
             weights = [runs[strategy, seed][0] for seed in seeds]
             results[strategy] = {
-                "c_index": [pooled_test_c_index(w, sites, scaler) for w in weights], "settings": SETTINGS[strategy],
+                "c_index": [pooled_test_c_index(w, sites, scaler) for w in weights],
+                "settings": SETTINGS[strategy],
                 "convergence": [convergence(w, optimum, train, scaler, l2) for w in weights],
                 "seconds": sum(runs[strategy, seed][1] for seed in seeds),  # summed over the seeds' runs
             }
         t0 = time.perf_counter()
-        optima = [penalised_optimum(train, scaler, l2, build_linear_cox(len(scaler.mean), s).fc.weight.detach().reshape(-1))
-                  for s in seeds]
+        optima = [
+            penalised_optimum(train, scaler, l2, build_linear_cox(len(scaler.mean), s).fc.weight.detach().reshape(-1))
+            for s in seeds
+        ]
         results["pooled"] = {
             "c_index": [pooled_test_c_index(b.numpy(), sites, scaler) for b in optima],
             "settings": {"optimiser": "L-BFGS to convergence from each seed's initial weights"},
@@ -279,8 +316,14 @@ def main(argv: list[str] | None = None) -> None:
         res.update(mean=float(c.mean()), sd=float(c.std(ddof=1)) if len(c) > 1 else 0.0)
         ref = FLAMBY.get(name)
         gap = max(r["objective_gap"] for r in res["convergence"])
-        table.add_row(name, f"{res['mean']:.3f}", f"{res['sd']:.4f}", f"{gap:.1e}", f"{res['seconds']:.0f}",
-                      f"{ref[0]:.3f} ({ref[1]:.3f})" if ref else "")
+        table.add_row(
+            name,
+            f"{res['mean']:.3f}",
+            f"{res['sd']:.4f}",
+            f"{gap:.1e}",
+            f"{res['seconds']:.0f}",
+            f"{ref[0]:.3f} ({ref[1]:.3f})" if ref else "",
+        )
     console.print(table)
     console.print(f"wall time {record['wall_seconds']:.0f} s")
     record["results"] = results

@@ -33,8 +33,9 @@ ENDPOINTS = ("os", "dm")
 def encoder_variants(preset):
     """name -> (WsiPreprocessingConfig, embed_dim): the default, today's random CNN, and the others."""
     wsi = preset.preprocessing.wsi
-    today = wsi.model_copy(update={"mpp": 2.0, "tile_size": 64,
-                                   "encoder": wsi.encoder.model_copy(update={"arch": "resnet10", "seed": 0})})
+    today = wsi.model_copy(
+        update={"mpp": 2.0, "tile_size": 64, "encoder": wsi.encoder.model_copy(update={"arch": "resnet10", "seed": 0})}
+    )
 
     def net(arch, width, **extra):
         return wsi.model_copy(update={"encoder": wsi.encoder.model_copy(update={"arch": arch, **extra})}), width
@@ -54,8 +55,8 @@ def throughput(preset, folder: Path, n_tiles: int) -> list[dict]:
     from stsfl.client.patch_encoder import PatchEncoder
     from stsfl.client.wsi_tiles import TileReader, open_slide, slide_mpp, tissue_map, tissue_tiles
     from stsfl.common.synthetic import SynthConfig
-    from stsfl.common.synthetic.wsi import render_slide
     from stsfl.common.synthetic.writer import write_slide
+    from stsfl.common.synthetic.wsi import render_slide
 
     config = SynthConfig()
     rgb, _ = render_slide(np.random.default_rng(0), config.wsi, config.profiles[0], 150.0)
@@ -77,8 +78,17 @@ def throughput(preset, folder: Path, n_tiles: int) -> list[dict]:
         t0 = time.perf_counter()
         encoder.encode(tiles)
         encode_s = time.perf_counter() - t0
-        rows.append({"encoder": name, "mpp": cfg.mpp, "tile_px": cfg.tile_size, "embed_dim": width, "tiles": len(tiles),
-                     "read_tiles_per_s": len(tiles) / read_s, "encode_tiles_per_s": len(tiles) / encode_s})
+        rows.append(
+            {
+                "encoder": name,
+                "mpp": cfg.mpp,
+                "tile_px": cfg.tile_size,
+                "embed_dim": width,
+                "tiles": len(tiles),
+                "read_tiles_per_s": len(tiles) / read_s,
+                "encode_tiles_per_s": len(tiles) / encode_s,
+            }
+        )
     return rows
 
 
@@ -103,8 +113,10 @@ def prepare(site_yamls, preset, cache_root: Path) -> tuple[list, dict]:
     timings = {}
     for label in ("cold", "cached"):
         t0 = time.perf_counter()
-        sites = [prepare_site(load_config(y, SiteConfig), y, preset, cache_dir=cache_root / y.parent.name, progress=False)
-                 for y in site_yamls]
+        sites = [
+            prepare_site(load_config(y, SiteConfig), y, preset, cache_dir=cache_root / y.parent.name, progress=False)
+            for y in site_yamls
+        ]
         slides = sum(p.wsi_key is not None for s in sites for p in s.patients)
         timings[f"{label}_s_per_slide"] = (time.perf_counter() - t0) / max(slides, 1)
     timings["slides"] = slides
@@ -143,19 +155,28 @@ def train_and_score(sites, holdout: str, preset, truth, epochs: int | None, n_bo
     def pooled(which: int, train: bool):
         return PooledDataset([SiteDataset(s, train=train, pids=splits[s.name][which], seed=seed) for s in training])
 
-    result = train_local(net, make_loader(pooled(0, True), cfg.batch_size, collate, shuffle=True, seed=seed),
-                         make_loader(pooled(1, False), cfg.batch_size, collate, shuffle=False), cfg, show_progress=False)
+    result = train_local(
+        net,
+        make_loader(pooled(0, True), cfg.batch_size, collate, shuffle=True, seed=seed),
+        make_loader(pooled(1, False), cfg.batch_size, collate, shuffle=False),
+        cfg,
+        show_progress=False,
+    )
     net.load_state_dict(result.state)
-    test = evaluate(net, make_loader(SiteDataset(test_site, pids=with_slide[holdout]), cfg.batch_size, collate, shuffle=False),
-                    cfg.ties)
+    test = evaluate(
+        net, make_loader(SiteDataset(test_site, pids=with_slide[holdout]), cfg.batch_size, collate, shuffle=False), cfg.ties
+    )
     out = {"train_patients": len(bags), "test_patients": len(test.pids), "best_epoch": result.best_epoch}
     for k, endpoint in enumerate(ENDPOINTS):
         observed = test.observed[:, k].astype(bool)
         risk, t, e = test.risks[FUSED][observed, k], test.time[observed, k], test.event[observed, k]
         true_wsi = truth.loc[np.asarray(test.pids)[observed], f"{endpoint}_wsi"].to_numpy(float)
-        c = bootstrap_ci(lambda i: harrell_c(t[i], e[i], risk[i]), len(t), n_boot, seed=seed)
-        out[endpoint] = {"spearman_rho_true_wsi": float(spearmanr(risk, true_wsi)[0]),
-                         "c_harrell": {"estimate": c.estimate, "low": c.low, "high": c.high}, "events": int(e.sum())}
+        c = bootstrap_ci(lambda i, t=t, e=e, risk=risk: harrell_c(t[i], e[i], risk[i]), len(t), n_boot, seed=seed)
+        out[endpoint] = {
+            "spearman_rho_true_wsi": float(spearmanr(risk, true_wsi)[0]),
+            "c_harrell": {"estimate": c.estimate, "low": c.low, "high": c.high},
+            "events": int(e.sum()),
+        }
     return out
 
 
@@ -189,8 +210,13 @@ def main() -> None:
     for col in ("encoder", "um/px x px", "E", "OpenSlide read tiles/s", "encode tiles/s"):
         table.add_column(col)
     for r in speed:
-        table.add_row(r["encoder"], f"{r['mpp']:g} x {r['tile_px']}", str(r["embed_dim"]), f"{r['read_tiles_per_s']:.0f}",
-                      f"{r['encode_tiles_per_s']:.1f}")
+        table.add_row(
+            r["encoder"],
+            f"{r['mpp']:g} x {r['tile_px']}",
+            str(r["embed_dim"]),
+            f"{r['read_tiles_per_s']:.0f}",
+            f"{r['encode_tiles_per_s']:.1f}",
+        )
     console.print(table)
     report = {"threads": args.threads, "throughput": speed}
 
@@ -205,21 +231,31 @@ def main() -> None:
             table.add_column(col)
         for name in list(variants)[:2]:
             cfg, width = variants[name]
-            variant = preset.model_copy(update={"wsi": preset.wsi.model_copy(update={"embed_dim": width}),
-                                                "preprocessing": preset.preprocessing.model_copy(update={"wsi": cfg})})
+            variant = preset.model_copy(
+                update={
+                    "wsi": preset.wsi.model_copy(update={"embed_dim": width}),
+                    "preprocessing": preset.preprocessing.model_copy(update={"wsi": cfg}),
+                }
+            )
             cache = args.work / "cache" / name.split()[0]
             shutil.rmtree(cache, ignore_errors=True)  # cold means cold
             sites, timings = prepare(site_yamls, variant, cache)
             scores = train_and_score(sites, args.holdout, variant, truth, args.epochs, args.n_boot, args.seed)
             report["signal"]["encoders"][name] = timings | scores
 
-            def c(ep):
+            def c(ep, scores=scores):
                 v = scores[ep]["c_harrell"]
                 return f"{v['estimate']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
 
-            table.add_row(name, f"{timings['cold_s_per_slide']:.2f}", f"{timings['cached_s_per_slide']:.3f}",
-                          f"{scores['os']['spearman_rho_true_wsi']:.2f}", f"{scores['dm']['spearman_rho_true_wsi']:.2f}",
-                          c("os"), c("dm"))
+            table.add_row(
+                name,
+                f"{timings['cold_s_per_slide']:.2f}",
+                f"{timings['cached_s_per_slide']:.3f}",
+                f"{scores['os']['spearman_rho_true_wsi']:.2f}",
+                f"{scores['dm']['spearman_rho_true_wsi']:.2f}",
+                c("os"),
+                c("dm"),
+            )
         console.print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -69,9 +69,11 @@ def main() -> None:
         r2 = 1 - ((y_val - pred) ** 2).sum(0) / ((y_val - y_val.mean(0)) ** 2).sum(0)
         fits[str(ridge)] = {"val_r2": {"os_wsi": float(r2[0]), "dm_wsi": float(r2[1])}}
     result = {
-        "n_train": len(x_train), "n_val": len(x_val), "embed_dim": embed,
+        "n_train": len(x_train),
+        "n_val": len(x_val),
+        "embed_dim": embed,
         "raw_between_patient_sd_of_bag_means": float(sd[:embed].mean()),
-        "raw_within_bag_tile_sd": float(x_train[:, embed:2 * embed].mean()),
+        "raw_within_bag_tile_sd": float(x_train[:, embed : 2 * embed].mean()),
         "ridge_on_standardised_summaries": fits,
         "meta": {"cohort": str(args.cohort), "preset": preset.name, "seed": args.seed, "n4": not args.no_n4},
     }

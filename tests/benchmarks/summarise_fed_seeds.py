@@ -77,23 +77,29 @@ def main(argv: list[str] | None = None) -> None:
     pooled, variants, settings = collect(args.files)
     summary = summarise(pooled, variants)
 
-    table = Table(title=f"Held-out Harrell's C, {settings.get('rounds')} rounds x {settings.get('local_epochs')} epochs; "
-                        "federated - pooled per run and mean over runs")
+    table = Table(
+        title=f"Held-out Harrell's C, {settings.get('rounds')} rounds x {settings.get('local_epochs')} epochs; "
+        "federated - pooled per run and mean over runs"
+    )
     table.add_column("held out, seed")
     table.add_column("pooled OS / DM")
     for variant in summary:
         table.add_column(f"{variant}: OS / DM (- pooled)")
     for key in sorted(pooled):
         cells = [key, f"{pooled[key]['os']:.3f} / {pooled[key]['dm']:.3f}"]
-        for variant, s in summary.items():
+        for s in summary.values():
             r = s["per_run"].get(key)
-            cells.append(f"{r['os']:.3f} / {r['dm']:.3f} ({r['minus_pooled_os']:+.3f} / {r['minus_pooled_dm']:+.3f})" if r else "")
+            cells.append(
+                f"{r['os']:.3f} / {r['dm']:.3f} ({r['minus_pooled_os']:+.3f} / {r['minus_pooled_dm']:+.3f})" if r else ""
+            )
         table.add_row(*cells)
     mean_row = ["mean - pooled (sd)", ""]
     for s in summary.values():
         m, sd = s["mean_minus_pooled"], s["sd_minus_pooled"]
-        mean_row.append(" / ".join(f"{m[e]:+.3f}" + (f" ({sd[e]:.3f})" if sd[e] is not None else "") for e in ENDPOINTS)
-                        + f", {len(s['runs'])} runs")
+        mean_row.append(
+            " / ".join(f"{m[e]:+.3f}" + (f" ({sd[e]:.3f})" if sd[e] is not None else "") for e in ENDPOINTS)
+            + f", {len(s['runs'])} runs"
+        )
     table.add_row(*mean_row)
     Console(width=220).print(table)
     payload = {**settings, "files": [str(p) for p in args.files], "pooled": pooled, "variants": summary}

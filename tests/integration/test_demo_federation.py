@@ -36,8 +36,12 @@ def test_multimodal_federation_on_the_tiny_synthetic_cohort(tmp_path, monkeypatc
     assert {"c-uno-os", "ibs-os", "eval-events-dm"} <= set(held_out)
     assert any(k.startswith("auc-") and k.endswith("d-os") for k in held_out), "a td-AUC inside follow-up"
     with open(tmp_path / "results" / "cross_site.csv", newline="") as fh:
-        cells = {(r["model"], site): r[site] for r in csv.DictReader(fh) if r["metric"] == "c-harrell" and r["endpoint"] == "os"
-                 for site in ("center_0", "center_1", "center_2")}
+        cells = {
+            (r["model"], site): r[site]
+            for r in csv.DictReader(fh)
+            if r["metric"] == "c-harrell" and r["endpoint"] == "os"
+            for site in ("center_0", "center_1", "center_2")
+        }
     assert {m for m, _ in cells} == {"global", "local-center_0", "local-center_1"} and len(cells) == 9
     # A training site's validation split of the tiny cohort may hold no event (an empty cell);
     # the held-out centre evaluates all its patients, events included.

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 from stsfl.server.cli import run_federation
 from stsfl.server.results import read_site_metrics
 
-from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
-
-from .conftest import LocalFederation, POLL_INTERVAL, kill_tree, wait_until
+from .conftest import POLL_INTERVAL, LocalFederation, kill_tree, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -63,18 +62,21 @@ def completed_run(region_site_yamls, tmp_path_factory) -> Path:
         for site in region_site_yamls:
             fed.start_site(site)
         # the phases after the last round (each one more message wave) run on real processes in test_demo_federation
-        config = fed.write_federation("complete", BODY + "min_sites: 2\nprediction: {baseline: false}\n"
-                                      "site_outputs: {enabled: false}\n")
+        config = fed.write_federation(
+            "complete", BODY + "min_sites: 2\nprediction: {baseline: false}\nsite_outputs: {enabled: false}\n"
+        )
         server = fed.spawn_server("--config", str(config), "--results", str(results))
-        wait_until(lambda: _status(results).get("completed_rounds", 0) >= 1, 240, "round 1 to complete",
-                   server, fed.server_log(server))
+        wait_until(
+            lambda: _status(results).get("completed_rounds", 0) >= 1, 240, "round 1 to complete", server, fed.server_log(server)
+        )
         kill_tree(server.pid)  # the coordinator crashes between rounds
         server.wait(10)
         assert _status(results)["completed_rounds"] == 1
         checkpoint = results / "checkpoint.npz"
         checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
-        run_federation(results / "federation.yaml", results, port=fed.port, resume=True,
-                       task_poll_interval=POLL_INTERVAL, echo=print)
+        run_federation(
+            results / "federation.yaml", results, port=fed.port, resume=True, task_poll_interval=POLL_INTERVAL, echo=print
+        )
     finally:
         fed.stop_all()
     return results

@@ -32,17 +32,37 @@ def _site_yaml(root: Path, name: str, ca_cert: Path, auth_key: Path) -> Path:
 
 
 def _sts_client(site_yaml: Path, address: str, root: Path, env: dict) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "stsfl.client.cli", "--site", str(site_yaml), "--server", address,
-           "--log-dir", str(root / "logs"), "--no-reconnect", "--registration-wait", "0"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                            errors="replace", start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "stsfl.client.cli",
+        "--site",
+        str(site_yaml),
+        "--server",
+        address,
+        "--log-dir",
+        str(root / "logs"),
+        "--no-reconnect",
+        "--registration-wait",
+        "0",
+    ]
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        start_new_session=True,
+    )
 
 
 def _refusal(proc: subprocess.Popen) -> str:
     """sts-client's own error line (the SuperNode's output before it is echoed too)."""
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 2, err[-2000:]
-    return err[err.index("error:"):] if "error:" in err else err[-2000:]
+    return err[err.index("error:") :] if "error:" in err else err[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -93,4 +113,3 @@ def test_a_superlink_with_an_expired_certificate_is_refused(secured_link, tmp_pa
         assert "expired certificate" in message and "coordinator must renew it" in message
     finally:
         link.stop()
-

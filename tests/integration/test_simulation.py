@@ -27,30 +27,57 @@ def test_simulated_federation_writes_the_same_results_folder(tmp_path, monkeypat
     cohort = tmp_path / "cohort"
     generate_cohort(load_synth_config(None, tiny=True), cohort)
     config = tmp_path / "federation.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "simulated", "task": "multimodal", "preset": "cpu-small", "sites": CENTRES, "holdout": ["center_2"],
-        "rounds": 2, "train": {"epochs_per_round": 1, "lr": 0.01}, "min_sites": 2, "round_timeout_s": 300,
-        "wait_for_sites_s": 120, "eval_every": 2,
-        # the prediction phases and site outputs run on real processes in test_demo_federation
-        "prediction": {"baseline": False}, "site_outputs": {"enabled": False},
-        # relative to this YAML, as a user would write them
-        "simulation": {"site_configs": {c: f"cohort/{c}/site.yaml" for c in CENTRES}, "cpus": 2, "threads_per_site": 1},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "simulated",
+                "task": "multimodal",
+                "preset": "cpu-small",
+                "sites": CENTRES,
+                "holdout": ["center_2"],
+                "rounds": 2,
+                "train": {"epochs_per_round": 1, "lr": 0.01},
+                "min_sites": 2,
+                "round_timeout_s": 300,
+                "wait_for_sites_s": 120,
+                "eval_every": 2,
+                # the prediction phases and site outputs run on real processes in test_demo_federation
+                "prediction": {"baseline": False},
+                "site_outputs": {"enabled": False},
+                # relative to this YAML, as a user would write them
+                "simulation": {"site_configs": {c: f"cohort/{c}/site.yaml" for c in CENTRES}, "cpus": 2, "threads_per_site": 1},
+            }
+        )
+    )
     lines: list[str] = []
     summary = run_federation(config, tmp_path / "results", simulate=True, echo=lines.append)
 
     results = tmp_path / "results"
     assert any("simulating 3 sites" in line for line in lines)
-    for name in ("federation.yaml", "status.json", "statistics.json", "site_metrics.csv", "rounds.jsonl",
-                 "summary.json", "checkpoint.npz", "model_final.npz", "model_selected.npz", "server.log", "superlink.log"):
+    for name in (
+        "federation.yaml",
+        "status.json",
+        "statistics.json",
+        "site_metrics.csv",
+        "rounds.jsonl",
+        "summary.json",
+        "checkpoint.npz",
+        "model_final.npz",
+        "model_selected.npz",
+        "server.log",
+        "superlink.log",
+    ):
         assert (results / name).is_file(), f"{name} missing from the results folder"
     rows = read_site_metrics(results)
     for server_round in (1, 2):
         trained = {r["site"] for r in rows if r["round"] == server_round and r["phase"] == "train"}
         assert trained == {"center_0", "center_1"}, "each virtual node is its own site; the held-out one never trains"
         for site in ("center_0", "center_1"):
-            metrics = {r["metric"]: r["value"] for r in rows if r["round"] == server_round and r["site"] == site
-                       and r["phase"] == "train"}
+            metrics = {
+                r["metric"]: r["value"]
+                for r in rows
+                if r["round"] == server_round and r["site"] == site and r["phase"] == "train"
+            }
             assert {"train-loss-fused", "num-events", "bytes-up", "bytes-down"} <= set(metrics)
     evaluated = {r["site"] for r in rows if r["phase"] == "evaluate"}
     assert evaluated == set(CENTRES)

@@ -41,18 +41,25 @@ def federation(region_site_yamls, tmp_path):
 
 def test_hung_poisoned_and_killed_sites_each_cost_one_round(federation):
     body = BODY.replace("round_timeout_s: 60", f"round_timeout_s: {TIMEOUT_S}").replace(
-        "rounds: 2\neval_every: 2", "rounds: 5\neval_every: 5")
+        "rounds: 2\neval_every: 2", "rounds: 5\neval_every: 5"
+    )
     # rejoin_wait_s: a round first waits for a site that restarted instead of racing it; no prediction
     # phases or site outputs: each is one more message wave (~10 s) that this test does not look at
-    config = federation.write_federation("faults", body + "min_sites: 1\nrejoin_wait_s: 180\n"
-                                         "prediction: {baseline: false}\nsite_outputs: {enabled: false}\n")
+    config = federation.write_federation(
+        "faults", body + "min_sites: 1\nrejoin_wait_s: 180\nprediction: {baseline: false}\nsite_outputs: {enabled: false}\n"
+    )
     results = federation.root / "results"
     server = federation.spawn_server("--config", str(config), "--results", str(results))
     log = federation.server_log(server)
     wait_until(lambda: _status(results).get("completed_rounds", 0) >= 3, 400, "round 3 to complete", server, log)
     federation.stop_site("region_1")  # disconnects while round 4 starts
-    wait_until(lambda: "round 4: site region_1 did not train" in log.read_text(encoding="utf-8", errors="replace"),
-               TIMEOUT_S + 60, "round 4 to give up on region_1", server, log)
+    wait_until(
+        lambda: "round 4: site region_1 did not train" in log.read_text(encoding="utf-8", errors="replace"),
+        TIMEOUT_S + 60,
+        "round 4 to give up on region_1",
+        server,
+        log,
+    )
     # back after round 4 closed (under its key's node id it could otherwise pick up round 4's message)
     federation.start_site("region_1", env=SLOW_SITE)
     wait_until(lambda: server.poll() is not None, 400, "the federation to finish")
