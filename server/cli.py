@@ -193,13 +193,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from stsfl.common.config.federation import POOLED_ONLY
+    from stsfl.common.config.recipe import TASK_UNUSED
 
     fed = load_config(args.config, FederationConfig)
     console.print(f"{args.config}: valid federation configuration ({len(fed.sites)} sites, {fed.strategy}, {fed.rounds} rounds)")
     table = Table(title="training recipe the sites run (train:)")
     for column in ("key", "value", "from"):
         table.add_column(column)
-    for key, value, source in fed.recipe.table(skip=POOLED_ONLY):
+    for key, value, source in fed.recipe.table(skip=POOLED_ONLY | TASK_UNUSED[fed.task]):
         table.add_row(key, str(value), source)
     console.print(table)
     return 0

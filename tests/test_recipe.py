@@ -37,7 +37,11 @@ def test_every_value_names_its_layer():
         ({"train": {"lrr": 0.1}}, "train.lrr: unknown key"),
         ({"train": {"epochs": 5}}, "train.epochs applies to pooled training only"),
         ({"strategy": "fedprox"}, "train.prox_mu"),
-        ({"task": "linear-cox", "train": {"blend_mode": "wang"}}, "nothing to blend"),
+        ({"task": "linear-cox", "train": {"blend_mode": "wang"}}, "does not use blend_mode"),
+        (
+            {"task": "linear-cox", "train": {"batch_size": 4, "min_steps_per_round": 8}},
+            "does not use batch_size, min_steps_per_round",
+        ),
     ],
 )
 def test_settings_that_would_be_ignored_are_refused(data, expected):

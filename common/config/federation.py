@@ -10,7 +10,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 from .loader import StrictModel
 from .prediction import PredictionConfig
 from .preset import Norm, load_preset
-from .recipe import EffectiveRecipe, resolve_recipe
+from .recipe import TASK_UNUSED, EffectiveRecipe, resolve_recipe
 from .security import FederationSecurity
 from .train import ScheduleWindow
 
@@ -233,8 +233,12 @@ class FederationConfig(StrictModel):
             raise ValueError("strategy fedprox with train.prox_mu 0 is FedAvg: set train.prox_mu (e.g. 0.01)")
         if self.task == "linear-cox" and "clinical_init" in self.model_fields_set:
             raise ValueError("clinical_init applies to task multimodal (the linear-cox task is the clinical Cox model)")
-        if self.task == "linear-cox" and recipe.blend_mode != "off":
-            raise ValueError("train.blend_mode: the linear-cox task has one head and nothing to blend (use off)")
+        unused = sorted(TASK_UNUSED[self.task] & set(self.train))
+        if unused:
+            raise ValueError(
+                f"train.{unused[0]}: task {self.task} trains by full-batch steps over each site's "
+                f"training split and does not use {', '.join(unused)}"
+            )
         return self
 
     @property

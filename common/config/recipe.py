@@ -37,6 +37,27 @@ TASK_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# Recipe keys a task's training does not read: a federation YAML that sets one is refused.
+TASK_UNUSED: dict[str, frozenset[str]] = {
+    "multimodal": frozenset(),
+    # full-batch steps over the whole training split: no batches, risk-set chunks, blending or AMP
+    "linear-cox": frozenset(
+        {
+            "batch_size",
+            "risk_set",
+            "ties",
+            "blend_mode",
+            "blend_overfit_floor",
+            "blend_smoothing",
+            "blend_max_change",
+            "blend_min_weight",
+            "min_steps_per_round",
+            "amp",
+        }
+    ),
+}
+
+
 @dataclass(frozen=True)
 class EffectiveRecipe:
     """The recipe the sites run, with the layer each value came from ({key: source})."""
