@@ -44,6 +44,8 @@ class MultimodalCoxNet(nn.Module):
         widths: dict[str, int] = {}
         if "mri" in self.modalities:
             encoders["mri"] = MriEncoder(preset.mri, preset.norm)
+            if preset.mri.freeze:  # a pretrained trunk as a fixed feature extractor (its norm statistics still adapt)
+                encoders["mri"].features.requires_grad_(False)
             widths["mri"] = preset.mri.out_features
         if "wsi" in self.modalities:
             encoders["wsi"] = GatedAttentionMil(preset.wsi)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from stsfl.common.config import FederationConfig, load_config, load_schema
+from stsfl.common.config import FederationConfig, load_config, load_preset, load_schema
 from stsfl.common.config.schema import ClinicalSchema
 
 
@@ -82,7 +82,6 @@ class MultimodalHooks(LinearCoxHooks):
     def combine_statistics(self, per_site: dict[str, dict]) -> dict[str, Any]:
         from stsfl.common.bag_stats import BagSums, combine_bag_sums
         from stsfl.common.clinical_stats import ClinicalSums, combine_clinical_sums
-        from stsfl.common.config import load_preset
         from stsfl.common.wsi_encoder import check_site_encoders
 
         preset = load_preset(self.fed.preset, self.fed.model_norm)
@@ -97,7 +96,6 @@ class MultimodalHooks(LinearCoxHooks):
         import torch
 
         from stsfl.common.clinical_features import clinical_dim
-        from stsfl.common.config import load_preset
         from stsfl.common.multimodal import MultimodalCoxNet
 
         torch.manual_seed(seed)
@@ -113,6 +111,12 @@ class MultimodalHooks(LinearCoxHooks):
         model = self._model(seed)
         if self.bag_standardisation is not None:
             set_bag_standardisation(model, *self.bag_standardisation)
+        checkpoint = load_preset(self.fed.preset, self.fed.model_norm).mri.checkpoint
+        if checkpoint and "mri" in model.encoders:
+            from stsfl.common.mri_net import load_mri_checkpoint
+
+            # Only the coordinator reads the file: the sites receive the pretrained trunk as round 1's weights.
+            load_mri_checkpoint(model.encoders["mri"], checkpoint)
         return _numpy_state(model)
 
     def initial_blend_weights(self) -> dict[str, float] | None:

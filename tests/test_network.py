@@ -110,3 +110,33 @@ def test_load_single_channel_pretrained_checkpoint(tmp_path):
     torch.testing.assert_close(encoder.features.conv0(x.repeat(1, 2, 1, 1, 1)), pretrained.features.conv0(x))
     with pytest.raises(FileNotFoundError):
         load_mri_checkpoint(encoder, tmp_path / "missing.pt")
+
+
+def test_a_pretrained_frozen_mri_trunk_starts_the_federation_and_is_not_trained(tmp_path):
+    """preset mri.checkpoint: the coordinator's file becomes round 1's global trunk (the sites get it
+    as weights); mri.freeze: the trunk's parameters take no gradient, its output layer does."""
+    import numpy as np
+    import yaml
+
+    from stsfl.common.config import FederationConfig, load_preset
+    from stsfl.server.model_hooks import hooks_for
+
+    preset = load_preset("cpu-small")
+    torch.manual_seed(3)
+    donor = MriEncoder(preset.mri, preset.norm)
+    checkpoint = tmp_path / "mri.pt"
+    torch.save({"state_dict": donor.state_dict()}, checkpoint)
+    mri = preset.mri.model_copy(update={"checkpoint": str(checkpoint), "freeze": True})
+    preset_yaml = tmp_path / "pretrained.yaml"
+    preset_yaml.write_text(yaml.safe_dump(preset.model_copy(update={"name": "pretrained", "mri": mri}).model_dump(mode="json")))
+    arrays = hooks_for(FederationConfig(sites=["a", "b"], preset=str(preset_yaml))).initial_arrays({}, seed=0)
+    for key, value in donor.features.state_dict().items():
+        np.testing.assert_array_equal(arrays[f"encoders.mri.features.{key}"], value.numpy(), err_msg=key)
+    plain = hooks_for(FederationConfig(sites=["a", "b"])).initial_arrays({}, seed=0)
+    assert not np.array_equal(plain["encoders.mri.features.conv0.weight"], arrays["encoders.mri.features.conv0.weight"])
+    model = MultimodalCoxNet(load_preset(str(preset_yaml)), N_CLINICAL, N_ENDPOINTS)
+    assert not any(p.requires_grad for p in model.encoders["mri"].features.parameters())
+    assert all(p.requires_grad for p in model.encoders["mri"].class_layers.parameters())
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, checkpoint)
+    with pytest.raises(ValueError, match="mri.pt: no DenseNet trunk weights"):
+        hooks_for(FederationConfig(sites=["a", "b"], preset=str(preset_yaml))).initial_arrays({}, seed=0)

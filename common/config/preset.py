@@ -22,6 +22,12 @@ class MriNetConfig(StrictModel):
     bn_size: PositiveInt = 4
     out_features: PositiveInt = 12
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    checkpoint: str | None = Field(
+        None,
+        description="local file of pretrained DenseNet weights (MONAI DenseNet keys; 1-channel first convolutions "
+        "are spread over T1 and T2): the coordinator's copy initialises the federation's global model",
+    )
+    freeze: bool = Field(False, description="keep the DenseNet trunk fixed: only its output layer and the heads train")
 
 
 class WsiNetConfig(StrictModel):
