@@ -52,7 +52,8 @@ def test_sts_client_validate_checks_a_tabular_site(tcga_brca_dir, tmp_path):
     ok = subprocess.run(
         [sys.executable, "-m", "stsfl.client.cli", "validate", "--site", str(site_yaml)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",  # whatever the locale: rich draws its tables in UTF-8
+        errors="replace",
         timeout=300,
     )
     assert ok.returncode == 0 and "can train (task linear-cox)" in ok.stdout + ok.stderr
@@ -61,7 +62,8 @@ def test_sts_client_validate_checks_a_tabular_site(tcga_brca_dir, tmp_path):
     bad = subprocess.run(
         [sys.executable, "-m", "stsfl.client.cli", "validate", "--site", str(site_yaml)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",  # whatever the locale: rich draws its tables in UTF-8
+        errors="replace",
         timeout=300,
     )
     assert bad.returncode == 1 and "cannot train" in bad.stdout + bad.stderr
