@@ -14,6 +14,7 @@ orchestrator and ClientApp handlers over an in-process grid), so the times are t
         [--cache-dir DIR] [--out tests/benchmarks/results/recipe.json]
 
 --no-n4 turns off N4 bias correction in preprocessing (speed); it does not touch the recipe.
+A run whose results folder (under --work) holds summary.json is scored again without training.
 Prints one table and writes the JSON.
 """
 
@@ -41,7 +42,7 @@ from inprocess_grid import InProcessGrid  # noqa: E402
 
 from stsfl.client.multimodal_site import MultimodalSite  # noqa: E402
 from stsfl.common.config import FederationConfig, SiteConfig, load_config, load_schema  # noqa: E402
-from stsfl.common.params import load_arrays  # noqa: E402
+from stsfl.common.params import load_arrays, numpy_to_arrays  # noqa: E402
 from stsfl.server.clinical_init_phase import run_clinical_init  # noqa: E402
 from stsfl.server.model_hooks import hooks_for  # noqa: E402
 from stsfl.server.orchestrator import Federation  # noqa: E402
@@ -97,18 +98,22 @@ def one_run(cohort: Path, sites: list[Path], preset: Path, holdout: str, seed: i
     run.sites.wait_for(fed.sites, 600, 600)
     start = run._statistics_phase()
     run_clinical_init(run, start)
-    summary = Federation(grid, fed, config, results, hooks_for(fed), log=log).run()
-    seconds = time.monotonic() - t0
+    seconds = None  # a finished run is scored again without training: its time is in its log, not here
+    if (results / "summary.json").is_file():
+        summary = json.loads((results / "summary.json").read_text())
+    else:
+        summary = Federation(grid, fed, config, results, hooks_for(fed), log=log).run()
+        seconds = time.monotonic() - t0
     site_yaml = next(p for p in sites if p.stem == holdout)
     held_out = MultimodalSite(load_config(site_yaml, SiteConfig), site_yaml, str(preset), load_schema(), seed, 0.0)
     scorer = Scorer(held_out, cohort / "ground_truth.csv", n_boot, seed)
     statistics = start.meta["statistics"]
     clinical = held_out.build_model(statistics, seed)
-    load_arrays(clinical, {k: v for k, v in start.global_arrays.items()})
+    load_arrays(clinical, numpy_to_arrays(start.global_arrays))
     scores = {"clinical_cox": scorer.risk("clinical_cox", clinical, statistics)}
     network = held_out.build_model(statistics, seed)
     with np.load(results / "model_selected.npz") as selected:
-        load_arrays(network, {k: selected[k] for k in selected.files})
+        load_arrays(network, numpy_to_arrays({k: selected[k] for k in selected.files}))
     scores["network"] = scorer.risk("network", network, statistics)
     return {
         "holdout": holdout,
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{(run['oracle'] or {}).get(endpoint, float('nan')):.3f}",
                 rho,
                 str(run["selected_round"]),
-                f"{run['seconds'] / 60:.1f}",
+                "-" if run["seconds"] is None else f"{run['seconds'] / 60:.1f}",
             )
     Console().print(table)
 
