@@ -36,6 +36,7 @@ def test_every_value_names_its_layer():
         ({"train": {"optimizer": "rmsprop"}}, "train.optimizer: expected 'sgd' or 'adam'"),
         ({"train": {"lrr": 0.1}}, "train.lrr: unknown key"),
         ({"train": {"epochs": 5}}, "train.epochs applies to pooled training only"),
+        ({"train": {"final_lr_fraction": 0.1}}, "final_lr_fraction has no effect with schedule 'onecycle'"),
         ({"strategy": "fedprox"}, "train.prox_mu"),
         ({"task": "linear-cox", "train": {"blend_mode": "wang"}}, "does not use blend_mode"),
         (

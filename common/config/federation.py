@@ -23,6 +23,10 @@ POOLED_ONLY_WHY = {
 }
 POOLED_ONLY = set(POOLED_ONLY_WHY)
 
+# The schedule's shape keys, and which schedule reads which.
+SCHEDULE_KEYS = {"warmup_fraction", "final_lr_fraction"}
+SCHEDULE_KEYS_USED = {"onecycle": {"warmup_fraction"}, "warmup_cosine": SCHEDULE_KEYS, "constant": set()}
+
 # Keys of earlier versions that now live in the training recipe (`train:`), with their new names.
 MOVED_KEYS = {
     "local_epochs": "train.epochs_per_round",
@@ -233,6 +237,9 @@ class FederationConfig(StrictModel):
             raise ValueError("strategy fedprox with train.prox_mu 0 is FedAvg: set train.prox_mu (e.g. 0.01)")
         if self.task == "linear-cox" and "clinical_init" in self.model_fields_set:
             raise ValueError("clinical_init applies to task multimodal (the linear-cox task is the clinical Cox model)")
+        idle = sorted(set(self.train) & SCHEDULE_KEYS - SCHEDULE_KEYS_USED[recipe.schedule])
+        if idle:
+            raise ValueError(f"train.{idle[0]} has no effect with schedule {recipe.schedule!r}")
         unused = sorted(TASK_UNUSED[self.task] & set(self.train))
         if unused:
             raise ValueError(
