@@ -75,6 +75,7 @@ class MultimodalHooks(LinearCoxHooks):
         super().__init__(fed)
         self.bag_standardisation: tuple[np.ndarray, np.ndarray] | None = None  # slide features' (mean, std) [E]
         self.schema: ClinicalSchema = load_config(fed.schema_file, ClinicalSchema) if fed.schema_file else load_schema()
+        self.preset = load_preset(fed.preset, fed.model_norm)
 
     def schema_json(self) -> Any:
         return self.schema.model_dump(mode="json")
@@ -84,10 +85,9 @@ class MultimodalHooks(LinearCoxHooks):
         from stsfl.common.clinical_stats import ClinicalSums, combine_clinical_sums
         from stsfl.common.wsi_encoder import check_site_encoders
 
-        preset = load_preset(self.fed.preset, self.fed.model_norm)
-        check_site_encoders(per_site, preset)  # before round 1, by site
+        check_site_encoders(per_site, self.preset)  # before round 1, by site
         self.bag_standardisation = combine_bag_sums(
-            [BagSums.from_dict(per_site[s]["wsi_bag"]) for s in self.fed.training_sites], preset.wsi.embed_dim
+            [BagSums.from_dict(per_site[s]["wsi_bag"]) for s in self.fed.training_sites], self.preset.wsi.embed_dim
         )
         sums = [ClinicalSums.from_dict(per_site[s]["clinical"]) for s in self.fed.training_sites]
         return combine_clinical_sums(sums, self.schema).to_dict()
@@ -99,9 +99,7 @@ class MultimodalHooks(LinearCoxHooks):
         from stsfl.common.multimodal import MultimodalCoxNet
 
         torch.manual_seed(seed)
-        return MultimodalCoxNet(
-            load_preset(self.fed.preset, self.fed.model_norm), clinical_dim(self.schema), len(self.schema.endpoints)
-        )
+        return MultimodalCoxNet(self.preset, clinical_dim(self.schema), len(self.schema.endpoints))
 
     def initial_arrays(self, statistics: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
         """The seeded model, its slide-feature standardisation from the statistics phase (buffers
@@ -111,7 +109,7 @@ class MultimodalHooks(LinearCoxHooks):
         model = self._model(seed)
         if self.bag_standardisation is not None:
             set_bag_standardisation(model, *self.bag_standardisation)
-        checkpoint = load_preset(self.fed.preset, self.fed.model_norm).mri.checkpoint
+        checkpoint = self.preset.mri.checkpoint
         if checkpoint and "mri" in model.encoders:
             from stsfl.common.mri_net import load_mri_checkpoint
 
