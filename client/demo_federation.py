@@ -26,6 +26,9 @@ from stsfl.common.console import UserError, console
 from stsfl.common.flower_procs import FlowerProcess, flower_env, free_port, spawn
 from stsfl.common.local_certs import LocalCerts, make_local_certs, secured_site_yaml
 
+# Each message waits for the SuperNode's next look for work (Flower's default: every second).
+DEMO_TASK_POLL_S = 0.1
+
 
 def write_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: int, certs: LocalCerts) -> Path:
     """federation.yaml over the cohort's centres (sorted), the last one held out, the shipped
@@ -78,7 +81,7 @@ def run_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: in
     threads = max(1, (os.cpu_count() or 1) // max(1, len(site_yamls) - 1))
     port = free_port()
     logs = results / "logs"
-    env = flower_env()
+    env = flower_env(task_poll_interval=DEMO_TASK_POLL_S)
     clients: list[FlowerProcess] = []
     for site_yaml in site_yamls:
         centre = site_yaml.parent.name
