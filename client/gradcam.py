@@ -115,7 +115,8 @@ def save_overlay(t2: np.ndarray, cam: np.ndarray, mask: np.ndarray | None, path:
     for ax in axes:
         ax.axis("off")
     fig.suptitle(f"{title} (slice {z})")
-    return save_png(fig, path), z
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.8, wspace=0.05)
+    return save_png(fig, path, tight=False), z
 
 
 def save_batch_gradcams(

@@ -60,7 +60,9 @@ def write_attention_maps(model: MultimodalCoxNet, prepared: PreparedSite, folder
         if (entry["coords"] >= 0).all():
             points = ax.scatter(entry["coords"][:, 0], entry["coords"][:, 1], c=weights, marker="s", cmap="magma")
             ax.invert_yaxis()
-            fig.colorbar(points, ax=ax, fraction=0.05, label="attention")
+            bar = fig.colorbar(points, ax=ax, fraction=0.05)
+            bar.set_label("attention", fontsize=7)
+            bar.ax.tick_params(labelsize=6)
         ax.set_title(f"{patient.pid}: {len(weights)} tiles", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
         for i, tile in enumerate(tiles):
@@ -68,5 +70,6 @@ def write_attention_maps(model: MultimodalCoxNet, prepared: PreparedSite, folder
             tile_ax.imshow(tile)
             tile_ax.set_title(f"#{i + 1}  {weights[order[i]]:.2f}", fontsize=7)
             tile_ax.axis("off")
-        written.append(save_png(fig, folder / f"{patient.pid}.png"))
+        fig.subplots_adjust(left=0.03, right=0.98, bottom=0.04, top=0.88, wspace=0.7)
+        written.append(save_png(fig, folder / f"{patient.pid}.png", tight=False))
     return written

@@ -15,11 +15,13 @@ def pyplot():
     return plt
 
 
-def save_png(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Write `fig` to `path` (parents created) and close it."""
+def save_png(fig, path: str | Path, dpi: int = 110, tight: bool = True) -> Path:
+    """Write `fig` to `path` (parents created) and close it. `tight`: fit the layout to the labels
+    (a third of the time of a small figure: figures made per patient place their axes themselves)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
     return path
