@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help=f"the main job on the embedded default: the cohort of configs/{DEMO_SYNTH} in {DEMO_COHORT}"
     )
     demo.add_argument("--tiny", action="store_true", help="the tiny cohort (configs/synth-tiny.yaml), for a quick check")
-    demo.add_argument("--rounds", type=int, default=12, help="federated rounds (default 12)")
+    demo.add_argument("--rounds", type=int, default=10, help="federated rounds (default 10)")
     demo.add_argument("--results", type=Path, default=Path("results/demo"), help="results folder (default results/demo)")
     demo.set_defaults(func=_cmd_demo)
     return parser
