@@ -99,12 +99,15 @@ class IncidenceCalibration:
         return self.observed / self.expected if self.expected > 0 else float("nan")
 
 
-def incidence_calibration(predicted: np.ndarray, time: np.ndarray, status: np.ndarray, horizon: float) -> IncidenceCalibration:
-    """Calibration of predicted incidences [N] at `horizon` against the Aalen-Johansen observed one."""
+def incidence_calibration(
+    predicted: np.ndarray, time: np.ndarray, status: np.ndarray, horizon: float, pseudo: np.ndarray | None = None
+) -> IncidenceCalibration:
+    """Calibration of predicted incidences [N] at `horizon` against the Aalen-Johansen observed one
+    (`pseudo`: the patients' pseudo-observations at `horizon` when already computed)."""
     predicted = np.asarray(predicted, float)
     if not np.any((np.asarray(status) == 1) & (np.asarray(time, float) <= horizon)):
         raise ValueError(f"no event before the horizon {horizon:g}: calibration is undefined")
-    pseudo = pseudo_observations(time, status, horizon)
+    pseudo = pseudo_observations(time, status, horizon) if pseudo is None else pseudo
     lp = cloglog(predicted)
     intercept = _fit_cloglog(pseudo, lp, None)[0]
     slope = _fit_cloglog(pseudo, np.zeros_like(lp), lp)[1]
