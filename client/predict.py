@@ -11,6 +11,9 @@ this) and the page says so; an unusable clinical row is an error naming the pati
 Per patient and endpoint: the fused log-risk, risks at the horizons with Poisson-bootstrap
 intervals of the baseline hazard (stsfl.common.absolute_risk), the risk percentile among the
 federation's training patients, Grad-CAM of the MRI branch and the slide's most-attended tiles.
+An endpoint with a competing event (dm, lr: death competes) also gets its crude cumulative
+incidence (stsfl.common.competing_risks), the risk the patient actually faces; 1 - S stays beside
+it as the risk in a world without the competing event.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from stsfl.common.absolute_risk import AbsoluteRisk, group_survival, horizons_in
 from stsfl.common.batch import MODALITIES, SurvivalBatch
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats
+from stsfl.common.competing_risks import predict_incidence
 from stsfl.common.config import SiteConfig, load_config
 from stsfl.common.console import UserError
 from stsfl.common.model_file import ExportedModel, ModelFileError, load_model_file
@@ -42,7 +46,9 @@ N_BOOT = 200  # Poisson-bootstrap draws of the baseline hazard per prediction
 @dataclass
 class EndpointPrediction:
     """One endpoint of one patient: log-risk, absolute risks (one patient's row of AbsoluteRisk),
-    percentile among the training patients, the cohort's low / high-risk mean survival [T]."""
+    percentile among the training patients, the cohort's low / high-risk mean survival [T]; for an
+    endpoint with a competing event, the crude cumulative incidence (`incidence`, its `survival`
+    fields 1 - F) and the competing endpoint's label (`absolute` is then 1 - S: without it)."""
 
     name: str
     label: str
@@ -51,6 +57,8 @@ class EndpointPrediction:
     percentile: float
     cohort_low: np.ndarray
     cohort_high: np.ndarray
+    incidence: AbsoluteRisk | None = None
+    competing_label: str | None = None
 
 
 @dataclass
@@ -128,6 +136,41 @@ def _slide_path(prepared_root: Path, site: SiteConfig, pid: str) -> Path | None:
     return found[0] if found else None
 
 
+def endpoint_prediction(
+    model: ExportedModel,
+    k: int,
+    log_risk: np.ndarray,
+    baseline_site: str | None,
+    horizons: np.ndarray,
+    times: np.ndarray,
+    seed: int,
+) -> EndpointPrediction:
+    """Endpoint k of one patient with log-risks [K]: 1 - S, and the crude cumulative incidence when
+    the endpoint has a competing event and the model file carries its baseline."""
+    endpoint = model.schema.endpoints[k]
+    hazard, bins = model.baseline_hazard(endpoint.name, baseline_site)
+    absolute = predict_absolute(log_risk[k : k + 1], hazard, horizons, bins=bins, times=times, n_boot=N_BOOT, seed=seed)
+    histogram = model.risk_histogram(endpoint.name)
+    low, high = risk_halves(histogram)
+    prediction = EndpointPrediction(
+        endpoint.name,
+        endpoint.label,
+        float(log_risk[k]),
+        absolute,
+        percentile_of(float(log_risk[k]), histogram),
+        group_survival(hazard, centres(), low, times),
+        group_survival(hazard, centres(), high, times),
+    )
+    competing = model.competing_baselines(endpoint.name, baseline_site)
+    if competing is not None:
+        cause = model.endpoints.index(competing.cause)
+        prediction.incidence = predict_incidence(
+            log_risk[k : k + 1], log_risk[cause : cause + 1], competing, horizons, times=times, n_boot=N_BOOT, seed=seed
+        )
+        prediction.competing_label = model.schema.endpoints[cause].label
+    return prediction
+
+
 def predict_patients(
     model_file: Path,
     site_yaml: Path,
@@ -165,23 +208,9 @@ def predict_patients(
             log_risk = net(batch)[FUSED][0].numpy()
         present = batch.modality_present[0].tolist()
         used, missing, warnings = _patient_notes(prepared, pid, present)
-        endpoints = []
-        for k, endpoint in enumerate(model.schema.endpoints):
-            hazard, bins = model.baseline_hazard(endpoint.name, baseline_site)
-            absolute = predict_absolute(log_risk[k : k + 1], hazard, horizons, bins=bins, times=times, n_boot=N_BOOT, seed=seed)
-            histogram = model.risk_histogram(endpoint.name)
-            low, high = risk_halves(histogram)
-            endpoints.append(
-                EndpointPrediction(
-                    endpoint.name,
-                    endpoint.label,
-                    float(log_risk[k]),
-                    absolute,
-                    percentile_of(float(log_risk[k]), histogram),
-                    group_survival(hazard, centres(), low, times),
-                    group_survival(hazard, centres(), high, times),
-                )
-            )
+        endpoints = [
+            endpoint_prediction(model, k, log_risk, baseline_site, horizons, times, seed) for k in range(len(model.endpoints))
+        ]
         prediction = PatientPrediction(pid, used, missing, warnings, endpoints)
         prediction.figures["survival"] = save_survival_figure(prediction, out_dir / f"{pid}_survival.png")
         if present[0] and "mri" in model.modalities:

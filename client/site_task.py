@@ -301,6 +301,12 @@ class SiteTask:
         risks = impl.patient_risks(model, statistics, holdout)
         hazards, bins = from_json(str(cfg.get(BASELINE, "{}"))), from_json(str(cfg.get(BASELINE_BINS, "{}")))
         patients = write_risk_scores(
-            folder / RISK_SCORES, risks, hazards, bins, from_json(str(cfg.get(HORIZONS, "[]"))), seed=int(cfg.get("run-seed", 0))
+            folder / RISK_SCORES,
+            risks,
+            hazards,
+            bins,
+            from_json(str(cfg.get(HORIZONS, "[]"))),
+            seed=int(cfg.get("run-seed", 0)),
+            competing=from_json(str(cfg.get(COMPETING_BASELINE, "{}"))),
         )
         return {"patients": patients, **impl.write_site_documents(model, statistics, folder, federation)}

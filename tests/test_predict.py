@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from site_builder import COLUMNS, clinical_row, make_site, write_csv
@@ -26,6 +27,18 @@ from stsfl.common.multimodal import MultimodalCoxNet
 PRESET = without_n4(load_preset("cpu-small"))
 
 
+def followed(i: int) -> dict[str, str]:
+    """Patient i's outcomes: os and dm over 7 years; p2 and p4 die without metastasis (dm censored on
+    the day of death: the competing event), local recurrence of p0 and p2 before 1 and 5 years."""
+    os_time, dm_time = 100 + 600 * i, 80 + 500 * i
+    return {
+        "os_time": str(os_time),
+        "dm_time": str(os_time if i in (2, 4) else dm_time),
+        "lr_time": str(dm_time),
+        "lr_event": str(int(i in (0, 2))),
+    }
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
@@ -35,7 +48,7 @@ def exported(tmp_path_factory):
     # follow-up over 7 years, events before 1 year and between 1 and 5 years
     write_csv(
         root / "site" / "clinical.csv",
-        [clinical_row(f"p{i}", i) | {"os_time": str(100 + 600 * i), "dm_time": str(80 + 500 * i)} for i in range(8)],
+        [clinical_row(f"p{i}", i) | followed(i) for i in range(8)],
     )
     schema = load_schema()
     prepared = prepare_site(load_config(site_yaml, SiteConfig), site_yaml, PRESET, schema=schema, progress=False)
@@ -59,6 +72,14 @@ def test_site_patient_gets_a_page_with_its_risks_and_a_csv(exported):
     assert page.count("data:image/png;base64,") == 3  # survival curves, Grad-CAM, attended tiles
     rows = list(csv.DictReader(open(root / "out_site" / "predictions.csv")))
     assert rows[0]["patient_id"] == "p0" and abs(float(rows[0]["os_risk_3y"]) - p.endpoints[0].absolute.risk[0, 1]) < 1e-4
+    # dm and lr compete with death: crude cumulative incidence first, 1 - S beside it under its own name
+    os_, dm, lr = p.endpoints
+    assert os_.incidence is None and dm.incidence is not None and lr.incidence is not None
+    assert np.all(dm.incidence.risk <= dm.absolute.risk + 1e-12) and dm.incidence.risk[0, 2] < dm.absolute.risk[0, 2] - 1e-4
+    assert "dm_cif_5y" in rows[0] and abs(float(rows[0]["dm_cif_5y"]) - dm.incidence.risk[0, 2]) < 1e-4
+    assert "os_cif_5y" not in rows[0]
+    assert "crude cumulative incidence (competing event: overall survival)" in page and "world without the competing" in page
+    assert f"{100 * dm.incidence.risk[0, 2]:.1f}%" in page
 
 
 def test_new_patient_with_a_corrupt_slide_is_predicted_without_it(exported):

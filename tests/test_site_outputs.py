@@ -89,6 +89,12 @@ def test_sites_write_their_outputs_and_send_counts_only(sites, tmp_path, server_
                 for y in (1, 3, 5):
                     low, mid, high = (float(r[f"{endpoint}_risk_{y}y{s}"]) for s in ("_low", "", "_high"))
                     assert low <= mid + 1e-9 and mid <= high + 1e-9
+            # death competes with dm and lr: their crude cumulative incidence never exceeds 1 - S
+            assert ("os_cif_5y" in r) is False
+            for endpoint in ("dm", "lr"):
+                for y in (1, 3, 5):
+                    low, mid, high = (float(r[f"{endpoint}_cif_{y}y{s}"]) for s in ("_low", "", "_high"))
+                    assert 0.0 <= low <= mid + 1e-9 <= high + 2e-9 and mid <= float(r[f"{endpoint}_risk_{y}y"]) + 1e-9
         assert {p.name for p in (folder / "gradcam").iterdir()} == {f"{pid}_gradcam.png" for pid in with_mri[site]}
         assert "usable patients" in (folder / "validation_report.html").read_text(encoding="utf-8")
         assert "the site can train" in (folder / "validation_report.txt").read_text(encoding="utf-8")
