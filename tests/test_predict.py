@@ -125,6 +125,30 @@ def test_cli_names_an_unknown_patient(exported, capsys):
     assert "patient nobody cannot be predicted" in capsys.readouterr().err
 
 
+def test_cli_recalibrates_at_the_site_and_predict_uses_it(exported, capsys):
+    import json
+
+    root, site_yaml, model_path = exported
+    out = root / "recal"
+    with pytest.raises(SystemExit) as done:
+        client_main(["recalibrate", "--site", str(site_yaml), "--model", str(model_path), "--out", str(out), "--folds", "2"])
+    assert done.value.code == 0, capsys.readouterr().err
+    document = json.loads((out / "recalibration.json").read_text())
+    assert set(document["endpoints"]) == {"os", "dm", "lr"} and document["endpoints"]["dm"]["competing"]["cause"] == "os"
+    # 8 patients: too few events to judge calibration, which the report says instead of numbers
+    assert "events before the horizon" in document["endpoints"]["os"]["calibration"]["365.25"]["skipped"]
+    assert "Recalibration at test_site" in (out / "recalibration.html").read_text()
+    assert "recalibration.json and recalibration.html written" in capsys.readouterr().err
+    [pooled] = predict_patients(model_path, site_yaml, root / "out_pooled", pids=["p3"])
+    [own] = predict_patients(model_path, site_yaml, root / "out_recal", pids=["p3"], recalibration=out / "recalibration.json")
+    assert own.endpoints[1].log_risk == pooled.endpoints[1].log_risk  # the same network
+    assert not np.allclose(own.endpoints[1].incidence.risk, pooled.endpoints[1].incidence.risk)
+    document["grid"]["bin_days"] = 7
+    (out / "weekly.json").write_text(json.dumps(document))
+    with pytest.raises(UserError, match="another time grid"):
+        predict_patients(model_path, site_yaml, root / "out_bad", pids=["p3"], recalibration=out / "weekly.json")
+
+
 def test_server_export_of_a_results_folder_gives_the_same_model(exported, tmp_path):
     """`sts-server export`: federation.yaml + statistics.json + baseline_hazard.json + model_selected.npz."""
     import json
