@@ -149,3 +149,32 @@ def incidence_decision_curve(
             risk = aalen_johansen(time[treated], status[treated], horizon)
             model[i] = risk * share - (1 - risk) * share * odds[i]
     return DecisionCurve(p, model, everyone - (1 - everyone) * odds)
+
+
+def censoring_survival(time: np.ndarray, status: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Kaplan-Meier G(t) of the censoring distribution (status 0 the 'event'), at `at` [T]."""
+    time, censored = np.asarray(time, float), np.asarray(status) == 0
+    times, counts = np.unique(time[censored], return_counts=True)
+    at_risk = len(time) - np.searchsorted(np.sort(time), times, side="left")
+    steps = np.cumprod(1.0 - counts / at_risk)
+    index = np.searchsorted(times, np.asarray(at, float), side="right") - 1
+    return np.where(index >= 0, steps[np.maximum(index, 0)], 1.0)
+
+
+def integrated_incidence_brier(
+    time: np.ndarray, status: np.ndarray, predicted: np.ndarray, times: np.ndarray, censor: tuple[np.ndarray, np.ndarray]
+) -> float:
+    """Integrated Brier score of predicted incidences [N, T] at `times` [T] (trapezoid, divided by the
+    range), inverse-probability-of-censoring weighted (Graf; competing events as in Schoop et al.
+    2011): y_i(t) = 1{T_i <= t, status 1}, weight 1 / G(T_i) for an event of either cause by t,
+    1 / G(t) for those still event-free, 0 for those censored before t. G: Kaplan-Meier of the
+    censoring of `censor` = (time, status). Without competing events it is the survival IBS of 1 - F."""
+    time, status, times = np.asarray(time, float), np.asarray(status), np.asarray(times, float)
+    g_own = np.maximum(censoring_survival(*censor, time), 1e-12)
+    g_t = np.maximum(censoring_survival(*censor, times), 1e-12)
+    before = time[:, None] <= times[None, :]
+    weight = np.where(before & (status[:, None] > 0), 1.0 / g_own[:, None], 0.0)
+    weight = np.where(~before, 1.0 / g_t[None, :], weight)
+    observed = (before & (status[:, None] == 1)).astype(float)
+    scores = np.mean(weight * (observed - np.asarray(predicted, float)) ** 2, axis=0)
+    return float(np.trapezoid(scores, times) / (times[-1] - times[0]))

@@ -13,6 +13,7 @@ from stsfl.common.cif_calibration import (
     incidence_calibration,
     incidence_decision_curve,
     incidence_groups,
+    integrated_incidence_brier,
     pseudo_observations,
 )
 from stsfl.common.competing_risks import (
@@ -141,3 +142,26 @@ def test_decision_curve_treat_all_is_the_aalen_johansen_incidence():
 def test_calibration_without_an_event_before_the_horizon_is_refused():
     with pytest.raises(ValueError, match="no event before the horizon"):
         incidence_calibration(np.full(3, 0.1), np.array([10.0, 20, 30]), np.array([0, 2, 0]), 25.0)
+
+
+def test_incidence_brier_without_competing_events_is_scikit_survivals_integrated_brier():
+    from sksurv.metrics import integrated_brier_score
+    from sksurv.util import Surv
+
+    time, status, x1, _ = competing_cohort(400, 7, rate2=1e-12)
+    assert not np.any(status == 2)
+    times = np.linspace(200, 2000, 15)
+    survival = np.exp(-np.outer(4e-4 * np.exp(x1), times))
+    ours = integrated_incidence_brier(time, status, 1 - survival, times, (time, status))
+    surv = Surv.from_arrays(status == 1, time)
+    assert ours == pytest.approx(integrated_brier_score(surv, surv, survival, times), rel=1e-3)
+
+
+def test_incidence_brier_prefers_the_incidence_to_one_minus_s_when_death_competes():
+    time, status, x1, x2 = competing_cohort(800, 8, rate2=8e-4)
+    baselines = fitted_baselines(time, status, x1, x2, bins=False)
+    times = np.linspace(200, 2500, 15)
+    incidence = cumulative_incidence(x1, x2, baselines.event, baselines.competing, times)
+    without = 1 - baselines.event.survival(x1, times)
+    brier = [integrated_incidence_brier(time, status, p, times, (time, status)) for p in (incidence, without)]
+    assert brier[0] < brier[1]
