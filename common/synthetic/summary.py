@@ -72,16 +72,16 @@ def summary_table(cohort: dict[str, object]) -> Table:
         padding=(0, 1, 0, 0),
         pad_edge=False,
         title=f"Synthetic STS cohort (seed {cohort['seed']})",
-        caption="n: patients; MRI, WSI: share with that modality; events per endpoint (dm: of the\n"
-        "patients followed for DM); FU d: reverse Kaplan-Meier median follow-up (OS, days); C: oracle\n"
-        "C, Harrell's C of the true log-hazard, and (clin.) of its clinical part alone (the best a\n"
-        "model without images can do)",
+        caption="n: patients; MRI, WSI: % with that modality; events per endpoint (dm: of\n"
+        "the patients followed for DM); FU d: reverse Kaplan-Meier median follow-up (OS,\n"
+        "days); C: oracle C, Harrell's C of the true log-hazard, and (clin.) of its\n"
+        "clinical part alone (the best a model without images can do)",
     )
     table.add_column("centre", no_wrap=True)
-    for header in ["n", "MRI", "WSI", "events\n" + "/".join(endpoints), "FU\nd"]:
+    for header in ["n", "MRI\n%", "WSI\n%", "events\n" + "/".join(endpoints), "FU\nd"]:
         table.add_column(header, justify="right", no_wrap=True)
     for e in endpoints:
-        table.add_column(f"C {e}\n(clin.)", justify="right", no_wrap=True)
+        table.add_column(f"C {e}\n(clin.)", justify="right", no_wrap=True, min_width=11)
     rows = [*cohort["centres"].items(), ("pooled", cohort["pooled"])]
     for name, row in rows:
         n = row["patients"]
@@ -89,8 +89,8 @@ def summary_table(cohort: dict[str, object]) -> Table:
         table.add_row(
             name,
             str(n),
-            f"{row['with_mri'] / n:.0%}",
-            f"{row['with_wsi'] / n:.0%}",
+            f"{100 * row['with_mri'] / n:.0f}",
+            f"{100 * row['with_wsi'] / n:.0f}",
             "/".join(str(row["events"].get(e, 0)) for e in endpoints),
             "-" if follow is None else f"{follow:.0f}",
             *(f"{_c(row['oracle_c'].get(e))} ({_c(row['clinical_oracle_c'].get(e))})" for e in endpoints),
