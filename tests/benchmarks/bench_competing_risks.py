@@ -1,7 +1,9 @@
 """Competing risks at a synthetic cohort's held-out centre: crude cumulative incidence vs 1 - S, IBS, C.
 
 Training is POOLED (not federated, as bench_prediction): the preset's multimodal network
-(gradient blending) on the training centres (80 % train, 20 % validation for epoch selection);
+(gradient blending) on the training centres (80 % train, 20 % validation for epoch selection),
+started, as the federation's recipe does, from the clinical Cox model (its fused head's clinical
+term a ridge Cox fit on the training patients, the rest of the fused head zero);
 the last centre is held out entirely. The baselines, including the cause-specific baseline of death
 before dm / lr (OS log-risk as covariate), come from each training centre's monthly bins added as
 the federation does (stsfl.client.model_export). At the held-out centre, at 3 and 5 years:
@@ -112,6 +114,30 @@ def concordance(data, train, scores: dict[str, np.ndarray]) -> dict:
     }
 
 
+def start_from_clinical_cox(net, cohort, penalizer: float = 0.1) -> None:
+    """As the federation's clinical_init phase (stsfl.server.clinical_init_phase), pooled: the fused
+    head's clinical term is a ridge Cox fit (lifelines) on the training patients' clinical vector per
+    endpoint, the rest of the fused head zero, so training starts from the clinical Cox model."""
+    import pandas as pd
+    import torch
+    from lifelines import CoxPHFitter
+
+    if net.clinical_linear is None:
+        return
+    _, x, t, e, o = cohort.clinical_arrays("train")
+    weight = np.zeros(tuple(net.clinical_linear.weight.shape))
+    for k in range(weight.shape[0]):
+        rows = o[:, k]
+        varying = x[rows].std(0) > 0
+        frame = pd.DataFrame(x[rows][:, varying], columns=[f"x{i}" for i in range(int(varying.sum()))])
+        cox = CoxPHFitter(penalizer=penalizer).fit(frame.assign(T=t[rows, k], E=e[rows, k]), "T", "E")
+        weight[k, varying] = cox.params_.to_numpy()
+    with torch.no_grad():
+        net.clinical_linear.weight.copy_(torch.as_tensor(weight, dtype=net.clinical_linear.weight.dtype))
+        net.fused_head.weight.zero_()
+        net.fused_head.bias.zero_()
+
+
 def train_and_export(args, work: Path):
     """Prepare the sites, train the pooled network, write the model file (baselines from the training
     centres' bins). Returns (cohort, held-out site, training sites, model, net, stats, seconds)."""
@@ -149,9 +175,10 @@ def train_and_export(args, work: Path):
     modalities, cfg = network_spec("mmnn_blended", preset.train.model_copy(update={"epochs": args.epochs, "seed": args.seed}))
     torch.manual_seed(cfg.seed)
     net = MultimodalCoxNet(preset, clinical_dim(schema), len(schema.endpoints), modalities)
+    start_from_clinical_cox(net, cohort)
     collate = site_collate(preset)
     t0 = time.perf_counter()
-    train_local(
+    result = train_local(
         net,
         make_loader(cohort.dataset("train", train=True), cfg.batch_size, collate, True, cfg.seed),
         make_loader(cohort.dataset("val"), cfg.batch_size, collate, False),
@@ -170,7 +197,8 @@ def train_and_export(args, work: Path):
         {s.name: (s, None) for s in train_sites},
         source={"training": f"pooled, {args.epochs} epochs", "holdout": held.name},
     )
-    return cohort, held, train_sites, model, net, stats, {"prepare": round(t_prepare, 1), "train": round(t_train, 1)}
+    seconds = {"prepare": round(t_prepare, 1), "train": round(t_train, 1), "best_epoch": result.best_epoch}
+    return cohort, held, train_sites, model, net, stats, seconds
 
 
 def endpoint_report(k, held_risks, train_risks, truth, clinical, model, args) -> dict:
@@ -293,7 +321,7 @@ def main() -> None:
         "cohort": str(args.cohort),
         "held_out": held.name,
         "training_centres": [s.name for s in train_sites],
-        "training": "pooled (not federated): mmnn_blended; baselines from per-centre monthly bins (as the federation)",
+        "training": "pooled (not federated): mmnn_blended started from the clinical Cox fit; baselines from per-centre monthly bins (as the federation)",
         "competing_baseline": "death before the event: federated binned Breslow baseline, OS log-risk as covariate",
         "calibration": "cloglog pseudo-value intercept / slope and O/E against Aalen-Johansen (Kaplan-Meier for os)",
         "brier": "IPCW with the held-out centre's own censoring (Kaplan-Meier), Brier times of stsfl.common.metrics",
