@@ -7,7 +7,7 @@ endpoint, `calibration_<endpoint>.png` (predicted vs Kaplan-Meier observed risk 
 panel per horizon, one colour per site, held-out centres marked) and `decision_<endpoint>.png`
 (net benefit vs threshold per site at each horizon, with treat-all and treat-none), and for an
 endpoint with a competing event `calibration_<endpoint>_incidence.png` (predicted crude cumulative
-incidence vs Aalen-Johansen).
+incidence vs Aalen-Johansen) and `decision_<endpoint>_incidence.png` (net benefit on the incidence).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from stsfl.common.config import FederationConfig
 from stsfl.common.fed_protocol import BASELINE, COMPETING_BASELINE, HORIZONS, to_json
 from stsfl.common.figures import pyplot, save_png
 
-from .incidence_summary import plot_incidence_calibration, pooled_incidence
+from .incidence_summary import plot_incidence, pooled_incidence
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -97,7 +97,8 @@ def write_calibration(results_dir: Path, replies: dict[str, dict], fed: Federati
     horizons = horizons_in_days(fed.prediction.horizons_years).tolist()
     for endpoint in endpoints:
         plot_site_curves(replies, fed, endpoint, root)
-        plot_incidence_calibration(replies, fed.holdout, endpoint, horizons, root / f"calibration_{endpoint}_incidence.png")
+        for kind in ("calibration", "decision"):
+            plot_incidence(replies, fed.holdout, endpoint, horizons, root / f"{kind}_{endpoint}_incidence.png", kind)
     middle = f"{horizons_in_days(fed.prediction.horizons_years)[len(fed.prediction.horizons_years) // 2]:g}"
     return {
         site: {

@@ -49,10 +49,21 @@ def pooled_incidence(replies: dict[str, dict], holdout: list[str]) -> dict[str, 
     return out
 
 
-def plot_incidence_calibration(
-    replies: dict[str, dict], holdout: list[str], endpoint: str, horizons: list[float], path: Path
+def _draw(ax, kind: str, entry: dict, label: str, style: dict) -> None:
+    if kind == "calibration":
+        g = entry["groups"]
+        ax.plot(g["predicted"], g["observed"], marker="o", ms=3, label=label, **style)
+    else:
+        d = entry["decision"]
+        ax.plot(d["thresholds"], d["model"], label=label, **style)
+        ax.plot(d["thresholds"], d["treat_all"], lw=0.7, ls=":", color=style["color"])
+
+
+def plot_incidence(
+    replies: dict[str, dict], holdout: list[str], endpoint: str, horizons: list[float], path: Path, kind: str = "calibration"
 ) -> Path | None:
-    """Predicted crude cumulative incidence vs Aalen-Johansen observed by group, one panel per horizon,
+    """`kind` "calibration": predicted crude cumulative incidence vs Aalen-Johansen observed by group;
+    "decision": net benefit on the incidence vs threshold (dotted: treat all). One panel per horizon,
     one line per site (held-out centres dashed); None when no site has an incidence entry."""
     fig, axes = pyplot().subplots(1, len(horizons), figsize=(3.8 * len(horizons), 3.6), squeeze=False)
     drawn = False
@@ -61,20 +72,18 @@ def plot_incidence_calibration(
             entry = reply["endpoints"].get(endpoint, {}).get(f"{horizon:g}", {}).get("incidence", {})
             if "groups" not in entry:
                 continue
-            g, drawn = entry["groups"], True
+            drawn = True
             label = f"{site}{' (held out)' if site in holdout else ''}: O/E {entry['observed_expected']:.2f}, slope {entry['slope']:.2f}"
-            ax.plot(
-                g["predicted"],
-                g["observed"],
-                marker="o",
-                ms=3,
-                ls="--" if site in holdout else "-",
-                color=f"C{i % 10}",
-                label=label,
-            )
-        ax.plot([0, 1], [0, 1], color="grey", lw=1)
-        ax.set_xlabel("predicted crude cumulative incidence")
-        ax.set_ylabel("observed (Aalen-Johansen)")
+            _draw(ax, kind, entry, label, {"ls": "--" if site in holdout else "-", "color": f"C{i % 10}"})
+        if kind == "calibration":
+            ax.plot([0, 1], [0, 1], color="grey", lw=1)
+            ax.set_xlabel("predicted crude cumulative incidence")
+            ax.set_ylabel("observed (Aalen-Johansen)")
+        else:
+            ax.axhline(0.0, color="black", lw=1)
+            ax.set_ylim(bottom=-0.05)
+            ax.set_xlabel("threshold probability (dotted: treat all)")
+            ax.set_ylabel("net benefit, crude incidence")
         ax.set_title(f"{endpoint}, {horizon / 365.25:g} years, death competing", fontsize=9)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)

@@ -85,4 +85,5 @@ def test_sites_calibrate_crude_incidence_and_the_server_pools_it(tmp_path):
     assert pooled["observed"] == pytest.approx(np.average(observed, weights=weights)) and pooled["patients"] == 1300
     assert stored["pooled_incidence"]["held_out"]["dm"]["1826.25"]["sites"] == 1
     assert (tmp_path / "calibration_dm_incidence.png").stat().st_size > 5000
+    assert (tmp_path / "decision_dm_incidence.png").stat().st_size > 5000
     assert not (tmp_path / "calibration_os_incidence.png").exists()
