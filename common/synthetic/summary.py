@@ -72,16 +72,16 @@ def summary_table(cohort: dict[str, object]) -> Table:
         padding=(0, 1, 0, 0),
         pad_edge=False,
         title=f"Synthetic STS cohort (seed {cohort['seed']})",
-        caption="n: patients; MRI, WSI: % with that modality; events per endpoint (dm: of\n"
-        "the patients followed for DM); FU d: reverse Kaplan-Meier median follow-up (OS,\n"
-        "days); C: oracle C, Harrell's C of the true log-hazard, and (clin.) of its\n"
-        "clinical part alone (the best a model without images can do)",
+        caption="n: patients; MRI, WSI: % with that modality; events per endpoint\n"
+        "(dm: of the patients followed for DM); FU d: reverse Kaplan-Meier median\n"
+        "follow-up (OS, days); C: oracle C, Harrell's C of the true log-hazard,\n"
+        "/clin.: of its clinical part alone (the best a model without images can do)",
     )
     table.add_column("centre", no_wrap=True)
     for header in ["n", "MRI\n%", "WSI\n%", "events\n" + "/".join(endpoints), "FU\nd"]:
         table.add_column(header, justify="right", no_wrap=True)
     for e in endpoints:
-        table.add_column(f"C {e}\n(clin.)", justify="right", no_wrap=True, min_width=11)
+        table.add_column(f"C {e}\n/clin.", justify="right", no_wrap=True, min_width=9)
     rows = [*cohort["centres"].items(), ("pooled", cohort["pooled"])]
     for name, row in rows:
         n = row["patients"]
@@ -93,7 +93,7 @@ def summary_table(cohort: dict[str, object]) -> Table:
             f"{100 * row['with_wsi'] / n:.0f}",
             "/".join(str(row["events"].get(e, 0)) for e in endpoints),
             "-" if follow is None else f"{follow:.0f}",
-            *(f"{_c(row['oracle_c'].get(e))} ({_c(row['clinical_oracle_c'].get(e))})" for e in endpoints),
+            *(f"{_c(row['oracle_c'].get(e))}/{_c(row['clinical_oracle_c'].get(e))}" for e in endpoints),
             end_section=name == rows[-2][0],
         )
     return table
