@@ -8,9 +8,12 @@ from pathlib import Path
 
 from stsfl.common.config import parse_config
 from stsfl.common.config.check import CONFIG_KINDS, check_config_file
+from stsfl.common.config.loader import bundled_path
 from stsfl.common.console import UserError, console, run_cli
 
 DEMO_COHORT = Path("data/synthetic")
+DEMO_SYNTH = "synth-demo.yaml"  # configs/: the default cohort's hospitals, sized for the demo
+DEMO_PRESET = "cpu-demo"  # configs/presets/: cpu-small with a cheaper N4
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -123,7 +126,7 @@ def demo_cohort(tiny: bool) -> tuple[Path, dict]:
     from stsfl.common.synthetic import generate_cohort, load_synth_config, read_cohort
 
     cohort_dir = DEMO_COHORT.with_name(DEMO_COHORT.name + "-tiny") if tiny else DEMO_COHORT
-    config = load_synth_config(None, tiny=tiny)
+    config = load_synth_config(None if tiny else bundled_path(DEMO_SYNTH), tiny=tiny)
     cohort = read_cohort(cohort_dir)
     if cohort is not None and cohort.get("settings_hash") == config.settings_hash():
         console.print(f"{cohort_dir}: the cohort is already there (same settings and seed); not regenerated")
@@ -132,24 +135,22 @@ def demo_cohort(tiny: bool) -> tuple[Path, dict]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Synthetic cohort -> a real local federation (one SuperNode process per centre, the last
-    centre held out) -> the results folder and a short summary."""
-    from stsfl.common.site_metrics import describe_metrics
-
-    from .demo_federation import run_demo_federation
+    """Synthetic cohort -> every site preprocessed -> a real local federation (one SuperNode
+    process per centre, the last centre held out) -> the results folder, its report and one table."""
+    from .demo_federation import prepare_demo_sites, run_demo_federation
+    from .demo_summary import demo_table
 
     cohort_dir, cohort = demo_cohort(args.tiny)
     _print_cohort(cohort, cohort_dir)
-    summary = run_demo_federation(cohort_dir, args.results, rounds=args.rounds)
+    prepare_demo_sites(sorted(cohort_dir.glob("*/site.yaml")), DEMO_PRESET)
+    summary = run_demo_federation(cohort_dir, args.results, DEMO_PRESET, rounds=args.rounds)
     console.print(
         f"federation done: selected round {summary['selected_round']} of {summary['rounds']} "
         f"({summary['selection']}); results in {args.results}"
     )
-    for site, metrics in (summary.get("holdout_selected") or {}).items():
-        shown = describe_metrics(metrics or {})
-        console.print(f"held-out centre {site}: {shown or 'no evaluable endpoint'} (oracle C-index: see the cohort table above)")
     if summary.get("cross_site"):
         console.print(f"cross-site validation: {args.results / 'cross_site.csv'} and cross_site.png")
+    console.print(demo_table(summary, cohort, args.results))
     return 0
 
 
@@ -201,9 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--workers", type=int, help="worker processes (the output does not depend on it)")
     synth.set_defaults(func=_cmd_synth)
 
-    demo = sub.add_parser("demo", help=f"the main job on the embedded default: the default cohort in {DEMO_COHORT}")
+    demo = sub.add_parser(
+        "demo", help=f"the main job on the embedded default: the cohort of configs/{DEMO_SYNTH} in {DEMO_COHORT}"
+    )
     demo.add_argument("--tiny", action="store_true", help="the tiny cohort (configs/synth-tiny.yaml), for a quick check")
-    demo.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
+    demo.add_argument("--rounds", type=int, default=12, help="federated rounds (default 12)")
     demo.add_argument("--results", type=Path, default=Path("results/demo"), help="results folder (default results/demo)")
     demo.set_defaults(func=_cmd_demo)
     return parser

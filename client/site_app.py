@@ -55,12 +55,14 @@ site_app = ClientApp()
 def _site(context: Context):
     from .site_task import SiteTask
 
-    threads = int(context.run_config.get(RUN_SIMULATION_THREADS, 0) or 0)
-    if threads:  # simulated sites share this machine: each keeps to its share of the cores
+    task = SiteTask.from_node_config(*site_identity(context.node_config, context.run_config))
+    # Simulated sites share this machine: each keeps to its share of the cores; else the site YAML's.
+    threads = int(context.run_config.get(RUN_SIMULATION_THREADS, 0) or 0) or task.site.threads
+    if threads:
         import torch
 
         torch.set_num_threads(threads)
-    return SiteTask.from_node_config(*site_identity(context.node_config, context.run_config))
+    return task
 
 
 @site_app.query("stats")

@@ -227,6 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     site_yaml = Path(args.site).resolve()
     site = load_config(site_yaml, SiteConfig)
+    if site.threads:
+        import torch
+
+        torch.set_num_threads(site.threads)
     # The imports every message paid in its own process, paid once here: the handlers and both tasks.
     from . import linear_cox_site, multimodal_site  # noqa: F401
     from .site_app import site_app

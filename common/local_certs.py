@@ -47,14 +47,15 @@ def make_local_certs(out_dir: Path, sites: list[str], name: str = "local") -> Lo
     return LocalCerts(ca_cert, ca_key, server_cert, server_key, {site: make_site_keys(out_dir / "sites", site) for site in sites})
 
 
-def secured_site_yaml(site_yaml: Path, out_path: Path, security: dict[str, Any]) -> Path:
-    """A copy of `site_yaml` at `out_path` with `security` set; its relative paths (root, schema,
-    cache) made absolute so that they still point where the original's did."""
+def secured_site_yaml(site_yaml: Path, out_path: Path, security: dict[str, Any], threads: int | None = None) -> Path:
+    """A copy of `site_yaml` at `out_path` with `security` (and `threads`, when given) set; its
+    relative paths (root, schema, cache) made absolute so that they still point where the original's did."""
     site_yaml = Path(site_yaml).resolve()
     data = yaml.safe_load(site_yaml.read_text(encoding="utf-8")) or {}
     for key in ("root", "schema_file", "cache_dir"):
         if data.get(key) is not None and not Path(data[key]).is_absolute():
             data[key] = str((site_yaml.parent / data[key]).resolve())
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(yaml.safe_dump({**data, "security": security}, sort_keys=False), encoding="utf-8")
+    data = {**data, "security": security} | ({"threads": threads} if threads else {})
+    out_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return out_path

@@ -10,6 +10,9 @@ network that started from random fused weights first had to relearn what the cli
 knows, and on small consortia ended below it.
 
 A phase that no site answers is logged and skipped: the network then starts from zero there.
+With held-out centres, `score_clinical_start` has them evaluate that starting model: the
+federated clinical Cox model's held-out C, the figure the trained network has to beat
+(summary.json `holdout_clinical_cox`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from stsfl.common.cox_newton import CoxScore, newton_step
-from stsfl.common.fed_protocol import CLINICAL_BETA, CLINICAL_COX, MSG_CLINICAL_COX, from_json, to_json
+from stsfl.common.fed_protocol import (
+    ARRAYS,
+    CLINICAL_BETA,
+    CLINICAL_COX,
+    METRICS,
+    MSG_CLINICAL_COX,
+    MSG_EVALUATE,
+    from_json,
+    to_json,
+)
+from stsfl.common.params import numpy_to_arrays
+from stsfl.common.site_metrics import describe_metrics
 
 if TYPE_CHECKING:
     from .checkpoint import ServerState
@@ -69,6 +83,21 @@ def run_clinical_init(run: Federation, state: ServerState) -> None:
         "objective_per_step": history,
         "coefficient_norm": {e: float(np.linalg.norm(beta[k])) for k, e in enumerate(endpoints)},
     }
+
+
+def score_clinical_start(run: Federation, state: ServerState) -> None:
+    """The held-out centres evaluate the model the network starts from (after `run_clinical_init`)."""
+    run.sites.refresh(run.query_timeout)
+    holdout = [s for s in run.fed.holdout if s in run.sites.node_of]
+    if "clinical_init" not in state.meta or not holdout:
+        return
+    cfg = run._round_config(state, 1)
+    cfg["holdout-sites"] = to_json(run.fed.holdout)
+    ok, _ = run._send(MSG_EVALUATE, holdout, {ARRAYS: numpy_to_arrays(state.global_arrays)}, cfg, 0)
+    scores = {site: {k: float(v) for k, v in reply.content[METRICS].items()} for site, reply in sorted(ok.items())}
+    state.meta["clinical_cox_holdout"] = scores
+    for site, metrics in scores.items():
+        run.log(f"held-out {site}, the clinical Cox model the network starts from: {describe_metrics(metrics)}")
 
 
 def ridge(setting: float | str, features: int, events: int) -> float:

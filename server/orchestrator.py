@@ -60,7 +60,7 @@ from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, 
 from stsfl.common.site_metrics import describe_metrics
 
 from .checkpoint import ServerState, load_checkpoint, save_checkpoint
-from .clinical_init_phase import run_clinical_init
+from .clinical_init_phase import run_clinical_init, score_clinical_start
 from .cross_site import GLOBAL_MODEL, CrossSiteMatrix, local_model_name, write_cross_site
 from .model_hooks import LinearCoxHooks
 from .results import ResultsFolder
@@ -409,6 +409,9 @@ class Federation:
             f"round {record['round']}/{self.fed.rounds}",
             f"sites {len(record['sites_train'])}/{len(self.fed.training_sites)}",
         ]
+        if record.get("time_round_s") is not None:  # a rough time to go: this round's time for each one left
+            seconds, left = record["time_round_s"], self.fed.rounds - record["round"]
+            parts.insert(1, f"{seconds:.0f} s" + (f", ~{seconds * left:.0f} s to go" if left else ""))
         loss = _weighted_mean(record["train_sites"], "train-loss-fused")
         if loss is not None:
             parts.append(f"train loss {loss:.4f}")
@@ -491,6 +494,7 @@ class Federation:
             self.results.write_status("statistics")
             state = self._statistics_phase()
             run_clinical_init(self, state)
+            score_clinical_start(self, state)
             save_checkpoint(self.results.root, state)
         for server_round in range(state.round + 1, fed.rounds + 1):
             self.results.write_status("training", round=server_round, completed_rounds=state.round)
@@ -544,6 +548,8 @@ class Federation:
             "warnings": state.meta.get("warnings", []),
             "holdout_selected": {s: selected.get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
             "holdout_final": {s: history[-1].get("evaluate_sites", {}).get(s) for s in self.fed.holdout},
+            # the federated clinical Cox model the network started from, at the same centres
+            "holdout_clinical_cox": state.meta.get("clinical_cox_holdout"),
             "blend_weights": state.meta.get("blend_weights"),
             "cross_site": None
             if cross_site is None

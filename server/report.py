@@ -96,16 +96,18 @@ def run_section(run: RunResults) -> Section:
         ["selected round", _fmt(f"{run.selected_round} ({s.get('selection', 'last round')})")],
     ]
     body = [_table(["", ""], rows, "kv")]
+    clinical = s.get("holdout_clinical_cox") or {}
     for site, metrics in (s.get("holdout_selected") or {}).items():
-        shown = [
-            f"{k.removeprefix('c-harrell-')} {v:.3f}" for k, v in sorted((metrics or {}).items()) if k.startswith("c-harrell-")
-        ]
-        if shown:
-            body.append(
-                f'<p class="headline">Held-out centre {html.escape(site)}, selected model: Harrell\'s C '
-                + ", ".join(f'<span class="c-index">{html.escape(x)}</span>' for x in shown)
-                + "</p>"
-            )
+        for model, scores in (("selected model", metrics), ("the clinical Cox model it started from", clinical.get(site))):
+            shown = [
+                f"{k.removeprefix('c-harrell-')} {v:.3f}" for k, v in sorted((scores or {}).items()) if k.startswith("c-harrell-")
+            ]
+            if shown:
+                body.append(
+                    f'<p class="headline">Held-out centre {html.escape(site)}, {model}: Harrell\'s C '
+                    + ", ".join(f'<span class="c-index">{html.escape(x)}</span>' for x in shown)
+                    + "</p>"
+                )
     return Section("Run", body)
 
 

@@ -230,3 +230,22 @@ def test_worker_folder_is_in_the_site_state_folder(tmp_path):
     site_yaml.write_text(yaml.safe_dump({**yaml.safe_load(site_yaml.read_text()), "cache_dir": "state"}))
     site = load_config(site_yaml, SiteConfig)
     assert site_worker_dir(site, site_yaml) == site_state_dir(site, site_yaml) / "worker" == site_yaml.parent / "state" / "worker"
+
+
+def test_a_site_trains_with_the_threads_its_yaml_gives(region_sites, tmp_path):
+    import torch
+
+    from stsfl.client.site_app import _site
+
+    site_yaml = tmp_path / "region_0.yaml"
+    site_yaml.write_text(yaml.safe_dump({**yaml.safe_load(region_sites["region_0"].read_text()), "threads": 1}))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        node = {NODE_SITE_NAME: "region_0", NODE_SITE_CONFIG: str(site_yaml)}
+        task = _site(Context(run_id=1, node_id=1, state=RecordDict(), run_config={}, node_config=node))
+        assert task.site.threads == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads"):
+        SiteConfig.model_validate({"name": "x", "root": ".", "threads": 0})

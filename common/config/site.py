@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from .loader import StrictModel
 from .security import SiteSecurity
@@ -50,6 +50,12 @@ class SiteConfig(StrictModel):
     layout: SiteLayout = SiteLayout()
     schema_file: Path | None = None
     bad_patient_policy: Literal["skip", "fail"] = "skip"
+    threads: PositiveInt | None = Field(
+        None,
+        description="CPU threads of this site's training and evaluation (torch intra-op); default: torch's own, one "
+        "per core. Give each site its share of the cores when several sites or other jobs share one machine: "
+        "threads that outnumber free cores wait on each other and make training many times slower",
+    )
     cache_dir: Path | None = None
     outputs_dir: Path | None = Field(
         None,

@@ -10,6 +10,7 @@ import csv
 import json
 
 import pytest
+import yaml
 from report_browser import assert_report_renders
 
 from stsfl.client.demo_federation import run_demo_federation
@@ -23,7 +24,7 @@ def test_multimodal_federation_on_the_tiny_synthetic_cohort(tmp_path, monkeypatc
     monkeypatch.setenv("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.05")
     cohort = tmp_path / "cohort"
     generate_cohort(load_synth_config(None, tiny=True), cohort)
-    summary = run_demo_federation(cohort, tmp_path / "results", rounds=1, local_epochs=1)
+    summary = run_demo_federation(cohort, tmp_path / "results", "cpu-demo", rounds=1)
 
     rows = read_site_metrics(tmp_path / "results")
     trained = {r["site"] for r in rows if r["round"] == 1 and r["phase"] == "train"}
@@ -35,6 +36,9 @@ def test_multimodal_federation_on_the_tiny_synthetic_cohort(tmp_path, monkeypatc
     assert held_out["eval-events-os"] >= 1
     assert {"c-uno-os", "ibs-os", "eval-events-dm"} <= set(held_out)
     assert any(k.startswith("auc-") and k.endswith("d-os") for k in held_out), "a td-AUC inside follow-up"
+    # the clinical Cox model the network started from, scored at the same centre before round 1
+    assert 0.0 <= summary["holdout_clinical_cox"]["center_2"]["c-harrell-os"] <= 1.0
+    assert yaml.safe_load((tmp_path / "results" / "sites" / "center_0.yaml").read_text())["threads"] >= 1
     with open(tmp_path / "results" / "cross_site.csv", newline="") as fh:
         cells = {
             (r["model"], site): r[site]
