@@ -5,6 +5,7 @@ on its side; only counts come back to the server."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -59,6 +60,11 @@ def test_sites_write_their_outputs_and_send_counts_only(sites, tmp_path, server_
     grid = InProcessGrid(sites)
     results = tmp_path / "results"
     summary = run_in_process(grid, config, results)
+    # the baseline phase combined the training sites' bins of death before dm and before lr (OS log-risk)
+    baseline = json.loads((results / "baseline_hazard.json").read_text())
+    assert [baseline["endpoints"][e].get("competing", {}).get("cause") for e in ("os", "dm", "lr")] == [None, "os", "os"]
+    assert set(baseline["endpoints"]["dm"]["competing"]["per_site_bins"]) == {"a", "b"}  # not the held-out centre
+    assert "pooled_incidence" in json.loads((results / "calibration.json").read_text())
     assert grid.sent[-3:] == [MSG_SITE_OUTPUTS] * 3, "one site-outputs query per site, after the prediction phases"
 
     folders = {
