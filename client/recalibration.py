@@ -4,7 +4,9 @@ estimate the site's own baseline hazards and calibration slopes from the site's 
 Per endpoint, on the site's patients with that endpoint (log-risks eta of the exported network):
 
 - calibration slope b: the coefficient of eta in a Cox model with eta as its only covariate
-  (lifelines). b < 1: the network's risks are too spread out at this site;
+  (lifelines). b < 1: the network's risks are too spread out at this site. A negative b (the
+  network ranks the other way here, in practice noise around 0) is set to 0: the site then gets
+  its own baseline risk for everyone rather than a reversed ranking;
 - the site's baseline hazard on the federation's grid (stsfl.common.baseline_hazard) with b * eta
   as the linear predictor (the baseline absorbs the site's level: calibration-in-the-large);
 - for an endpoint with a competing event (dm, lr: death competes), the same for the competing
@@ -86,7 +88,7 @@ def cox_slope(time: np.ndarray, event: np.ndarray, eta: np.ndarray) -> float:
 
 
 def _fit_cause(time, status, eta, cause_code: int, edges: np.ndarray) -> tuple[float, BaselineBins]:
-    slope = cox_slope(time, status == cause_code, eta)
+    slope = max(cox_slope(time, status == cause_code, eta), 0.0)  # see the module docstring
     return slope, site_baseline_bins(time, status == cause_code, slope * eta, edges)
 
 

@@ -52,6 +52,18 @@ def test_cox_slope_matches_lifelines_and_falls_back_to_one_without_events():
     assert cox_slope(time, np.zeros_like(time), eta) == 1.0
 
 
+def test_a_network_that_ranks_the_other_way_gets_slope_zero_and_the_site_baseline():
+    from stsfl.client.recalibration import endpoint_data, fit_endpoint
+
+    site = site_risks(600, 15, scale=-1.0)  # dm log-risks reversed at this site
+    model, entry = fit_endpoint(endpoint_data(site, 1), time_grid())
+    assert entry["slope"] == 0.0 and model.slope == 0.0
+    risk = model.risk(site.log_risk[:, 1], site.log_risk[:, 0], 1826.25)
+    # without the dm ranking, the patients differ only by the competing hazard's OS log-risk
+    order = np.argsort(site.log_risk[:, 0])
+    assert np.all(np.diff(risk[order]) <= 1e-12)
+
+
 def test_too_few_patients_is_refused_naming_the_endpoint():
     edges = time_grid()
     with pytest.raises(Exception, match="endpoint os: 6 patients with outcomes"):

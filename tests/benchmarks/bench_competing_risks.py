@@ -201,10 +201,15 @@ def train_and_export(args, work: Path):
     return cohort, held, train_sites, model, net, stats, seconds
 
 
+def _slopes(entry: dict) -> dict[str, float]:
+    """The slopes a recalibration on all the held-out patients fits: the event's and the competing event's."""
+    return {"event": entry["slope"]} | ({"competing": entry["competing"]["slope"]} if "competing" in entry else {})
+
+
 def endpoint_report(k, held_risks, train_risks, truth, clinical, model, args) -> dict:
     """All figures of endpoint k at the held-out centre (see the module docstring)."""
     from stsfl.client.recalibrate_site import model_risk
-    from stsfl.client.recalibration import RiskModel, cross_fitted_risk, endpoint_data
+    from stsfl.client.recalibration import RiskModel, cross_fitted_risk, endpoint_data, fit_endpoint
     from stsfl.common.absolute_risk import horizons_in_days
     from stsfl.common.baseline_hazard import time_grid
     from stsfl.common.metrics import brier_times
@@ -235,6 +240,7 @@ def endpoint_report(k, held_risks, train_risks, truth, clinical, model, args) ->
         "events": int(np.sum(data.status == 1)),
         "competing_events": int(np.sum(data.status == 2)),
         "risk": "crude cumulative incidence (death competing)" if cause else "1 - S",
+        "recalibration_slopes": _slopes(fit_endpoint(data, edges)[1]),
         "calibration": calibration_rows(data, at_horizons, horizons, args.min_events),
         "integrated_brier": brier_rows(data, train, on(times), times),
         "concordance": concordance(data, train, {"network": data.eta, "cox_clinical": clinical[seen, k], "oracle": true_eta}),
