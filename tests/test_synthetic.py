@@ -290,6 +290,7 @@ def test_cohort_json_counts_and_oracle_match_the_files(tiny_cohort, tiny_config,
         assert row["patients"] == len(clinical)
         assert row["events"]["os"] == clinical["os_event"].sum()
         assert row["with_wsi"] == merged["has_wsi"].sum()
+        assert row["first_events"] == merged["first_event"].value_counts().to_dict()
         if clinical["os_event"].sum():
             expected = concordance_index(merged["os_time"], -merged["os_log_hazard"], merged["os_event"])
             assert row["oracle_c"]["os"] == pytest.approx(expected, abs=1e-4)

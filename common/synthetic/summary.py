@@ -1,4 +1,5 @@
-"""Cohort summary: counts, coverage, events, follow-up and the oracle C-index per centre and endpoint.
+"""Cohort summary: counts, coverage, events, first events by cause (dm, lr, death, none), follow-up and
+the oracle C-index per centre and endpoint.
 
 The oracle C-index is Harrell's C of the true log-hazard (lifelines' concordance_index): what a
 model that knew the generating hazard would reach. The clinical-only oracle uses the clinical
@@ -41,6 +42,7 @@ def _summary(rows: pd.DataFrame) -> dict[str, object]:
         "with_wsi": int(rows["has_wsi"].sum()),
         "events": {e: int(rows[f"{e}_event"].fillna(0).sum()) for e in ENDPOINTS},
         "followed": {e: int(rows[f"{e}_event"].notna().sum()) for e in ENDPOINTS},
+        "first_events": {str(cause): int(n) for cause, n in rows["first_event"].value_counts().sort_index().items()},
         "median_follow_up_days": median_follow_up_days(rows),
         "oracle_c": {e: oracle_c(rows, e) for e in ENDPOINTS},
         "clinical_oracle_c": {e: oracle_c(rows, e, "clinical") for e in ENDPOINTS},
