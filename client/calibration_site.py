@@ -4,18 +4,22 @@ On its evaluation patients (a held-out centre: all; a training site: its validat
 endpoint and horizon: the risk-decile calibration curve (patients, mean predicted and
 Kaplan-Meier observed risk per decile), Crowson's calibration intercept and slope with the
 observed and expected event counts, and the decision curve (net benefit of the model and of
-treat-all per threshold). Group-level aggregates only: no patient's risk or time leaves the site.
+treat-all per threshold). An endpoint with a competing event also gets, per horizon, the
+calibration of its crude cumulative incidence against Aalen-Johansen (`incidence`, see
+stsfl.client.incidence_site). Group-level aggregates only: no patient's risk or time leaves the site.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from stsfl.common.baseline_hazard import BaselineHazard
+from stsfl.common.baseline_hazard import BaselineBins, BaselineHazard
 from stsfl.common.calibration import calibration_groups, calibration_intercept_slope, decision_curve
+from stsfl.common.competing_risks import CompetingBaselines
 from stsfl.common.risk_group_km import MIN_GROUP_SIZE
 
 from .baseline_site import SiteRisks
+from .incidence_site import incidence_entry
 
 MIN_PATIENTS = 10  # fewer evaluation patients: no calibration curve
 # Fewer events before the horizon: the Crowson slope and intercept are not estimable (a held-out
@@ -24,9 +28,15 @@ MIN_EVENTS = 10
 DECILES = 10
 
 
-def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], horizons_days: list[float]) -> dict:
+def calibration_reply(
+    risks: SiteRisks,
+    hazards: dict[str, BaselineHazard],
+    horizons_days: list[float],
+    competing: dict[str, CompetingBaselines] | None = None,
+) -> dict:
     """{"endpoints": {name: {"<h>": {"groups", "intercept", "slope", "observed", "expected",
-    "decision"} or {"skipped": reason}}}, "patients": N}."""
+    "decision"[, "incidence"]} or {"skipped": reason}}}, "patients": N}; `competing`: the two
+    cause-specific baselines of the endpoints with a competing event (their `incidence`)."""
     out: dict = {}
     for k, endpoint in enumerate(risks.endpoints):
         if endpoint not in hazards:
@@ -67,6 +77,9 @@ def calibration_reply(risks: SiteRisks, hazards: dict[str, BaselineHazard], hori
                     "treat_all": curve.treat_all.tolist(),
                 },
             }
+            arrays = risks.competing_arrays(k)
+            if competing and endpoint in competing and arrays is not None:
+                per_horizon[key]["incidence"] = incidence_entry(arrays, competing[endpoint], horizon)
         out[endpoint] = per_horizon
     return {"endpoints": out, "patients": int(len(risks.time))}
 
@@ -77,4 +90,16 @@ def skipped_reply(endpoints: list[str], horizons_days: list[float], reason: str)
     return {
         "endpoints": {endpoint: {f"{h:g}": {"skipped": reason} for h in horizons_days} for endpoint in endpoints},
         "patients": 0,
+    }
+
+
+def competing_from_config(hazards: dict[str, BaselineHazard], entries: dict[str, dict]) -> dict[str, CompetingBaselines]:
+    """The query config's competing-event baselines ({endpoint: {"cause", "pooled", "bins"}}) joined
+    with the endpoints' own pooled baselines `hazards` (bins: the intervals of the site outputs)."""
+    return {
+        name: CompetingBaselines(
+            entry["cause"], hazards[name], BaselineHazard.from_dict(entry["pooled"]), None, BaselineBins.from_dict(entry["bins"])
+        )
+        for name, entry in entries.items()
+        if name in hazards
     }

@@ -5,6 +5,8 @@
     sts-client validate --site site.yaml              check (and preprocess) the site data
     sts-client predict --site site.yaml --model MODEL (--patient PID ... | --patients DIR) [--out DIR]
                                                       absolute risks, one HTML page per patient + CSV
+    sts-client recalibrate --site site.yaml --model MODEL [--out DIR]
+                                                      the site's own baselines and slopes, no training
 
 Joining starts a Flower SuperNode for this site and, beside it, the site worker
 (stsfl.client.site_worker: one process that imports torch and prepares the site's data once and
@@ -249,16 +251,39 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         pids=args.patient or None,
         patients_dir=Path(args.patients) if args.patients else None,
         baseline_site=args.baseline_site,
+        recalibration=Path(args.recalibration) if args.recalibration else None,
     )
     for p in predictions:
+        # an endpoint with a competing event: its crude cumulative incidence ("cif")
         risks = "; ".join(
-            f"{ep.name} "
-            + ", ".join(f"{h:g}y {100 * r:.0f}%" for h, r in zip(ep.absolute.horizons_days / 365.25, ep.absolute.risk[0]))
+            f"{ep.name}{' cif' if ep.incidence else ''} "
+            + ", ".join(
+                f"{h:g}y {100 * r:.0f}%"
+                for h, r in zip(ep.absolute.horizons_days / 365.25, (ep.incidence or ep.absolute).risk[0])
+            )
             for ep in p.endpoints
         )
         note = f" (without {', '.join(m.split(':')[0] for m in p.missing)})" if p.missing else ""
         console.print(f"{p.pid}: {risks}{note}", highlight=False)
     console.print(f"pages and predictions.csv in {args.out}")
+    return 0
+
+
+def _cmd_recalibrate(args: argparse.Namespace) -> int:
+    """The site's own baselines and calibration slopes for the model file (see stsfl.client.recalibrate_site)."""
+    from .recalibrate_site import RECALIBRATION_FILE, recalibrate_site
+
+    document = recalibrate_site(Path(args.model), Path(args.site), Path(args.out), folds=args.folds)
+    for endpoint, entry in document["endpoints"].items():
+        parts = [
+            f"{float(h) / 365.25:g}y O/E {c['before']['observed_expected']:.2f} -> {c['after']['observed_expected']:.2f}"
+            for h, c in entry["calibration"].items()
+            if "before" in c
+        ]
+        console.print(
+            f"{endpoint}: slope {entry['slope']:.2f}; " + ("; ".join(parts) or "too few events to judge"), highlight=False
+        )
+    console.print(f"{Path(args.out) / RECALIBRATION_FILE} and recalibration.html written (they stay at this site)")
     return 0
 
 
@@ -312,7 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--baseline-site", help="use this training site's own (stratified) baseline hazard instead of the pooled one"
     )
+    predict.add_argument("--recalibration", help="this site's recalibration.json (sts-client recalibrate)")
     predict.set_defaults(func=_cmd_predict)
+    recal = sub.add_parser("recalibrate", help="fit this site's own baselines and calibration slopes to a model file")
+    recal.add_argument("--site", required=True, help="site YAML (patients with outcomes)")
+    recal.add_argument("--model", required=True, help="model file from `sts-server export`")
+    recal.add_argument("--out", default="recalibration", help="output folder (default: ./recalibration)")
+    recal.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the 'after' figures (default 5)")
+    recal.set_defaults(func=_cmd_recalibrate)
     return parser
 
 

@@ -21,7 +21,7 @@ from stsfl.common.config import ClinicalSchema, ModelPreset, PredictionConfig
 from stsfl.common.model_file import ExportedModel, save_model_file
 from stsfl.common.multimodal import FUSED
 
-from .baseline_site import SiteRisks, baseline_reply
+from .baseline_site import SiteRisks, baseline_reply, competing_map
 from .site_dataset import SiteDataset, site_collate
 from .site_prepare import PreparedSite
 from .trainer import evaluate, make_loader
@@ -44,6 +44,7 @@ def site_risks(
         result.observed,
         result.risks[FUSED],
         prepared.encoder_fingerprint,
+        competing_map(prepared.schema),
     )
     return result.pids, risks
 

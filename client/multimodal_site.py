@@ -180,7 +180,7 @@ class MultimodalSite:
     def outcome_risks(self, model: torch.nn.Module, statistics: dict, validation_only: bool = False):
         """The fused head's log-risks with the outcomes of every usable patient (the baseline hazard;
         a held-out centre's calibration), or of the validation split (a training site's calibration)."""
-        from .baseline_site import SiteRisks
+        from .baseline_site import SiteRisks, competing_map
 
         pids = self.val_pids if validation_only else [p.pid for p in self.prepared.patients]
         result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
@@ -191,6 +191,7 @@ class MultimodalSite:
             result.observed,
             result.risks[FUSED],
             self.prepared.encoder_fingerprint,
+            competing_map(self.schema),
         )
 
     def patient_risks(self, model: torch.nn.Module, statistics: dict, holdout: bool):

@@ -11,6 +11,9 @@ this) and the page says so; an unusable clinical row is an error naming the pati
 Per patient and endpoint: the fused log-risk, risks at the horizons with Poisson-bootstrap
 intervals of the baseline hazard (stsfl.common.absolute_risk), the risk percentile among the
 federation's training patients, Grad-CAM of the MRI branch and the slide's most-attended tiles.
+An endpoint with a competing event (dm, lr: death competes) also gets its crude cumulative
+incidence (stsfl.common.competing_risks), the risk the patient actually faces; 1 - S stays beside
+it as the risk in a world without the competing event.
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ import numpy as np
 import torch
 
 from stsfl.common.absolute_risk import AbsoluteRisk, group_survival, horizons_in_days, predict_absolute
+from stsfl.common.baseline_hazard import BaselineBins, BaselineHazard
 from stsfl.common.batch import MODALITIES, SurvivalBatch
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats
+from stsfl.common.competing_risks import CompetingBaselines, predict_incidence
 from stsfl.common.config import SiteConfig, load_config
 from stsfl.common.console import UserError
 from stsfl.common.model_file import ExportedModel, ModelFileError, load_model_file
 from stsfl.common.multimodal import FUSED, MultimodalCoxNet
 from stsfl.common.risk_histogram import centres, percentile_of, risk_halves
 
+from .recalibration import model_from_entry
 from .site_dataset import SiteDataset, site_collate
 from .site_inventory import site_schema
 from .site_prepare import PreparedSite, prepare_site, site_cache_dir
@@ -42,7 +48,9 @@ N_BOOT = 200  # Poisson-bootstrap draws of the baseline hazard per prediction
 @dataclass
 class EndpointPrediction:
     """One endpoint of one patient: log-risk, absolute risks (one patient's row of AbsoluteRisk),
-    percentile among the training patients, the cohort's low / high-risk mean survival [T]."""
+    percentile among the training patients, the cohort's low / high-risk mean survival [T]; for an
+    endpoint with a competing event, the crude cumulative incidence (`incidence`, its `survival`
+    fields 1 - F) and the competing endpoint's label (`absolute` is then 1 - S: without it)."""
 
     name: str
     label: str
@@ -51,6 +59,8 @@ class EndpointPrediction:
     percentile: float
     cohort_low: np.ndarray
     cohort_high: np.ndarray
+    incidence: AbsoluteRisk | None = None
+    competing_label: str | None = None
 
 
 @dataclass
@@ -128,6 +138,84 @@ def _slide_path(prepared_root: Path, site: SiteConfig, pid: str) -> Path | None:
     return found[0] if found else None
 
 
+def read_recalibration(path: Path, model: ExportedModel) -> dict:
+    """The endpoints of a recalibration.json made for this model file's grid; a clear error otherwise."""
+    import json
+
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        endpoints = document["endpoints"]
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{path}: not a recalibration file of `sts-client recalibrate` ({err})") from None
+    if document.get("grid") != model.baseline["grid"]:
+        raise UserError(
+            f"{path}: made on another time grid than the model file's ({document.get('grid')} vs {model.baseline['grid']})"
+        )
+    unknown = sorted(set(endpoints) - set(model.endpoints))
+    if unknown:
+        raise UserError(f"{path}: endpoints {unknown} are not the model's ({model.endpoints})")
+    return endpoints
+
+
+def _baselines(
+    model: ExportedModel, k: int, log_risk: np.ndarray, baseline_site: str | None, recalibration: dict | None
+) -> tuple[float, BaselineHazard, BaselineBins | None, CompetingBaselines | None, float]:
+    """(log-risk, baseline, bins, competing baselines or None, competing log-risk) of endpoint k: the
+    model file's (pooled, or a training site's), or this site's own recalibration (slopes applied)."""
+    name = model.endpoints[k]
+    entry = (recalibration or {}).get(name)
+    if entry is None:
+        hazard, bins = model.baseline_hazard(name, baseline_site)
+        competing = model.competing_baselines(name, baseline_site)
+        cause = 0.0 if competing is None else float(log_risk[model.endpoints.index(competing.cause)])
+        return float(log_risk[k]), hazard, bins, competing, cause
+    recalibrated = model_from_entry(entry)
+    bins = BaselineBins.from_dict(entry["bins"])
+    if "competing" not in entry:
+        return recalibrated.slope * float(log_risk[k]), recalibrated.hazard, bins, None, 0.0
+    c = entry["competing"]
+    c_bins = BaselineBins.from_dict(c["bins"])
+    competing = CompetingBaselines(c["cause"], recalibrated.hazard, BaselineHazard.from_bins(c_bins), bins, c_bins)
+    cause = float(c["slope"]) * float(log_risk[model.endpoints.index(c["cause"])])
+    return recalibrated.slope * float(log_risk[k]), recalibrated.hazard, bins, competing, cause
+
+
+def endpoint_prediction(
+    model: ExportedModel,
+    k: int,
+    log_risk: np.ndarray,
+    baseline_site: str | None,
+    horizons: np.ndarray,
+    times: np.ndarray,
+    seed: int,
+    recalibration: dict | None = None,
+) -> EndpointPrediction:
+    """Endpoint k of one patient with log-risks [K]: 1 - S, and the crude cumulative incidence when
+    the endpoint has a competing event and the model file (or the recalibration) carries its baseline.
+    The percentile and the cohort's reference curves stay those of the federation's training patients."""
+    endpoint = model.schema.endpoints[k]
+    eta, hazard, bins, competing, eta_cause = _baselines(model, k, log_risk, baseline_site, recalibration)
+    absolute = predict_absolute(np.array([eta]), hazard, horizons, bins=bins, times=times, n_boot=N_BOOT, seed=seed)
+    histogram = model.risk_histogram(endpoint.name)
+    low, high = risk_halves(histogram)
+    pooled, _ = model.baseline_hazard(endpoint.name, baseline_site)
+    prediction = EndpointPrediction(
+        endpoint.name,
+        endpoint.label,
+        float(log_risk[k]),
+        absolute,
+        percentile_of(float(log_risk[k]), histogram),
+        group_survival(pooled, centres(), low, times),
+        group_survival(pooled, centres(), high, times),
+    )
+    if competing is not None:
+        prediction.incidence = predict_incidence(
+            np.array([eta]), np.array([eta_cause]), competing, horizons, times=times, n_boot=N_BOOT, seed=seed
+        )
+        prediction.competing_label = model.schema.endpoints[model.endpoints.index(competing.cause)].label
+    return prediction
+
+
 def predict_patients(
     model_file: Path,
     site_yaml: Path,
@@ -136,8 +224,11 @@ def predict_patients(
     patients_dir: Path | None = None,
     baseline_site: str | None = None,
     seed: int = 0,
+    recalibration: Path | None = None,
 ) -> list[PatientPrediction]:
-    """Predict, write one HTML page per patient and predictions.csv into `out_dir`; returns the predictions."""
+    """Predict, write one HTML page per patient and predictions.csv into `out_dir`; returns the
+    predictions. `recalibration`: this site's recalibration.json (`sts-client recalibrate`), whose
+    baselines and slopes replace the model file's."""
     from .gradcam import cached_tumour_masks, mri_gradcam, save_overlay
     from .patient_report import save_attended_tiles, save_survival_figure, write_csv, write_patient_page
 
@@ -150,6 +241,7 @@ def predict_patients(
     if not pids:
         raise UserError(f"{target.root_dir(target_yaml)}: no patient to predict")
     net = build_network(model)
+    recalibrated = read_recalibration(recalibration, model) if recalibration else None
     dataset = SiteDataset(prepared, GlobalClinicalStats.from_dict(model.statistics), pids=pids, seed=seed)
     collate = site_collate(model.preset)
     horizons = horizons_in_days(model.horizons_years)
@@ -165,23 +257,10 @@ def predict_patients(
             log_risk = net(batch)[FUSED][0].numpy()
         present = batch.modality_present[0].tolist()
         used, missing, warnings = _patient_notes(prepared, pid, present)
-        endpoints = []
-        for k, endpoint in enumerate(model.schema.endpoints):
-            hazard, bins = model.baseline_hazard(endpoint.name, baseline_site)
-            absolute = predict_absolute(log_risk[k : k + 1], hazard, horizons, bins=bins, times=times, n_boot=N_BOOT, seed=seed)
-            histogram = model.risk_histogram(endpoint.name)
-            low, high = risk_halves(histogram)
-            endpoints.append(
-                EndpointPrediction(
-                    endpoint.name,
-                    endpoint.label,
-                    float(log_risk[k]),
-                    absolute,
-                    percentile_of(float(log_risk[k]), histogram),
-                    group_survival(hazard, centres(), low, times),
-                    group_survival(hazard, centres(), high, times),
-                )
-            )
+        endpoints = [
+            endpoint_prediction(model, k, log_risk, baseline_site, horizons, times, seed, recalibrated)
+            for k in range(len(model.endpoints))
+        ]
         prediction = PatientPrediction(pid, used, missing, warnings, endpoints)
         prediction.figures["survival"] = save_survival_figure(prediction, out_dir / f"{pid}_survival.png")
         if present[0] and "mri" in model.modalities:

@@ -22,6 +22,7 @@ import numpy as np
 
 from stsfl.common.absolute_risk import predict_absolute
 from stsfl.common.baseline_hazard import DAYS_PER_YEAR, BaselineBins, BaselineHazard
+from stsfl.common.competing_risks import CompetingBaselines, predict_incidence
 
 from .predict import N_BOOT
 
@@ -48,6 +49,37 @@ def horizon_label(days: float) -> str:
     return f"{days / DAYS_PER_YEAR:.3g}y"
 
 
+def _incidence_columns(
+    risks: PatientRisks,
+    k: int,
+    entry: dict,
+    hazard: BaselineHazard,
+    bins: BaselineBins | None,
+    horizons: Sequence[float],
+    seed: int,
+) -> tuple[list[str], list[np.ndarray]]:
+    """`<e>_cif_<h>y` with `_low`, `_high` of endpoint k, whose competing event's pooled baseline is `entry`."""
+    endpoint, cause = risks.endpoints[k], risks.endpoints.index(entry["cause"])
+    baselines = CompetingBaselines(
+        entry["cause"], hazard, BaselineHazard.from_dict(entry["pooled"]), bins, BaselineBins.from_dict(entry["bins"])
+    )
+    incidence = predict_incidence(
+        risks.log_risk[:, k],
+        risks.log_risk[:, cause],
+        baselines,
+        horizons,
+        times=np.asarray(horizons, float),
+        n_boot=N_BOOT,
+        seed=seed,
+    )
+    header, columns = [], []
+    for j, days in enumerate(horizons):
+        name = f"{endpoint}_cif_{horizon_label(days)}"
+        header += [name, f"{name}_low", f"{name}_high"]
+        columns += [incidence.risk[:, j], incidence.risk_low[:, j], incidence.risk_high[:, j]]
+    return header, columns
+
+
 def write_risk_scores(
     path: Path,
     risks: PatientRisks,
@@ -55,11 +87,15 @@ def write_risk_scores(
     bins: dict[str, dict],
     horizons_days: Sequence[float],
     seed: int = 0,
+    competing: dict[str, dict] | None = None,
 ) -> int:
     """risk_scores.csv: pid, split, modalities, then per endpoint `<e>_log_risk` and, where the
     pooled baseline hazard of the endpoint is known (`hazards`: BaselineHazard dicts), the absolute
-    risk `<e>_risk_<h>y` at each horizon with its 95 % Poisson-bootstrap interval (`_low`, `_high`)
-    from the pooled bins. Written atomically; returns the number of patients."""
+    risk `<e>_risk_<h>y` (1 - S: for an endpoint with a competing event, the risk in a world without
+    it) at each horizon with its 95 % Poisson-bootstrap interval (`_low`, `_high`) from the pooled
+    bins; for an endpoint whose competing event's pooled baseline is in `competing` ({endpoint:
+    {"cause", "pooled", "bins"}}), the crude cumulative incidence `<e>_cif_<h>y` likewise.
+    Written atomically; returns the number of patients."""
     header = ["pid", "split", "modalities"]
     columns: list[Sequence] = [risks.pids, risks.splits, risks.modalities]
     for k, endpoint in enumerate(risks.endpoints):
@@ -82,6 +118,10 @@ def write_risk_scores(
             name = f"{endpoint}_risk_{horizon_label(days)}"
             header += [name, f"{name}_low", f"{name}_high"]
             columns += [absolute.risk[:, j], absolute.risk_low[:, j], absolute.risk_high[:, j]]
+        if competing and endpoint in competing:
+            hazard = BaselineHazard.from_dict(hazards[endpoint])
+            more = _incidence_columns(risks, k, competing[endpoint], hazard, pooled_bins, horizons_days, seed)
+            header, columns = header + more[0], columns + more[1]
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)

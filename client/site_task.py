@@ -25,6 +25,7 @@ from stsfl.common.fed_protocol import (
     BASELINE_BINS,
     BASELINE_GRID,
     CLINICAL_BETA,
+    COMPETING_BASELINE,
     HORIZONS,
     NUM_EVENTS,
     NUM_PATIENTS,
@@ -271,16 +272,17 @@ class SiteTask:
         (held-out centre: all; training site: validation split), see calibration_site."""
         from stsfl.common.baseline_hazard import BaselineHazard
 
-        from .calibration_site import calibration_reply, skipped_reply
+        from .calibration_site import calibration_reply, competing_from_config, skipped_reply
 
         holdout = self.name in from_json(str(cfg.get("holdout-sites", "[]")))
         hazards = {name: BaselineHazard.from_dict(h) for name, h in from_json(str(cfg[BASELINE])).items()}
+        competing = competing_from_config(hazards, from_json(str(cfg.get(COMPETING_BASELINE, "{}"))))
         if not holdout and float(cfg.get("validation-fraction", 0.2)) == 0.0:
             return skipped_reply(list(hazards), from_json(str(cfg[HORIZONS])), "no validation split (validation_fraction: 0)")
         impl = self._impl(cfg)
         model, statistics = self._eval_model(impl, arrays, cfg)
         risks = impl.outcome_risks(model, statistics, validation_only=not holdout)
-        return calibration_reply(risks, hazards, from_json(str(cfg[HORIZONS])))
+        return calibration_reply(risks, hazards, from_json(str(cfg[HORIZONS])), competing)
 
     def site_outputs(self, arrays: ArrayRecord, cfg: ConfigRecord) -> dict[str, int]:
         """Write this site's own outputs of the run at the site (stsfl.client.site_outputs) under
@@ -299,6 +301,12 @@ class SiteTask:
         risks = impl.patient_risks(model, statistics, holdout)
         hazards, bins = from_json(str(cfg.get(BASELINE, "{}"))), from_json(str(cfg.get(BASELINE_BINS, "{}")))
         patients = write_risk_scores(
-            folder / RISK_SCORES, risks, hazards, bins, from_json(str(cfg.get(HORIZONS, "[]"))), seed=int(cfg.get("run-seed", 0))
+            folder / RISK_SCORES,
+            risks,
+            hazards,
+            bins,
+            from_json(str(cfg.get(HORIZONS, "[]"))),
+            seed=int(cfg.get("run-seed", 0)),
+            competing=from_json(str(cfg.get(COMPETING_BASELINE, "{}"))),
         )
         return {"patients": patients, **impl.write_site_documents(model, statistics, folder, federation)}

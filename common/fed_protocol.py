@@ -44,6 +44,9 @@ BASELINE_GRID = "baseline-grid"  # baseline query config: {"bin_days", "max_days
 CALIBRATION = "calibration"  # calibration reply: per endpoint and horizon, decile curves and counts, as JSON
 HORIZONS = "horizons"  # calibration query config: horizons in days as JSON (and BASELINE: pooled baselines)
 BASELINE_BINS = "baseline-bins"  # site-outputs query config: the pooled bins per endpoint (risk intervals), as JSON
+# calibration and site-outputs query config: per endpoint with a competing event, {"cause", "pooled", "bins"}
+# of the competing event's pooled cause-specific baseline (crude cumulative incidence), as JSON
+COMPETING_BASELINE = "competing-baseline"
 
 CLINICAL_BETA = "clinical-beta"  # clinical Cox query config: coefficients [K][D] as JSON
 CLINICAL_COX = "clinical-cox"  # its reply: per endpoint score, information, events, log-likelihood, as JSON

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .baseline_hazard import BaselineBins, BaselineHazard
+from .competing_risks import CompetingBaselines
 from .config import ClinicalSchema, ModelPreset
 from .console import UserError
 
@@ -73,6 +74,21 @@ class ExportedModel:
             raise ModelFileError(f"no baseline hazard for site {site!r} in the model file; per-site baselines: {carried}")
         bins = BaselineBins.from_dict(entry["per_site_bins"][site])
         return BaselineHazard.from_bins(bins), bins
+
+    def competing_baselines(self, endpoint: str, site: str | None = None) -> CompetingBaselines | None:
+        """The cause-specific baselines of `endpoint` and of its competing event (pooled, or a training
+        site's own), or None: the endpoint has no competing event, or the file predates them."""
+        entry = self.baseline["endpoints"][endpoint].get("competing")
+        if entry is None:
+            return None
+        event, event_bins = self.baseline_hazard(endpoint, site)
+        if site is None:
+            bins = BaselineBins.from_dict(entry["bins"])
+        elif site in entry.get("per_site_bins", {}):
+            bins = BaselineBins.from_dict(entry["per_site_bins"][site])
+        else:
+            raise ModelFileError(f"no competing-event baseline of {endpoint} for site {site!r} in the model file")
+        return CompetingBaselines(entry["cause"], event, BaselineHazard.from_bins(bins), event_bins, bins)
 
     def risk_histogram(self, endpoint: str) -> np.ndarray:
         return np.asarray(self.baseline["endpoints"][endpoint]["risk_histogram"], float)

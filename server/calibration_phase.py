@@ -1,10 +1,13 @@
 """The calibration phase after the baseline phase: every site scores the selected model's absolute
 risks on its evaluation patients (stsfl.client.calibration_site) and returns curves and counts.
 
-The server writes `<results>/calibration.json` ({site: reply}, horizons in days) and, per
+The server writes `<results>/calibration.json` ({site: reply}, horizons in days, and the pooled
+calibration of crude cumulative incidences: stsfl.server.incidence_summary) and, per
 endpoint, `calibration_<endpoint>.png` (predicted vs Kaplan-Meier observed risk by decile, one
 panel per horizon, one colour per site, held-out centres marked) and `decision_<endpoint>.png`
-(net benefit vs threshold per site at each horizon, with treat-all and treat-none).
+(net benefit vs threshold per site at each horizon, with treat-all and treat-none), and for an
+endpoint with a competing event `calibration_<endpoint>_incidence.png` (predicted crude cumulative
+incidence vs Aalen-Johansen) and `decision_<endpoint>_incidence.png` (net benefit on the incidence).
 """
 
 from __future__ import annotations
@@ -17,16 +20,25 @@ import numpy as np
 
 from stsfl.common.absolute_risk import horizons_in_days
 from stsfl.common.config import FederationConfig
-from stsfl.common.fed_protocol import BASELINE, HORIZONS, to_json
+from stsfl.common.fed_protocol import BASELINE, COMPETING_BASELINE, HORIZONS, to_json
 from stsfl.common.figures import pyplot, save_png
+
+from .incidence_summary import plot_incidence, pooled_incidence
 
 CALIBRATION_FILE = "calibration.json"
 
 
 def calibration_query_config(fed: FederationConfig, baseline: dict[str, Any]) -> dict[str, str]:
-    """Entries added to the config of the calibration query: the pooled baselines and the horizons."""
+    """Entries added to the config of the calibration query: the pooled baselines, the horizons and,
+    for endpoints with a competing event, the competing event's pooled baseline with its bins."""
     pooled = {name: entry["pooled"] for name, entry in baseline["endpoints"].items()}
-    return {BASELINE: to_json(pooled), HORIZONS: to_json(horizons_in_days(fed.prediction.horizons_years).tolist())}
+    competing = {
+        name: {k: entry["competing"][k] for k in ("cause", "pooled", "bins")}
+        for name, entry in baseline["endpoints"].items()
+        if "competing" in entry
+    }
+    config = {BASELINE: to_json(pooled), HORIZONS: to_json(horizons_in_days(fed.prediction.horizons_years).tolist())}
+    return config | ({COMPETING_BASELINE: to_json(competing)} if competing else {})
 
 
 def _label(site: str, fed: FederationConfig) -> str:
@@ -76,13 +88,17 @@ def write_calibration(results_dir: Path, replies: dict[str, dict], fed: Federati
         "horizons_days": horizons_in_days(fed.prediction.horizons_years).tolist(),
         "holdout": fed.holdout,
         "sites": replies,
+        "pooled_incidence": pooled_incidence(replies, fed.holdout),
     }
     tmp = root / f".{CALIBRATION_FILE}.tmp"
     tmp.write_text(json.dumps(document) + "\n", encoding="utf-8")
     tmp.replace(root / CALIBRATION_FILE)
     endpoints = sorted({e for r in replies.values() for e in r["endpoints"]})
+    horizons = horizons_in_days(fed.prediction.horizons_years).tolist()
     for endpoint in endpoints:
         plot_site_curves(replies, fed, endpoint, root)
+        for kind in ("calibration", "decision"):
+            plot_incidence(replies, fed.holdout, endpoint, horizons, root / f"{kind}_{endpoint}_incidence.png", kind)
     middle = f"{horizons_in_days(fed.prediction.horizons_years)[len(fed.prediction.horizons_years) // 2]:g}"
     return {
         site: {

@@ -32,12 +32,16 @@ def _read(results: Path, name: str) -> Path:
 
 def without_site_baselines(baseline: dict) -> dict:
     """The baseline document without the per-site bins and baselines: the model file goes to every
-    site, and one site's monthly event counts are not another site's business."""
-    endpoints = {
-        name: {k: v for k, v in entry.items() if k not in ("per_site", "per_site_bins")}
-        for name, entry in baseline["endpoints"].items()
-    }
-    return {**baseline, "endpoints": endpoints}
+    site, and one site's monthly event counts are not another site's business (nor its counts of
+    competing events: the `competing` entries lose theirs too)."""
+
+    def pooled_only(entry: dict) -> dict:
+        kept = {k: v for k, v in entry.items() if k not in ("per_site", "per_site_bins")}
+        if "competing" in kept:
+            kept["competing"] = pooled_only(kept["competing"])
+        return kept
+
+    return {**baseline, "endpoints": {name: pooled_only(entry) for name, entry in baseline["endpoints"].items()}}
 
 
 def export_from_results(results_dir: Path, out: Path, site_baselines: bool = False) -> Path:

@@ -290,6 +290,23 @@ def calibration_section(run: RunResults) -> Section:
                 ["site", "role", "endpoint", "horizon (years)", "observed events", "expected events", "intercept", "slope"], table
             )
         )
+    incidence = [r for r in rows if "observed" in r.get("incidence", {})]
+    if incidence:
+        body.append(
+            _p(
+                "Endpoints with a competing event (death): the crude cumulative incidence the model reports, against "
+                "the Aalen-Johansen observed incidence (O/E and the pseudo-value calibration slope), next to the "
+                "same figures of 1 - S, the risk in a world without the competing event."
+            )
+        )
+        table = [
+            [_fmt(r["site"]), _fmt(r["role"]), _fmt(r["endpoint"]), f"{r['years']:g}"]
+            + [f"{r['incidence']['observed']:.3f}", f"{r['incidence']['expected']:.3f}"]
+            + [f"{f['observed_expected']:.2f} / {f['slope']:.2f}" for f in (r["incidence"], r["incidence"]["without_competing"])]
+            for r in incidence
+        ]
+        headers = ["site", "role", "endpoint", "horizon (years)", "observed incidence", "predicted incidence"]
+        body.append(_table(headers + ["O/E / slope, incidence", "O/E / slope, 1 - S"], table))
     return Section("Calibration", body, pngs)
 
 

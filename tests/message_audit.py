@@ -28,10 +28,12 @@ from inprocess_grid import InProcessGrid
 from stsfl.client.linear_cox_site import LinearCoxSite, read_table
 from stsfl.client.site_task import SiteTask
 from stsfl.common.baseline_hazard import BaselineHazard, time_grid
+from stsfl.common.competing_risks import cumulative_incidence
 from stsfl.common.fed_protocol import (
     ARRAYS,
     BASELINE,
     BASELINE_GRID,
+    COMPETING_BASELINE,
     CONFIG,
     HORIZONS,
     MODEL_PREFIX,
@@ -228,6 +230,21 @@ class MessageAudit:
                 found(where, f"{value!r} is a patient's (log-, relative or absolute) risk")
 
 
+def incidences(risks, cfg, horizons: list[float]) -> list[np.ndarray]:
+    """Every patient's crude cumulative incidence at the horizons of each endpoint whose competing
+    event's baseline the config carries (the calibration and site-outputs queries)."""
+    if COMPETING_BASELINE not in cfg or BASELINE not in cfg or not horizons:
+        return []
+    own = {n: BaselineHazard.from_dict(h) for n, h in from_json(str(cfg[BASELINE])).items()}
+    out = []
+    for name, entry in from_json(str(cfg[COMPETING_BASELINE])).items():
+        k, c = risks.endpoints.index(name), risks.endpoints.index(entry["cause"])
+        competing = BaselineHazard.from_dict(entry["pooled"])
+        eta = np.nan_to_num(risks.log_risk.astype(float))
+        out.append(cumulative_incidence(eta[:, k], eta[:, c], own[name], competing, np.array(horizons, float)).reshape(-1))
+    return out
+
+
 def per_patient_risks(task: SiteTask, impl, sent: Message, reply: Message) -> np.ndarray:
     """Sorted log-risks, exp(log-risks) and absolute risks at the requested horizons of every patient
     of the site under every model in the message and the reply (empty for the statistics query)."""
@@ -248,7 +265,9 @@ def per_patient_risks(task: SiteTask, impl, sent: Message, reply: Message) -> np
         model = impl.build_model(statistics, 0)
         load_arrays(model, arrays)
         model.eval()
-        eta = impl.outcome_risks(model, statistics).log_risk.astype(float)
+        risks = impl.outcome_risks(model, statistics)
+        out += incidences(risks, cfg, horizons)
+        eta = risks.log_risk.astype(float)
         if isinstance(impl, LinearCoxSite) and len(impl.test):
             with torch.no_grad():
                 eta = np.concatenate([eta.reshape(-1), model(impl._standardise(impl.test, statistics)).reshape(-1).numpy()])

@@ -112,6 +112,8 @@ COLUMNS = [
     "os_event",
     "dm_time",
     "dm_event",
+    "lr_time",
+    "lr_event",
 ]
 
 
@@ -134,6 +136,8 @@ def clinical_row(pid: str, seed: int) -> dict[str, str]:
         "os_event": str((seed + 1) % 2),
         "dm_time": str(150 + 40 * seed),
         "dm_event": str(seed % 2),
+        "lr_time": str(120 + 30 * seed),
+        "lr_event": str(int(seed % 3 == 1)),
     }
 
 

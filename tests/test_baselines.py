@@ -56,7 +56,7 @@ def test_baselines_command_pooled(two_sites, tmp_path, capsys):
         )
     assert done.value.code == 0
     report = json.loads(out.read_text())
-    assert report["endpoints"] == ["os", "dm"] and report["n_test"] >= 2
+    assert report["endpoints"] == ["os", "dm", "lr"] and report["n_test"] >= 2
     assert set(report["models"]) == {"cox_sarculator", "cox_clinical", "rsf_clinical", "mmnn_unblended", "mmnn_blended"}
     assert set(report["blended_minus"]) == {"cox_clinical", "mmnn_unblended"}
     for model in report["models"].values():

@@ -29,7 +29,7 @@ def test_good_table_reads_every_row(tmp_path):
     assert sorted(table.records) == ["p0", "p1", "p2", "p3"] and problems == []
     rec = table.records["p1"]
     assert rec.values["sex"] == "male" and rec.values["neoadjuvant_chemo"] == 1.0
-    assert rec.time == [250.0, 190.0] and rec.event == [0.0, 1.0] and rec.observed == [True, True]
+    assert rec.time == [250.0, 190.0, 150.0] and rec.event == [0.0, 1.0, 1.0] and rec.observed == [True, True, True]
 
 
 def test_missing_required_column_names_the_column(tmp_path):
@@ -85,7 +85,7 @@ def test_missing_cells_are_data_and_categories_ignore_case(tmp_path):
     rec = table.records["p0"]
     assert problems == []
     assert rec.values["age"] is None and rec.values["sex"] is None and rec.values["depth"] == "deep"
-    assert rec.observed == [True, False]
+    assert rec.observed == [True, False, True]
 
 
 def test_feature_layout_is_fixed_by_schema():

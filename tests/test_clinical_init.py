@@ -86,6 +86,8 @@ def _clinical_site(root, name: str, n: int, seed: int):
                 "os_event": str(int(t <= c)),
                 "dm_time": f"{c:.0f}",
                 "dm_event": "0",
+                "lr_time": f"{c:.0f}",
+                "lr_event": "0",
             }
         )
     folder = root / name

@@ -18,6 +18,7 @@ from stsfl.common.config import (
     load_preset,
     load_schema,
 )
+from stsfl.common.config.schema import schema_differences
 
 
 def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
@@ -26,10 +27,12 @@ def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
     return path
 
 
-def test_bundled_schema_has_the_eleven_mmnn_variables_and_two_endpoints():
+def test_bundled_schema_has_the_eleven_mmnn_variables_and_three_endpoints():
     schema = load_schema()
     assert len(schema.variables) == 11
-    assert schema.endpoint_names == ["os", "dm"]
+    assert schema.endpoint_names == ["os", "dm", "lr"]
+    # death competes with distant metastasis and local recurrence, nothing competes with death
+    assert [schema.competing_of(e) for e in schema.endpoint_names] == [None, "os", "os"]
     assert sorted(v.name for v in schema.variables if v.sarculator) == ["age", "grade", "histology", "tumour_size"]
 
 
@@ -109,3 +112,22 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert f"{path}: strategy: expected 'fedavg'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "competing, message",
+    [(["pfs"], "must name other endpoints"), (["dm"], "must name other endpoints"), (["os", "os"], "one competing")],
+)
+def test_a_competing_endpoint_must_be_another_endpoint_of_the_schema(competing, message):
+    data = load_schema().model_dump(mode="json")
+    data["endpoints"][1]["competing"] = competing
+    with pytest.raises(ValueError, match=message):
+        ClinicalSchema.model_validate(data)
+
+
+def test_declaring_a_competing_event_changes_the_schema_fingerprint_of_that_endpoint_only():
+    schema = load_schema()
+    data = schema.model_dump(mode="json")
+    data["endpoints"][1]["competing"] = []
+    other = ClinicalSchema.model_validate(data)
+    assert schema_differences(schema.fingerprint(), other.fingerprint()) == ["dm_event (defined differently)"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from site_builder import COLUMNS, clinical_row, make_site, write_csv
@@ -26,6 +27,18 @@ from stsfl.common.multimodal import MultimodalCoxNet
 PRESET = without_n4(load_preset("cpu-small"))
 
 
+def followed(i: int) -> dict[str, str]:
+    """Patient i's outcomes: os and dm over 7 years; p2 and p4 die without metastasis (dm censored on
+    the day of death: the competing event), local recurrence of p0 and p2 before 1 and 5 years."""
+    os_time, dm_time = 100 + 600 * i, 80 + 500 * i
+    return {
+        "os_time": str(os_time),
+        "dm_time": str(os_time if i in (2, 4) else dm_time),
+        "lr_time": str(dm_time),
+        "lr_event": str(int(i in (0, 2))),
+    }
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
@@ -35,7 +48,7 @@ def exported(tmp_path_factory):
     # follow-up over 7 years, events before 1 year and between 1 and 5 years
     write_csv(
         root / "site" / "clinical.csv",
-        [clinical_row(f"p{i}", i) | {"os_time": str(100 + 600 * i), "dm_time": str(80 + 500 * i)} for i in range(8)],
+        [clinical_row(f"p{i}", i) | followed(i) for i in range(8)],
     )
     schema = load_schema()
     prepared = prepare_site(load_config(site_yaml, SiteConfig), site_yaml, PRESET, schema=schema, progress=False)
@@ -59,6 +72,14 @@ def test_site_patient_gets_a_page_with_its_risks_and_a_csv(exported):
     assert page.count("data:image/png;base64,") == 3  # survival curves, Grad-CAM, attended tiles
     rows = list(csv.DictReader(open(root / "out_site" / "predictions.csv")))
     assert rows[0]["patient_id"] == "p0" and abs(float(rows[0]["os_risk_3y"]) - p.endpoints[0].absolute.risk[0, 1]) < 1e-4
+    # dm and lr compete with death: crude cumulative incidence first, 1 - S beside it under its own name
+    os_, dm, lr = p.endpoints
+    assert os_.incidence is None and dm.incidence is not None and lr.incidence is not None
+    assert np.all(dm.incidence.risk <= dm.absolute.risk + 1e-12) and dm.incidence.risk[0, 2] < dm.absolute.risk[0, 2] - 1e-4
+    assert "dm_cif_5y" in rows[0] and abs(float(rows[0]["dm_cif_5y"]) - dm.incidence.risk[0, 2]) < 1e-4
+    assert "os_cif_5y" not in rows[0]
+    assert "crude cumulative incidence (competing event: overall survival)" in page and "world without the competing" in page
+    assert f"{100 * dm.incidence.risk[0, 2]:.1f}%" in page
 
 
 def test_new_patient_with_a_corrupt_slide_is_predicted_without_it(exported):
@@ -102,6 +123,30 @@ def test_cli_names_an_unknown_patient(exported, capsys):
         )
     assert done.value.code == 2
     assert "patient nobody cannot be predicted" in capsys.readouterr().err
+
+
+def test_cli_recalibrates_at_the_site_and_predict_uses_it(exported, capsys):
+    import json
+
+    root, site_yaml, model_path = exported
+    out = root / "recal"
+    with pytest.raises(SystemExit) as done:
+        client_main(["recalibrate", "--site", str(site_yaml), "--model", str(model_path), "--out", str(out), "--folds", "2"])
+    assert done.value.code == 0, capsys.readouterr().err
+    document = json.loads((out / "recalibration.json").read_text())
+    assert set(document["endpoints"]) == {"os", "dm", "lr"} and document["endpoints"]["dm"]["competing"]["cause"] == "os"
+    # 8 patients: too few events to judge calibration, which the report says instead of numbers
+    assert "events before the horizon" in document["endpoints"]["os"]["calibration"]["365.25"]["skipped"]
+    assert "Recalibration at test_site" in (out / "recalibration.html").read_text()
+    assert "recalibration.json and recalibration.html written" in capsys.readouterr().err
+    [pooled] = predict_patients(model_path, site_yaml, root / "out_pooled", pids=["p3"])
+    [own] = predict_patients(model_path, site_yaml, root / "out_recal", pids=["p3"], recalibration=out / "recalibration.json")
+    assert own.endpoints[1].log_risk == pooled.endpoints[1].log_risk  # the same network
+    assert not np.allclose(own.endpoints[1].incidence.risk, pooled.endpoints[1].incidence.risk)
+    document["grid"]["bin_days"] = 7
+    (out / "weekly.json").write_text(json.dumps(document))
+    with pytest.raises(UserError, match="another time grid"):
+        predict_patients(model_path, site_yaml, root / "out_bad", pids=["p3"], recalibration=out / "weekly.json")
 
 
 def test_server_export_of_a_results_folder_gives_the_same_model(exported, tmp_path):

@@ -188,13 +188,16 @@ def test_labels_say_what_a_held_out_centre_counted_and_few_events_give_no_estima
     assert next(r for r in cohort_rows(run) if r["site"] == "site_a")["counted"] == "training split"
     horizon = {"skipped": "3 events before the horizon (< 10): too few to estimate calibration"}
     fit = {"intercept": 0.05, "slope": 0.91, "observed": 31.0, "expected": 29.4, "groups": {}, "decision": {}}
+    incidence = {"observed": 0.21, "expected": 0.23, "observed_expected": 0.913, "slope": 0.88, "intercept": -0.1}
+    without = {"observed": 0.21, "expected": 0.3, "observed_expected": 0.7, "slope": 0.8, "intercept": -0.4}
+    dm = fit | {"incidence": incidence | {"without_competing": without}}
     (results / "calibration.json").write_text(
         json.dumps(
             {
                 "holdout": [HOLDOUT],
                 "sites": {
                     HOLDOUT: {"patients": 40, "endpoints": {"os": {"1095.75": horizon}}},
-                    "site_a": {"patients": 90, "endpoints": {"os": {"1095.75": fit}}},
+                    "site_a": {"patients": 90, "endpoints": {"os": {"1095.75": fit}, "dm": {"1095.75": dm}}},
                 },
             }
         )
@@ -203,3 +206,5 @@ def test_labels_say_what_a_held_out_centre_counted_and_few_events_give_no_estima
     assert "patients (training split)" not in page and "<th>counted over</th>" in page
     assert "not estimated: 3 events before the horizon (&lt; 10): too few to estimate calibration" in page
     assert "<td>+0.05</td><td>0.91</td>" in page
+    # dm competes with death: its crude incidence's O/E and slope beside those of 1 - S
+    assert "<td>0.210</td><td>0.230</td><td>0.91 / 0.88</td><td>0.70 / 0.80</td>" in page

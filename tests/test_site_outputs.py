@@ -5,6 +5,7 @@ on its side; only counts come back to the server."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -59,6 +60,11 @@ def test_sites_write_their_outputs_and_send_counts_only(sites, tmp_path, server_
     grid = InProcessGrid(sites)
     results = tmp_path / "results"
     summary = run_in_process(grid, config, results)
+    # the baseline phase combined the training sites' bins of death before dm and before lr (OS log-risk)
+    baseline = json.loads((results / "baseline_hazard.json").read_text())
+    assert [baseline["endpoints"][e].get("competing", {}).get("cause") for e in ("os", "dm", "lr")] == [None, "os", "os"]
+    assert set(baseline["endpoints"]["dm"]["competing"]["per_site_bins"]) == {"a", "b"}  # not the held-out centre
+    assert "pooled_incidence" in json.loads((results / "calibration.json").read_text())
     assert grid.sent[-3:] == [MSG_SITE_OUTPUTS] * 3, "one site-outputs query per site, after the prediction phases"
 
     folders = {
@@ -89,6 +95,12 @@ def test_sites_write_their_outputs_and_send_counts_only(sites, tmp_path, server_
                 for y in (1, 3, 5):
                     low, mid, high = (float(r[f"{endpoint}_risk_{y}y{s}"]) for s in ("_low", "", "_high"))
                     assert low <= mid + 1e-9 and mid <= high + 1e-9
+            # death competes with dm and lr: their crude cumulative incidence never exceeds 1 - S
+            assert ("os_cif_5y" in r) is False
+            for endpoint in ("dm", "lr"):
+                for y in (1, 3, 5):
+                    low, mid, high = (float(r[f"{endpoint}_cif_{y}y{s}"]) for s in ("_low", "", "_high"))
+                    assert 0.0 <= low <= mid + 1e-9 <= high + 2e-9 and mid <= float(r[f"{endpoint}_risk_{y}y"]) + 1e-9
         assert {p.name for p in (folder / "gradcam").iterdir()} == {f"{pid}_gradcam.png" for pid in with_mri[site]}
         assert "usable patients" in (folder / "validation_report.html").read_text(encoding="utf-8")
         assert "the site can train" in (folder / "validation_report.txt").read_text(encoding="utf-8")

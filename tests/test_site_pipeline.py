@@ -94,7 +94,7 @@ def test_samples_carry_missing_modalities_and_endpoints_as_data(messy):
     s0, s1, s2, s6 = (ds[i] for i in range(4))
     assert s0.mri.shape == (2, *PRESET.mri.input_size) and s0.wsi.shape[1] == PRESET.wsi.embed_dim
     assert s1.mri is not None and s1.wsi is None
-    assert s2.endpoint_observed.tolist() == [True, False] and s2.time[1] == 0 and s2.event[1] == 0
+    assert s2.endpoint_observed.tolist() == [True, False, True] and s2.time[1] == 0 and s2.event[1] == 0
     assert s6.mri is None and s6.wsi is None
     assert s0.clinical.shape == (clinical_dim(prepared.schema),)
     batch = site_collate(PRESET)([s0, s1, s2, s6])

@@ -168,7 +168,7 @@ def test_a_different_seed_gives_different_patients(tmp_path, tiny_cohort, tiny_c
 # --- the known hazard --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("endpoint", ["os", "dm"])
+@pytest.mark.parametrize("endpoint", ["os", "dm", "lr"])
 def test_oracle_c_is_well_above_chance_and_images_add_to_clinical(many_records, endpoint):
     full, clinical = oracle_c(many_records, endpoint), oracle_c(many_records, endpoint, "clinical")
     assert 0.72 < full < 0.9
@@ -177,12 +177,35 @@ def test_oracle_c_is_well_above_chance_and_images_add_to_clinical(many_records, 
         assert oracle_c(rows, endpoint) > 0.68
 
 
-@pytest.mark.parametrize("endpoint, tolerance", [("os", 0.1), ("dm", 0.15)])
+@pytest.mark.parametrize("endpoint, tolerance", [("os", 0.1), ("dm", 0.15), ("lr", 0.15)])
 def test_cox_model_on_the_true_log_hazard_reaches_the_oracle_with_unit_coefficient(many_records, endpoint, tolerance):
     data = many_records[[f"{endpoint}_log_hazard", f"{endpoint}_time", f"{endpoint}_event"]].dropna()
     cox = CoxPHFitter().fit(data, duration_col=f"{endpoint}_time", event_col=f"{endpoint}_event")
     assert cox.params_.iloc[0] == pytest.approx(1.0, abs=tolerance)
     assert cox.concordance_index_ == pytest.approx(oracle_c(many_records, endpoint), abs=1e-3)
+
+
+def test_first_event_is_the_earliest_of_dm_lr_and_death_and_matches_the_observed_columns(many_records):
+    followed = many_records.dropna(subset=["dm_event"])
+    by_cause = {cause: rows for cause, rows in followed.groupby("first_event")}
+    assert set(by_cause) == {"none", "dm", "lr", "death"}
+    assert (by_cause["dm"]["dm_event"] == 1).all() and (by_cause["dm"]["dm_time"] == by_cause["dm"]["first_event_time"]).all()
+    assert (by_cause["lr"]["lr_event"] == 1).all() and (by_cause["lr"]["lr_time"] == by_cause["lr"]["first_event_time"]).all()
+    death = by_cause["death"]
+    # death first: dm and lr are censored on the day of death (the competing event the schema declares)
+    assert (death["os_event"] == 1).all() and (death[["dm_event", "lr_event"]] == 0).all().all()
+    assert (death["dm_time"] == death["os_time"]).all() and (death["lr_time"] == death["os_time"]).all()
+    assert (by_cause["none"][["os_event", "dm_event", "lr_event"]] == 0).all().all()
+    # the first event never comes after any observed event
+    for endpoint in ("os", "dm", "lr"):
+        happened = followed[f"{endpoint}_event"] == 1
+        assert (followed.loc[happened, "first_event_time"] <= followed.loc[happened, f"{endpoint}_time"]).all()
+
+
+def test_local_recurrence_is_more_frequent_without_radiotherapy(many_records):
+    rates = many_records.groupby("radiotherapy")["lr_event"].mean()
+    assert 0.1 < many_records["lr_event"].mean() < 0.35
+    assert rates["none"] > 1.4 * max(rates["preoperative"], rates["postoperative"])
 
 
 def test_censoring_is_both_administrative_and_random(many_records):
@@ -267,6 +290,7 @@ def test_cohort_json_counts_and_oracle_match_the_files(tiny_cohort, tiny_config,
         assert row["patients"] == len(clinical)
         assert row["events"]["os"] == clinical["os_event"].sum()
         assert row["with_wsi"] == merged["has_wsi"].sum()
+        assert row["first_events"] == merged["first_event"].value_counts().to_dict()
         if clinical["os_event"].sum():
             expected = concordance_index(merged["os_time"], -merged["os_log_hazard"], merged["os_event"])
             assert row["oracle_c"]["os"] == pytest.approx(expected, abs=1e-4)

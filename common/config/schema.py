@@ -35,12 +35,16 @@ class ClinicalVariable(StrictModel):
 
 
 class Endpoint(StrictModel):
-    """A survival endpoint: a (time in days, event 0/1) column pair."""
+    """A survival endpoint: a (time in days, event 0/1) column pair, and the endpoints whose events
+    compete with it. `competing: [os]` says that death (the os event) ends this endpoint's follow-up:
+    a patient whose endpoint is censored on the day of a death had the competing event, not a
+    censoring. Its absolute risk is then a crude cumulative incidence (docs/prediction.md)."""
 
     name: str
     label: str
     time_column: str
     event_column: str
+    competing: list[str] = Field(default_factory=list, description="endpoints whose event ends this one's follow-up")
 
 
 class ClinicalSchema(StrictModel):
@@ -59,6 +63,15 @@ class ClinicalSchema(StrictModel):
             raise ValueError(f"column names used twice: {', '.join(duplicated)}")
         if len({e.name for e in self.endpoints}) != len(self.endpoints):
             raise ValueError("endpoint names must be unique")
+        names = self.endpoint_names
+        for endpoint in self.endpoints:
+            unknown = [c for c in endpoint.competing if c not in names or c == endpoint.name]
+            if unknown:
+                raise ValueError(
+                    f"endpoint {endpoint.name!r}: competing {unknown} must name other endpoints of the schema ({names})"
+                )
+            if len(endpoint.competing) > 1:
+                raise ValueError(f"endpoint {endpoint.name!r}: one competing endpoint is supported, got {endpoint.competing}")
         return self
 
     def variable(self, name: str) -> ClinicalVariable:
@@ -71,6 +84,13 @@ class ClinicalSchema(StrictModel):
     def endpoint_names(self) -> list[str]:
         return [e.name for e in self.endpoints]
 
+    def competing_of(self, name: str) -> str | None:
+        """The endpoint whose event competes with endpoint `name` (None: it has no competing event)."""
+        for endpoint in self.endpoints:
+            if endpoint.name == name:
+                return endpoint.competing[0] if endpoint.competing else None
+        raise KeyError(name)
+
     def fingerprint(self) -> dict[str, str]:
         """Digest of every column's definition by column name (patient id, variables, endpoint
         columns): what two parties must agree on to read and encode a patient alike - kind,
@@ -81,6 +101,8 @@ class ClinicalSchema(StrictModel):
         for endpoint in self.endpoints:
             parts[endpoint.time_column] = {"endpoint": endpoint.name, "role": "time in days"}
             parts[endpoint.event_column] = {"endpoint": endpoint.name, "role": "event 0/1"}
+            if endpoint.competing:  # only then, so a schema without competing events keeps its digests
+                parts[endpoint.event_column]["competing"] = list(endpoint.competing)
         return {name: _digest(value) for name, value in parts.items()}
 
 

@@ -46,9 +46,12 @@ CLINICAL_COLUMNS = [
     "os_event",
     "dm_time",
     "dm_event",
+    "lr_time",
+    "lr_event",
 ]
-# Independent random streams of one patient.
-CLINICAL, LATENT, OUTCOME, SHAPE, TUMOUR, SCAN, SLIDE, MISSING = range(8)
+# Independent random streams of one patient (LR_OUTCOME last: adding local recurrence left the
+# other streams, hence every other outcome of a seed, as they were).
+CLINICAL, LATENT, OUTCOME, SHAPE, TUMOUR, SCAN, SLIDE, MISSING, LR_OUTCOME = range(9)
 
 
 def centre_name(centre: int) -> str:
@@ -85,9 +88,12 @@ def patient_record(config: SynthConfig, centre: int, index: int) -> dict[str, ob
     clinical = draw_clinical(rng(CLINICAL), profile)
     clinical["tumour_volume"] = round(ellipsoid_volume_cm3(draw_semi_axes(rng(SHAPE), clinical["tumour_size"])), 2)
     latents = draw_latents(rng(LATENT))
-    parts = log_hazard_parts(clinical, latents["necrosis_fraction"], latents["mitoses_per_mm2"], profile.log_baseline_shift)
+    parts = log_hazard_parts(
+        clinical, latents["necrosis_fraction"], latents["mitoses_per_mm2"], profile.log_baseline_shift, latents["oedema"]
+    )
     missing = rng(MISSING).random(3)
-    outcomes = draw_outcomes(rng(OUTCOME), parts, profile, dm_missing=bool(missing[2] < config.missing_dm))
+    dm_missing = bool(missing[2] < config.missing_dm)
+    outcomes = draw_outcomes(rng(OUTCOME), parts, profile, dm_missing=dm_missing, lr_rng=rng(LR_OUTCOME))
     return {
         "patient_id": patient_id(centre, index),
         "centre": centre_name(centre),

@@ -1,4 +1,5 @@
-"""Cohort summary: counts, coverage, events, follow-up and the oracle C-index per centre and endpoint.
+"""Cohort summary: counts, coverage, events, first events by cause (dm, lr, death, none), follow-up and
+the oracle C-index per centre and endpoint.
 
 The oracle C-index is Harrell's C of the true log-hazard (lifelines' concordance_index): what a
 model that knew the generating hazard would reach. The clinical-only oracle uses the clinical
@@ -41,6 +42,7 @@ def _summary(rows: pd.DataFrame) -> dict[str, object]:
         "with_wsi": int(rows["has_wsi"].sum()),
         "events": {e: int(rows[f"{e}_event"].fillna(0).sum()) for e in ENDPOINTS},
         "followed": {e: int(rows[f"{e}_event"].notna().sum()) for e in ENDPOINTS},
+        "first_events": {str(cause): int(n) for cause, n in rows["first_event"].value_counts().sort_index().items()},
         "median_follow_up_days": median_follow_up_days(rows),
         "oracle_c": {e: oracle_c(rows, e) for e in ENDPOINTS},
         "clinical_oracle_c": {e: oracle_c(rows, e, "clinical") for e in ENDPOINTS},
@@ -60,27 +62,28 @@ def summarise(frame: pd.DataFrame) -> dict[str, object]:
 
 
 def _c(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    return "-" if value is None else f"{value:.2f}"
 
 
 def summary_table(cohort: dict[str, object]) -> Table:
-    """A rich table of cohort.json: one row per centre and a pooled row."""
+    """A rich table of cohort.json: one row per centre and a pooled row (fits 80 columns with three
+    endpoints: the events of all endpoints share a column, and so do each endpoint's two C's)."""
     endpoints = list(ENDPOINTS)
     table = Table(
         box=box.SIMPLE_HEAD,
         padding=(0, 1, 0, 0),
         pad_edge=False,
         title=f"Synthetic STS cohort (seed {cohort['seed']})",
-        caption="n: patients; MRI, WSI: share with that modality; ev.: events / patients followed;\n"
-        "FU d: reverse Kaplan-Meier median follow-up (OS, days); oracle C: Harrell's C of the\n"
-        "true log-hazard; clin.: of its clinical part alone (the best a model without images can do)",
+        caption="n: patients; MRI, WSI: % with that modality; events per endpoint\n"
+        "(dm: of the patients followed for DM); FU d: reverse Kaplan-Meier median\n"
+        "follow-up (OS, days); C: oracle C, Harrell's C of the true log-hazard,\n"
+        "/clin.: of its clinical part alone (the best a model without images can do)",
     )
     table.add_column("centre", no_wrap=True)
-    for header in ["n", "MRI", "WSI", *(f"{e}\nev." for e in endpoints), "FU\nd"]:
+    for header in ["n", "MRI\n%", "WSI\n%", "events\n" + "/".join(endpoints), "FU\nd"]:
         table.add_column(header, justify="right", no_wrap=True)
     for e in endpoints:
-        table.add_column(f"oracle\nC {e}", justify="right", no_wrap=True)
-        table.add_column("\nclin.", justify="right", no_wrap=True)
+        table.add_column(f"C {e}\n/clin.", justify="right", no_wrap=True, min_width=9)
     rows = [*cohort["centres"].items(), ("pooled", cohort["pooled"])]
     for name, row in rows:
         n = row["patients"]
@@ -88,11 +91,11 @@ def summary_table(cohort: dict[str, object]) -> Table:
         table.add_row(
             name,
             str(n),
-            f"{row['with_mri'] / n:.0%}",
-            f"{row['with_wsi'] / n:.0%}",
-            *(f"{row['events'][e]}/{row['followed'][e]}" for e in endpoints),
+            f"{100 * row['with_mri'] / n:.0f}",
+            f"{100 * row['with_wsi'] / n:.0f}",
+            "/".join(str(row["events"].get(e, 0)) for e in endpoints),
             "-" if follow is None else f"{follow:.0f}",
-            *(_c(row[key][e]) for e in endpoints for key in ("oracle_c", "clinical_oracle_c")),
+            *(f"{_c(row['oracle_c'].get(e))}/{_c(row['clinical_oracle_c'].get(e))}" for e in endpoints),
             end_section=name == rows[-2][0],
         )
     return table
