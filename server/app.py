@@ -33,6 +33,7 @@ def main(grid: Grid, context: Context) -> None:
 
     from .model_hooks import hooks_for
     from .orchestrator import Federation
+    from .prompt_grid import PromptGrid
     from .results import ResultsFolder
 
     config_path = Path(str(context.run_config["federation-config"]))
@@ -40,7 +41,7 @@ def main(grid: Grid, context: Context) -> None:
     results_dir = Path(str(context.run_config.get("results-dir") or fed.results_dir))
     resume = bool(context.run_config.get("resume", False))
     try:
-        federation = Federation(grid, fed, config_path, results_dir, hooks_for(fed), log=_log, resume=resume)
+        federation = Federation(PromptGrid(grid), fed, config_path, results_dir, hooks_for(fed), log=_log, resume=resume)
         federation.run()
     except Exception as err:  # the coordinator reads status.json for the reason of a failed run
         ResultsFolder(results_dir).write_status("failed", error=f"{type(err).__name__}: {err}")

@@ -2,7 +2,8 @@
 
 ServerApp: waits for `sites` nodes, then `rounds` times sends every node a train message holding
 `values` float32 numbers and waits for all replies; writes the seconds of each round to `out`
-(JSON). ClientApp: replies with the numbers it got. Imports only Flower and numpy.
+(JSON), collecting replies as the coordinator does (stsfl.server.prompt_grid). ClientApp: replies
+with the numbers it got. Imports only Flower, numpy and that grid.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+
+from stsfl.server.prompt_grid import PromptGrid
 
 server = ServerApp()
 client = ClientApp()
@@ -48,7 +51,7 @@ def rounds(grid: Grid, context: Context) -> None:
             )
             for node in nodes
         ]
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        replies = list(PromptGrid(grid).send_and_receive(messages, timeout=timeout))
         failed = [r.error.reason for r in replies if r.has_error()]
         if len(replies) < len(nodes) or failed:
             raise RuntimeError(f"round {server_round}: {len(replies)} of {len(nodes)} replies; errors: {failed}")
