@@ -79,6 +79,9 @@ class QuorumError(RuntimeError):
     """Fewer than `min_sites` training sites replied in a round."""
 
 
+ROUND_BAR_WIDTH = 10  # the round line's progress bar, in ASCII: it also goes to server.log
+
+
 def _weighted_mean(per_site: dict[str, dict[str, float]], key: str, weight_key: str = NUM_EVENTS) -> float | None:
     pairs = [(m[key], max(float(m.get(weight_key, 0.0)), 0.0)) for m in per_site.values() if key in m]
     total = sum(w for _, w in pairs)
@@ -405,8 +408,9 @@ class Federation:
         )
 
     def _progress_line(self, record: dict[str, Any]) -> str:
+        done = round(ROUND_BAR_WIDTH * record["round"] / self.fed.rounds)
         parts = [
-            f"round {record['round']}/{self.fed.rounds}",
+            f"round {record['round']}/{self.fed.rounds} [{'#' * done}{'-' * (ROUND_BAR_WIDTH - done)}]",
             f"sites {len(record['sites_train'])}/{len(self.fed.training_sites)}",
         ]
         if record.get("time_round_s") is not None:  # a rough time to go: this round's time for each one left

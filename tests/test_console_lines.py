@@ -32,6 +32,7 @@ def test_the_round_line_shows_the_held_out_metrics_on_the_console(tmp_path):
     shown = captured.get().strip()
     assert shown.endswith("held-out hospital_c [os: C 0.712, Uno 0.698, 14 events]")
     assert shown == line  # every character of the line reaches the screen
+    assert shown.startswith("round 1/10 [#---------] | sites 2/2")  # the bar is text, not console markup
 
 
 def test_a_remote_exception_becomes_its_cause_in_one_line():

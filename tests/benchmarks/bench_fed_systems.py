@@ -121,7 +121,7 @@ class Loopback:
         self.names = [load_config(p, SiteConfig).name for p in site_yamls]
         self.certs = make_local_certs(workdir / "certs", self.names)
         self.site_yamls = [
-            secured_site_yaml(p, workdir / "secured" / p.name, self.certs.site_security(n))
+            secured_site_yaml(p, workdir / "secured" / f"{n}.yaml", self.certs.site_security(n))
             for p, n in zip(site_yamls, self.names)
         ]
         self.env = {**flower_env(workdir / "flwr-home", POLL_INTERVAL), **(env_extra or {})}
@@ -342,7 +342,8 @@ def paper_round(cohort: Path, patients: int, workdir: Path, worker: bool = True)
         "preset": str(preset_path),
         "rounds": 2,
         "eval_every": 2,
-        "train": {"epochs_per_round": 1, "lr": 0.01},
+        # one local epoch = one batch: min_steps_per_round would make it 32 steps of the 11 M-value network
+        "train": {"epochs_per_round": 1, "lr": 0.01, "min_steps_per_round": 0},
         "validation_fraction": 0.0,
     }
     loopback = Loopback(workdir, yamls, worker, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
