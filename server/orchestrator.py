@@ -64,15 +64,11 @@ from .clinical_init_phase import run_clinical_init, score_clinical_start
 from .cross_site import GLOBAL_MODEL, CrossSiteMatrix, local_model_name, write_cross_site
 from .model_hooks import LinearCoxHooks
 from .results import ResultsFolder
-from .sites import MissingSitesError, SiteDirectory
+from .sites import TTL_MARGIN_S, MissingSitesError, SiteDirectory
 from .strategies import Aggregator, screen_updates
 
 # Fused-head validation loss reported by training sites at evaluation: the model-selection score.
 SELECTION_METRIC = "val-loss-fused"
-# A message lives this much longer than the round waits for its reply: the push, the SuperNodes'
-# and the ServerApp's polling (3 s each in flwr 1.41) come on top, and a reply that arrives while
-# the round still waits must not be dropped as expired.
-TTL_MARGIN_S = 60.0
 
 
 class QuorumError(RuntimeError):

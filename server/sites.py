@@ -34,6 +34,11 @@ from stsfl.common.fed_protocol import (
     reply_site_name,
 )
 
+# A message lives this much longer than the coordinator waits for its reply: the push and the
+# SuperNode's look for work (every 3 s in flwr 1.41) come on top, and a reply that arrives while the
+# coordinator still waits must not be dropped as expired.
+TTL_MARGIN_S = 60.0
+
 
 class MissingSitesError(RuntimeError):
     """Expected sites did not connect in time, or connected and cannot serve the run; the message
@@ -75,7 +80,7 @@ class SiteDirectory:
         if not unknown:
             return
         messages = [
-            Message(RecordDict({CONFIG: self.query_config}), dst_node_id=node, message_type=MSG_STATS, ttl=timeout)
+            Message(RecordDict({CONFIG: self.query_config}), dst_node_id=node, message_type=MSG_STATS, ttl=timeout + TTL_MARGIN_S)
             for node in sorted(unknown)
         ]
         for reply in self.grid.send_and_receive(messages, timeout=timeout):
