@@ -1,6 +1,6 @@
 """MkDocs hook: the API reference's source tree.
 
-The package maps its folders under one namespace (common/ -> stsfl.common, ...; pyproject's
+The package maps its folders under one namespace (common/ -> stsfl.common, tasks/ -> stsfl.tasks, ...; pyproject's
 `package-dir`), which griffe (mkdocstrings' Python reader) cannot follow through the editable
 install. So before the build, build/api-src/stsfl/<name> is made a symbolic link to each folder,
 and mkdocs.yml gives mkdocstrings that tree (`paths: [build/api-src]`); build/ is not committed.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-PACKAGES = ("common", "client", "server", "configs")
+PACKAGES = ("common", "client", "server", "tasks", "configs")
 
 
 def link_sources() -> None:

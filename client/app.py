@@ -55,10 +55,10 @@ class SiteClientApp(ClientApp):
     def __call__(self, message: Message, context: Context) -> Message:
         folder = context.node_config.get(NODE_WORKER_DIR)
         if not folder:
-            from .site_app import site_app
+            from stsfl.client.site_app import site_app
 
             return site_app(message, context)
-        from .worker_channel import forward
+        from stsfl.client.worker_channel import forward
 
         site, _ = site_identity(context.node_config, context.run_config)
         reply, after = forward(message, context, Path(str(folder)), site)

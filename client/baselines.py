@@ -24,17 +24,16 @@ import pandas as pd
 import torch
 from torch.utils.data import ConcatDataset
 
+from stsfl.client.clinical_encoding import apply_global_stats
+from stsfl.client.site_dataset import SiteDataset, site_collate
+from stsfl.client.site_prepare import PreparedSite, prepare_site
+from stsfl.client.trainer import evaluate, make_loader, train_local
 from stsfl.common.clinical_features import clinical_dim, clinical_feature_names
 from stsfl.common.clinical_stats import GlobalClinicalStats, combine_clinical_sums
 from stsfl.common.config import ClinicalSchema, ModelPreset, SiteConfig, TrainConfig, load_config
 from stsfl.common.console import UserError
 from stsfl.common.metrics import EndpointSplit, Interval, endpoint_report, harrell_c, harrell_c_difference
-from stsfl.common.multimodal import FUSED, MultimodalCoxNet
-
-from .clinical_encoding import apply_global_stats
-from .site_dataset import SiteDataset, site_collate
-from .site_prepare import PreparedSite, prepare_site
-from .trainer import evaluate, make_loader, train_local
+from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
 
 SPLITS = ("train", "val", "test")
 CLINICAL_MODELS = ("cox_sarculator", "cox_clinical", "rsf_clinical")

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from stsfl.client.baseline_site import SiteRisks
+from stsfl.client.incidence_site import incidence_entry
 from stsfl.common.baseline_hazard import BaselineBins, BaselineHazard
 from stsfl.common.calibration import calibration_groups, calibration_intercept_slope, decision_curve
 from stsfl.common.competing_risks import CompetingBaselines
 from stsfl.common.risk_group_km import MIN_GROUP_SIZE
-
-from .baseline_site import SiteRisks
-from .incidence_site import incidence_entry
 
 MIN_PATIENTS = 10  # fewer evaluation patients: no calibration curve
 # Fewer events before the horizon: the Crowson slope and intercept are not estimable (a held-out

@@ -40,15 +40,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from stsfl.client.operator_screen import OperatorScreen
+from stsfl.client.worker_supervisor import WorkerSupervisor, site_worker_dir
 from stsfl.common.certificates import CertificateError, load_site_private_key
 from stsfl.common.config import ConfigError, SiteConfig, load_config, load_preset
 from stsfl.common.config.security import SiteTls, site_tls
 from stsfl.common.console import UserError, console, run_cli
 from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME, NODE_WORKER_DIR
 from stsfl.common.flower_procs import flower_env, free_port, supernode_command, supernode_refusal, warn_insecure
-
-from .operator_screen import OperatorScreen
-from .worker_supervisor import WorkerSupervisor, site_worker_dir
 
 RECONNECT_DELAY_S = 2.0
 RECENT_OUTPUT_CHARS = 20_000
@@ -194,15 +193,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     """Check (and preprocess into the cache) the whole site; exit 1 when it cannot train at all."""
     from rich.console import Console
 
-    from .problems import SiteUnusableError
-    from .site_prepare import prepare_site
-    from .site_report import print_report, problems_table, summarise, training_blockers
+    from stsfl.client.problems import SiteUnusableError
+    from stsfl.client.site_prepare import prepare_site
+    from stsfl.client.site_report import print_report, problems_table, summarise, training_blockers
 
     out = Console(soft_wrap=True, width=max(Console().width, 120))
     logging.getLogger("stsfl.site").setLevel(logging.ERROR)  # the problem table below shows them all
     site = load_config(args.site, SiteConfig)
     if args.task == "linear-cox" or (args.task == "auto" and _is_tabular(site, Path(args.site))):
-        from .tabular_validation import check_tabular_site, print_tabular_report
+        from stsfl.client.tabular_validation import check_tabular_site, print_tabular_report
 
         summary = check_tabular_site(site, Path(args.site))
         print_tabular_report(out, summary)
@@ -218,7 +217,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     blockers = training_blockers(summary, prepared.problems, site.bad_patient_policy)
     print_report(out, prepared, summary, blockers)
     if args.preview:
-        from .site_preview import write_crop_preview
+        from stsfl.client.site_preview import write_crop_preview
 
         shown = write_crop_preview(prepared, Path(args.preview))
         out.print(f"crop preview of {shown} patients: {args.preview}")
@@ -240,7 +239,7 @@ def _is_tabular(site: SiteConfig, site_yaml: Path) -> bool:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     """One HTML page per patient and predictions.csv (see stsfl.client.predict)."""
-    from .predict import predict_patients
+    from stsfl.client.predict import predict_patients
 
     if bool(args.patient) == bool(args.patients):
         raise UserError("give --patient PID (patients of this site) or --patients DIR (new patients), not both")
@@ -271,7 +270,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_recalibrate(args: argparse.Namespace) -> int:
     """The site's own baselines and calibration slopes for the model file (see stsfl.client.recalibrate_site)."""
-    from .recalibrate_site import RECALIBRATION_FILE, recalibrate_site
+    from stsfl.client.recalibrate_site import RECALIBRATION_FILE, recalibrate_site
 
     document = recalibrate_site(Path(args.model), Path(args.site), Path(args.out), folds=args.folds)
     for endpoint, entry in document["endpoints"].items():

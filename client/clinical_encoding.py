@@ -7,11 +7,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from stsfl.client.clinical_table import ClinicalRecord
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import ClinicalSums, GlobalClinicalStats, combine_clinical_sums
 from stsfl.common.config import ClinicalSchema
-
-from .clinical_table import ClinicalRecord
 
 
 def site_clinical_sums(records: Iterable[ClinicalRecord], schema: ClinicalSchema) -> ClinicalSums:

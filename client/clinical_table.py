@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from stsfl.client.problems import Problem, ProblemLog, SiteUnusableError
 from stsfl.common.config import ClinicalSchema, ClinicalVariable
-
-from .problems import Problem, ProblemLog, SiteUnusableError
 
 MISSING_TOKENS = {"", "na", "n/a", "nan", "null"}
 BINARY_TOKENS = {"0": 0.0, "1": 1.0, "no": 0.0, "yes": 1.0, "false": 0.0, "true": 1.0}

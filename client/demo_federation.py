@@ -61,7 +61,7 @@ def write_demo_federation(cohort_dir: Path, results: Path, preset: str, rounds: 
 def prepare_demo_sites(site_yamls: list[Path], preset: str) -> None:
     """Preprocess every site into its cache (patients in parallel, one process per core), with a
     progress bar: what each site would otherwise do inside its first message, one site at a time."""
-    from .site_prepare import prepare_site
+    from stsfl.client.site_prepare import prepare_site
 
     loaded = load_preset(preset)
     for site_yaml in site_yamls:

@@ -18,14 +18,13 @@ import torch
 from monai.visualize import GradCAM
 from torch import nn
 
+from stsfl.client.site_dataset import SiteDataset, site_collate
+from stsfl.client.site_prepare import PreparedSite
+from stsfl.client.trainer import make_loader
 from stsfl.common.batch import SurvivalBatch
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.figures import pyplot, save_png
-from stsfl.common.multimodal import FUSED, MultimodalCoxNet
-
-from .site_dataset import SiteDataset, site_collate
-from .site_prepare import PreparedSite
-from .trainer import make_loader
+from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
 
 log = logging.getLogger("stsfl.site")
 

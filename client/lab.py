@@ -23,7 +23,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema_draft(args: argparse.Namespace) -> int:
-    from .schema_draft import draft_schema, render_draft
+    from stsfl.client.schema_draft import draft_schema, render_draft
 
     out = args.out or args.csv.with_name("schema.draft.yaml")
     if out.exists() and not args.force:
@@ -42,9 +42,8 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     # Imported here: torch, lifelines and scikit-survival are slow to import for the other commands.
     from rich.console import Console
 
+    from stsfl.client.baselines import ALL_MODELS, report_table, run_baselines, write_report
     from stsfl.common.config import load_preset, load_schema
-
-    from .baselines import ALL_MODELS, report_table, run_baselines, write_report
 
     if args.threads:
         import torch
@@ -137,8 +136,8 @@ def demo_cohort(tiny: bool) -> tuple[Path, dict]:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Synthetic cohort -> every site preprocessed -> a real local federation (one SuperNode
     process per centre, the last centre held out) -> the results folder, its report and one table."""
-    from .demo_federation import prepare_demo_sites, run_demo_federation
-    from .demo_summary import demo_table
+    from stsfl.client.demo_federation import prepare_demo_sites, run_demo_federation
+    from stsfl.client.demo_summary import demo_table
 
     cohort_dir, cohort = demo_cohort(args.tiny)
     _print_cohort(cohort, cohort_dir)

@@ -13,18 +13,17 @@ from pathlib import Path
 
 import torch
 
+from stsfl.client.baseline_site import SiteRisks, baseline_reply, competing_map
+from stsfl.client.site_dataset import SiteDataset, site_collate
+from stsfl.client.site_prepare import PreparedSite
+from stsfl.client.trainer import evaluate, make_loader
 from stsfl.common.baseline_document import baseline_document
 from stsfl.common.baseline_hazard import DAYS_PER_YEAR
 from stsfl.common.batch import MODALITIES
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import ClinicalSchema, ModelPreset, PredictionConfig
 from stsfl.common.model_file import ExportedModel, save_model_file
-from stsfl.common.multimodal import FUSED
-
-from .baseline_site import SiteRisks, baseline_reply, competing_map
-from .site_dataset import SiteDataset, site_collate
-from .site_prepare import PreparedSite
-from .trainer import evaluate, make_loader
+from stsfl.tasks.multimodal.model import FUSED
 
 
 def site_risks(

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from stsfl.client.mri_io import MriPaths, read_image
+from stsfl.client.problems import PatientDataError
 from stsfl.common.config.preset import MriPreprocessingConfig, N4Config
-
-from .mri_io import MriPaths, read_image
-from .problems import PatientDataError
 
 INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}
 

@@ -16,12 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stsfl.client.wsi_morphometry import MORPHOMETRY_FEATURES, morphometry
+from stsfl.client.wsi_networks import build_tile_network
 from stsfl.common.config import ConfigError
 from stsfl.common.config.preset import WsiPreprocessingConfig
 from stsfl.common.wsi_encoder import encoder_name
-
-from .wsi_morphometry import MORPHOMETRY_FEATURES, morphometry
-from .wsi_networks import build_tile_network
 
 
 class PatchEncoder:

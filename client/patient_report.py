@@ -25,7 +25,7 @@ from stsfl.common.figures import pyplot, save_png
 from stsfl.common.model_file import ExportedModel
 
 if TYPE_CHECKING:
-    from .predict import PatientPrediction
+    from stsfl.client.predict import PatientPrediction
 
 
 def save_survival_figure(prediction: PatientPrediction, path: Path) -> Path:
@@ -54,7 +54,7 @@ def save_survival_figure(prediction: PatientPrediction, path: Path) -> Path:
 
 def save_attended_tiles(slide: Path, coords: np.ndarray, weights: np.ndarray, preset: ModelPreset, path: Path, top: int) -> Path:
     """The `top` tiles with the largest attention weights [N] (coords [N, 2] level-0), read again from the slide."""
-    from .wsi_tiles import TileReader, open_slide
+    from stsfl.client.wsi_tiles import TileReader, open_slide
 
     order = np.argsort(-weights[: len(coords)])[:top]
     handle = open_slide(slide)

@@ -24,6 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stsfl.client.recalibration import model_from_entry
+from stsfl.client.site_dataset import SiteDataset, site_collate
+from stsfl.client.site_inventory import site_schema
+from stsfl.client.site_prepare import PreparedSite, prepare_site, site_cache_dir
 from stsfl.common.absolute_risk import AbsoluteRisk, group_survival, horizons_in_days, predict_absolute
 from stsfl.common.baseline_hazard import BaselineBins, BaselineHazard
 from stsfl.common.batch import MODALITIES, SurvivalBatch
@@ -33,13 +37,8 @@ from stsfl.common.competing_risks import CompetingBaselines, predict_incidence
 from stsfl.common.config import SiteConfig, load_config
 from stsfl.common.console import UserError
 from stsfl.common.model_file import ExportedModel, ModelFileError, load_model_file
-from stsfl.common.multimodal import FUSED, MultimodalCoxNet
 from stsfl.common.risk_histogram import centres, percentile_of, risk_halves
-
-from .recalibration import model_from_entry
-from .site_dataset import SiteDataset, site_collate
-from .site_inventory import site_schema
-from .site_prepare import PreparedSite, prepare_site, site_cache_dir
+from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
 
 TOP_TILES = 8
 N_BOOT = 200  # Poisson-bootstrap draws of the baseline hazard per prediction
@@ -229,8 +228,8 @@ def predict_patients(
     """Predict, write one HTML page per patient and predictions.csv into `out_dir`; returns the
     predictions. `recalibration`: this site's recalibration.json (`sts-client recalibrate`), whose
     baselines and slopes replace the model file's."""
-    from .gradcam import cached_tumour_masks, mri_gradcam, save_overlay
-    from .patient_report import save_attended_tiles, save_survival_figure, write_csv, write_patient_page
+    from stsfl.client.gradcam import cached_tumour_masks, mri_gradcam, save_overlay
+    from stsfl.client.patient_report import save_attended_tiles, save_survival_figure, write_csv, write_patient_page
 
     site_yaml = Path(site_yaml)
     site = load_config(site_yaml, SiteConfig)

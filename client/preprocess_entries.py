@@ -19,16 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from stsfl.client.mri_io import MriPaths, input_files
+from stsfl.client.mri_preprocess import preprocess_mri
+from stsfl.client.patch_encoder import PatchEncoder
+from stsfl.client.preprocess_cache import PreprocessCache
+from stsfl.client.problems import PatientDataError
+from stsfl.client.wsi_bag import slide_bag
+from stsfl.client.wsi_features import read_features
+from stsfl.client.wsi_tiles import sample_tiles
 from stsfl.common.config import ModelPreset
-
-from .mri_io import MriPaths, input_files
-from .mri_preprocess import preprocess_mri
-from .patch_encoder import PatchEncoder
-from .preprocess_cache import PreprocessCache
-from .problems import PatientDataError
-from .wsi_bag import slide_bag
-from .wsi_features import read_features
-from .wsi_tiles import sample_tiles
 
 Job = tuple[str, str, object]  # (cache kind "mri" | "wsi", key, MriPaths | slide or features path)
 

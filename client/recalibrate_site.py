@@ -19,15 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from stsfl.client.baseline_site import SiteRisks
+from stsfl.client.recalibration import RiskModel, before_after, cross_fitted_risk, endpoint_data, fit_endpoint
 from stsfl.common.absolute_risk import horizons_in_days
 from stsfl.common.baseline_hazard import time_grid
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import SiteConfig, load_config
 from stsfl.common.console import UserError
 from stsfl.common.model_file import ExportedModel, load_model_file
-
-from .baseline_site import SiteRisks
-from .recalibration import RiskModel, before_after, cross_fitted_risk, endpoint_data, fit_endpoint
 
 RECALIBRATION_FILE = "recalibration.json"
 
@@ -86,10 +85,10 @@ federation's pooled baselines. Observed risk: Aalen-Johansen (death competing wi
 
 def recalibrate_site(model_file: Path, site_yaml: Path, out_dir: Path, folds: int = 5, seed: int = 0) -> dict:
     """Score the site's patients with the model file's network, recalibrate, write the files above."""
-    from .model_export import site_risks
-    from .predict import build_network
-    from .site_inventory import site_schema
-    from .site_prepare import prepare_site
+    from stsfl.client.model_export import site_risks
+    from stsfl.client.predict import build_network
+    from stsfl.client.site_inventory import site_schema
+    from stsfl.client.site_prepare import prepare_site
 
     site = load_config(site_yaml, SiteConfig)
     model = load_model_file(model_file, schema=site_schema(site, site_yaml))

@@ -28,11 +28,10 @@ import numpy as np
 import pandas as pd
 from lifelines import CoxPHFitter
 
+from stsfl.client.baseline_site import SiteRisks
 from stsfl.common.baseline_hazard import BaselineBins, BaselineHazard, site_baseline_bins
 from stsfl.common.cif_calibration import incidence_calibration, pseudo_observations
 from stsfl.common.competing_risks import COMPETING, EVENT, cumulative_incidence
-
-from .baseline_site import SiteRisks
 
 MIN_EVENTS = 10  # fewer events before a horizon: no calibration figures (as the calibration phase)
 

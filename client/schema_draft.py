@@ -22,12 +22,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+# read cells exactly as the site's clinical table will be read
+from stsfl.client.clinical_table import BINARY_TOKENS, _is_missing
+from stsfl.client.clinical_table import _parse_number as _number
 from stsfl.common.config import ClinicalSchema, parse_config
 from stsfl.common.console import UserError
-
-# read cells exactly as the site's clinical table will be read
-from .clinical_table import BINARY_TOKENS, _is_missing
-from .clinical_table import _parse_number as _number
 
 ID_NAMES = ("patient_id", "patientid", "patient", "pid", "id", "subject_id", "case_id")
 ENDPOINT_PAIRS = (

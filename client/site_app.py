@@ -22,38 +22,36 @@ Handlers (message types in stsfl.common.fed_protocol):
 
 from __future__ import annotations
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from stsfl.common.fed_protocol import (
-    ARRAYS,
-    BASELINE,
-    BLEND_STATS,
-    CALIBRATION,
-    CLINICAL_COX,
-    CLIPPING_RANGE,
-    CONFIG,
-    METRICS,
-    METRICS_PREFIX,
-    MODEL_PREFIX,
-    PRIVACY,
-    RUN_SIMULATION_THREADS,
-    SITE,
-    STATS,
-    WEIGHT,
-    site_record,
-    to_json,
+from stsfl.client.app import site_identity
+from stsfl.client.secure_update import is_secure_round, legacy_fit_records, secure_aggregation_mod
+from stsfl.common.fed_protocol import ARRAYS, CONFIG, MODEL_PREFIX, RUN_SIMULATION_THREADS
+from stsfl.common.messages import (
+    BaselineQuery,
+    BaselineReply,
+    CalibrationQuery,
+    CalibrationReply,
+    ClinicalCoxQuery,
+    ClinicalCoxReply,
+    CrossEvaluateConfig,
+    CrossEvaluateReply,
+    EvaluateReply,
+    RoundConfig,
+    RunConfig,
+    SiteOutputsQuery,
+    SiteOutputsReply,
+    StatsReply,
+    TrainReply,
 )
 from stsfl.common.params import from_transfer, to_transfer
-
-from .app import site_identity
-from .secure_update import is_secure_round, legacy_fit_records, secure_aggregation_mod
 
 site_app = ClientApp()
 
 
 def _site(context: Context):
-    from .site_task import SiteTask
+    from stsfl.client.site_task import SiteTask
 
     task = SiteTask.from_node_config(*site_identity(context.node_config, context.run_config))
     # Simulated sites share this machine: each keeps to its share of the cores; else the site YAML's.
@@ -68,39 +66,28 @@ def _site(context: Context):
 @site_app.query("stats")
 def statistics(msg: Message, context: Context) -> Message:
     task = _site(context)
-    stats = task.statistics(msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), STATS: ConfigRecord({"json": to_json(stats)})})
-    return Message(content, reply_to=msg)
+    stats = task.statistics(RunConfig.from_record(msg.content[CONFIG]))
+    return Message(StatsReply(task.name, stats).to_record(), reply_to=msg)
 
 
 @site_app.train(mods=[secure_aggregation_mod])
 def train(msg: Message, context: Context) -> Message:
     task = _site(context)
-    cfg = msg.content[CONFIG]
-    transfer = str(cfg.get("transfer-dtype", "float32"))  # the federation's transfer_dtype, both directions
-    arrays, metrics, blend_stats, privacy = task.train(from_transfer(msg.content[ARRAYS], transfer), cfg)
+    cfg = RoundConfig.from_record(msg.content[CONFIG])
+    arrays, metrics, blend_stats, privacy = task.train(from_transfer(msg.content[ARRAYS], cfg.transfer_dtype), cfg)
+    reply = TrainReply(task.name, metrics, blend_stats, privacy, to_transfer(arrays, cfg.transfer_dtype))
     if is_secure_round(msg):  # SecAgg+: the mod masks the update; no weights leave in the clear
-        update = legacy_fit_records(msg.content[ARRAYS], arrays, metrics[str(cfg[WEIGHT])], float(cfg[CLIPPING_RANGE]), task.name)
-    else:
-        update = {ARRAYS: to_transfer(arrays, transfer)}
-    content = RecordDict(
-        {
-            SITE: site_record(task.name),
-            **update,
-            METRICS: MetricRecord(metrics),
-            BLEND_STATS: ConfigRecord({"json": to_json(blend_stats)}),
-            **({PRIVACY: ConfigRecord(privacy)} if privacy else {}),
-        }
-    )
-    return Message(content, reply_to=msg)
+        weight = metrics[str(cfg.aggregation_weight)]
+        secure = legacy_fit_records(msg.content[ARRAYS], arrays, weight, float(cfg.clipping_range), task.name)
+        return Message(reply.to_record(secure_records=secure), reply_to=msg)
+    return Message(reply.to_record(), reply_to=msg)
 
 
 @site_app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     task = _site(context)
-    metrics = task.evaluate(msg.content[ARRAYS], msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), METRICS: MetricRecord(metrics)})
-    return Message(content, reply_to=msg)
+    metrics = task.evaluate(msg.content[ARRAYS], RoundConfig.from_record(msg.content[CONFIG]))
+    return Message(EvaluateReply(task.name, metrics).to_record(), reply_to=msg)
 
 
 @site_app.evaluate("cross")
@@ -111,42 +98,33 @@ def cross_evaluate(msg: Message, context: Context) -> Message:
         for key, arrays in msg.content.array_records.items()
         if key.startswith(MODEL_PREFIX)
     }
-    per_model = task.cross_evaluate(models, msg.content[CONFIG])
-    content = RecordDict(
-        {SITE: site_record(task.name), **{f"{METRICS_PREFIX}{name}": MetricRecord(m) for name, m in per_model.items()}}
-    )
-    return Message(content, reply_to=msg)
-
-
-def _json_reply(msg: Message, context: Context, answer: str, key: str) -> Message:
-    """A query answered with one JSON document under record `key` by SiteTask.<answer>(arrays, config)."""
-    task = _site(context)
-    value = getattr(task, answer)(msg.content[ARRAYS], msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), key: ConfigRecord({"json": to_json(value)})})
-    return Message(content, reply_to=msg)
+    per_model = task.cross_evaluate(models, CrossEvaluateConfig.from_record(msg.content[CONFIG]))
+    return Message(CrossEvaluateReply(task.name, per_model).to_record(), reply_to=msg)
 
 
 @site_app.query("baseline")
 def baseline(msg: Message, context: Context) -> Message:
-    return _json_reply(msg, context, "baseline", BASELINE)
+    task = _site(context)
+    document = task.baseline(msg.content[ARRAYS], BaselineQuery.from_record(msg.content[CONFIG]))
+    return Message(BaselineReply(task.name, document).to_record(), reply_to=msg)
 
 
 @site_app.query("calibration")
 def calibration(msg: Message, context: Context) -> Message:
-    return _json_reply(msg, context, "calibration", CALIBRATION)
+    task = _site(context)
+    document = task.calibration(msg.content[ARRAYS], CalibrationQuery.from_record(msg.content[CONFIG]))
+    return Message(CalibrationReply(task.name, document).to_record(), reply_to=msg)
 
 
 @site_app.query("clinical_cox")
 def clinical_cox(msg: Message, context: Context) -> Message:
     task = _site(context)
-    parts = task.clinical_cox(msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), CLINICAL_COX: ConfigRecord({"json": to_json(parts)})})
-    return Message(content, reply_to=msg)
+    document = task.clinical_cox(ClinicalCoxQuery.from_record(msg.content[CONFIG]))
+    return Message(ClinicalCoxReply(task.name, document).to_record(), reply_to=msg)
 
 
 @site_app.query("site_outputs")
 def site_outputs(msg: Message, context: Context) -> Message:
     task = _site(context)
-    counts = task.site_outputs(msg.content[ARRAYS], msg.content[CONFIG])
-    content = RecordDict({SITE: site_record(task.name), METRICS: MetricRecord({k: int(v) for k, v in counts.items()})})
-    return Message(content, reply_to=msg)
+    counts = task.site_outputs(msg.content[ARRAYS], SiteOutputsQuery.from_record(msg.content[CONFIG]))
+    return Message(SiteOutputsReply(task.name, counts).to_record(), reply_to=msg)

@@ -10,14 +10,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stsfl.client.augment import augment_mri, item_seed, mri_augmentation
+from stsfl.client.clinical_encoding import encode_record, local_clinical_stats
+from stsfl.client.site_prepare import PreparedPatient, PreparedSite
 from stsfl.common.batch import PatientSample, collate_patients
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import ModelPreset
 from stsfl.common.console import UserError
-
-from .augment import augment_mri, item_seed, mri_augmentation
-from .clinical_encoding import encode_record, local_clinical_stats
-from .site_prepare import PreparedPatient, PreparedSite
 
 
 class SiteDataset(Dataset):

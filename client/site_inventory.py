@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stsfl.client.clinical_table import ClinicalTable, read_clinical_csv
+from stsfl.client.mri_io import MriPaths, find_mri_inputs
+from stsfl.client.problems import PatientDataError, ProblemLog, drop_modality
 from stsfl.common.config import ClinicalSchema, SiteConfig, load_schema
-
-from .clinical_table import ClinicalTable, read_clinical_csv
-from .mri_io import MriPaths, find_mri_inputs
-from .problems import PatientDataError, ProblemLog, drop_modality
 
 
 @dataclass

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stsfl.client.predict import N_BOOT
 from stsfl.common.absolute_risk import predict_absolute
 from stsfl.common.baseline_hazard import DAYS_PER_YEAR, BaselineBins, BaselineHazard
 from stsfl.common.competing_risks import CompetingBaselines, predict_incidence
-
-from .predict import N_BOOT
 
 RISK_SCORES = "risk_scores.csv"
 GRADCAM_DIR = "gradcam"

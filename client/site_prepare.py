@@ -18,16 +18,15 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from stsfl.client.clinical_encoding import site_clinical_sums
+from stsfl.client.clinical_table import ClinicalRecord
+from stsfl.client.preprocess_cache import PreprocessCache
+from stsfl.client.preprocess_entries import EntryMaker, Job
+from stsfl.client.problems import PatientDataError, Problem, ProblemLog, drop_modality
+from stsfl.client.site_inventory import PatientInputs, SiteInventory, scan_site
 from stsfl.common.clinical_stats import ClinicalSums
 from stsfl.common.config import ClinicalSchema, ConfigError, ModelPreset, SiteConfig
 from stsfl.common.console import console
-
-from .clinical_encoding import site_clinical_sums
-from .clinical_table import ClinicalRecord
-from .preprocess_cache import PreprocessCache
-from .preprocess_entries import EntryMaker, Job
-from .problems import PatientDataError, Problem, ProblemLog, drop_modality
-from .site_inventory import PatientInputs, SiteInventory, scan_site
 
 
 @dataclass

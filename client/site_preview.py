@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .site_prepare import PreparedSite  # noqa: E402
+from stsfl.client.site_prepare import PreparedSite  # noqa: E402
 
 
 def write_crop_preview(prepared: PreparedSite, path: Path, max_patients: int = 12) -> int:

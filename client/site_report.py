@@ -11,8 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .problems import Problem
-from .site_prepare import PreparedSite
+from stsfl.client.problems import Problem
+from stsfl.client.site_prepare import PreparedSite
 
 
 @dataclass

@@ -32,10 +32,7 @@ from pathlib import Path
 from flwr.app import Context, Error, Message
 from flwr.common.constant import ErrorCode
 
-from stsfl.common.config import SiteConfig, load_config
-from stsfl.common.fed_protocol import CONFIG, METRICS, MSG_SITE_OUTPUTS, MSG_TRAIN, from_json
-
-from .worker_channel import (
+from stsfl.client.worker_channel import (
     SOCKET_NAME,
     STATUS_OK,
     TOKEN_NAME,
@@ -47,6 +44,9 @@ from .worker_channel import (
     send_frames,
     unix_address,
 )
+from stsfl.common.config import SiteConfig, load_config
+from stsfl.common.fed_protocol import CONFIG, METRICS, MSG_SITE_OUTPUTS, MSG_TRAIN
+from stsfl.common.messages import RoundConfig
 
 ACCEPT_POLL_S = 1.0  # how often the idle worker checks its parent and the idle clearing
 REQUEST_READ_TIMEOUT_S = 120.0  # a ClientApp that connected sends its message at once
@@ -167,7 +167,7 @@ class SiteWorker:
         elif kind == MSG_TRAIN and METRICS in reply.content:
             _say(_training_line(message, reply, seconds))
         elif kind == MSG_SITE_OUTPUTS:
-            from .site_prepare import site_outputs_dir
+            from stsfl.client.site_prepare import site_outputs_dir
 
             folder = site_outputs_dir(self.site, self.site_yaml) / _federation(message)
             _say(f"run {self.run_id} ended; this site's outputs: {folder}")
@@ -206,11 +206,10 @@ def _federation(message: Message) -> str:
 
 
 def _training_line(message: Message, reply: Message, seconds: float) -> str:
-    cfg = message.content[CONFIG]
-    epochs = from_json(str(cfg.get("recipe", "{}"))).get("epochs_per_round", "?")  # the federation's training recipe
+    cfg = RoundConfig.from_record(message.content[CONFIG])
     loss = reply.content[METRICS].get("train-loss-fused")
     return (
-        f"round {cfg.get('server-round', '?')}: trained {epochs} local epoch(s)"
+        f"round {cfg.server_round}: trained {cfg.run.recipe.epochs_per_round} local epoch(s)"
         + (f", loss {float(loss):.4f}" if loss is not None else "")
         + f" in {seconds:.1f} s"
     )
@@ -231,10 +230,13 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(site.threads)
-    # The imports every message paid in its own process, paid once here: the handlers and both tasks.
-    from . import linear_cox_site, multimodal_site  # noqa: F401
-    from .site_app import site_app
-    from .site_task import clear_site_data, keep_site_data
+    # The imports every message paid in its own process, paid once here: the handlers and every task's site side.
+    from stsfl.common.tasks import TASKS
+
+    for spec in TASKS.values():
+        spec.load_site()
+    from stsfl.client.site_app import site_app
+    from stsfl.client.site_task import clear_site_data, keep_site_data
 
     keep_site_data()
     SiteWorker(site, site_yaml, args.dir, site_app, clear_site_data, args.parent, args.idle_clear_s).serve_forever()

@@ -14,27 +14,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord
-
+from stsfl.client.site_inventory import site_schema
 from stsfl.common.config import ClinicalSchema, ConfigError, SiteConfig
 from stsfl.common.console import UserError, one_line_cause
-from stsfl.common.fed_protocol import STATS_SCHEMA_FINGERPRINT, STATS_UNUSABLE, from_json
+from stsfl.common.fed_protocol import STATS_SCHEMA_FINGERPRINT, STATS_UNUSABLE
+from stsfl.common.messages import RunConfig
 
-from .site_inventory import site_schema
 
-
-def statistics_reply(
-    site: SiteConfig, site_yaml: Path, cfg: ConfigRecord, compute: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
-    """`compute()`'s statistics plus this site's schema fingerprint (multimodal task); only the
+def statistics_reply(site: SiteConfig, site_yaml: Path, run: RunConfig, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`compute()`'s statistics plus this site's schema fingerprint (a task with a clinical schema); only the
     fingerprint when the coordinator's schema differs; {STATS_UNUSABLE: cause} when the site's
     data or configuration cannot be used (the errors a site operator fixes; a tabular site's table
     check raises ValueError naming the file)."""
     try:
         extra: dict[str, Any] = {}
-        if str(cfg.get("task", "multimodal")) == "multimodal":
+        if run.schema:  # a task with a clinical schema (multimodal)
             own = site_schema(site, site_yaml).fingerprint()
-            coordinator = ClinicalSchema.model_validate(from_json(str(cfg["schema"]))).fingerprint()
+            coordinator = ClinicalSchema.model_validate(run.schema).fingerprint()
             if own != coordinator:  # its data was checked against another schema: do not read it with this one
                 return {STATS_SCHEMA_FINGERPRINT: own}
             extra[STATS_SCHEMA_FINGERPRINT] = own

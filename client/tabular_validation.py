@@ -1,5 +1,5 @@
 """`sts-client validate` for a tabular site (federation `task: linear-cox`): the site's one CSV
-checked against the contract of stsfl.client.linear_cox_site, and what the site would train on.
+checked against the contract of stsfl.tasks.linear_cox.site, and what the site would train on.
 
 Checked: the file reads; `E` (0/1) and `T` (days, >= 0, none missing) are there; every feature
 column is numeric; patient ids (first column) are unique; `fold`, when present, holds only `train`
@@ -16,8 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stsfl.common.config import SiteConfig
-
-from .linear_cox_site import EVENT, FOLD, TIME, feature_columns, read_table
+from stsfl.tasks.linear_cox.site import EVENT, FOLD, TIME, feature_columns, read_table
 
 FOLDS = ("train", "test")
 

@@ -37,17 +37,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from stsfl.client.optimizer import make_optimizer
+from stsfl.client.privacy import DpSgd, attach_dp, poisson_batches
+from stsfl.client.progress import progress_bar
+from stsfl.client.training_plots import save_training_plot
 from stsfl.common.batch import SurvivalBatch
 from stsfl.common.blending import BlendState, Checkpoint, HeadLossStats
 from stsfl.common.config.train import ScheduleWindow, TrainConfig
 from stsfl.common.cox import Ties
 from stsfl.common.head_losses import blended_loss, head_loss_stats, head_losses
-from stsfl.common.multimodal import FUSED
-
-from .optimizer import make_optimizer
-from .privacy import DpSgd, attach_dp, poisson_batches
-from .progress import progress_bar
-from .training_plots import save_training_plot
+from stsfl.tasks.multimodal.model import FUSED
 
 
 @dataclass

@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from stsfl.client.worker_channel import EXIT_NOTE_NAME, worker_dir
 from stsfl.common.config import SiteConfig
-
-from .worker_channel import EXIT_NOTE_NAME, worker_dir
 
 QUICK_DEATH_S = 30.0  # a worker that dies sooner than this after its start makes the next start wait
 MAX_RESTART_PAUSE_S = 60.0

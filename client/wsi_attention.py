@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stsfl.client.site_prepare import PreparedSite
+from stsfl.client.wsi_tiles import TileReader, open_slide
 from stsfl.common.figures import pyplot, save_png
-from stsfl.common.multimodal import MultimodalCoxNet
-
-from .site_prepare import PreparedSite
-from .wsi_tiles import TileReader, open_slide
+from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 ATTENTION_DIR = "attention"
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from stsfl.client.patch_encoder import PatchEncoder
+from stsfl.client.problems import PatientDataError
+from stsfl.client.stain import lab_statistics, reinhard
+from stsfl.client.wsi_tiles import TileReader, open_slide, sample_tiles, slide_mpp, tissue_map, tissue_tiles
 from stsfl.common.config.preset import WsiPreprocessingConfig
-
-from .patch_encoder import PatchEncoder
-from .problems import PatientDataError
-from .stain import lab_statistics, reinhard
-from .wsi_tiles import TileReader, open_slide, sample_tiles, slide_mpp, tissue_map, tissue_tiles
 
 
 @dataclass

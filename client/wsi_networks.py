@@ -14,10 +14,9 @@ from pathlib import Path
 import torch
 from monai.networks import nets
 
+from stsfl.client.wsi_vit import VIT_SIZES, VisionTransformer
 from stsfl.common.config import ConfigError
 from stsfl.common.config.preset import PatchEncoderConfig
-
-from .wsi_vit import VIT_SIZES, VisionTransformer
 
 _KEY = "preprocessing.wsi.encoder"
 

@@ -11,9 +11,8 @@ import numpy as np
 import openslide
 from PIL import Image
 
+from stsfl.client.problems import PatientDataError
 from stsfl.common.config.preset import WsiPreprocessingConfig
-
-from .problems import PatientDataError
 
 MPP_TOLERANCE = 1.1  # read at most 10 % coarser than asked (scanner calibrations differ slightly)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .baseline_hazard import DAYS_PER_YEAR, BaselineBins, BaselineHazard, poisson_bootstrap
+from stsfl.common.baseline_hazard import DAYS_PER_YEAR, BaselineBins, BaselineHazard, poisson_bootstrap
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .wsi_net import GatedAttentionMil
+from stsfl.common.wsi_net import GatedAttentionMil
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .baseline_hazard import BaselineBins, BaselineHazard, combine_bins
+from stsfl.common.baseline_hazard import BaselineBins, BaselineHazard, combine_bins
 
 
 def _combined(per_site: dict[str, BaselineBins]) -> dict[str, Any]:

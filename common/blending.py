@@ -38,7 +38,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .config.train import BlendMode, TrainConfig
+from stsfl.common.config.train import BlendMode, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import pyplot, save_png
+from stsfl.common.figures import pyplot, save_png
 
 
 def km_risk(time: np.ndarray, event: np.ndarray, horizon: float) -> float:

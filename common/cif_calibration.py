@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibration import CalibrationGroups, DecisionCurve
+from stsfl.common.calibration import CalibrationGroups, DecisionCurve
 
 
 def aalen_johansen(time: np.ndarray, status: np.ndarray, horizon: float) -> float:

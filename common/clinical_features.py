@@ -15,7 +15,7 @@ value from a measured one.
 
 from __future__ import annotations
 
-from .config.schema import ClinicalSchema, ClinicalVariable
+from stsfl.common.config.schema import ClinicalSchema, ClinicalVariable
 
 MISSING_SUFFIX = "__missing"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .config.preset import ClinicalNetConfig
+from stsfl.common.config.preset import ClinicalNetConfig
 
 
 def clinical_mlp(n_inputs: int, cfg: ClinicalNetConfig) -> nn.Sequential:

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from .config.schema import ClinicalSchema
+from stsfl.common.config.schema import ClinicalSchema
 
 
 @dataclass

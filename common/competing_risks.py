@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .absolute_risk import AbsoluteRisk
-from .baseline_hazard import BaselineBins, BaselineHazard, poisson_bootstrap
+from stsfl.common.absolute_risk import AbsoluteRisk
+from stsfl.common.baseline_hazard import BaselineBins, BaselineHazard, poisson_bootstrap
 
 EVENT, COMPETING = 1, 2
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.text import Text
 
-from .config import ConfigError
+from stsfl.common.config import ConfigError
 
 console = Console(stderr=True, soft_wrap=True)
 

@@ -1,7 +1,7 @@
 """What travels between our ServerApp and ClientApp: message types and record keys.
 
 Every message the server sends holds an ArrayRecord "arrays" (model parameters, absent for
-queries) and a ConfigRecord "config". Every reply holds a ConfigRecord "site" with the site's
+queries) and a ConfigRecord "config" (its keys: the config dataclasses of stsfl.common.messages). Every reply holds a ConfigRecord "site" with the site's
 name (taken from the SuperNode's node-config, never from patient data), a MetricRecord
 "metrics" (aggregates only: counts, losses, C-indices), and, for training, the ArrayRecord
 "arrays". Larger structured values (federated clinical statistics, blend weights) travel as
@@ -40,15 +40,7 @@ STATS_UNUSABLE = "unusable"
 PRIVACY = "privacy"  # train reply of a DP-SGD site (ConfigRecord): dp-epsilon, dp-noise-multiplier; Flower averages the one MetricRecord
 BLEND_STATS = "blend-stats"  # train reply: per-head pooled-loss statistics (sums, event counts) as JSON
 BASELINE = "baseline"  # baseline reply: per endpoint, bins on the shared grid + log-risk histogram, as JSON
-BASELINE_GRID = "baseline-grid"  # baseline query config: {"bin_days", "max_days"} as JSON
 CALIBRATION = "calibration"  # calibration reply: per endpoint and horizon, decile curves and counts, as JSON
-HORIZONS = "horizons"  # calibration query config: horizons in days as JSON (and BASELINE: pooled baselines)
-BASELINE_BINS = "baseline-bins"  # site-outputs query config: the pooled bins per endpoint (risk intervals), as JSON
-# calibration and site-outputs query config: per endpoint with a competing event, {"cause", "pooled", "bins"}
-# of the competing event's pooled cause-specific baseline (crude cumulative incidence), as JSON
-COMPETING_BASELINE = "competing-baseline"
-
-CLINICAL_BETA = "clinical-beta"  # clinical Cox query config: coefficients [K][D] as JSON
 CLINICAL_COX = "clinical-cox"  # its reply: per endpoint score, information, events, log-likelihood, as JSON
 
 MODEL_PREFIX = "model/"
@@ -69,11 +61,6 @@ RUN_SIMULATION_THREADS = "simulation-threads"
 # MetricRecord keys every train reply carries.
 NUM_PATIENTS = "num-patients"
 NUM_EVENTS = "num-events"
-
-# Train config keys of a round under secure aggregation (stsfl.server.secure_aggregation): the
-# MetricRecord key whose value weights the site's masked update (num-events or num-patients).
-WEIGHT = "weight"
-CLIPPING_RANGE = "clipping-range"  # and the range each coordinate of the weighted update is clipped to
 
 
 def site_record(name: str) -> ConfigRecord:

@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config.security import ServerTls, SiteTls
-from .console import UserError
+from stsfl.common.config.security import ServerTls, SiteTls
+from stsfl.common.console import UserError
 
 log = logging.getLogger("stsfl.security")
 

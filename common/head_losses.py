@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .batch import MODALITIES, SurvivalBatch
-from .blending import HeadLossStats
-from .cox import Reduction, Ties, count_events, cox_nll
+from stsfl.common.batch import MODALITIES, SurvivalBatch
+from stsfl.common.blending import HeadLossStats
+from stsfl.common.cox import Reduction, Ties, count_events, cox_nll
 
 
 def head_observed(head: str, batch: SurvivalBatch) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .certificates import make_ca, make_server_certificate, make_site_keys
+from stsfl.common.certificates import make_ca, make_server_certificate, make_site_keys
 
 
 @dataclass(frozen=True)

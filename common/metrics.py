@@ -17,7 +17,7 @@ import numpy as np
 
 # lifelines and scikit-survival are imported where they are used: importing them takes ~1.5 s, paid
 # by every ClientApp process (one per message) that imports this module for its names only.
-from .figures import pyplot, save_png
+from stsfl.common.figures import pyplot, save_png
 
 
 def _surv(time: np.ndarray, event: np.ndarray) -> np.ndarray:

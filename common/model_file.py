@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .baseline_hazard import BaselineBins, BaselineHazard
-from .competing_risks import CompetingBaselines
-from .config import ClinicalSchema, ModelPreset
-from .console import UserError
+from stsfl.common.baseline_hazard import BaselineBins, BaselineHazard
+from stsfl.common.competing_risks import CompetingBaselines
+from stsfl.common.config import ClinicalSchema, ModelPreset
+from stsfl.common.console import UserError
 
 FORMAT = "stsfl-model"
 FORMAT_VERSION = 1

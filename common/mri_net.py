@@ -9,7 +9,7 @@ import torch
 from monai.networks.nets import DenseNet
 from torch import nn
 
-from .config.preset import MriNetConfig, Norm
+from stsfl.common.config.preset import MriNetConfig, Norm
 
 
 def densenet_channel_counts(cfg: MriNetConfig) -> list[int]:

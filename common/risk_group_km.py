@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 from lifelines import KaplanMeierFitter
 
-from .metrics import risk_groups
+from stsfl.common.metrics import risk_groups
 
 DAYS_PER_YEAR = 365.25
 # Small-cell suppression: a group of fewer patients than this gets no curve (its steps would be

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .metrics import harrell_c, integrated_brier, time_dependent_auc, uno_c
+from stsfl.common.metrics import harrell_c, integrated_brier, time_dependent_auc, uno_c
 
 DEFAULT_HORIZONS_DAYS = (365.0, 730.0, 1825.0)
 UNO_TAU_QUANTILE = 0.8

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .config.preset import ModelPreset, PatchEncoderConfig
-from .console import UserError
+from stsfl.common.config.preset import ModelPreset, PatchEncoderConfig
+from stsfl.common.console import UserError
 
 # Bump when a morphometry feature's definition changes (stsfl.client.wsi_morphometry).
 MORPHOMETRY_VERSION = "1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config.preset import WsiNetConfig
+from stsfl.common.config.preset import WsiNetConfig
 
 
 class GatedAttentionMil(nn.Module):

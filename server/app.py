@@ -30,18 +30,17 @@ def _log(line: str) -> None:
 def main(grid: Grid, context: Context) -> None:
     """Run one federation (or continue one) as described by the run config."""
     from stsfl.common.config import FederationConfig, load_config
-
-    from .model_hooks import hooks_for
-    from .orchestrator import Federation
-    from .prompt_grid import PromptGrid
-    from .results import ResultsFolder
+    from stsfl.common.tasks import server_side
+    from stsfl.server.orchestrator import Federation
+    from stsfl.server.prompt_grid import PromptGrid
+    from stsfl.server.results import ResultsFolder
 
     config_path = Path(str(context.run_config["federation-config"]))
     fed = load_config(config_path, FederationConfig)
     results_dir = Path(str(context.run_config.get("results-dir") or fed.results_dir))
     resume = bool(context.run_config.get("resume", False))
     try:
-        federation = Federation(PromptGrid(grid), fed, config_path, results_dir, hooks_for(fed), log=_log, resume=resume)
+        federation = Federation(PromptGrid(grid), fed, config_path, results_dir, server_side(fed), log=_log, resume=resume)
         federation.run()
     except Exception as err:  # the coordinator reads status.json for the reason of a failed run
         ResultsFolder(results_dir).write_status("failed", error=f"{type(err).__name__}: {err}")

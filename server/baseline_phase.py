@@ -17,7 +17,6 @@ import numpy as np
 from stsfl.common.baseline_document import baseline_document
 from stsfl.common.baseline_hazard import DAYS_PER_YEAR, BaselineHazard
 from stsfl.common.config import FederationConfig
-from stsfl.common.fed_protocol import BASELINE_GRID, to_json
 from stsfl.common.figures import pyplot, save_png
 
 BASELINE_FILE = "baseline_hazard.json"
@@ -26,11 +25,6 @@ BASELINE_FILE = "baseline_hazard.json"
 def grid_settings(fed: FederationConfig) -> dict[str, float]:
     grid = fed.prediction.grid
     return {"bin_days": grid.bin_days, "max_days": grid.max_years * DAYS_PER_YEAR}
-
-
-def baseline_query_config(fed: FederationConfig) -> dict[str, str]:
-    """Entries added to the round config of the baseline query."""
-    return {BASELINE_GRID: to_json(grid_settings(fed))}
 
 
 def combine_baseline_replies(replies: dict[str, dict], fed: FederationConfig, model_round: int) -> dict[str, Any]:

@@ -20,25 +20,31 @@ import numpy as np
 
 from stsfl.common.absolute_risk import horizons_in_days
 from stsfl.common.config import FederationConfig
-from stsfl.common.fed_protocol import BASELINE, COMPETING_BASELINE, HORIZONS, to_json
 from stsfl.common.figures import pyplot, save_png
-
-from .incidence_summary import plot_incidence, pooled_incidence
+from stsfl.common.messages import CalibrationQuery, RoundConfig
+from stsfl.server.incidence_summary import plot_incidence, pooled_incidence
 
 CALIBRATION_FILE = "calibration.json"
 
 
-def calibration_query_config(fed: FederationConfig, baseline: dict[str, Any]) -> dict[str, str]:
-    """Entries added to the config of the calibration query: the pooled baselines, the horizons and,
-    for endpoints with a competing event, the competing event's pooled baseline with its bins."""
-    pooled = {name: entry["pooled"] for name, entry in baseline["endpoints"].items()}
-    competing = {
+def competing_baselines(baseline: dict[str, Any]) -> dict[str, Any]:
+    """Per endpoint with a competing event: the competing event's cause, pooled baseline and bins."""
+    return {
         name: {k: entry["competing"][k] for k in ("cause", "pooled", "bins")}
         for name, entry in baseline["endpoints"].items()
         if "competing" in entry
     }
-    config = {BASELINE: to_json(pooled), HORIZONS: to_json(horizons_in_days(fed.prediction.horizons_years).tolist())}
-    return config | ({COMPETING_BASELINE: to_json(competing)} if competing else {})
+
+
+def calibration_query(model: RoundConfig, horizons_years: list[float], baseline: dict[str, Any]) -> CalibrationQuery:
+    """The calibration query of the model of `model`: the pooled baselines, the horizons and, for
+    endpoints with a competing event, the competing event's pooled baseline with its bins."""
+    return CalibrationQuery(
+        round=model,
+        baseline={name: entry["pooled"] for name, entry in baseline["endpoints"].items()},
+        horizons_days=horizons_in_days(horizons_years).tolist(),
+        competing=competing_baselines(baseline),
+    )
 
 
 def _label(site: str, fed: FederationConfig) -> str:

@@ -40,9 +40,8 @@ from stsfl.common.flower_procs import (
     write_connection,
 )
 from stsfl.common.site_metrics import describe_metrics
-
-from .loco import run_loco_command
-from .simulation import plan_simulation
+from stsfl.server.loco import run_loco_command
+from stsfl.server.simulation import plan_simulation
 
 CONNECTION = "stsfl"
 PROGRESS_PREFIX = "[stsfl] "
@@ -123,7 +122,7 @@ def superlink_tls(fed: FederationConfig, config_path: Path) -> ServerTls | None:
 
 def _write_report(results: Path, echo) -> None:
     """The run report; a failure there is reported, never lost results (they are all written)."""
-    from .report import build_report
+    from stsfl.server.report import build_report
 
     try:
         echo(f"report: {build_report(results)}")
@@ -193,21 +192,21 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from stsfl.common.config.federation import POOLED_ONLY
-    from stsfl.common.config.recipe import TASK_UNUSED
+    from stsfl.common.tasks import task_spec
 
     fed = load_config(args.config, FederationConfig)
     console.print(f"{args.config}: valid federation configuration ({len(fed.sites)} sites, {fed.strategy}, {fed.rounds} rounds)")
     table = Table(title="training recipe the sites run (train:)")
     for column in ("key", "value", "from"):
         table.add_column(column)
-    for key, value, source in fed.recipe.table(skip=POOLED_ONLY | TASK_UNUSED[fed.task]):
+    for key, value, source in fed.recipe.table(skip=POOLED_ONLY | task_spec(fed.task).recipe_unused):
         table.add_row(key, str(value), source)
     console.print(table)
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export_model import export_from_results
+    from stsfl.server.export_model import export_from_results
 
     path = export_from_results(Path(args.results), Path(args.out), site_baselines=args.site_baselines)
     console.print(f"model file: {path} (sites predict with: sts-client predict --site site.yaml --model {path} ...)")
@@ -215,7 +214,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from stsfl.server.report import build_report
 
     console.print(f"report: {build_report(Path(args.results_dir), args.baselines)}")
     return 0

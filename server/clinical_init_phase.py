@@ -17,52 +17,38 @@ federated clinical Cox model's held-out C, the figure the trained network has to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from stsfl.common.cox_newton import CoxScore, newton_step
-from stsfl.common.fed_protocol import (
-    ARRAYS,
-    CLINICAL_BETA,
-    CLINICAL_COX,
-    METRICS,
-    MSG_CLINICAL_COX,
-    MSG_EVALUATE,
-    from_json,
-    to_json,
-)
-from stsfl.common.params import numpy_to_arrays
+from stsfl.common.fed_protocol import MSG_CLINICAL_COX
+from stsfl.common.messages import ClinicalCoxQuery, ClinicalCoxReply
 from stsfl.common.site_metrics import describe_metrics
-
-if TYPE_CHECKING:
-    from .checkpoint import ServerState
-    from .orchestrator import Federation
+from stsfl.server.checkpoint import ServerState
+from stsfl.server.evaluation_phase import evaluate
+from stsfl.server.run_context import RunContext
 
 SKIP_WEIGHT = "clinical_linear.weight"
 
 
-def run_clinical_init(run: Federation, state: ServerState) -> None:
+def run_clinical_init(ctx: RunContext, state: ServerState) -> None:
     """Fit the clinical term in `state.global_arrays` (no-op without one or with clinical_init.steps 0)."""
-    settings = run.fed.clinical_init
+    settings = ctx.fed.clinical_init
     if settings.steps == 0 or SKIP_WEIGHT not in state.global_arrays:
         return
     weight = state.global_arrays[SKIP_WEIGHT]
-    endpoints = list(run.hooks.schema.endpoint_names)
+    endpoints = list(ctx.hooks.schema.endpoint_names)
     beta = np.zeros(weight.shape, dtype=np.float64)
-    cfg = run._base_config()
-    cfg["statistics"] = to_json(state.meta["statistics"])
-    run.sites.refresh(run.query_timeout)
-    present = [s for s in run.fed.training_sites if s in run.sites.node_of]
+    run_config = ctx.run_config()
+    present = ctx.messenger.connected(ctx.fed.training_sites)
     history: dict[str, list[float]] = {e: [] for e in endpoints}
     l2: dict[str, float] = {}
     for step in range(1, settings.steps + 1):
-        cfg[CLINICAL_BETA] = to_json(beta.tolist())
-        ok, _ = run._send(MSG_CLINICAL_COX, present, {}, cfg, 0)
+        query = ClinicalCoxQuery(run=run_config, statistics=state.meta["statistics"], beta=beta.tolist())
+        ok, _ = ctx.messenger.send(MSG_CLINICAL_COX, present, {}, query, 0)
         if not ok:
-            run.log("clinical Cox initialisation: no training site replied; the network starts from zero")
+            ctx.log("clinical Cox initialisation: no training site replied; the network starts from zero")
             return
-        parts = [from_json(str(r.content[CLINICAL_COX]["json"])) for r in ok.values()]
+        parts = [ClinicalCoxReply.from_record(r.content).document for r in ok.values()]
         for k, endpoint in enumerate(endpoints):
             total = CoxScore.total(CoxScore.from_dict(p[endpoint]) for p in parts)
             if not total.events:
@@ -70,7 +56,7 @@ def run_clinical_init(run: Federation, state: ServerState) -> None:
             l2.setdefault(endpoint, ridge(settings.l2_penalty, weight.shape[1], total.events))
             history[endpoint].append(total.loglik / total.events - l2[endpoint] / 2 * float(beta[k] @ beta[k]))
             beta[k] = newton_step(total, beta[k], l2[endpoint])
-        run.log(
+        ctx.log(
             f"clinical Cox initialisation, Newton step {step}/{settings.steps}: penalised log-likelihood per event "
             + ", ".join(f"{e} {h[-1]:.4f}" for e, h in history.items() if h)
         )
@@ -85,19 +71,17 @@ def run_clinical_init(run: Federation, state: ServerState) -> None:
     }
 
 
-def score_clinical_start(run: Federation, state: ServerState) -> None:
-    """The held-out centres evaluate the model the network starts from (after `run_clinical_init`)."""
-    run.sites.refresh(run.query_timeout)
-    holdout = [s for s in run.fed.holdout if s in run.sites.node_of]
-    if "clinical_init" not in state.meta or not holdout:
+def score_clinical_start(ctx: RunContext, state: ServerState) -> None:
+    """The held-out centres evaluate the model the network starts from (after `run_clinical_init`),
+    with round 1's config, before round 1 (message group 0)."""
+    if "clinical_init" not in state.meta or not ctx.fed.holdout:
         return
-    cfg = run._round_config(state, 1)
-    cfg["holdout-sites"] = to_json(run.fed.holdout)
-    ok, _ = run._send(MSG_EVALUATE, holdout, {ARRAYS: numpy_to_arrays(state.global_arrays)}, cfg, 0)
-    scores = {site: {k: float(v) for k, v in reply.content[METRICS].items()} for site, reply in sorted(ok.items())}
+    scores = evaluate(ctx, state, 1, sites=ctx.fed.holdout, group=0)
+    if not scores:
+        return
     state.meta["clinical_cox_holdout"] = scores
     for site, metrics in scores.items():
-        run.log(f"held-out {site}, the clinical Cox model the network starts from: {describe_metrics(metrics)}")
+        ctx.log(f"held-out {site}, the clinical Cox model the network starts from: {describe_metrics(metrics)}")
 
 
 def ridge(setting: float | str, features: int, events: int) -> float:

@@ -18,9 +18,8 @@ from stsfl.common.batch import MODALITIES
 from stsfl.common.config import FederationConfig, load_config, load_preset
 from stsfl.common.console import UserError
 from stsfl.common.model_file import ExportedModel, save_model_file
-
-from .baseline_phase import BASELINE_FILE
-from .model_hooks import MultimodalHooks
+from stsfl.server.baseline_phase import BASELINE_FILE
+from stsfl.tasks.multimodal.server import MultimodalServer
 
 
 def _read(results: Path, name: str) -> Path:
@@ -63,7 +62,7 @@ def export_from_results(results_dir: Path, out: Path, site_baselines: bool = Fal
     model = ExportedModel(
         arrays=arrays,
         preset=load_preset(fed.preset, fed.model_norm),
-        schema=MultimodalHooks(fed).schema,
+        schema=MultimodalServer(fed).schema,
         statistics=statistics,
         baseline=baseline if site_baselines else without_site_baselines(baseline),
         horizons_years=list(fed.prediction.horizons_years),

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from stsfl.common.risk_group_km import parse_risk_group_km
-
-from . import report_figures as figures
-from .report_data import (
+from stsfl.server import report_figures as figures
+from stsfl.server.report_data import (
     RunResults,
     blend_series,
     c_index_series,

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from stsfl.common.figures import pyplot, save_png
-
-from .report_data import MODALITIES, EvaluationRow
+from stsfl.server.report_data import MODALITIES, EvaluationRow
 
 HEAD_COLOURS = {"fused": "black", "mri": "tab:blue", "wsi": "tab:purple", "clinical": "tab:orange"}
 

@@ -31,8 +31,7 @@ import yaml
 
 from stsfl.common.config import read_yaml
 from stsfl.common.config.security import absolute_security_paths
-
-from .tracking import write_tensorboard
+from stsfl.server.tracking import write_tensorboard
 
 SITE_METRIC_FIELDS = ("round", "phase", "site", "metric", "value")
 

@@ -7,30 +7,33 @@ counts go into summary.json. A site that fails is logged and the run goes on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stsfl.common.absolute_risk import horizons_in_days
-from stsfl.common.config import FederationConfig
-from stsfl.common.fed_protocol import ARRAYS, BASELINE_BINS, HORIZONS, METRICS, MSG_SITE_OUTPUTS, to_json
+from stsfl.common.fed_protocol import ARRAYS, MSG_SITE_OUTPUTS
+from stsfl.common.messages import RoundConfig, SiteOutputsQuery, SiteOutputsReply
 from stsfl.common.params import numpy_to_arrays
-
-from .calibration_phase import calibration_query_config
-
-if TYPE_CHECKING:
-    from .checkpoint import ServerState
-    from .orchestrator import Federation
+from stsfl.server.calibration_phase import calibration_query
+from stsfl.server.checkpoint import ServerState
+from stsfl.server.run_context import RunContext
 
 # What a site's reply may hold: counts, nothing per patient.
 SITE_OUTPUT_COUNTS = ("patients", "gradcams", "attention_maps", "problems")
 
 
-def site_outputs_query_config(fed: FederationConfig, baseline: dict[str, Any] | None) -> dict[str, str]:
+def site_outputs_query(model: RoundConfig, horizons_years: list[float], baseline: dict[str, Any] | None) -> SiteOutputsQuery:
     """The horizons and, when the baseline phase produced one, the pooled baselines and their bins
     (the sites' absolute risks and intervals); without it the sites write log-risks only."""
     if baseline is None:
-        return {HORIZONS: to_json(horizons_in_days(fed.prediction.horizons_years).tolist())}
-    bins = {name: entry["bins"] for name, entry in baseline["endpoints"].items()}
-    return {**calibration_query_config(fed, baseline), BASELINE_BINS: to_json(bins)}
+        return SiteOutputsQuery(round=model, horizons_days=horizons_in_days(horizons_years).tolist())
+    calibration = calibration_query(model, horizons_years, baseline)
+    return SiteOutputsQuery(
+        round=model,
+        horizons_days=calibration.horizons_days,
+        baseline=calibration.baseline,
+        bins={name: entry["bins"] for name, entry in baseline["endpoints"].items()},
+        competing=calibration.competing,
+    )
 
 
 def describe_site_outputs(site: str, counts: dict[str, int]) -> str:
@@ -45,25 +48,22 @@ def describe_site_outputs(site: str, counts: dict[str, int]) -> str:
     return f"{site} wrote {', '.join(parts)} at the site"
 
 
-def run_site_outputs(run: Federation, state: ServerState, baseline: dict[str, Any] | None) -> dict[str, Any]:
+def run_site_outputs(ctx: RunContext, state: ServerState, baseline: dict[str, Any] | None) -> dict[str, Any]:
     """Send the query; returns {"model_round", "sites": {site: counts}, "failed": {site: reason}}."""
-    run.results.write_status("site-outputs", completed_rounds=state.round)
+    ctx.results.write_status("site-outputs", completed_rounds=state.round)
     model_round = state.meta.get("best_round") or state.round
-    cfg = run._round_config(state, model_round)
-    cfg.update(site_outputs_query_config(run.fed, baseline))
-    cfg["holdout-sites"] = to_json(run.fed.holdout)
-    run.sites.refresh(run.query_timeout)
-    present = [s for s in run.fed.sites if s in run.sites.node_of]
+    cfg = site_outputs_query(ctx.round_config(state, model_round), ctx.fed.prediction.horizons_years, baseline)
+    present = ctx.messenger.connected(ctx.fed.sites)
     arrays = numpy_to_arrays(state.best_arrays or state.global_arrays)
-    ok, failed = run._send(MSG_SITE_OUTPUTS, present, {ARRAYS: arrays}, cfg, model_round)
+    ok, failed = ctx.messenger.send(MSG_SITE_OUTPUTS, present, {ARRAYS: arrays}, cfg, model_round)
     counts = {
-        site: {k: int(v) for k, v in reply.content[METRICS].items() if k in SITE_OUTPUT_COUNTS}
+        site: {k: v for k, v in SiteOutputsReply.from_record(reply.content).counts.items() if k in SITE_OUTPUT_COUNTS}
         for site, reply in sorted(ok.items())
     }
     for site, site_counts in counts.items():
-        run.log(describe_site_outputs(site, site_counts))
-    for site in run.fed.sites:  # (`_send` logged the sites that failed)
+        ctx.log(describe_site_outputs(site, site_counts))
+    for site in ctx.fed.sites:  # (the messenger logged the sites that failed)
         if site not in present:
             failed[site] = "not connected"
-            run.log(f"{site} wrote no site outputs: not connected")
+            ctx.log(f"{site} wrote no site outputs: not connected")
     return {"model_round": model_round, "sites": counts, "failed": failed}

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from stsfl.common.config.schema import ClinicalSchema, schema_differences
@@ -27,12 +27,11 @@ from stsfl.common.console import one_line_cause
 from stsfl.common.fed_protocol import (
     CONFIG,
     MSG_STATS,
-    STATS,
     STATS_SCHEMA_FINGERPRINT,
     STATS_UNUSABLE,
-    from_json,
     reply_site_name,
 )
+from stsfl.common.messages import RunConfig, StatsReply
 
 # A message lives this much longer than the coordinator waits for its reply: the push and the
 # SuperNode's look for work (every 3 s in flwr 1.41) come on top, and a reply that arrives while the
@@ -45,26 +44,25 @@ class MissingSitesError(RuntimeError):
     names them (and the cause of each that cannot)."""
 
 
-def coordinator_fingerprint(query_config: ConfigRecord) -> dict[str, str] | None:
+def coordinator_fingerprint(run: RunConfig) -> dict[str, str] | None:
     """The fingerprint of the schema the coordinator sends (None for a task without one)."""
-    schema = from_json(str(query_config.get("schema", "null")))
-    return ClinicalSchema.model_validate(schema).fingerprint() if schema else None
+    return ClinicalSchema.model_validate(run.schema).fingerprint() if run.schema else None
 
 
 class SiteDirectory:
     """node id <-> site name for the sites of one federation, plus each site's statistics reply."""
 
-    def __init__(self, grid: Grid, expected: list[str], query_config: ConfigRecord, log: Callable[[str], None]):
+    def __init__(self, grid: Grid, expected: list[str], run: RunConfig, log: Callable[[str], None]):
         self.grid = grid
         self.expected = list(expected)
-        self.query_config = query_config
+        self.query_config = run.to_record()  # the statistics query: the run's settings alone
         self.log = log
         self.node_of: dict[str, int] = {}
         self.statistics: dict[str, Any] = {}
         self.cannot_serve: dict[str, str] = {}  # site -> why it cannot serve this run
         self.failing_nodes: dict[int, str] = {}  # node -> the cause of its failed reply (site unknown)
         self._ignored: set[int] = set()
-        self._fingerprint = coordinator_fingerprint(query_config)
+        self._fingerprint = coordinator_fingerprint(run)
 
     def forget(self, site: str) -> None:
         self.node_of.pop(site, None)
@@ -94,7 +92,7 @@ class SiteDirectory:
                 self.log(f"node {node} is site {site!r}, which is not part of this federation: ignored")
                 self._ignored.add(node)
                 continue
-            stats = from_json(str(reply.content[STATS]["json"]))
+            stats = StatsReply.from_record(reply.content).statistics
             refusal = self._refusal(stats)
             if refusal:
                 if self.cannot_serve.get(site) != refusal:

@@ -21,7 +21,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from stsfl.client.app import app as client_app
 from stsfl.common.config import FederationConfig, load_config
 from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME
-from stsfl.server.model_hooks import hooks_for
+from stsfl.common.tasks import server_side
 from stsfl.server.orchestrator import Federation
 
 
@@ -70,5 +70,5 @@ def server_identity(monkeypatch):
 def run_in_process(grid: InProcessGrid, config_path: Path, results: Path, resume: bool = False) -> dict:
     """One federation (the ServerApp's `Federation`) over `grid`; returns its summary."""
     fed = load_config(config_path, FederationConfig)
-    federation = Federation(grid, fed, config_path, results, hooks_for(fed), log=print, resume=resume)
+    federation = Federation(grid, fed, config_path, results, server_side(fed), log=print, resume=resume)
     return federation.run()

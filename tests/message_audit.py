@@ -25,25 +25,29 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from inprocess_grid import InProcessGrid
 
-from stsfl.client.linear_cox_site import LinearCoxSite, read_table
 from stsfl.client.site_task import SiteTask
 from stsfl.common.baseline_hazard import BaselineHazard, time_grid
 from stsfl.common.competing_risks import cumulative_incidence
 from stsfl.common.fed_protocol import (
     ARRAYS,
-    BASELINE,
-    BASELINE_GRID,
-    COMPETING_BASELINE,
     CONFIG,
-    HORIZONS,
     MODEL_PREFIX,
     NODE_SITE_CONFIG,
     NODE_SITE_NAME,
     from_json,
     reply_site_name,
 )
+from stsfl.common.messages import BaselineQuery, CalibrationQuery, RoundConfig, RunConfig, record_key
 from stsfl.common.params import load_arrays
 from stsfl.common.risk_group_km import KM_GRID_DAYS
+from stsfl.tasks.linear_cox.site import LinearCoxSite, read_table
+
+# the raw config keys the audit reads (the server's own numbers that a reply may echo)
+BASELINE = record_key(CalibrationQuery, "baseline")
+COMPETING_BASELINE = record_key(CalibrationQuery, "competing")
+BASELINE_GRID = record_key(BaselineQuery, "grid")
+HORIZONS = record_key(CalibrationQuery, "horizons_days")  # prediction horizons, days
+EVAL_HORIZONS = record_key(RoundConfig, "eval_horizons_days")
 
 MIN_LENGTH = 5
 MIN_ID_CONTAINED = 6
@@ -285,8 +289,9 @@ def public_numbers(sent: Message) -> list[float]:
     if BASELINE_GRID in cfg:
         grid = from_json(str(cfg[BASELINE_GRID]))
         out += time_grid(float(grid["bin_days"]), float(grid["max_days"])).tolist()
-    if HORIZONS in cfg:  # evaluation and calibration horizons, days
-        out += [float(h) for h in from_json(str(cfg[HORIZONS])) or []]
+    for key in (HORIZONS, EVAL_HORIZONS):  # prediction and evaluation horizons, days
+        if key in cfg:
+            out += [float(h) for h in from_json(str(cfg[key])) or []]
     return out
 
 
@@ -304,7 +309,7 @@ class AuditedGrid(InProcessGrid):
         for sent, reply in zip(messages, replies):
             config = self.node_config[sent.metadata.dst_node_id]
             task = SiteTask.from_node_config(config[NODE_SITE_NAME], config[NODE_SITE_CONFIG])
-            impl = task._impl(sent.content[CONFIG])
+            impl = task._impl(RunConfig.from_record(sent.content[CONFIG]))
             if task.name not in self._privates:
                 self._privates[task.name] = SitePrivates.of(task, impl)
             privates = self._privates[task.name]

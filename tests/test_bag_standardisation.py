@@ -10,12 +10,12 @@ import torch
 import yaml
 from site_builder import make_site
 
-from stsfl.client.multimodal_site import MultimodalSite
 from stsfl.common.bag_stats import combine_bag_sums, site_bag_sums
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import FederationConfig, SiteConfig, load_config, load_preset, load_schema
+from stsfl.common.tasks import server_side
 from stsfl.common.wsi_net import GatedAttentionMil
-from stsfl.server.model_hooks import hooks_for
+from stsfl.tasks.multimodal.site import MultimodalSite
 
 
 def test_site_sums_pool_to_the_statistics_of_all_tiles():
@@ -54,7 +54,7 @@ def sites(tmp_path_factory):
 
 
 def test_server_writes_the_training_sites_statistics_into_the_initial_model(sites):
-    hooks = hooks_for(FederationConfig(sites=list(sites), holdout=["held_out"]))
+    hooks = server_side(FederationConfig(sites=list(sites), holdout=["held_out"]))
     statistics = hooks.combine_statistics({name: site.statistics() for name, site in sites.items()})
     GlobalClinicalStats.from_dict(statistics)  # the clinical statistics the sites read are unchanged
     arrays = hooks.initial_arrays(statistics, seed=0)

@@ -17,9 +17,10 @@ from stsfl.common.clinical_features import clinical_feature_names
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import FederationConfig, load_schema
 from stsfl.common.cox_newton import CoxScore, cox_score, newton_step
+from stsfl.common.tasks import server_side
 from stsfl.server.clinical_init_phase import run_clinical_init
-from stsfl.server.model_hooks import hooks_for
 from stsfl.server.orchestrator import Federation
+from stsfl.server.statistics_phase import run_statistics_phase
 
 
 def _strata(rng, sizes=(150, 120), beta=(0.6, -0.4, 0.3), ties=False):
@@ -105,11 +106,11 @@ def test_the_phase_starts_the_fused_head_at_the_federated_clinical_cox_fit(tmp_p
         frames.append(frame.assign(site=name))
     fed = FederationConfig(sites=list(sites), validation_fraction=0.0, clinical_init={"steps": 6, "l2_penalty": 0.0})
     run = Federation(
-        InProcessGrid(sites), fed, tmp_path / "federation.yaml", tmp_path / "results", hooks_for(fed), log=lambda _: None
+        InProcessGrid(sites), fed, tmp_path / "federation.yaml", tmp_path / "results", server_side(fed), log=lambda _: None
     )
-    run.sites.wait_for(fed.sites, 60, 60)
-    state = run._statistics_phase()
-    run_clinical_init(run, state)
+    run.ctx.messenger.sites.wait_for(fed.sites, 60, 60)
+    state = run_statistics_phase(run.ctx)
+    run_clinical_init(run.ctx, state)
     assert not state.global_arrays["fused_head.weight"].any() and not state.global_arrays["fused_head.bias"].any()
     beta = state.global_arrays["clinical_linear.weight"][0]  # OS
     assert state.global_arrays["clinical_linear.weight"][1].tolist() == [0.0] * len(beta)  # DM: no events
@@ -135,6 +136,6 @@ def test_the_phase_starts_the_fused_head_at_the_federated_clinical_cox_fit(tmp_p
 
 def _encoded(task: SiteTask, run: Federation, state) -> np.ndarray:
     """The site's patients' clinical vectors [N, C] under the federation's statistics, in CSV order."""
-    impl = task._impl(run._base_config())
+    impl = task._impl(run.ctx.run_config())
     stats = GlobalClinicalStats.from_dict(state.meta["statistics"])
     return np.stack([encode_record(p.record, stats, impl.schema) for p in impl.prepared.patients])

@@ -17,8 +17,7 @@ from stsfl.common.baseline_document import baseline_document
 from stsfl.common.baseline_hazard import BaselineHazard, site_baseline_bins, time_grid
 from stsfl.common.cif_calibration import aalen_johansen
 from stsfl.common.config import FederationConfig
-from stsfl.common.fed_protocol import COMPETING_BASELINE, from_json
-from stsfl.server.calibration_phase import calibration_query_config, write_calibration
+from stsfl.server.calibration_phase import competing_baselines, write_calibration
 from stsfl.server.export_model import without_site_baselines
 
 GRID = {"bin_days": 365.25 / 12, "max_days": 20 * 365.25}
@@ -64,9 +63,8 @@ def test_competing_bins_are_counts_on_the_grid_and_combine_to_the_pooled_baselin
 def test_sites_calibrate_crude_incidence_and_the_server_pools_it(tmp_path):
     fed = FederationConfig(sites=["a", "b", "c"], holdout=["c"])
     document = baseline_document({"a": baseline_reply(site_risks(1200, 3), GRID)}, GRID, model_round=1)
-    config = calibration_query_config(fed, document)
     hazards = {name: BaselineHazard.from_dict(e["pooled"]) for name, e in document["endpoints"].items()}
-    competing = competing_from_config(hazards, from_json(config[COMPETING_BASELINE]))
+    competing = competing_from_config(hazards, competing_baselines(document))
     horizons = [1095.75, 1826.25]
     risks = {"a": site_risks(700, 4), "b": site_risks(600, 5), "c": site_risks(700, 6, scale=2.0)}
     replies = {s: calibration_reply(r, hazards, horizons, competing) for s, r in risks.items()}

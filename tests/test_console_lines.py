@@ -3,19 +3,15 @@ console, where `[...]` would be markup) and a site's failure as its cause, in on
 
 from __future__ import annotations
 
-from inprocess_grid import InProcessGrid
-
 from stsfl.common.config import FederationConfig
 from stsfl.common.console import CAUSE_MAX_CHARS, console, one_line_cause, print_progress
-from stsfl.server.model_hooks import hooks_for
-from stsfl.server.orchestrator import Federation
+from stsfl.server.run_summary import progress_line
 
 HELD_OUT = {"c-harrell-os": 0.712, "c-uno-os": 0.698, "eval-events-os": 14.0}
 
 
 def test_the_round_line_shows_the_held_out_metrics_on_the_console(tmp_path):
     fed = FederationConfig(sites=["hospital_a", "hospital_b", "hospital_c"], holdout=["hospital_c"], rounds=10)
-    federation = Federation(InProcessGrid({}), fed, tmp_path / "federation.yaml", tmp_path / "results", hooks_for(fed))
     record = {
         "round": 1,
         "sites_train": ["hospital_a", "hospital_b"],
@@ -26,7 +22,7 @@ def test_the_round_line_shows_the_held_out_metrics_on_the_console(tmp_path):
         "selection_score": 2.6622,
         "evaluate_sites": {"hospital_c": HELD_OUT},
     }
-    line = federation._progress_line(record)
+    line = progress_line(fed, record)
     with console.capture() as captured:
         print_progress(line)
     shown = captured.get().strip()

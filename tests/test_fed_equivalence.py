@@ -20,19 +20,19 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from fed_messages import round_config, run_config
+from flwr.app import MetricRecord, RecordDict
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 from lifelines import CoxPHFitter
 
-from stsfl.client.linear_cox_site import VALIDATION_FRACTION, LinearCoxSite, fit_pooled
 from stsfl.client.site_task import SiteTask
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.config import FederationConfig
-from stsfl.common.fed_protocol import to_json
-from stsfl.common.linear_cox import build_linear_cox
 from stsfl.common.moments import combine_moments
 from stsfl.common.params import arrays_to_numpy, state_dict_to_arrays
 from stsfl.server.strategies import Aggregator
+from stsfl.tasks.linear_cox.model import build_linear_cox
+from stsfl.tasks.linear_cox.site import VALIDATION_FRACTION, LinearCoxSite, fit_pooled
 
 LR, SEED = 0.5, 3
 
@@ -63,30 +63,12 @@ def _federated(yamls, rounds: int, lr: float = LR, l2: float = 0.0) -> dict[str,
         rounds=rounds,
         train={"lr": lr, "seed": SEED},
     )
-    base = ConfigRecord(
-        {
-            "task": "linear-cox",
-            "run-seed": SEED,
-            "federation": "eq",
-            "l2-penalty": fed.l2_penalty,
-            "recipe": to_json(fed.recipe.train.model_dump(mode="json")),
-        }
-    )
-    statistics, _ = _statistics(tasks, base)
+    run = run_config(fed, federation="eq")
+    statistics, _ = _statistics(tasks, run)
     aggregator = Aggregator(fed)
     glob = state_dict_to_arrays(build_linear_cox(len(statistics["mean"]), SEED).state_dict())
     for server_round in range(1, rounds + 1):
-        cfg = ConfigRecord(
-            dict(
-                base,
-                **{
-                    "statistics": to_json(statistics),
-                    "server-round": server_round,
-                    "seed": SEED + server_round,
-                    "schedule-window": to_json(fed.schedule_window(server_round).model_dump()),
-                },
-            )
-        )
+        cfg = round_config(fed, statistics, server_round, run=run)
         replies = []
         for task in tasks:
             arrays, metrics, _, _ = task.train(glob, cfg)
@@ -137,9 +119,7 @@ def test_a_decaying_learning_rate_reaches_the_sites_round_by_round(region_sites,
 def test_federated_statistics_equal_pooled(region_sites):
     tasks = _tasks(region_sites)
     fed = FederationConfig(sites=[t.name for t in tasks], task="linear-cox")
-    statistics, per_site = _statistics(
-        tasks, ConfigRecord({"task": "linear-cox", "run-seed": SEED, "recipe": to_json(fed.recipe.train.model_dump(mode="json"))})
-    )
+    statistics, per_site = _statistics(tasks, run_config(fed, run_seed=SEED))
     pooled = np.concatenate(
         [LinearCoxSite(p.parent / p.stem / "clinical.csv", SEED).train.x.double().numpy() for p in region_sites]
     )

@@ -8,7 +8,7 @@ import torch
 from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_batch, tiny_preset
 
 from stsfl.client.gradcam import largest_tumour_slice, mri_gradcam, save_batch_gradcams
-from stsfl.common.multimodal import MultimodalCoxNet
+from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 
 def test_gradcam_maps_and_overlays(tmp_path):

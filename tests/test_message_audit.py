@@ -2,7 +2,10 @@
 whole federations - statistics, training, evaluation, cross-site validation, baseline,
 calibration and site-outputs queries - is audited for per-patient content (tests/message_audit.py), on the TCGA-BRCA
 region sites (linear Cox) and on tiny multimodal sites (MRI + slides + clinical). The auditor itself
-is shown to catch leaking replies."""
+is shown to catch leaking replies.
+
+The same federations show that a site reads every field of the coordinator's message configs
+(stsfl.common.messages; tests/field_reads.py): a field that no site reads is a setting that does nothing."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from field_reads import all_fields, site_reads  # noqa: F401 (fixture)
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from inprocess_grid import run_in_process, server_identity  # noqa: F401 (fixture)
 from message_audit import AuditedGrid, MessageAudit, SitePrivates
@@ -26,6 +30,21 @@ from stsfl.common.params import numpy_to_arrays
 
 ALL_TYPES = {"query.stats", "train", "evaluate", "evaluate.cross", "query.baseline", "query.calibration", "query.site_outputs"}
 MULTIMODAL_TYPES = ALL_TYPES | {"query.clinical_cox"}
+# Config fields a federation's sites do not read, by what it leaves out: the other task's settings,
+# the phases it does not run.
+SECURE_LINEAR_UNREAD = {
+    "RunConfig.preset",  # the multimodal task's
+    "RunConfig.model_norm",
+    "RunConfig.planned_epochs",  # no DP site
+    "ClinicalCoxQuery.statistics",  # no clinical Cox initialisation
+    "ClinicalCoxQuery.beta",
+    "CrossEvaluateConfig.global_model",  # no cross-site validation under SecAgg+
+}
+MULTIMODAL_DP_UNREAD = {
+    "RunConfig.l2_penalty",  # the linear-cox task's
+    "RoundConfig.aggregation_weight",  # no secure aggregation
+    "RoundConfig.clipping_range",
+}
 
 
 def _report(audit: MessageAudit, label: str) -> str:
@@ -54,7 +73,12 @@ def test_nothing_per_patient_leaves_the_tcga_region_sites(tcga_brca_dir, tmp_pat
     _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions")
 
 
-def test_nothing_per_patient_leaves_the_sites_under_secure_aggregation(tcga_brca_dir, tmp_path, server_identity):
+def test_every_config_field_is_read_by_some_site():
+    assert not SECURE_LINEAR_UNREAD & MULTIMODAL_DP_UNREAD
+    assert (SECURE_LINEAR_UNREAD | MULTIMODAL_DP_UNREAD) <= all_fields()
+
+
+def test_nothing_per_patient_leaves_the_sites_under_secure_aggregation(tcga_brca_dir, tmp_path, server_identity, site_reads):
     """The four SecAgg+ stages replace the train reply (no cross-site validation: it is refused with them)."""
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
@@ -63,9 +87,10 @@ def test_nothing_per_patient_leaves_the_sites_under_secure_aggregation(tcga_brca
         "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nsecure_aggregation: {enabled: true}\n"
     )
     _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions, SecAgg+", ALL_TYPES - {"evaluate.cross"})
+    assert all_fields() - site_reads == SECURE_LINEAR_UNREAD
 
 
-def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identity):
+def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identity, site_reads):
     """...site `a` with DP-SGD included: it spends its budget over the planned round and fine-tuning."""
     sites = {}
     for i, name in enumerate(["a", "b", "held_out"]):
@@ -80,6 +105,7 @@ def test_nothing_per_patient_leaves_the_multimodal_sites(tmp_path, server_identi
         "cross_site: {enabled: true, local_epochs: 1}\n"
     )
     _run_and_audit(sites, config, tmp_path / "results", "multimodal tiny sites", MULTIMODAL_TYPES)
+    assert all_fields() - site_reads == MULTIMODAL_DP_UNREAD
     round_1 = json.loads((tmp_path / "results" / "rounds.jsonl").read_text().splitlines()[0])["train_sites"]
     assert 0 < round_1["a"]["dp-epsilon"] < 8.0 and "dp-epsilon" not in round_1["b"]
     ledger = json.loads((tmp_path / "a" / "cache" / "federations" / "audit-mm" / "privacy_ledger.json").read_text())

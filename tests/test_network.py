@@ -8,8 +8,8 @@ from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_batch, tiny_preset
 from monai.networks.nets import DenseNet
 
 from stsfl.common.mri_net import MriEncoder, load_mri_checkpoint
-from stsfl.common.multimodal import MultimodalCoxNet
 from stsfl.common.wsi_net import GatedAttentionMil
+from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance", "group"])
@@ -119,7 +119,7 @@ def test_a_pretrained_frozen_mri_trunk_starts_the_federation_and_is_not_trained(
     import yaml
 
     from stsfl.common.config import FederationConfig, load_preset
-    from stsfl.server.model_hooks import hooks_for
+    from stsfl.common.tasks import server_side
 
     preset = load_preset("cpu-small")
     torch.manual_seed(3)
@@ -129,14 +129,14 @@ def test_a_pretrained_frozen_mri_trunk_starts_the_federation_and_is_not_trained(
     mri = preset.mri.model_copy(update={"checkpoint": str(checkpoint), "freeze": True})
     preset_yaml = tmp_path / "pretrained.yaml"
     preset_yaml.write_text(yaml.safe_dump(preset.model_copy(update={"name": "pretrained", "mri": mri}).model_dump(mode="json")))
-    arrays = hooks_for(FederationConfig(sites=["a", "b"], preset=str(preset_yaml))).initial_arrays({}, seed=0)
+    arrays = server_side(FederationConfig(sites=["a", "b"], preset=str(preset_yaml))).initial_arrays({}, seed=0)
     for key, value in donor.features.state_dict().items():
         np.testing.assert_array_equal(arrays[f"encoders.mri.features.{key}"], value.numpy(), err_msg=key)
-    plain = hooks_for(FederationConfig(sites=["a", "b"])).initial_arrays({}, seed=0)
+    plain = server_side(FederationConfig(sites=["a", "b"])).initial_arrays({}, seed=0)
     assert not np.array_equal(plain["encoders.mri.features.conv0.weight"], arrays["encoders.mri.features.conv0.weight"])
     model = MultimodalCoxNet(load_preset(str(preset_yaml)), N_CLINICAL, N_ENDPOINTS)
     assert not any(p.requires_grad for p in model.encoders["mri"].features.parameters())
     assert all(p.requires_grad for p in model.encoders["mri"].class_layers.parameters())
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, checkpoint)
     with pytest.raises(ValueError, match="mri.pt: no DenseNet trunk weights"):
-        hooks_for(FederationConfig(sites=["a", "b"], preset=str(preset_yaml))).initial_arrays({}, seed=0)
+        server_side(FederationConfig(sites=["a", "b"], preset=str(preset_yaml))).initial_arrays({}, seed=0)

@@ -15,8 +15,8 @@ from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import ClinicalSums, combine_clinical_sums
 from stsfl.common.config import SiteConfig, load_config, load_preset
 from stsfl.common.head_losses import blended_loss, head_losses
-from stsfl.common.multimodal import MultimodalCoxNet
 from stsfl.common.synthetic import generate_cohort, load_synth_config
+from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 PRESET = load_preset("cpu-small")
 

@@ -21,7 +21,7 @@ from stsfl.common.clinical_stats import combine_clinical_sums
 from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4
 from stsfl.common.console import UserError
 from stsfl.common.model_file import ModelFileError, load_model_file
-from stsfl.common.multimodal import MultimodalCoxNet
+from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 # N4 off: the tests are about prediction, and N4 is most of the tiny sites' preprocessing time.
 PRESET = without_n4(load_preset("cpu-small"))

@@ -13,7 +13,7 @@ from stsfl.client.privacy import DpSgd, PrivacyBudgetSpent, PrivacyLedger
 from stsfl.client.trainer import make_loader, train_local
 from stsfl.common.batch import collate_patients
 from stsfl.common.config import ConfigError, SiteConfig, TrainConfig, load_config
-from stsfl.common.multimodal import MultimodalCoxNet
+from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 
 def _setup(norm="group", n_train=12, modalities=("mri", "wsi", "clinical"), **cfg):

@@ -13,7 +13,8 @@ from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noq
 
 from stsfl.client.tcga_brca import write_region_sites
 from stsfl.common.fed_protocol import MSG_TRAIN
-from stsfl.server.orchestrator import TTL_MARGIN_S, QuorumError
+from stsfl.server.sites import TTL_MARGIN_S
+from stsfl.server.training_round import QuorumError
 
 BODY = """task: linear-cox
 sites: [region_0, region_1]

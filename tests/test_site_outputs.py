@@ -14,8 +14,8 @@ import yaml
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 from site_builder import clinical_row, make_site, write_csv
 
-from stsfl.client.linear_cox_site import in_validation
 from stsfl.common.fed_protocol import METRICS, MSG_SITE_OUTPUTS, SITE
+from stsfl.tasks.linear_cox.site import in_validation
 
 N = 6
 FEDERATION = """name: outputs-test

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 from site_builder import make_site
 
@@ -31,7 +31,8 @@ from stsfl.client.tcga_brca import write_region_sites
 from stsfl.client.worker_channel import SOCKET_NAME, TOKEN_NAME, WorkerUnavailable, recv_frame, send_frames
 from stsfl.client.worker_supervisor import WorkerSupervisor, site_worker_dir
 from stsfl.common.config import SiteConfig, TrainConfig, load_config
-from stsfl.common.fed_protocol import CONFIG, MSG_STATS, NODE_SITE_CONFIG, NODE_SITE_NAME, NODE_WORKER_DIR, STATS, to_json
+from stsfl.common.fed_protocol import CONFIG, MSG_STATS, NODE_SITE_CONFIG, NODE_SITE_NAME, NODE_WORKER_DIR, STATS
+from stsfl.common.messages import RunConfig
 
 LINEAR_COX = """name: worker-linear
 task: linear-cox
@@ -148,10 +149,8 @@ def test_forwarded_messages_are_answered_as_in_process(cohort, body, request, tm
 
 
 def _stats_query(site: str, site_yaml: Path, folder: Path, run_id: int = 1) -> tuple[Message, Context]:
-    cfg = ConfigRecord(
-        {"task": "linear-cox", "federation": "faults", "run-seed": 0, "recipe": to_json(TrainConfig().model_dump(mode="json"))}
-    )
-    msg = Message(RecordDict({CONFIG: cfg}), dst_node_id=1, message_type=MSG_STATS)
+    cfg = RunConfig(federation="faults", task="linear-cox", recipe=TrainConfig(), run_seed=0, validation_fraction=0.2)
+    msg = Message(RecordDict({CONFIG: cfg.to_record()}), dst_node_id=1, message_type=MSG_STATS)
     msg.metadata.__dict__["_message_id"] = f"m{time.monotonic_ns()}"
     context = Context(
         run_id=run_id,

@@ -13,7 +13,7 @@ from stsfl.client.trainer import accumulate_chunk_gradients, evaluate, make_load
 from stsfl.common.batch import collate_patients
 from stsfl.common.config import TrainConfig
 from stsfl.common.head_losses import blended_loss, head_losses
-from stsfl.common.multimodal import MultimodalCoxNet
+from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 
 def _setup(norm="batch", n_train=12, n_val=6, batch_size=4, modalities=("wsi", "clinical"), **cfg):

@@ -12,7 +12,7 @@ from stsfl.client.site_prepare import prepare_site
 from stsfl.client.wsi_attention import tile_attention, write_attention_maps
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.config import SiteConfig, load_config, load_preset
-from stsfl.common.multimodal import MultimodalCoxNet
+from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 PRESET = load_preset("cpu-small")
 

@@ -11,12 +11,12 @@ import torch
 import yaml
 from site_builder import make_site
 
-from stsfl.client.multimodal_site import MultimodalSite
 from stsfl.client.site_dataset import SiteDataset
 from stsfl.client.site_prepare import prepare_site
 from stsfl.common.config import ConfigError, SiteConfig, load_config, load_preset, load_schema
 from stsfl.common.console import UserError
 from stsfl.common.wsi_encoder import check_site_encoders, encoder_mismatches
+from stsfl.tasks.multimodal.site import MultimodalSite
 
 WIDTH = 24
 BASE = load_preset("cpu-small")

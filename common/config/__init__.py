@@ -1,13 +1,13 @@
 """Typed, validated configuration loaded from YAML (see configs/)."""
 
-from .federation import FederationConfig
-from .loader import ConfigError, StrictModel, bundled_path, load_config, parse_config, read_yaml
-from .prediction import BaselineGridConfig, PredictionConfig
-from .preset import ModelPreset, load_preset
-from .recipe import EffectiveRecipe, resolve_recipe
-from .schema import ClinicalSchema, ClinicalVariable, Endpoint
-from .site import SiteConfig
-from .train import ScheduleWindow, TrainConfig
+from stsfl.common.config.federation import FederationConfig
+from stsfl.common.config.loader import ConfigError, StrictModel, bundled_path, load_config, parse_config, read_yaml
+from stsfl.common.config.prediction import BaselineGridConfig, PredictionConfig
+from stsfl.common.config.preset import ModelPreset, load_preset
+from stsfl.common.config.recipe import EffectiveRecipe, resolve_recipe
+from stsfl.common.config.schema import ClinicalSchema, ClinicalVariable, Endpoint
+from stsfl.common.config.site import SiteConfig
+from stsfl.common.config.train import ScheduleWindow, TrainConfig
 
 
 def load_schema(path=None) -> ClinicalSchema:

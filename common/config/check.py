@@ -6,11 +6,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .federation import FederationConfig
-from .loader import ConfigError, load_config
-from .preset import ModelPreset
-from .schema import ClinicalSchema
-from .site import SiteConfig
+from stsfl.common.config.federation import FederationConfig
+from stsfl.common.config.loader import ConfigError, load_config
+from stsfl.common.config.preset import ModelPreset
+from stsfl.common.config.schema import ClinicalSchema
+from stsfl.common.config.site import SiteConfig
 
 CONFIG_KINDS: dict[str, type[BaseModel]] = {
     "federation": FederationConfig,

@@ -7,12 +7,13 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
-from .loader import StrictModel
-from .prediction import PredictionConfig
-from .preset import Norm, load_preset
-from .recipe import TASK_UNUSED, EffectiveRecipe, resolve_recipe
-from .security import FederationSecurity
-from .train import ScheduleWindow
+from stsfl.common.config.loader import StrictModel
+from stsfl.common.config.prediction import PredictionConfig
+from stsfl.common.config.preset import Norm, load_preset
+from stsfl.common.config.recipe import EffectiveRecipe, resolve_recipe
+from stsfl.common.config.security import FederationSecurity
+from stsfl.common.config.train import ScheduleWindow
+from stsfl.common.tasks import CLINICAL_INIT, task_spec
 
 StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedbn"]
 
@@ -146,8 +147,10 @@ class FederationConfig(StrictModel):
     schema_file: Path | None = Field(None, description="clinical schema; default: the bundled configs/schema.yaml")
     sites: list[str]
     holdout: list[str] = []
-    task: Literal["multimodal", "linear-cox"] = Field(
-        "multimodal", description="multimodal Cox network (the product) or clinical-only linear Cox (tabular sites)"
+    task: str = Field(
+        "multimodal",
+        description="a registered task (stsfl.common.tasks): multimodal Cox network (the product) or clinical-only "
+        "linear Cox (tabular sites)",
     )
     strategy: StrategyName = "fedavg"
     strategy_params: StrategyParams = StrategyParams()
@@ -227,7 +230,8 @@ class FederationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _recipe(self) -> FederationConfig:
-        preset = load_preset(self.preset, self.model_norm).train if self.task == "multimodal" else None
+        spec = task_spec(self.task)
+        preset = load_preset(self.preset, self.model_norm).train if spec.uses_preset else None
         self._effective = resolve_recipe(self.task, self.preset, preset, self.train)
         recipe = self._effective.train
         pooled_only = sorted(POOLED_ONLY & set(self.train))
@@ -235,12 +239,12 @@ class FederationConfig(StrictModel):
             raise ValueError(f"train.{pooled_only[0]} applies to pooled training only: " + POOLED_ONLY_WHY[pooled_only[0]])
         if self.strategy == "fedprox" and recipe.prox_mu == 0:
             raise ValueError("strategy fedprox with train.prox_mu 0 is FedAvg: set train.prox_mu (e.g. 0.01)")
-        if self.task == "linear-cox" and "clinical_init" in self.model_fields_set:
-            raise ValueError("clinical_init applies to task multimodal (the linear-cox task is the clinical Cox model)")
+        if not spec.can(CLINICAL_INIT) and "clinical_init" in self.model_fields_set:
+            raise ValueError(f"clinical_init: task {self.task} has no clinical Cox initialisation")
         idle = sorted(set(self.train) & SCHEDULE_KEYS - SCHEDULE_KEYS_USED[recipe.schedule])
         if idle:
             raise ValueError(f"train.{idle[0]} has no effect with schedule {recipe.schedule!r}")
-        unused = sorted(TASK_UNUSED[self.task] & set(self.train))
+        unused = sorted(spec.recipe_unused & set(self.train))
         if unused:
             raise ValueError(
                 f"train.{unused[0]}: task {self.task} trains by full-batch steps over each site's "

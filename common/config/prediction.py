@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveFloat
 
-from .loader import StrictModel
+from stsfl.common.config.loader import StrictModel
 
 
 class BaselineGridConfig(StrictModel):

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from .loader import StrictModel, bundled_path, load_config
-from .train import TrainConfig
+from stsfl.common.config.loader import StrictModel, bundled_path, load_config
+from stsfl.common.config.train import TrainConfig
 
 Norm = Literal["batch", "instance", "group"]
 

@@ -2,8 +2,8 @@
 
 Layers, each overriding the one before by the same key name:
 1. `TrainConfig`'s own defaults;
-2. the task's defaults (`TASK_RECIPES`: the linear Cox model trains by full-batch gradient
-   descent, not like the network);
+2. the task's defaults (its `TaskSpec.recipe_defaults`, stsfl.common.tasks: the linear Cox model
+   trains by full-batch gradient descent, not like the network);
 3. the model preset's `train:` block (task `multimodal`);
 4. the federation YAML's `train:` block.
 `sts-server check-config` prints the result with the layer of every value.
@@ -17,45 +17,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .loader import describe_error, key_path
-from .train import TrainConfig
-
-# Full-batch gradient descent on the convex stratified Cox objective: FedAvg of one step per site is
-# one step of pooled gradient descent (README "task linear-cox"; tests/test_fed_equivalence.py).
-TASK_RECIPES: dict[str, dict[str, Any]] = {
-    "multimodal": {},
-    "linear-cox": {
-        "optimizer": "sgd",
-        "momentum": 0.0,
-        "lr": 0.2,
-        "schedule": "constant",
-        "epochs_per_round": 1,
-        "weight_decay": 0.0,
-        "grad_clip": 0.0,
-        "blend_mode": "off",
-    },
-}
-
-
-# Recipe keys a task's training does not read: a federation YAML that sets one is refused.
-TASK_UNUSED: dict[str, frozenset[str]] = {
-    "multimodal": frozenset(),
-    # full-batch steps over the whole training split: no batches, risk-set chunks, blending or AMP
-    "linear-cox": frozenset(
-        {
-            "batch_size",
-            "risk_set",
-            "ties",
-            "blend_mode",
-            "blend_overfit_floor",
-            "blend_smoothing",
-            "blend_max_change",
-            "blend_min_weight",
-            "min_steps_per_round",
-            "amp",
-        }
-    ),
-}
+from stsfl.common.config.loader import describe_error, key_path
+from stsfl.common.config.train import TrainConfig
+from stsfl.common.tasks import task_spec
 
 
 @dataclass(frozen=True)
@@ -78,7 +42,7 @@ def resolve_recipe(
     Raises ValueError naming each bad key as `train.<key>`."""
     values: dict[str, Any] = {}
     sources = {key: "default" for key in TrainConfig.model_fields}
-    layers = [(f"task {task}", TASK_RECIPES.get(task, {}))]
+    layers = [(f"task {task}", dict(task_spec(task).recipe_defaults))]
     if preset_train is not None:
         layers.append((f"preset {preset_name}", {k: getattr(preset_train, k) for k in preset_train.model_fields_set}))
     layers.append(("federation YAML", dict(overrides)))

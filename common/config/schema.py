@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .loader import StrictModel
+from stsfl.common.config.loader import StrictModel
 
 
 class ClinicalVariable(StrictModel):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .loader import ConfigError, StrictModel, absolute_file_paths
+from stsfl.common.config.loader import ConfigError, StrictModel, absolute_file_paths
 
 
 class FederationSecurity(StrictModel):

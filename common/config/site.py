@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from .loader import StrictModel
-from .security import SiteSecurity
+from stsfl.common.config.loader import StrictModel
+from stsfl.common.config.security import SiteSecurity
 
 
 class SiteLayout(StrictModel):

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from .loader import StrictModel
+from stsfl.common.config.loader import StrictModel
 
 BlendMode = Literal["wang", "softmax", "off"]
 Optimizer = Literal["sgd", "adam"]

@@ -19,9 +19,9 @@ cohort.json (settings, hash, hazard model, per-centre counts and oracle C-index)
 Patient ids are `C<i>-<nnnn>`, unique across centres. Outcomes come from the Cox model of hazard.py.
 """
 
-from .config import CentreProfile, MriGrid, SynthConfig, WsiSettings, load_synth_config
-from .generate import generate_cohort, patient_record, read_cohort
-from .summary import oracle_c
+from stsfl.common.synthetic.config import CentreProfile, MriGrid, SynthConfig, WsiSettings, load_synth_config
+from stsfl.common.synthetic.generate import generate_cohort, patient_record, read_cohort
+from stsfl.common.synthetic.summary import oracle_c
 
 __all__ = [
     "CentreProfile",

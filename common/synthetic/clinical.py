@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import CentreProfile
+from stsfl.common.synthetic.config import CentreProfile
 
 HISTOLOGY = {
     "ups": 0.22,

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from ..config.loader import StrictModel, bundled_path, load_config
+from stsfl.common.config.loader import StrictModel, bundled_path, load_config
 
 # Bump when the generator's output for a given config changes (invalidates `stsfl demo`'s cache).
 GENERATOR_VERSION = "synth-2"  # synth-2: local recurrence (lr) and first_event

@@ -18,16 +18,16 @@ import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..console import UserError, console
-from .clinical import draw_clinical
-from .config import GENERATOR_VERSION, SynthConfig
-from .hazard import describe_model, draw_latents, draw_outcomes, log_hazard_parts
-from .mri import Geometry, acquisition_geometry, draw_limb, mask_from_labels, render_contrast, to_image
-from .preview import write_preview
-from .summary import summarise
-from .tumour import draw_semi_axes, draw_tumour, ellipsoid_volume_cm3
-from .writer import write_site_yaml, write_slide, write_volume
-from .wsi import render_slide
+from stsfl.common.console import UserError, console
+from stsfl.common.synthetic.clinical import draw_clinical
+from stsfl.common.synthetic.config import GENERATOR_VERSION, SynthConfig
+from stsfl.common.synthetic.hazard import describe_model, draw_latents, draw_outcomes, log_hazard_parts
+from stsfl.common.synthetic.mri import Geometry, acquisition_geometry, draw_limb, mask_from_labels, render_contrast, to_image
+from stsfl.common.synthetic.preview import write_preview
+from stsfl.common.synthetic.summary import summarise
+from stsfl.common.synthetic.tumour import draw_semi_axes, draw_tumour, ellipsoid_volume_cm3
+from stsfl.common.synthetic.writer import write_site_yaml, write_slide, write_volume
+from stsfl.common.synthetic.wsi import render_slide
 
 CLINICAL_COLUMNS = [
     "patient_id",

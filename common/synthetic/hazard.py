@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .config import CentreProfile
+from stsfl.common.synthetic.config import CentreProfile
 
 DAYS_PER_YEAR = 365.25
 NECROSIS_MEAN, NECROSIS_SD = 1 / 3, 0.178  # Beta(2, 4)

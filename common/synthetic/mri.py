@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from .config import CentreProfile, MriGrid
-from .tumour import NECROSIS, OEDEMA, VIABLE, Tumour
+from stsfl.common.synthetic.config import CentreProfile, MriGrid
+from stsfl.common.synthetic.tumour import NECROSIS, OEDEMA, VIABLE, Tumour
 
 # Signal (arbitrary units) of each tissue on (T1 post-contrast, T2 fat-sat). Viable tumour enhances
 # on T1; necrosis does not (dark on T1) and holds fluid (bright on T2); oedema is bright on T2 only.

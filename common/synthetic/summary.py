@@ -15,7 +15,7 @@ from lifelines.utils import concordance_index
 from rich import box
 from rich.table import Table
 
-from .hazard import ENDPOINTS
+from stsfl.common.synthetic.hazard import ENDPOINTS
 
 
 def oracle_c(frame: pd.DataFrame, endpoint: str, score: str = "log_hazard") -> float | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .noise import smooth_noise
+from stsfl.common.synthetic.noise import smooth_noise
 
 # Tissue labels returned by Tumour.sample.
 OUTSIDE, VIABLE, NECROSIS, OEDEMA = 0, 1, 2, 3

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import tifffile
 import yaml
 
-from .config import WsiSettings
+from stsfl.common.synthetic.config import WsiSettings
 
 
 def write_volume(image: sitk.Image, path: Path) -> None:

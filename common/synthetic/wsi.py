@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .config import CentreProfile, WsiSettings
-from .noise import smooth_noise
+from stsfl.common.synthetic.config import CentreProfile, WsiSettings
+from stsfl.common.synthetic.noise import smooth_noise
 
 HEMATOXYLIN = np.array([0.650, 0.704, 0.286])
 EOSIN = np.array([0.072, 0.990, 0.105])

@@ -151,7 +151,7 @@ def train_and_export(args, work: Path):
     from stsfl.common.clinical_features import clinical_dim
     from stsfl.common.clinical_stats import combine_clinical_sums
     from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4
-    from stsfl.common.multimodal import MultimodalCoxNet
+    from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
     start = time.perf_counter()
     preset = without_n4(load_preset(args.preset)) if args.no_n4 else load_preset(args.preset)

@@ -28,9 +28,9 @@ from bench_fed_strategies import VALIDATION_FRACTION, Scorer, load_global, log, 
 from rich.console import Console
 from rich.table import Table
 
-from stsfl.client.multimodal_site import MultimodalSite
 from stsfl.common.config import SiteConfig, load_config, load_schema
 from stsfl.server.cli import run_federation
+from stsfl.tasks.multimodal.site import MultimodalSite
 
 RESULTS = Path(__file__).parent / "results" / "dp_utility.json"
 LEARNING_RATE = 0.01

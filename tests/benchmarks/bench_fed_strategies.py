@@ -45,15 +45,15 @@ from rich.console import Console
 from rich.table import Table
 
 from stsfl.client.baselines import PooledDataset, oracle_log_hazard
-from stsfl.client.multimodal_site import MultimodalSite
 from stsfl.client.site_dataset import SiteDataset, site_collate
 from stsfl.client.trainer import evaluate, make_loader, train_local
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats, combine_clinical_sums
 from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4
 from stsfl.common.metrics import bootstrap_ci, harrell_c, harrell_c_difference
-from stsfl.common.multimodal import FUSED, MultimodalCoxNet
 from stsfl.server.cli import run_federation
+from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
+from stsfl.tasks.multimodal.site import MultimodalSite
 
 RESULTS = Path(__file__).parent / "results" / "fed_strategies.json"
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedbn")
@@ -136,7 +136,7 @@ class Scorer:
 
 
 def new_model(preset, schema, seed: int) -> torch.nn.Module:
-    """The federation's initial model (stsfl.server.model_hooks.MultimodalHooks builds it the same way)."""
+    """The federation's initial model (stsfl.tasks.multimodal.server.MultimodalServer builds it the same way)."""
     torch.manual_seed(seed)
     return MultimodalCoxNet(preset, clinical_dim(schema), len(schema.endpoints))
 

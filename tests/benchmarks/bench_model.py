@@ -38,7 +38,7 @@ def run_one(preset_name: str, size: int, steps: int, batch_size: int, device: st
     from stsfl.client.trainer import accumulate_chunk_gradients
     from stsfl.common.batch import PatientSample, collate_patients
     from stsfl.common.config import TrainConfig, load_preset
-    from stsfl.common.multimodal import MultimodalCoxNet
+    from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
     base = load_preset(preset_name)
     preset = base.model_copy(update={"mri": base.mri.model_copy(update={"input_size": (size, size, size)})})

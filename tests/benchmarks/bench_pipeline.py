@@ -43,7 +43,7 @@ from stsfl.common.batch import PatientSample
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.config import ModelPreset, SiteConfig, load_config, load_preset, load_schema
 from stsfl.common.head_losses import blended_loss, head_losses
-from stsfl.common.multimodal import MultimodalCoxNet
+from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
 console = Console()

@@ -104,7 +104,7 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
     from stsfl.common.clinical_stats import combine_clinical_sums
     from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4
     from stsfl.common.metrics import breslow_survival, brier_times, harrell_c, integrated_brier_of_survival
-    from stsfl.common.multimodal import MultimodalCoxNet
+    from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -40,12 +40,13 @@ from bench_fed_strategies import Scorer, log, write_inputs  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from inprocess_grid import InProcessGrid  # noqa: E402
 
-from stsfl.client.multimodal_site import MultimodalSite  # noqa: E402
 from stsfl.common.config import FederationConfig, SiteConfig, load_config, load_schema  # noqa: E402
 from stsfl.common.params import load_arrays, numpy_to_arrays  # noqa: E402
+from stsfl.common.tasks import server_side  # noqa: E402
 from stsfl.server.clinical_init_phase import run_clinical_init  # noqa: E402
-from stsfl.server.model_hooks import hooks_for  # noqa: E402
 from stsfl.server.orchestrator import Federation  # noqa: E402
+from stsfl.server.statistics_phase import run_statistics_phase  # noqa: E402
+from stsfl.tasks.multimodal.site import MultimodalSite  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "recipe.json"
 
@@ -94,15 +95,15 @@ def one_run(cohort: Path, sites: list[Path], preset: Path, holdout: str, seed: i
     grid = InProcessGrid({p.stem: p for p in sites})
     results = work / f"results-{holdout}-seed{seed}"
     t0 = time.monotonic()
-    run = Federation(grid, fed, config, results, hooks_for(fed), log=log)
-    run.sites.wait_for(fed.sites, 600, 600)
-    start = run._statistics_phase()
-    run_clinical_init(run, start)
+    run = Federation(grid, fed, config, results, server_side(fed), log=log)
+    run.ctx.messenger.sites.wait_for(fed.sites, 600, 600)
+    start = run_statistics_phase(run.ctx)
+    run_clinical_init(run.ctx, start)
     seconds = None  # a finished run is scored again without training: its time is in its log, not here
     if (results / "summary.json").is_file():
         summary = json.loads((results / "summary.json").read_text())
     else:
-        summary = Federation(grid, fed, config, results, hooks_for(fed), log=log).run()
+        summary = Federation(grid, fed, config, results, server_side(fed), log=log).run()
         seconds = time.monotonic() - t0
     site_yaml = next(p for p in sites if p.stem == holdout)
     held_out = MultimodalSite(load_config(site_yaml, SiteConfig), site_yaml, str(preset), load_schema(), seed, 0.0)

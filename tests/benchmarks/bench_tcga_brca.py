@@ -54,22 +54,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import MetricRecord, RecordDict
 from lifelines.utils import concordance_index
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from stsfl.client.linear_cox_site import LinearCoxSite, Split
 from stsfl.client.site_task import SiteTask
 from stsfl.client.tcga_brca import N_REGIONS, write_region_sites
 from stsfl.common.config import FederationConfig
 from stsfl.common.cox import cox_nll
-from stsfl.common.fed_protocol import to_json
-from stsfl.common.linear_cox import build_linear_cox
+from stsfl.common.messages import RoundConfig
 from stsfl.common.moments import combine_moments, site_moments
 from stsfl.common.params import arrays_to_state_dict, state_dict_to_arrays
+from stsfl.common.tasks import server_side
+from stsfl.server.run_context import run_config as coordinator_run_config
 from stsfl.server.strategies import Aggregator
+from stsfl.tasks.linear_cox.model import build_linear_cox
+from stsfl.tasks.linear_cox.site import LinearCoxSite, Split
 
 REPO = Path(__file__).resolve().parents[2]
 # Vendored with its provenance and licence (tests/data/tcga_brca/README.md).
@@ -84,14 +86,11 @@ L2_GRID = [float(10**e) for e in np.arange(1.0, -3.01, -0.25)]
 # server over the one-step pseudo-gradients (Reddi et al. 2021). On the training objective (see the
 # JSON's `convergence`): FedAvg reaches the optimum, FedAdam circles it (constant server rate),
 # FedProx stops at a client-drift fixed point; hence FedAvg is the strategy we recommend here.
-SGD = {"client-optimizer": "sgd"}
+# Each strategy's federation settings (the linear-cox recipe: full-batch SGD steps, constant rate).
 SETTINGS = {
-    "fedavg": {"federation": {}, "client": {"local-epochs": 1, "learning-rate": 0.2, **SGD}},
-    "fedprox": {"federation": {"strategy_params": {"prox_mu": 1.0}}, "client": {"local-epochs": 5, "learning-rate": 0.05, **SGD}},
-    "fedadam": {
-        "federation": {"strategy_params": {"server_lr": 0.05, "beta_2": 0.9}},
-        "client": {"local-epochs": 1, "learning-rate": 0.5, **SGD},
-    },
+    "fedavg": {"train": {"epochs_per_round": 1, "lr": 0.2}},
+    "fedprox": {"train": {"epochs_per_round": 5, "lr": 0.05, "prox_mu": 1.0}},
+    "fedadam": {"strategy_params": {"server_lr": 0.05, "beta_2": 0.9}, "train": {"epochs_per_round": 1, "lr": 0.5}},
 }
 
 
@@ -187,36 +186,26 @@ def run_federated(site_yamls: list[Path], strategy: str, seed: int, rounds: int,
     torch.set_num_threads(1)
     setting = SETTINGS[strategy]
     fed = FederationConfig(
+        name=f"bench-{strategy}-{seed}",
         sites=[p.stem for p in site_yamls],
         task="linear-cox",
         strategy=strategy,
-        seed=seed,
         l2_penalty=l2,
-        **setting["federation"],
+        validation_fraction=0.0,
+        **{**setting, "train": {**setting["train"], "seed": seed}},
     )
     tasks = [SiteTask.from_node_config(p.stem, str(p)) for p in site_yamls]
-    base = {
-        "task": "linear-cox",
-        "run-seed": seed,
-        "validation-fraction": 0.0,
-        "l2-penalty": fed.l2_penalty,
-        "federation": f"bench-{strategy}-{seed}",
-    }
-    statistics = combine_moments([t.statistics(ConfigRecord(base))["moments"] for t in tasks])
+    run = coordinator_run_config(fed, server_side(fed))
+    statistics = combine_moments([t.statistics(run)["moments"] for t in tasks])
     aggregator = Aggregator(fed)
     glob = state_dict_to_arrays(build_linear_cox(len(statistics["mean"]), seed).state_dict())
     for server_round in range(1, rounds + 1):
-        cfg = ConfigRecord(
-            dict(
-                base,
-                **setting["client"],
-                **{
-                    "statistics": to_json(statistics),
-                    "server-round": server_round,
-                    "seed": seed + server_round,
-                    "prox-mu": aggregator.client_prox_mu,
-                },
-            )
+        cfg = RoundConfig(
+            run=run,
+            server_round=server_round,
+            seed=seed + server_round,
+            schedule_window=fed.schedule_window(server_round),
+            statistics=statistics,
         )
         replies = [RecordDict({"arrays": a, "metrics": MetricRecord(m)}) for a, m, _, _ in (t.train(glob, cfg) for t in tasks)]
         glob, _ = aggregator.aggregate(server_round, glob, replies)

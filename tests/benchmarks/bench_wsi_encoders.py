@@ -134,7 +134,7 @@ def train_and_score(sites, holdout: str, preset, truth, epochs: int | None, n_bo
     from stsfl.common.bag_stats import combine_bag_sums, set_bag_standardisation, site_bag_sums
     from stsfl.common.clinical_features import clinical_dim
     from stsfl.common.metrics import bootstrap_ci, harrell_c
-    from stsfl.common.multimodal import FUSED, MultimodalCoxNet
+    from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
 
     with_slide = {s.name: [p.pid for p in s.patients if p.wsi_key is not None] for s in sites}
     training = [s for s in sites if s.name != holdout]

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from stsfl.client.linear_cox_site import in_validation
 from stsfl.common.synthetic import generate_cohort, load_synth_config
 from stsfl.server.cli import run_federation
 from stsfl.server.results import read_site_metrics
+from stsfl.tasks.linear_cox.site import in_validation
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,16 +1,6 @@
-"""What the server needs to know about the model of a federation's `task`.
-
-- `schema_json`: the federation's clinical schema, sent to every site (they all encode with it);
-- `combine_statistics`: the global statistics from the training sites' replies to the statistics
-  query (held-out centres report counts but do not shape the standardisation they are tested on);
-- `initial_arrays`: the initial global weights, from the global statistics and the seed;
-- `update_blend`: the next round's gradient-blending weights from the sites' pooled per-head
-  loss statistics (None for a single-head model or with `train.blend_mode: off`).
-
-`linear-cox`: FLamby-style clinical-only linear Cox on tabular sites (feature moments).
-`multimodal`: the product's MultimodalCoxNet (clinical sums of the pipeline, blending of the
-model layer: `BlendState` updated once per round from the pooled training / validation losses).
-"""
+"""Task `multimodal`, server side: the federation's clinical schema, the clinical sums and slide-feature
+sums combined into the global statistics, the seeded MultimodalCoxNet, and federated gradient blending
+(`BlendState` updated once per round from the pooled training / validation losses)."""
 
 from __future__ import annotations
 
@@ -20,56 +10,11 @@ import numpy as np
 
 from stsfl.common.config import FederationConfig, load_config, load_preset, load_schema
 from stsfl.common.config.schema import ClinicalSchema
+from stsfl.tasks.linear_cox.server import LinearCoxServer, numpy_state
 
 
-def _numpy_state(model) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-
-
-class LinearCoxHooks:
-    """Task `linear-cox`."""
-
-    def __init__(self, fed: FederationConfig):
-        self.fed = fed
-
-    def schema_json(self) -> Any:
-        return {}
-
-    def site_counts(self, per_site: dict[str, dict]) -> dict[str, dict]:
-        """Patients and events per endpoint of each site (training split)."""
-        return {site: stats["counts"] for site, stats in per_site.items()}
-
-    def combine_statistics(self, per_site: dict[str, dict]) -> dict[str, Any]:
-        from stsfl.common.moments import combine_moments
-
-        features = {tuple(stats["features"]) for stats in per_site.values()}
-        if len(features) != 1:
-            raise ValueError("the sites' tables have different feature columns; every site must use the same columns")
-        combined = combine_moments([per_site[s]["moments"] for s in self.fed.training_sites])
-        combined["features"] = list(next(iter(features)))
-        return combined
-
-    def initial_arrays(self, statistics: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
-        from stsfl.common.linear_cox import build_linear_cox
-
-        return _numpy_state(build_linear_cox(len(statistics["mean"]), seed))
-
-    def initial_blend_weights(self) -> dict[str, float] | None:
-        return None
-
-    def objective(self, pooled_loss: float | None, arrays: dict[str, np.ndarray]) -> float | None:
-        """The penalised training objective of the global model `arrays` from the sites' pooled
-        loss before local training (events-weighted mean Cox loss + l2/2 ||beta||^2)."""
-        if pooled_loss is None:
-            return None
-        return pooled_loss + self.fed.l2_penalty / 2 * float((arrays["fc.weight"].astype(np.float64) ** 2).sum())
-
-    def update_blend(self, server_round: int, blend_stats: dict[str, dict], state: dict | None) -> tuple[Any, Any]:
-        return None, None
-
-
-class MultimodalHooks(LinearCoxHooks):
-    """Task `multimodal`."""
+class MultimodalServer(LinearCoxServer):
+    """Task `multimodal` (the shared parts of a server side come from the linear-cox one)."""
 
     def __init__(self, fed: FederationConfig):
         super().__init__(fed)
@@ -96,7 +41,7 @@ class MultimodalHooks(LinearCoxHooks):
         import torch
 
         from stsfl.common.clinical_features import clinical_dim
-        from stsfl.common.multimodal import MultimodalCoxNet
+        from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
         torch.manual_seed(seed)
         return MultimodalCoxNet(self.preset, clinical_dim(self.schema), len(self.schema.endpoints))
@@ -115,7 +60,7 @@ class MultimodalHooks(LinearCoxHooks):
 
             # Only the coordinator reads the file: the sites receive the pretrained trunk as round 1's weights.
             load_mri_checkpoint(model.encoders["mri"], checkpoint)
-        return _numpy_state(model)
+        return numpy_state(model)
 
     def initial_blend_weights(self) -> dict[str, float] | None:
         """Uniform head weights for round 1: in a federation the server always fixes the weights,
@@ -144,7 +89,3 @@ class MultimodalHooks(LinearCoxHooks):
             blend = BlendState.from_dict(state)
         weights = blend.update(server_round, Checkpoint(train=train.mean_losses(), val=val.mean_losses()))
         return dict(weights), blend.to_dict()
-
-
-def hooks_for(fed: FederationConfig) -> LinearCoxHooks:
-    return MultimodalHooks(fed) if fed.task == "multimodal" else LinearCoxHooks(fed)

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .batch import MODALITIES, SurvivalBatch
-from .clinical_net import clinical_mlp
-from .config.preset import ModelPreset
-from .mri_net import MriEncoder
-from .wsi_net import GatedAttentionMil
+from stsfl.common.batch import MODALITIES, SurvivalBatch
+from stsfl.common.clinical_net import clinical_mlp
+from stsfl.common.config.preset import ModelPreset
+from stsfl.common.mri_net import MriEncoder
+from stsfl.common.wsi_net import GatedAttentionMil
 
 FUSED = "fused"
 

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stsfl.common.config import ScheduleWindow, TrainConfig, resolve_recipe
+from stsfl.client.optimizer import make_optimizer
+from stsfl.common.config import ScheduleWindow, SiteConfig, TrainConfig, resolve_recipe
 from stsfl.common.cox import cox_loss
-from stsfl.common.linear_cox import build_linear_cox
+from stsfl.common.messages import RunConfig
 from stsfl.common.moments import site_moments
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
-
-from .optimizer import make_optimizer
+from stsfl.tasks.linear_cox.model import build_linear_cox
 
 EVENT, TIME, FOLD = "E", "T", "fold"
 VALIDATION_FRACTION = 0.2
@@ -124,6 +124,13 @@ class LinearCoxSite:
         self.val = _split(frame[is_val], self.features)
         self.test = _split(frame[fold == "test"], self.features)
 
+    @classmethod
+    def from_run(cls, site: SiteConfig, site_yaml: Path, run: RunConfig) -> LinearCoxSite:
+        """The site's table (site YAML's clinical.csv) with the run's split, penalty and recipe."""
+        return cls(
+            site.root_dir(site_yaml) / site.layout.clinical_csv, run.run_seed, run.validation_fraction, run.l2_penalty, run.recipe
+        )
+
     def statistics(self) -> dict:
         """Feature moments of the training split, patient and event counts (aggregates only)."""
         return {
@@ -198,7 +205,7 @@ class LinearCoxSite:
     def outcome_risks(self, model: torch.nn.Module, statistics: dict, validation_only: bool = False):
         """Log-risks with the outcomes of the training and validation rows (not the test fold), or
         of the validation rows only."""
-        from .baseline_site import SiteRisks
+        from stsfl.client.baseline_site import SiteRisks
 
         rows = [split for split in ((self.val,) if validation_only else (self.train, self.val)) if len(split)]
         with torch.no_grad():
@@ -209,7 +216,7 @@ class LinearCoxSite:
 
     def patient_risks(self, model: torch.nn.Module, statistics: dict, holdout: bool):
         """Log-risk of every row with its split (test fold included; all `external` at a held-out centre)."""
-        from .site_outputs import PatientRisks
+        from stsfl.client.site_outputs import PatientRisks
 
         with torch.no_grad():
             risk = model(self._standardise(self.all, statistics)).reshape(-1, 1).numpy()

@@ -22,22 +22,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stsfl.client.clinical_encoding import encode_record
+from stsfl.client.privacy import DpSgd
+from stsfl.client.site_dataset import SiteDataset, site_collate
+from stsfl.client.site_prepare import prepare_site
+from stsfl.client.trainer import evaluate, make_loader, round_epochs, train_local
 from stsfl.common.bag_stats import site_bag_sums
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import ClinicalSchema, ScheduleWindow, SiteConfig, TrainConfig, load_preset
 from stsfl.common.cox_newton import cox_score
-from stsfl.common.multimodal import FUSED, MultimodalCoxNet
+from stsfl.common.messages import RunConfig
 from stsfl.common.risk_group_km import MIN_GROUP_SIZE
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
 from stsfl.common.wsi_encoder import site_encoder
-
-from .clinical_encoding import encode_record
-from .linear_cox_site import in_validation
-from .privacy import DpSgd
-from .site_dataset import SiteDataset, site_collate
-from .site_prepare import prepare_site
-from .trainer import evaluate, make_loader, round_epochs, train_local
+from stsfl.tasks.linear_cox.site import in_validation
+from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
 
 
 class MultimodalSite:
@@ -64,6 +64,13 @@ class MultimodalSite:
         pids = [p.pid for p in self.prepared.patients]
         self.val_pids = [p for p in pids if in_validation(p, run_seed, validation_fraction)]
         self.train_pids = [p for p in pids if p not in set(self.val_pids)]
+
+    @classmethod
+    def from_run(cls, site: SiteConfig, site_yaml: Path, run: RunConfig) -> MultimodalSite:
+        """The site's prepared patients for the run: its preset, the federation's schema (the one every
+        site encodes with), split, normalisation layers and recipe."""
+        schema = ClinicalSchema.model_validate(run.schema)
+        return cls(site, site_yaml, run.preset, schema, run.run_seed, run.validation_fraction, run.model_norm, run.recipe)
 
     def _events(self, pids: list[str]) -> dict[str, int]:
         by_pid = {p.pid: p.record for p in self.prepared.patients}
@@ -180,7 +187,7 @@ class MultimodalSite:
     def outcome_risks(self, model: torch.nn.Module, statistics: dict, validation_only: bool = False):
         """The fused head's log-risks with the outcomes of every usable patient (the baseline hazard;
         a held-out centre's calibration), or of the validation split (a training site's calibration)."""
-        from .baseline_site import SiteRisks, competing_map
+        from stsfl.client.baseline_site import SiteRisks, competing_map
 
         pids = self.val_pids if validation_only else [p.pid for p in self.prepared.patients]
         result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
@@ -197,7 +204,7 @@ class MultimodalSite:
     def patient_risks(self, model: torch.nn.Module, statistics: dict, holdout: bool):
         """The fused head's log-risks of every usable patient, with its split (a held-out centre's
         patients are `external`) and modalities: the site's risk_scores.csv (stays at the site)."""
-        from .site_outputs import PatientRisks
+        from stsfl.client.site_outputs import PatientRisks
 
         patients = self.prepared.patients
         endpoints = list(self.schema.endpoint_names)
@@ -222,10 +229,10 @@ class MultimodalSite:
         fused head) of every usable patient with an MRI, under gradcam/ (emptied first, so the folder
         holds this run's overlays only), and the slide attention map of every patient with a slide under
         attention/ (emptied likewise). Returns the counts {"gradcams", "attention_maps", "problems"}."""
-        from .gradcam import site_gradcams
-        from .site_outputs import GRADCAM_DIR
-        from .site_report import write_validation_report
-        from .wsi_attention import ATTENTION_DIR, write_attention_maps
+        from stsfl.client.gradcam import site_gradcams
+        from stsfl.client.site_outputs import GRADCAM_DIR
+        from stsfl.client.site_report import write_validation_report
+        from stsfl.client.wsi_attention import ATTENTION_DIR, write_attention_maps
 
         problems = write_validation_report(
             self.prepared, self.policy, folder, f"Site {self.prepared.name}, federation {federation}: validation report"
