@@ -5,35 +5,31 @@ file or setting therefore changes exactly the keys of the entries that used it; 
 simply never read again. Content hashes are remembered per file by (size, mtime) in
 `file_hashes.json`, so a fresh process does not re-read unchanged inputs (as git's index does).
 Failures are cached too (the reason as JSON), so a known-bad file is not re-decoded every run.
-Writes go to a temporary file and are renamed into place: a crash never leaves half an entry.
+Writes go to a temporary file and are renamed into place (stsfl.common.atomic_file): a crash never
+leaves half an entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from stsfl.common.atomic_file import atomic_path, write_bytes_atomic
+
 # Bump when the preprocessing code changes what it produces for the same inputs and settings.
 PIPELINE_VERSION = "1"
 _CHUNK = 1 << 20
+# entries hold patients' preprocessed images: readable by the site's own user only
+_FILE_MODE = 0o600
 
 
-def _atomic_write(path: Path, write) -> None:
+def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data, mode=_FILE_MODE)
 
 
 class FileHashes:
@@ -63,7 +59,7 @@ class FileHashes:
 
     def save(self) -> None:
         if self.dirty:
-            _atomic_write(self.index_path, lambda h: h.write(json.dumps(self.index).encode()))
+            _write_bytes(self.index_path, json.dumps(self.index).encode())
             self.dirty = False
 
 
@@ -93,14 +89,17 @@ class PreprocessCache:
             return {name: data[name] for name in (names or data.files)}
 
     def store(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> None:
-        _atomic_write(self._path(kind, key, ".npz"), lambda h: np.savez(h, **arrays))
+        path = self._path(kind, key, ".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, mode=_FILE_MODE) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
 
     def load_failure(self, kind: str, key: str) -> dict | None:
         path = self._path(kind, key, ".error.json")
         return json.loads(path.read_text()) if path.exists() else None
 
     def store_failure(self, kind: str, key: str, failure: dict) -> None:
-        _atomic_write(self._path(kind, key, ".error.json"), lambda h: h.write(json.dumps(failure).encode()))
+        _write_bytes(self._path(kind, key, ".error.json"), json.dumps(failure).encode())
 
     def entry_path(self, kind: str, key: str) -> Path:
         return self._path(kind, key, ".npz")

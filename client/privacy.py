@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from stsfl.common.atomic_file import write_text_atomic
+
 
 class PrivacyBudgetSpent(RuntimeError):
     """The site's privacy budget does not allow another local training."""
@@ -147,12 +149,10 @@ class PrivacyLedger:
     def record(self, server_round: int, noise_multiplier: float, sample_rate: float, steps: int) -> None:
         self.entries.append(self._entry(server_round, noise_multiplier, sample_rate, steps))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(
+        write_text_atomic(
+            self.path,
             json.dumps({"delta": self.delta, "noise_multiplier": self.noise_multiplier, "entries": self.entries}, indent=1),
-            encoding="utf-8",
         )
-        tmp.replace(self.path)
 
     @staticmethod
     def _entry(server_round: int, noise_multiplier: float, sample_rate: float, steps: int) -> dict:

@@ -13,7 +13,6 @@ counts only (patients scored, overlays written, problems listed).
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from stsfl.client.predict import N_BOOT
 from stsfl.common.absolute_risk import predict_absolute
+from stsfl.common.atomic_file import atomic_path
 from stsfl.common.baseline_hazard import DAYS_PER_YEAR, BaselineBins, BaselineHazard
 from stsfl.common.competing_risks import CompetingBaselines, predict_incidence
 
@@ -121,11 +121,9 @@ def write_risk_scores(
             hazard = BaselineHazard.from_dict(hazards[endpoint])
             more = _incidence_columns(risks, k, competing[endpoint], hazard, pooled_bins, horizons_days, seed)
             header, columns = header + more[0], columns + more[1]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         for row in zip(*columns):
             writer.writerow([f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in row])
-    os.replace(tmp, path)
     return len(risks.pids)

@@ -44,6 +44,7 @@ from stsfl.client.worker_channel import (
     send_frames,
     unix_address,
 )
+from stsfl.common.atomic_file import write_bytes_atomic
 from stsfl.common.config import SiteConfig, load_config
 from stsfl.common.fed_protocol import CONFIG, METRICS, MSG_SITE_OUTPUTS, MSG_TRAIN
 from stsfl.common.messages import RoundConfig
@@ -92,13 +93,7 @@ class SiteWorker:
                 f"site {self.site.name}: another site worker listens at {path}: two sites share this "
                 "state folder (give each site YAML its own cache_dir)"
             )
-        token_tmp = self.folder / (TOKEN_NAME + ".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            token_tmp.unlink()
-        fd = os.open(token_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(self.token)
-        os.replace(token_tmp, self.folder / TOKEN_NAME)
+        write_bytes_atomic(self.folder / TOKEN_NAME, self.token, mode=0o600)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a previous worker's socket
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

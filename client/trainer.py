@@ -41,6 +41,7 @@ from stsfl.client.optimizer import make_optimizer
 from stsfl.client.privacy import DpSgd, attach_dp, poisson_batches
 from stsfl.client.progress import progress_bar
 from stsfl.client.training_plots import save_training_plot
+from stsfl.common.atomic_file import atomic_path
 from stsfl.common.batch import SurvivalBatch
 from stsfl.common.blending import BlendState, Checkpoint, HeadLossStats
 from stsfl.common.config.train import ScheduleWindow, TrainConfig
@@ -509,9 +510,8 @@ def _save(directory: Path, epoch: int, model: nn.Module, stepper: _Stepper, blen
         "best": {"loss": best["loss"], "epoch": best["epoch"]},
         "history": history,
     }
-    tmp = directory / "last.pt.tmp"
-    torch.save(payload, tmp)
-    tmp.replace(directory / "last.pt")  # atomic: a crash never leaves half a checkpoint
+    with atomic_path(directory / "last.pt") as tmp:  # a crash never leaves half a checkpoint
+        torch.save(payload, tmp)
     if best["state"] is not None and best["epoch"] == epoch:
         torch.save({"epoch": epoch, "model": best["state"], "val_fused_loss": best["loss"]}, directory / "best.pt")
 

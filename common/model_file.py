@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from stsfl.common.atomic_file import atomic_path
 from stsfl.common.baseline_hazard import BaselineBins, BaselineHazard
 from stsfl.common.competing_risks import CompetingBaselines
 from stsfl.common.config import ClinicalSchema, ModelPreset
@@ -113,11 +114,9 @@ def save_model_file(path: str | Path, model: ExportedModel) -> Path:
     }
     weights = io.BytesIO()
     np.savez(weights, **model.arrays)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
         archive.writestr(WEIGHTS, weights.getvalue())
-    tmp.replace(path)
     return path
 
 

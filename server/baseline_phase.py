@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from stsfl.common.atomic_file import write_text_atomic
 from stsfl.common.baseline_document import baseline_document
 from stsfl.common.baseline_hazard import DAYS_PER_YEAR, BaselineHazard
 from stsfl.common.config import FederationConfig
@@ -56,8 +57,6 @@ def write_baseline(results_dir: Path, replies: dict[str, dict], fed: FederationC
 
     document = combine_baseline_replies(replies, fed, model_round)
     path = Path(results_dir) / BASELINE_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(document) + "\n")
     plot_baselines(document, Path(results_dir) / "baseline_hazard.png")
     return document

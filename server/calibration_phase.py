@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from stsfl.common.absolute_risk import horizons_in_days
+from stsfl.common.atomic_file import write_text_atomic
 from stsfl.common.config import FederationConfig
 from stsfl.common.figures import pyplot, save_png
 from stsfl.common.messages import CalibrationQuery, RoundConfig
@@ -96,9 +97,7 @@ def write_calibration(results_dir: Path, replies: dict[str, dict], fed: Federati
         "sites": replies,
         "pooled_incidence": pooled_incidence(replies, fed.holdout),
     }
-    tmp = root / f".{CALIBRATION_FILE}.tmp"
-    tmp.write_text(json.dumps(document) + "\n", encoding="utf-8")
-    tmp.replace(root / CALIBRATION_FILE)
+    write_text_atomic(root / CALIBRATION_FILE, json.dumps(document) + "\n")
     endpoints = sorted({e for r in replies.values() for e in r["endpoints"]})
     horizons = horizons_in_days(fed.prediction.horizons_years).tolist()
     for endpoint in endpoints:

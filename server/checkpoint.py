@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from stsfl.common.atomic_file import atomic_path
+
 CHECKPOINT_NAME = "checkpoint.npz"
 PREVIOUS_NAME = "checkpoint.prev.npz"
 
@@ -39,24 +41,21 @@ class ServerState:
 def save_checkpoint(results_dir: Path, state: ServerState) -> Path:
     """Write `results_dir/checkpoint.npz` atomically."""
     path = Path(results_dir) / CHECKPOINT_NAME
-    tmp = path.with_name(f".{path.name}.tmp")
     payload: dict[str, np.ndarray] = {}
     payload.update({f"global/{k}": v for k, v in state.global_arrays.items()})
     payload.update({f"best/{k}": v for k, v in state.best_arrays.items()})
     payload.update({f"strategy/{k}": v for k, v in state.strategy_state.items()})
     meta = dict(state.meta, round=state.round)
     payload["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if path.is_file():
-        # a link, renamed into place: checkpoint.npz exists at every moment
-        previous_tmp = path.with_name(f".{PREVIOUS_NAME}.tmp")
-        previous_tmp.unlink(missing_ok=True)
-        os.link(path, previous_tmp)
-        os.replace(previous_tmp, path.with_name(PREVIOUS_NAME))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.is_file():
+            # the previous one first, as a link renamed into place: checkpoint.npz exists at every moment
+            with atomic_path(path.with_name(PREVIOUS_NAME)) as previous_tmp:
+                os.link(path, previous_tmp)
     return path
 
 

@@ -11,10 +11,9 @@ from stsfl.common.config import ScheduleWindow
 from stsfl.common.fed_protocol import ARRAYS, MODEL_PREFIX, MSG_CROSS_EVALUATE, MSG_TRAIN
 from stsfl.common.messages import CrossEvaluateConfig, CrossEvaluateReply
 from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
-
-from .checkpoint import ServerState
-from .cross_site import GLOBAL_MODEL, CrossSiteMatrix, local_model_name, write_cross_site
-from .run_context import RunContext
+from stsfl.server.checkpoint import ServerState
+from stsfl.server.cross_site import GLOBAL_MODEL, CrossSiteMatrix, local_model_name, write_cross_site
+from stsfl.server.run_context import RunContext
 
 
 def run_cross_site(ctx: RunContext, state: ServerState) -> CrossSiteMatrix:

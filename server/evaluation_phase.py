@@ -11,9 +11,8 @@ from __future__ import annotations
 from stsfl.common.fed_protocol import ARRAYS, MSG_EVALUATE
 from stsfl.common.messages import EvaluateReply
 from stsfl.common.params import numpy_to_arrays
-
-from .checkpoint import ServerState
-from .run_context import RunContext, weighted_mean
+from stsfl.server.checkpoint import ServerState
+from stsfl.server.run_context import RunContext, weighted_mean
 
 # Fused-head validation loss reported by training sites at evaluation: the model-selection score.
 SELECTION_METRIC = "val-loss-fused"

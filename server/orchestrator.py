@@ -36,20 +36,19 @@ from flwr.serverapp import Grid
 
 from stsfl.common.config import FederationConfig
 from stsfl.common.tasks import ServerModel
-
-from .checkpoint import ServerState, load_checkpoint, save_checkpoint
-from .clinical_init_phase import run_clinical_init, score_clinical_start
-from .cross_site_phase import run_cross_site
-from .evaluation_phase import check_learning, evaluate, select
-from .messenger import SiteMessenger
-from .prediction_phases import run_prediction_phases
-from .results import ResultsFolder
-from .run_context import RunContext, run_config
-from .run_summary import progress_line, write_summary
-from .site_outputs_phase import run_site_outputs
-from .statistics_phase import run_statistics_phase
-from .strategies import Aggregator
-from .training_round import train_round
+from stsfl.server.checkpoint import ServerState, load_checkpoint, save_checkpoint
+from stsfl.server.clinical_init_phase import run_clinical_init, score_clinical_start
+from stsfl.server.cross_site_phase import run_cross_site
+from stsfl.server.evaluation_phase import check_learning, evaluate, select
+from stsfl.server.messenger import SiteMessenger
+from stsfl.server.prediction_phases import run_prediction_phases
+from stsfl.server.results import ResultsFolder
+from stsfl.server.run_context import RunContext, run_config
+from stsfl.server.run_summary import progress_line, write_summary
+from stsfl.server.site_outputs_phase import run_site_outputs
+from stsfl.server.statistics_phase import run_statistics_phase
+from stsfl.server.strategies import Aggregator
+from stsfl.server.training_round import train_round
 
 
 class Federation:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stsfl.common.atomic_file import write_text_atomic
 from stsfl.common.risk_group_km import parse_risk_group_km
 from stsfl.server import report_figures as figures
 from stsfl.server.report_data import (
@@ -466,7 +467,5 @@ def build_report(results_dir: str | Path, baselines: str | Path | None = None) -
     sections = [s for s in (build() for build in builders) if s is not None]
     name = run.summary.get("federation") or run.federation.get("name") or run.root.name
     path = run.root / REPORT_FILE
-    tmp = path.with_name(f".{REPORT_FILE}.tmp")
-    tmp.write_text(render_html(f"Federated survival model: {name}", sections), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, render_html(f"Federated survival model: {name}", sections))
     return path

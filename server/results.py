@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from stsfl.common.atomic_file import atomic_path, write_text_atomic
 from stsfl.common.config import read_yaml
 from stsfl.common.config.security import absolute_security_paths
 from stsfl.server.tracking import write_tensorboard
 
 SITE_METRIC_FIELDS = ("round", "phase", "site", "metric", "value")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class ResultsFolder:
@@ -60,13 +54,13 @@ class ResultsFolder:
         if fixed is data:
             shutil.copyfile(config_path, target)
         else:
-            _atomic_write_text(target, yaml.safe_dump(fixed, sort_keys=False))
+            write_text_atomic(target, yaml.safe_dump(fixed, sort_keys=False))
 
     def write_status(self, phase: str, **fields: Any) -> None:
-        _atomic_write_text(self.root / "status.json", json.dumps({"phase": phase, **fields}, indent=2) + "\n")
+        write_text_atomic(self.root / "status.json", json.dumps({"phase": phase, **fields}, indent=2) + "\n")
 
     def write_json(self, name: str, data: Any) -> None:
-        _atomic_write_text(self.root / name, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(self.root / name, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         """site_metrics.csv, rounds.jsonl and the TensorBoard store from the per-round records."""
@@ -76,20 +70,16 @@ class ResultsFolder:
                 for site, metrics in sorted(record.get(f"{phase}_sites", {}).items()):
                     for metric, value in sorted(metrics.items()):
                         rows.append((record["round"], phase, site, metric, value))
-        tmp = self.root / ".site_metrics.csv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic_path(self.root / "site_metrics.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(SITE_METRIC_FIELDS)
             writer.writerows(rows)
-        os.replace(tmp, self.root / "site_metrics.csv")
-        _atomic_write_text(self.root / "rounds.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+        write_text_atomic(self.root / "rounds.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
         write_tensorboard(self.root, history)
 
     def write_model(self, name: str, arrays: dict[str, np.ndarray]) -> None:
-        tmp = self.root / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_path(self.root / name) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-        os.replace(tmp, self.root / name)
 
 
 def read_site_metrics(root: Path) -> list[dict[str, Any]]:

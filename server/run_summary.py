@@ -6,11 +6,10 @@ from typing import Any
 
 from stsfl.common.config import FederationConfig
 from stsfl.common.site_metrics import describe_metrics
-
-from .checkpoint import ServerState
-from .cross_site import CrossSiteMatrix
-from .evaluation_phase import SELECTION_METRIC
-from .run_context import RunContext, weighted_mean
+from stsfl.server.checkpoint import ServerState
+from stsfl.server.cross_site import CrossSiteMatrix
+from stsfl.server.evaluation_phase import SELECTION_METRIC
+from stsfl.server.run_context import RunContext, weighted_mean
 
 ROUND_BAR_WIDTH = 10  # the round line's progress bar, in ASCII: it also goes to server.log
 

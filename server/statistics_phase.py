@@ -5,8 +5,8 @@ the initial global model from them -> statistics.json."""
 
 from __future__ import annotations
 
-from .checkpoint import ServerState
-from .run_context import RunContext
+from stsfl.server.checkpoint import ServerState
+from stsfl.server.run_context import RunContext
 
 
 def run_statistics_phase(ctx: RunContext) -> ServerState:

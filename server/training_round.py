@@ -16,10 +16,9 @@ from flwr.app import MetricRecord, RecordDict
 from stsfl.common.fed_protocol import ARRAYS, METRICS, MSG_TRAIN, NUM_EVENTS
 from stsfl.common.messages import RoundConfig, TrainReply
 from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, from_transfer, numpy_to_arrays, to_transfer
-
-from .checkpoint import ServerState
-from .run_context import RunContext, weighted_mean
-from .strategies import screen_updates
+from stsfl.server.checkpoint import ServerState
+from stsfl.server.run_context import RunContext, weighted_mean
+from stsfl.server.strategies import screen_updates
 
 
 class QuorumError(RuntimeError):
@@ -116,7 +115,7 @@ def _secure_train(
     """A training round through SecAgg+ (stsfl.server.secure_aggregation): (site -> stage-3 reply,
     site -> failure, the one reply content the strategy aggregates: global + the weighted mean
     update with the total weight, site -> masked bytes up)."""
-    from .secure_aggregation import SecureAggregationError, secure_round
+    from stsfl.server.secure_aggregation import SecureAggregationError, secure_round
 
     secure = ctx.fed.secure_aggregation
     weight_key = ctx.aggregator.weight_key

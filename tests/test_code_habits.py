@@ -42,3 +42,38 @@ def test_every_named_document_is_in_the_repository():
             if not any((base / ref).exists() for base in (REPO, path.parent, REPO / "docs")):
                 missing.append(f"{path.relative_to(REPO)}: {ref}")
     assert not missing, "\n".join(missing)
+
+
+def _renames(tree: ast.AST) -> list[ast.Call]:
+    """os.replace / os.rename calls, and `x.replace(target)` with one argument: a Path rename
+    (str.replace and bytes.replace take two)."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        func = node.func
+        by_os = isinstance(func.value, ast.Name) and func.value.id == "os" and func.attr in ("replace", "rename")
+        by_path = func.attr == "replace" and len(node.args) == 1 and not node.keywords
+        if by_os or by_path:
+            found.append(node)
+    return found
+
+
+def test_files_are_renamed_into_place_only_by_the_atomic_file_helper():
+    """A write through a temporary file goes through stsfl.common.atomic_file (unique temporary
+    names, the temporary removed on failure), not a hand-written rename."""
+    helper = REPO / "common" / "atomic_file.py"
+    by_hand = []
+    for path in _tracked(".py"):
+        if path.relative_to(REPO).parts[0] not in PRODUCT or path == helper:
+            continue
+        for call in _renames(ast.parse(path.read_text(encoding="utf-8"))):
+            by_hand.append(f"{path.relative_to(REPO)}:{call.lineno} {ast.unparse(call)}")
+    assert not by_hand, "use stsfl.common.atomic_file:\n" + "\n".join(by_hand)
+
+
+def test_the_rename_check_tells_a_path_rename_from_a_string_replace():
+    flagged = _renames(
+        ast.parse('os.replace(a, b)\ntmp.replace(path)\nos.rename(a, b)\n"a_b".replace("_", " ")\nd.replace(year=1)')
+    )
+    assert [ast.unparse(c) for c in flagged] == ["os.replace(a, b)", "tmp.replace(path)", "os.rename(a, b)"]
