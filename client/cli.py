@@ -9,14 +9,14 @@
                                                       the site's own baselines and slopes, no training
 
 Joining starts a Flower SuperNode for this site and, beside it, the site worker
-(stsfl.client.site_worker: one process that imports torch and prepares the site's data once and
+(stsfl.client.federation.site_worker: one process that imports torch and prepares the site's data once and
 handles every message the per-message ClientApp processes hand it over a Unix socket; when it
 dies it is started again). The SuperNode carries node-config `site-name` (the YAML's `name`),
 `site-config` (the YAML's absolute path) and `worker-dir` (the worker's socket folder, in the
 site's state folder); `--no-worker` leaves the worker out, each ClientApp process then handles
 its message itself. The SuperNode's and the worker's output go to <log-dir>/sts-client-<site>.log;
 the screen shows the runs, each round's local training and where the site's outputs are
-(stsfl.client.operator_screen). When the SuperNode exits (its SuperLink went away: the run ended,
+(stsfl.client.federation.operator_screen). When the SuperNode exits (its SuperLink went away: the run ended,
 or the coordinator restarted to resume it), a new one is started, so a site stays joined; the
 screen then says once that it waits for the coordinator.
 
@@ -40,8 +40,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from stsfl.client.operator_screen import OperatorScreen
-from stsfl.client.worker_supervisor import WorkerSupervisor, site_worker_dir
+from stsfl.client.federation.operator_screen import OperatorScreen
+from stsfl.client.federation.worker_supervisor import WorkerSupervisor, site_worker_dir
 from stsfl.common.certificates import CertificateError, load_site_private_key
 from stsfl.common.config import ConfigError, SiteConfig, load_config, load_preset
 from stsfl.common.config.security import SiteTls, site_tls
@@ -193,15 +193,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     """Check (and preprocess into the cache) the whole site; exit 1 when it cannot train at all."""
     from rich.console import Console
 
-    from stsfl.client.problems import SiteUnusableError
-    from stsfl.client.site_prepare import prepare_site
-    from stsfl.client.site_report import print_report, problems_table, summarise, training_blockers
+    from stsfl.client.data.problems import SiteUnusableError
+    from stsfl.client.data.site_prepare import prepare_site
+    from stsfl.client.data.site_report import print_report, problems_table, summarise, training_blockers
 
     out = Console(soft_wrap=True, width=max(Console().width, 120))
     logging.getLogger("stsfl.site").setLevel(logging.ERROR)  # the problem table below shows them all
     site = load_config(args.site, SiteConfig)
     if args.task == "linear-cox" or (args.task == "auto" and _is_tabular(site, Path(args.site))):
-        from stsfl.client.tabular_validation import check_tabular_site, print_tabular_report
+        from stsfl.client.data.tabular_validation import check_tabular_site, print_tabular_report
 
         summary = check_tabular_site(site, Path(args.site))
         print_tabular_report(out, summary)
@@ -217,7 +217,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     blockers = training_blockers(summary, prepared.problems, site.bad_patient_policy)
     print_report(out, prepared, summary, blockers)
     if args.preview:
-        from stsfl.client.site_preview import write_crop_preview
+        from stsfl.client.data.site_preview import write_crop_preview
 
         shown = write_crop_preview(prepared, Path(args.preview))
         out.print(f"crop preview of {shown} patients: {args.preview}")
@@ -238,8 +238,8 @@ def _is_tabular(site: SiteConfig, site_yaml: Path) -> bool:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    """One HTML page per patient and predictions.csv (see stsfl.client.predict)."""
-    from stsfl.client.predict import predict_patients
+    """One HTML page per patient and predictions.csv (see stsfl.client.prediction.predict)."""
+    from stsfl.client.prediction.predict import predict_patients
 
     if bool(args.patient) == bool(args.patients):
         raise UserError("give --patient PID (patients of this site) or --patients DIR (new patients), not both")
@@ -269,8 +269,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_recalibrate(args: argparse.Namespace) -> int:
-    """The site's own baselines and calibration slopes for the model file (see stsfl.client.recalibrate_site)."""
-    from stsfl.client.recalibrate_site import RECALIBRATION_FILE, recalibrate_site
+    """The site's own baselines and calibration slopes for the model file (see stsfl.client.prediction.recalibrate_site)."""
+    from stsfl.client.prediction.recalibrate_site import RECALIBRATION_FILE, recalibrate_site
 
     document = recalibrate_site(Path(args.model), Path(args.site), Path(args.out), folds=args.folds)
     for endpoint, entry in document["endpoints"].items():

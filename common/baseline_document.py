@@ -49,7 +49,7 @@ def _competing_entry(replies: dict[str, dict], name: str) -> dict[str, Any] | No
 
 
 def baseline_document(replies: dict[str, dict], grid: dict[str, float], model_round: int) -> dict[str, Any]:
-    """Combine {site: reply of stsfl.client.baseline_site.baseline_reply} into the document above."""
+    """Combine {site: reply of stsfl.client.prediction.baseline_site.baseline_reply} into the document above."""
     if not replies:
         raise ValueError("no site answered the baseline query")
     endpoints: dict[str, Any] = {}

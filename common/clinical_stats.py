@@ -3,7 +3,7 @@
 A site sends `ClinicalSums` (counts, sums and sums of squares of continuous and binary
 variables; per-category counts of categorical variables): aggregates only, never a row. The
 server adds them up with `combine_clinical_sums` and sends the `GlobalClinicalStats` back; each
-site then encodes its table with them (stsfl.client.clinical_encoding.apply_global_stats).
+site then encodes its table with them (stsfl.client.data.clinical_encoding.apply_global_stats).
 Pooled mean = S1 / n; pooled population variance = S2 / n - mean^2, equal to the variance of the
 concatenated columns (up to float rounding).
 """

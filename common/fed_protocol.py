@@ -49,7 +49,7 @@ METRICS_PREFIX = "metrics/"
 # node-config keys a SuperNode is started with (see `sts-client`).
 NODE_SITE_NAME = "site-name"
 NODE_SITE_CONFIG = "site-config"
-# The folder of the site worker's socket (stsfl.client.worker_channel): set by `sts-client`, absent
+# The folder of the site worker's socket (stsfl.client.federation.worker_channel): set by `sts-client`, absent
 # where the ClientApp handles messages in its own process (simulation engine, in-process tests).
 NODE_WORKER_DIR = "worker-dir"
 # A virtual SuperNode of the simulation engine has only Flower's partition id in its node-config;

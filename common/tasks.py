@@ -28,7 +28,7 @@ SITE_DOCUMENTS = "site-documents"  # Grad-CAM overlays, attention maps and a val
 
 @runtime_checkable
 class SiteModel(Protocol):
-    """A task's site side, built once per site and run settings (stsfl.client.site_task)."""
+    """A task's site side, built once per site and run settings (stsfl.client.federation.site_task)."""
 
     recipe: Any  # the TrainConfig it trains with
 

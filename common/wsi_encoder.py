@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from stsfl.common.config.preset import ModelPreset, PatchEncoderConfig
 from stsfl.common.console import UserError
 
-# Bump when a morphometry feature's definition changes (stsfl.client.wsi_morphometry).
+# Bump when a morphometry feature's definition changes (stsfl.client.slides.wsi_morphometry).
 MORPHOMETRY_VERSION = "1"
 
 

@@ -12,9 +12,9 @@ Starting a federation: a SuperLink on the configured host and port (a free port 
 to <results>/superlink.log; our ServerApp submitted with `flwr run --stream`; its progress lines
 (round, sites responding, losses, held-out C-index) on screen and everything in
 <results>/server.log; the SuperLink is stopped at the end, also on errors and Ctrl-C; then the
-run report (<results>/report.html, see stsfl.server.report).
+run report (<results>/report.html, see stsfl.server.reports.report).
 With --simulate the SuperLink runs Flower's simulation engine, one virtual SuperNode per site
-(site YAMLs from the federation YAML's `simulation` section; see stsfl.server.simulation).
+(site YAMLs from the federation YAML's `simulation` section; see stsfl.server.federation.simulation).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from stsfl.common.flower_procs import (
     write_connection,
 )
 from stsfl.common.site_metrics import describe_metrics
-from stsfl.server.loco import run_loco_command
-from stsfl.server.simulation import plan_simulation
+from stsfl.server.federation.loco import run_loco_command
+from stsfl.server.federation.simulation import plan_simulation
 
 CONNECTION = "stsfl"
 PROGRESS_PREFIX = "[stsfl] "
@@ -122,7 +122,7 @@ def superlink_tls(fed: FederationConfig, config_path: Path) -> ServerTls | None:
 
 def _write_report(results: Path, echo) -> None:
     """The run report; a failure there is reported, never lost results (they are all written)."""
-    from stsfl.server.report import build_report
+    from stsfl.server.reports.report import build_report
 
     try:
         echo(f"report: {build_report(results)}")
@@ -206,7 +206,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from stsfl.server.export_model import export_from_results
+    from stsfl.server.reports.export_model import export_from_results
 
     path = export_from_results(Path(args.results), Path(args.out), site_baselines=args.site_baselines)
     console.print(f"model file: {path} (sites predict with: sts-client predict --site site.yaml --model {path} ...)")
@@ -214,7 +214,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from stsfl.server.report import build_report
+    from stsfl.server.reports.report import build_report
 
     console.print(f"report: {build_report(Path(args.results_dir), args.baselines)}")
     return 0

@@ -8,7 +8,7 @@ from typing import Any
 from stsfl.common.config import FederationConfig
 from stsfl.common.messages import RoundConfig, RunConfig
 from stsfl.common.tasks import server_side
-from stsfl.server.run_context import run_config as coordinator_run_config
+from stsfl.server.federation.run_context import run_config as coordinator_run_config
 
 
 def run_config(fed: FederationConfig, **changes: Any) -> RunConfig:

@@ -1,5 +1,5 @@
 """Which fields of the coordinator's message configs a site reads: the site's handlers
-(stsfl.client.site_app) decode each config into a proxy that notes every field read."""
+(stsfl.client.federation.site_app) decode each config into a proxy that notes every field read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import stsfl.client.site_app as site_app
+import stsfl.client.federation.site_app as site_app
 from stsfl.common.messages import CONFIG_MESSAGES, ConfigMessage
 
 

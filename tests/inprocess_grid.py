@@ -1,7 +1,7 @@
 """Our ServerApp's orchestration against our ClientApp in one process, without a SuperLink.
 
 `InProcessGrid` answers the two Grid calls the orchestrator makes (`get_node_ids`,
-`send_and_receive`) by calling the real ClientApp (`stsfl.client.app.app`) with the node-config
+`send_and_receive`) by calling the real ClientApp (`stsfl.client.federation.app.app`) with the node-config
 an `sts-client` would give its SuperNode (an exception in the ClientApp becomes the error reply a
 SuperNode sends). Only the transport is left out (tests/integration covers
 it), so whole federations - LOCO folds, cross-site validation - run in seconds in unit tests.
@@ -18,11 +18,11 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
-from stsfl.client.app import app as client_app
+from stsfl.client.federation.app import app as client_app
 from stsfl.common.config import FederationConfig, load_config
 from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME
 from stsfl.common.tasks import server_side
-from stsfl.server.orchestrator import Federation
+from stsfl.server.federation.orchestrator import Federation
 
 
 class InProcessGrid:

@@ -25,7 +25,7 @@ import torch
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from inprocess_grid import InProcessGrid
 
-from stsfl.client.site_task import SiteTask
+from stsfl.client.federation.site_task import SiteTask
 from stsfl.common.baseline_hazard import BaselineHazard, time_grid
 from stsfl.common.competing_risks import cumulative_incidence
 from stsfl.common.fed_protocol import (

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from site_builder import make_site
 
-from stsfl.client.baselines import split_patients
-from stsfl.client.lab import main
+from stsfl.client.lab.baselines import split_patients
+from stsfl.client.lab.cli import main
 
 
 def test_split_is_seeded_stratified_and_disjoint():

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from site_builder import COLUMNS, clinical_row
 
-from stsfl.client.clinical_table import read_clinical_csv
-from stsfl.client.problems import BadPatientError, ProblemLog, SiteUnusableError
+from stsfl.client.data.clinical_table import read_clinical_csv
+from stsfl.client.data.problems import BadPatientError, ProblemLog, SiteUnusableError
 from stsfl.common.config import (
     ClinicalSchema,
     ConfigError,

@@ -8,12 +8,12 @@ import json
 import numpy as np
 from survival_cohorts import BETA, linear_cohort
 
-from stsfl.client.baseline_site import SiteRisks, baseline_reply
-from stsfl.client.calibration_site import calibration_reply
+from stsfl.client.prediction.baseline_site import SiteRisks, baseline_reply
+from stsfl.client.prediction.calibration_site import calibration_reply
 from stsfl.common.baseline_document import baseline_document
 from stsfl.common.baseline_hazard import BaselineHazard
 from stsfl.common.config import FederationConfig
-from stsfl.server.calibration_phase import write_calibration
+from stsfl.server.phases.calibration_phase import write_calibration
 
 
 def _risks(n: int, seed: int, scale: float = 1.0) -> SiteRisks:

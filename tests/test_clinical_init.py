@@ -11,16 +11,16 @@ from inprocess_grid import InProcessGrid, server_identity  # noqa: F401 (fixture
 from lifelines import CoxPHFitter
 from site_builder import write_csv
 
-from stsfl.client.clinical_encoding import encode_record
-from stsfl.client.site_task import SiteTask
+from stsfl.client.data.clinical_encoding import encode_record
+from stsfl.client.federation.site_task import SiteTask
 from stsfl.common.clinical_features import clinical_feature_names
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import FederationConfig, load_schema
 from stsfl.common.cox_newton import CoxScore, cox_score, newton_step
 from stsfl.common.tasks import server_side
-from stsfl.server.clinical_init_phase import run_clinical_init
-from stsfl.server.orchestrator import Federation
-from stsfl.server.statistics_phase import run_statistics_phase
+from stsfl.server.federation.orchestrator import Federation
+from stsfl.server.phases.clinical_init_phase import run_clinical_init
+from stsfl.server.phases.statistics_phase import run_statistics_phase
 
 
 def _strata(rng, sizes=(150, 120), beta=(0.6, -0.4, 0.3), ties=False):

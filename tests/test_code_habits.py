@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PRODUCT = ("common", "client", "server")
+PRODUCT = ("common", "client", "server", "tasks")
 MAX_FUNCTION_LINES = 80
 DOCUMENT = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w.-]+\.md)\b")
 

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from test_competing_risks import competing_cohort
 
-from stsfl.client.baseline_site import SiteRisks, baseline_reply
-from stsfl.client.calibration_site import calibration_reply, competing_from_config
+from stsfl.client.prediction.baseline_site import SiteRisks, baseline_reply
+from stsfl.client.prediction.calibration_site import calibration_reply, competing_from_config
 from stsfl.common.baseline_document import baseline_document
 from stsfl.common.baseline_hazard import BaselineHazard, site_baseline_bins, time_grid
 from stsfl.common.cif_calibration import aalen_johansen
 from stsfl.common.config import FederationConfig
-from stsfl.server.calibration_phase import competing_baselines, write_calibration
-from stsfl.server.export_model import without_site_baselines
+from stsfl.server.phases.calibration_phase import competing_baselines, write_calibration
+from stsfl.server.reports.export_model import without_site_baselines
 
 GRID = {"bin_days": 365.25 / 12, "max_days": 20 * 365.25}
 

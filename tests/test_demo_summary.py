@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from stsfl.client.demo_summary import demo_table
+from stsfl.client.lab.demo_summary import demo_table
 
 COHORT = {"centres": {"center_2": {"patients": 83, "events": {"os": 24, "dm": 18}, "oracle_c": {"os": 0.743, "dm": 0.794}}}}
 

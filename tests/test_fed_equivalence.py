@@ -3,7 +3,7 @@
 - One site, FedAvg, one full-batch gradient-descent step per round gives the same weights as
   centralised gradient descent on that site (to float tolerance).
 - Three sites, FedAvg weighted by events: the same as gradient descent on the pooled Cox model
-  stratified by centre (why we weight by events: stsfl.server.strategies).
+  stratified by centre (why we weight by events: stsfl.server.federation.strategies).
 - With `train.schedule: warmup_cosine`, each round's sites continue the run's one schedule, and the
   one-site federation equals gradient descent whose steps follow FederationConfig.learning_rate_at.
 - The federated feature statistics equal the pooled ones.
@@ -25,12 +25,12 @@ from flwr.app import MetricRecord, RecordDict
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 from lifelines import CoxPHFitter
 
-from stsfl.client.site_task import SiteTask
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.federation.site_task import SiteTask
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.config import FederationConfig
 from stsfl.common.moments import combine_moments
 from stsfl.common.params import arrays_to_numpy, state_dict_to_arrays
-from stsfl.server.strategies import Aggregator
+from stsfl.server.federation.strategies import Aggregator
 from stsfl.tasks.linear_cox.model import build_linear_cox
 from stsfl.tasks.linear_cox.site import VALIDATION_FRACTION, LinearCoxSite, fit_pooled
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.lab.tcga_brca import write_region_sites
 
 BODY = (
     "task: linear-cox\nsites: [region_0, region_1, region_3]\nholdout: [region_3]\n"

@@ -12,12 +12,12 @@ from fed_messages import round_config, run_config
 from flwr.app import MetricRecord, RecordDict
 from site_builder import make_site
 
-from stsfl.client.site_task import SiteTask
+from stsfl.client.federation.site_task import SiteTask
 from stsfl.common.config import FederationConfig
 from stsfl.common.messages import BaselineQuery, CrossEvaluateConfig
 from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
 from stsfl.common.tasks import server_side
-from stsfl.server.strategies import Aggregator
+from stsfl.server.federation.strategies import Aggregator
 
 SITES = ["a", "b", "held_out"]
 
@@ -108,7 +108,7 @@ def test_baseline_query_pools_the_training_sites_bins(site_tasks):
     """The baseline phase in one process: training sites bin their events and risk sums on the
     federation's grid; the server's pooled baseline counts every event and matches the pooled
     Breslow estimate of the same model on the exact grid within the coarsening error."""
-    from stsfl.server.baseline_phase import combine_baseline_replies, grid_settings
+    from stsfl.server.phases.baseline_phase import combine_baseline_replies, grid_settings
 
     fed = FederationConfig(sites=SITES, holdout=["held_out"], validation_fraction=0.34)
     hooks = server_side(fed)

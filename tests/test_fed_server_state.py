@@ -11,7 +11,7 @@ import torch
 from flwr.app import MetricRecord, RecordDict
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.config import FederationConfig
 from stsfl.common.fed_protocol import ARRAYS, METRICS, NUM_EVENTS, NUM_PATIENTS
 from stsfl.common.moments import combine_moments, site_moments
@@ -25,8 +25,8 @@ from stsfl.common.params import (
     numpy_to_arrays,
     state_dict_to_arrays,
 )
-from stsfl.server.checkpoint import CorruptCheckpointError, ServerState, load_checkpoint, save_checkpoint
-from stsfl.server.strategies import Aggregator
+from stsfl.server.federation.checkpoint import CorruptCheckpointError, ServerState, load_checkpoint, save_checkpoint
+from stsfl.server.federation.strategies import Aggregator
 
 
 def _net() -> torch.nn.Module:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from stsfl.client.app import site_identity
+from stsfl.client.federation.app import site_identity
 from stsfl.common.config import ConfigError, FederationConfig, load_config
 from stsfl.common.console import UserError
 from stsfl.common.fed_protocol import from_json
 from stsfl.common.flower_procs import toml_pairs
-from stsfl.server.simulation import plan_simulation
+from stsfl.server.federation.simulation import plan_simulation
 
 
 def _write(tmp_path, body: str):

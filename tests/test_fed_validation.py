@@ -15,11 +15,11 @@ from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noq
 from sksurv.metrics import concordance_index_censored, concordance_index_ipcw, cumulative_dynamic_auc
 from sksurv.util import Surv
 
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.config import ConfigError, FederationConfig, load_config
 from stsfl.common.site_metrics import describe_metrics, endpoint_metrics
-from stsfl.server.cross_site import CrossSiteMatrix, write_cross_site
-from stsfl.server.loco import fold_config, loco_config, loco_means, loco_rows, run_loco, write_loco
+from stsfl.server.federation.loco import fold_config, loco_config, loco_means, loco_rows, run_loco, write_loco
+from stsfl.server.phases.cross_site import CrossSiteMatrix, write_cross_site
 
 
 def _cohort(n: int = 120, seed: int = 0):

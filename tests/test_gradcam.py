@@ -7,7 +7,7 @@ import pytest
 import torch
 from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_batch, tiny_preset
 
-from stsfl.client.gradcam import largest_tumour_slice, mri_gradcam, save_batch_gradcams
+from stsfl.client.outputs.gradcam import largest_tumour_slice, mri_gradcam, save_batch_gradcams
 from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 
@@ -48,7 +48,7 @@ def _prepared_site(tmp_path):
     import SimpleITK as sitk
     from site_builder import make_site, to_image
 
-    from stsfl.client.site_prepare import prepare_site
+    from stsfl.client.data.site_prepare import prepare_site
     from stsfl.common.config import SiteConfig, load_config, without_n4
 
     site_yaml = make_site(tmp_path / "site", n=2, slides=False)
@@ -58,7 +58,7 @@ def _prepared_site(tmp_path):
 
 
 def test_site_overlays_use_the_cached_mask_slice_of_largest_area(tmp_path, caplog):
-    from stsfl.client.gradcam import site_gradcams
+    from stsfl.client.outputs.gradcam import site_gradcams
     from stsfl.common.clinical_features import clinical_dim
     from stsfl.common.clinical_stats import combine_clinical_sums
 

@@ -20,10 +20,10 @@ from inprocess_grid import run_in_process, server_identity  # noqa: F401 (fixtur
 from message_audit import AuditedGrid, MessageAudit, SitePrivates
 from site_builder import make_site
 
-from stsfl.client.baseline_site import SiteRisks
-from stsfl.client.calibration_site import calibration_reply
-from stsfl.client.privacy import PrivacyLedger
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.lab.tcga_brca import write_region_sites
+from stsfl.client.prediction.baseline_site import SiteRisks
+from stsfl.client.prediction.calibration_site import calibration_reply
+from stsfl.client.training.privacy import PrivacyLedger
 from stsfl.common.baseline_hazard import BaselineHazard
 from stsfl.common.fed_protocol import ARRAYS, CONFIG, METRICS, SITE, STATS, site_record, to_json
 from stsfl.common.params import numpy_to_arrays

@@ -8,7 +8,7 @@ import json
 
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 - fixture
 
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.lab.tcga_brca import write_region_sites
 
 
 def test_a_run_without_validation_patients_completes_and_says_how_it_selected(tcga_brca_dir, tmp_path, server_identity):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stsfl.client.operator_screen import OperatorScreen
+from stsfl.client.federation.operator_screen import OperatorScreen
 
 LOG = """\x1b[92mINFO \x1b[0m:      Starting Flower SuperNode
 INFO:     Uvicorn running on http://127.0.0.1:35777 (Press CTRL+C to quit)

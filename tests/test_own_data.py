@@ -11,13 +11,13 @@ import yaml
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 - fixture
 from site_builder import COLUMNS, make_site
 
-from stsfl.client.lab import main as stsfl_main
-from stsfl.client.schema_draft import draft_schema, render_draft
+from stsfl.client.data.schema_draft import draft_schema, render_draft
+from stsfl.client.lab.cli import main as stsfl_main
 from stsfl.common.config import ClinicalSchema, ConfigError, FederationConfig, SiteConfig, load_config, load_schema
 from stsfl.common.config.loader import bundled_path
 from stsfl.common.config.schema import schema_differences
 from stsfl.common.config.security import absolute_security_paths
-from stsfl.server.sites import MissingSitesError
+from stsfl.server.federation.sites import MissingSitesError
 
 ROWS = [
     {"pid": "a1", "age": "54.2", "sex": "female", "grade": "2", "chemo": "yes", "notes": "x1", "os_time": "300", "os_event": "1"},

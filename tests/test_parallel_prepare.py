@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from test_site_pipeline import PRESET, build_messy_site
 
-from stsfl.client.site_prepare import MIN_PARALLEL_JOBS, prepare_site
+from stsfl.client.data.site_prepare import MIN_PARALLEL_JOBS, prepare_site
 from stsfl.common.config import SiteConfig, load_config
 
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stsfl.client.site_dataset import SiteDataset, site_collate
-from stsfl.client.site_prepare import prepare_site
+from stsfl.client.data.site_dataset import SiteDataset, site_collate
+from stsfl.client.data.site_prepare import prepare_site
+from stsfl.client.lab.synthetic import generate_cohort, load_synth_config
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import ClinicalSums, combine_clinical_sums
 from stsfl.common.config import SiteConfig, load_config, load_preset
 from stsfl.common.head_losses import blended_loss, head_losses
-from stsfl.common.synthetic import generate_cohort, load_synth_config
 from stsfl.tasks.multimodal.model import MultimodalCoxNet
 
 PRESET = load_preset("cpu-small")

@@ -13,9 +13,9 @@ import torch
 from site_builder import COLUMNS, clinical_row, make_site, write_csv
 
 from stsfl.client.cli import main as client_main
-from stsfl.client.model_export import export_local_model
-from stsfl.client.predict import predict_patients
-from stsfl.client.site_prepare import prepare_site
+from stsfl.client.data.site_prepare import prepare_site
+from stsfl.client.prediction.model_export import export_local_model
+from stsfl.client.prediction.predict import predict_patients
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import combine_clinical_sums
 from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4
@@ -156,7 +156,7 @@ def test_server_export_of_a_results_folder_gives_the_same_model(exported, tmp_pa
     import numpy as np
     import yaml
 
-    from stsfl.server.export_model import export_from_results
+    from stsfl.server.reports.export_model import export_from_results
 
     _, _, model_path = exported
     local = load_model_file(model_path)

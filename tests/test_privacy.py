@@ -9,8 +9,8 @@ import pytest
 import torch
 from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_samples, tiny_preset
 
-from stsfl.client.privacy import DpSgd, PrivacyBudgetSpent, PrivacyLedger
-from stsfl.client.trainer import make_loader, train_local
+from stsfl.client.training.privacy import DpSgd, PrivacyBudgetSpent, PrivacyLedger
+from stsfl.client.training.trainer import make_loader, train_local
 from stsfl.common.batch import collate_patients
 from stsfl.common.config import ConfigError, SiteConfig, TrainConfig, load_config
 from stsfl.tasks.multimodal.model import MultimodalCoxNet
@@ -104,7 +104,7 @@ def test_site_yaml_dp_without_budget_is_a_config_error(tmp_path):
 
 def test_each_site_keeps_its_state_beside_its_own_yaml(tmp_path, monkeypatch):
     """The ledger and FedBN layers of two sites with `cache_dir: cache` never share a folder (nor the working directory)."""
-    from stsfl.client.site_task import SiteTask
+    from stsfl.client.federation.site_task import SiteTask
 
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")

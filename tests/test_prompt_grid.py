@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from stsfl.server.prompt_grid import PromptGrid
+from stsfl.server.federation.prompt_grid import PromptGrid
 
 
 class TimedReplies:

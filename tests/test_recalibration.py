@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_competing_federated import site_risks
 
-from stsfl.client.recalibrate_site import recalibrate_risks
-from stsfl.client.recalibration import RiskModel, cox_slope, model_from_entry
+from stsfl.client.prediction.recalibrate_site import recalibrate_risks
+from stsfl.client.prediction.recalibration import RiskModel, cox_slope, model_from_entry
 from stsfl.common.baseline_hazard import BaselineHazard, site_baseline_bins, time_grid
 from stsfl.common.competing_risks import COMPETING, EVENT
 
@@ -53,7 +53,7 @@ def test_cox_slope_matches_lifelines_and_falls_back_to_one_without_events():
 
 
 def test_a_network_that_ranks_the_other_way_gets_slope_zero_and_the_site_baseline():
-    from stsfl.client.recalibration import endpoint_data, fit_endpoint
+    from stsfl.client.prediction.recalibration import endpoint_data, fit_endpoint
 
     site = site_risks(600, 15, scale=-1.0)  # dm log-risks reversed at this site
     model, entry = fit_endpoint(endpoint_data(site, 1), time_grid())

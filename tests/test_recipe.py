@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_trainer import _setup
 
-from stsfl.client.trainer import train_local
+from stsfl.client.training.trainer import train_local
 from stsfl.common.config import ConfigError, FederationConfig, ScheduleWindow, TrainConfig, parse_config
 from stsfl.server.cli import main as server_main
 

@@ -16,9 +16,9 @@ from report_browser import assert_report_renders
 from stsfl.common.console import UserError
 from stsfl.common.metrics import bootstrap_ci, harrell_c
 from stsfl.common.risk_group_km import risk_group_km
-from stsfl.server.report import build_report
-from stsfl.server.report_data import RunResults, c_index_ci, cohort_rows, evaluation_rows, head_losses
-from stsfl.server.results import ResultsFolder
+from stsfl.server.reports.report import build_report
+from stsfl.server.reports.report_data import RunResults, c_index_ci, cohort_rows, evaluation_rows, head_losses
+from stsfl.server.reports.results import ResultsFolder
 
 REPO = Path(__file__).resolve().parents[1]
 SITES, HOLDOUT = ["site_a", "site_b", "site_c"], "site_c"

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.fed_protocol import MSG_TRAIN
-from stsfl.server.sites import TTL_MARGIN_S
-from stsfl.server.training_round import QuorumError
+from stsfl.server.federation.sites import TTL_MARGIN_S
+from stsfl.server.phases.training_round import QuorumError
 
 BODY = """task: linear-cox
 sites: [region_0, region_1]

@@ -13,12 +13,12 @@ import pytest
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
-from stsfl.client.site_task import SiteTask
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.federation.site_task import SiteTask
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.config import ConfigError, FederationConfig, load_config
 from stsfl.common.fed_protocol import ARRAYS
 from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
-from stsfl.server.secure_aggregation import threshold
+from stsfl.server.federation.secure_aggregation import threshold
 
 BODY = (
     "task: linear-cox\nrounds: 2\ntrain: {{epochs_per_round: 3, lr: 0.05, seed: 5}}\nstrategy: {strategy}\n"

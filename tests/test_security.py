@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.cli.supernode.register import try_load_public_key
 
+from stsfl.client.lab.local_certs import make_local_certs, secured_site_yaml
 from stsfl.common.certificates import (
     CertificateError,
     Validity,
@@ -28,7 +29,6 @@ from stsfl.common.certificates import (
 from stsfl.common.config import ConfigError, FederationConfig, SiteConfig, load_config, parse_config
 from stsfl.common.config.security import server_tls, site_tls
 from stsfl.common.flower_procs import supernode_command, supernode_refusal, write_connection
-from stsfl.common.local_certs import make_local_certs, secured_site_yaml
 from stsfl.server.cli import run_federation, superlink_tls
 
 
@@ -145,8 +145,8 @@ def test_refusals_are_told_apart_from_a_superlink_that_is_not_up_yet(line, kind)
 
 def test_copies_of_the_federation_yaml_keep_finding_the_certificates(tmp_path, certs):
     """The results folder's copy (read by --resume) and the LOCO folds' YAMLs live elsewhere."""
-    from stsfl.server.loco import loco_config
-    from stsfl.server.results import ResultsFolder
+    from stsfl.server.federation.loco import loco_config
+    from stsfl.server.reports.results import ResultsFolder
 
     config = tmp_path / "fed" / "federation.yaml"
     config.parent.mkdir()

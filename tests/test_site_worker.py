@@ -1,4 +1,4 @@
-"""The site worker (stsfl.client.site_worker) as real processes behind our ClientApp: whole
+"""The site worker (stsfl.client.federation.site_worker) as real processes behind our ClientApp: whole
 federations in one process (tests/inprocess_grid.py) whose messages go through the ClientApp's
 forwarding path to one worker process per site answer exactly as the in-process handlers do, on
 TCGA-BRCA regions (linear Cox) and on the tiny multimodal sites; a worker killed while it holds a
@@ -24,12 +24,12 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 from site_builder import make_site
 
-from stsfl.client.app import app
-from stsfl.client.site_prepare import site_state_dir
-from stsfl.client.site_worker import SiteWorker
-from stsfl.client.tcga_brca import write_region_sites
-from stsfl.client.worker_channel import SOCKET_NAME, TOKEN_NAME, WorkerUnavailable, recv_frame, send_frames
-from stsfl.client.worker_supervisor import WorkerSupervisor, site_worker_dir
+from stsfl.client.data.site_prepare import site_state_dir
+from stsfl.client.federation.app import app
+from stsfl.client.federation.site_worker import SiteWorker
+from stsfl.client.federation.worker_channel import SOCKET_NAME, TOKEN_NAME, WorkerUnavailable, recv_frame, send_frames
+from stsfl.client.federation.worker_supervisor import WorkerSupervisor, site_worker_dir
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.config import SiteConfig, TrainConfig, load_config
 from stsfl.common.fed_protocol import CONFIG, MSG_STATS, NODE_SITE_CONFIG, NODE_SITE_NAME, NODE_WORKER_DIR, STATS
 from stsfl.common.messages import RunConfig
@@ -234,7 +234,7 @@ def test_worker_folder_is_in_the_site_state_folder(tmp_path):
 def test_a_site_trains_with_the_threads_its_yaml_gives(region_sites, tmp_path):
     import torch
 
-    from stsfl.client.site_app import _site
+    from stsfl.client.federation.site_app import _site
 
     site_yaml = tmp_path / "region_0.yaml"
     site_yaml.write_text(yaml.safe_dump({**yaml.safe_load(region_sites["region_0"].read_text()), "threads": 1}))

@@ -19,11 +19,11 @@ from lifelines import CoxPHFitter
 from lifelines.utils import concordance_index
 from scipy import ndimage, stats
 
-from stsfl.client import lab
+from stsfl.client.lab import cli as lab
+from stsfl.client.lab.synthetic import SynthConfig, generate_cohort, load_synth_config, read_cohort
+from stsfl.client.lab.synthetic.generate import centre_sizes, patient_record
+from stsfl.client.lab.synthetic.summary import oracle_c
 from stsfl.common.config import SiteConfig, load_config, load_schema
-from stsfl.common.synthetic import SynthConfig, generate_cohort, load_synth_config, read_cohort
-from stsfl.common.synthetic.generate import centre_sizes, patient_record
-from stsfl.common.synthetic.summary import oracle_c
 
 
 @pytest.fixture(scope="session")
@@ -321,13 +321,15 @@ def test_demo_keeps_an_existing_cohort_with_the_same_settings(tmp_path, tiny_coh
     demo = tmp_path / "demo"
     shutil.copytree(tiny_cohort, demo)
     monkeypatch.setattr(lab, "DEMO_COHORT", demo)
-    monkeypatch.setattr("stsfl.common.synthetic.load_synth_config", lambda *a, **k: tiny_config)
+    monkeypatch.setattr("stsfl.client.lab.synthetic.load_synth_config", lambda *a, **k: tiny_config)
     before = (demo / "cohort.json").stat().st_mtime_ns
     cohort_dir, cohort = lab.demo_cohort(tiny=False)
     assert cohort_dir == demo and cohort["settings_hash"] == tiny_config.settings_hash()
     assert (demo / "cohort.json").stat().st_mtime_ns == before
     # other settings: the cohort is made again
-    monkeypatch.setattr("stsfl.common.synthetic.load_synth_config", lambda *a, **k: tiny_config.model_copy(update={"seed": 7}))
+    monkeypatch.setattr(
+        "stsfl.client.lab.synthetic.load_synth_config", lambda *a, **k: tiny_config.model_copy(update={"seed": 7})
+    )
     _, again = lab.demo_cohort(tiny=False)
     assert again["seed"] == 7 and (demo / "cohort.json").stat().st_mtime_ns != before
 

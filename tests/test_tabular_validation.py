@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 from rich.console import Console
 
-from stsfl.client.tabular_validation import check_tabular_site, print_tabular_report
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.data.tabular_validation import check_tabular_site, print_tabular_report
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.config import SiteConfig, load_config
 
 

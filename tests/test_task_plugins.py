@@ -12,7 +12,7 @@ import pytest
 import torch
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.config import ConfigError, FederationConfig, load_config
 from stsfl.common.tasks import LINEAR_COX_RECIPE, LINEAR_COX_UNUSED, TASKS, TaskSpec, register, server_side, task_spec
 from stsfl.tasks.linear_cox.server import LinearCoxServer, numpy_state

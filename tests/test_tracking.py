@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from stsfl.server.results import ResultsFolder
-from stsfl.server.tracking import TRACKING_DIR
+from stsfl.server.reports.results import ResultsFolder
+from stsfl.server.reports.tracking import TRACKING_DIR
 
 
 def _history(rounds: int) -> list[dict]:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_samples, tiny_preset
 
-from stsfl.client import trainer as trainer_module
-from stsfl.client.trainer import accumulate_chunk_gradients, evaluate, make_loader, train_local
+from stsfl.client.training import trainer as trainer_module
+from stsfl.client.training.trainer import accumulate_chunk_gradients, evaluate, make_loader, train_local
 from stsfl.common.batch import collate_patients
 from stsfl.common.config import TrainConfig
 from stsfl.common.head_losses import blended_loss, head_losses

@@ -12,7 +12,7 @@ import pytest
 import torch
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.params import arrays_nbytes, arrays_to_numpy, from_transfer, numpy_to_arrays, to_transfer
 
 BODY = """task: linear-cox

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.fed_protocol import ARRAYS
 from stsfl.common.params import arrays_to_numpy, numpy_to_arrays
-from stsfl.server.strategies import screen_updates
+from stsfl.server.federation.strategies import screen_updates
 
 
 def _model(rng, scale=1.0) -> dict[str, np.ndarray]:

@@ -9,11 +9,11 @@ import pytest
 import torch
 from site_builder import write_slide
 
-from stsfl.client.patch_encoder import PatchEncoder
-from stsfl.client.problems import PatientDataError
-from stsfl.client.stain import REFERENCE_LAB_MEAN, lab_statistics, lab_to_rgb, reinhard, rgb_to_lab
-from stsfl.client.wsi_bag import slide_bag
-from stsfl.client.wsi_tiles import TileReader, open_slide, sample_tiles, tissue_map, tissue_tiles
+from stsfl.client.data.problems import PatientDataError
+from stsfl.client.slides.patch_encoder import PatchEncoder
+from stsfl.client.slides.stain import REFERENCE_LAB_MEAN, lab_statistics, lab_to_rgb, reinhard, rgb_to_lab
+from stsfl.client.slides.wsi_bag import slide_bag
+from stsfl.client.slides.wsi_tiles import TileReader, open_slide, sample_tiles, tissue_map, tissue_tiles
 from stsfl.common.config import load_preset
 
 PRESET = load_preset("cpu-small")

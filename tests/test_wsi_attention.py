@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from site_builder import make_site
 
-from stsfl.client.site_prepare import prepare_site
-from stsfl.client.wsi_attention import tile_attention, write_attention_maps
+from stsfl.client.data.site_prepare import prepare_site
+from stsfl.client.outputs.wsi_attention import tile_attention, write_attention_maps
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.config import SiteConfig, load_config, load_preset
 from stsfl.tasks.multimodal.model import MultimodalCoxNet

@@ -10,13 +10,13 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
-from stsfl.client.patch_encoder import PatchEncoder
-from stsfl.client.wsi_morphometry import FEATURE_NAMES, MORPHOMETRY_FEATURES, morphometry
-from stsfl.client.wsi_vit import VisionTransformer
+from stsfl.client.lab.synthetic.config import SynthConfig, WsiSettings
+from stsfl.client.lab.synthetic.wsi import render_slide
+from stsfl.client.slides.patch_encoder import PatchEncoder
+from stsfl.client.slides.wsi_morphometry import FEATURE_NAMES, MORPHOMETRY_FEATURES, morphometry
+from stsfl.client.slides.wsi_vit import VisionTransformer
 from stsfl.common.config import ConfigError, load_preset
 from stsfl.common.config.preset import PatchEncoderConfig
-from stsfl.common.synthetic.config import SynthConfig, WsiSettings
-from stsfl.common.synthetic.wsi import render_slide
 
 PRESET = load_preset("cpu-small")
 WSI = PRESET.preprocessing.wsi

@@ -11,8 +11,8 @@ import torch
 import yaml
 from site_builder import make_site
 
-from stsfl.client.site_dataset import SiteDataset
-from stsfl.client.site_prepare import prepare_site
+from stsfl.client.data.site_dataset import SiteDataset
+from stsfl.client.data.site_prepare import prepare_site
 from stsfl.common.config import ConfigError, SiteConfig, load_config, load_preset, load_schema
 from stsfl.common.console import UserError
 from stsfl.common.wsi_encoder import check_site_encoders, encoder_mismatches

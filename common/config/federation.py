@@ -67,7 +67,7 @@ class CrossSiteConfig(StrictModel):
 
 
 class SecureAggregationConfig(StrictModel):
-    """Flower's SecAgg+ over the training sites' updates (stsfl.server.secure_aggregation): the
+    """Flower's SecAgg+ over the training sites' updates (stsfl.server.federation.secure_aggregation): the
     coordinator learns only the weighted mean of the updates, never one site's.
 
     clipping_range: each coordinate of a site's weighted update (new weights - global) is clipped to
@@ -83,7 +83,7 @@ class SecureAggregationConfig(StrictModel):
 
 class SiteOutputsConfig(StrictModel):
     """The site-outputs query after the prediction phases: every site writes, on its own side, its
-    patients' risk scores, Grad-CAM overlays and its validation report (stsfl.client.site_outputs);
+    patients' risk scores, Grad-CAM overlays and its validation report (stsfl.client.outputs.site_outputs);
     only counts come back."""
 
     enabled: bool = True
@@ -91,7 +91,7 @@ class SiteOutputsConfig(StrictModel):
 
 class ClinicalInitConfig(StrictModel):
     """Task multimodal: before round 1, the fused head's linear clinical term is fitted as a ridge
-    Cox model across the training sites by `steps` Newton steps (0 = off; stsfl.server.clinical_init_phase)."""
+    Cox model across the training sites by `steps` Newton steps (0 = off; stsfl.server.phases.clinical_init_phase)."""
 
     steps: NonNegativeInt = 4
     l2_penalty: NonNegativeFloat | Literal["auto"] = Field(
@@ -155,7 +155,7 @@ class FederationConfig(StrictModel):
     strategy: StrategyName = "fedavg"
     strategy_params: StrategyParams = StrategyParams()
     weighting: Literal["events", "patients"] = Field(
-        "events", description="weight of a site's update in the average (see stsfl.server.strategies)"
+        "events", description="weight of a site's update in the average (see stsfl.server.federation.strategies)"
     )
     rounds: PositiveInt = 20
     train: dict[str, Any] = Field(

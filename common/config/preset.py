@@ -42,7 +42,7 @@ class WsiNetConfig(StrictModel):
 class ClinicalNetConfig(StrictModel):
     """MLP over the encoded clinical vector. linear_skip: the fused log-risk also gets a linear term
     of the clinical vector, set (not trained) from a federated ridge clinical Cox fit before round 1
-    (stsfl.server.clinical_init_phase), so the network begins where a clinical Cox model ends."""
+    (stsfl.server.phases.clinical_init_phase), so the network begins where a clinical Cox model ends."""
 
     hidden: tuple[PositiveInt, ...] = (64, 32)
     out_features: PositiveInt = 12

@@ -20,7 +20,7 @@ class SiteLayout(StrictModel):
 
 
 class PrivacyConfig(StrictModel):
-    """DP-SGD at this site (stsfl.client.privacy): per-patient clipping, Gaussian noise, a budget."""
+    """DP-SGD at this site (stsfl.client.training.privacy): per-patient clipping, Gaussian noise, a budget."""
 
     dp: bool = Field(False, description="train with Opacus DP-SGD (needs a federation with model_norm group or instance)")
     epsilon_budget: PositiveFloat | None = Field(

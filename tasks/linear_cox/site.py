@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stsfl.client.optimizer import make_optimizer
+from stsfl.client.training.optimizer import make_optimizer
 from stsfl.common.config import ScheduleWindow, SiteConfig, TrainConfig, resolve_recipe
 from stsfl.common.cox import cox_loss
 from stsfl.common.messages import RunConfig
@@ -205,7 +205,7 @@ class LinearCoxSite:
     def outcome_risks(self, model: torch.nn.Module, statistics: dict, validation_only: bool = False):
         """Log-risks with the outcomes of the training and validation rows (not the test fold), or
         of the validation rows only."""
-        from stsfl.client.baseline_site import SiteRisks
+        from stsfl.client.prediction.baseline_site import SiteRisks
 
         rows = [split for split in ((self.val,) if validation_only else (self.train, self.val)) if len(split)]
         with torch.no_grad():
@@ -216,7 +216,7 @@ class LinearCoxSite:
 
     def patient_risks(self, model: torch.nn.Module, statistics: dict, holdout: bool):
         """Log-risk of every row with its split (test fold included; all `external` at a held-out centre)."""
-        from stsfl.client.site_outputs import PatientRisks
+        from stsfl.client.outputs.site_outputs import PatientRisks
 
         with torch.no_grad():
             risk = model(self._standardise(self.all, statistics)).reshape(-1, 1).numpy()

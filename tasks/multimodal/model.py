@@ -58,7 +58,7 @@ class MultimodalCoxNet(nn.Module):
         self.fused_head = nn.Linear(sum(widths.values()) + len(self.modalities), n_endpoints)
         self.clinical_linear = None
         if "clinical" in self.modalities and preset.clinical.linear_skip:
-            # Set from a federated ridge Cox fit (stsfl.server.clinical_init_phase), never by SGD: the
+            # Set from a federated ridge Cox fit (stsfl.server.phases.clinical_init_phase), never by SGD: the
             # network learns what the images and the MLP add to that model, and cannot overfit the
             # clinical model's own coefficients on a few dozen events. Zero (nothing) until it is set.
             self.clinical_linear = nn.Linear(n_clinical, n_endpoints, bias=False)

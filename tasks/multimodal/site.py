@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stsfl.client.clinical_encoding import encode_record
-from stsfl.client.privacy import DpSgd
-from stsfl.client.site_dataset import SiteDataset, site_collate
-from stsfl.client.site_prepare import prepare_site
-from stsfl.client.trainer import evaluate, make_loader, round_epochs, train_local
+from stsfl.client.data.clinical_encoding import encode_record
+from stsfl.client.data.site_dataset import SiteDataset, site_collate
+from stsfl.client.data.site_prepare import prepare_site
+from stsfl.client.training.privacy import DpSgd
+from stsfl.client.training.trainer import evaluate, make_loader, round_epochs, train_local
 from stsfl.common.bag_stats import site_bag_sums
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats
@@ -187,7 +187,7 @@ class MultimodalSite:
     def outcome_risks(self, model: torch.nn.Module, statistics: dict, validation_only: bool = False):
         """The fused head's log-risks with the outcomes of every usable patient (the baseline hazard;
         a held-out centre's calibration), or of the validation split (a training site's calibration)."""
-        from stsfl.client.baseline_site import SiteRisks, competing_map
+        from stsfl.client.prediction.baseline_site import SiteRisks, competing_map
 
         pids = self.val_pids if validation_only else [p.pid for p in self.prepared.patients]
         result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
@@ -204,7 +204,7 @@ class MultimodalSite:
     def patient_risks(self, model: torch.nn.Module, statistics: dict, holdout: bool):
         """The fused head's log-risks of every usable patient, with its split (a held-out centre's
         patients are `external`) and modalities: the site's risk_scores.csv (stays at the site)."""
-        from stsfl.client.site_outputs import PatientRisks
+        from stsfl.client.outputs.site_outputs import PatientRisks
 
         patients = self.prepared.patients
         endpoints = list(self.schema.endpoint_names)
@@ -229,10 +229,10 @@ class MultimodalSite:
         fused head) of every usable patient with an MRI, under gradcam/ (emptied first, so the folder
         holds this run's overlays only), and the slide attention map of every patient with a slide under
         attention/ (emptied likewise). Returns the counts {"gradcams", "attention_maps", "problems"}."""
-        from stsfl.client.gradcam import site_gradcams
-        from stsfl.client.site_outputs import GRADCAM_DIR
-        from stsfl.client.site_report import write_validation_report
-        from stsfl.client.wsi_attention import ATTENTION_DIR, write_attention_maps
+        from stsfl.client.data.site_report import write_validation_report
+        from stsfl.client.outputs.gradcam import site_gradcams
+        from stsfl.client.outputs.site_outputs import GRADCAM_DIR
+        from stsfl.client.outputs.wsi_attention import ATTENTION_DIR, write_attention_maps
 
         problems = write_validation_report(
             self.prepared, self.policy, folder, f"Site {self.prepared.name}, federation {federation}: validation report"

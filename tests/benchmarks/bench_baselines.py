@@ -44,7 +44,7 @@ def main() -> None:
     import torch
     from rich.console import Console
 
-    from stsfl.client.baselines import ALL_MODELS, report_table, run_baselines
+    from stsfl.client.lab.baselines import ALL_MODELS, report_table, run_baselines
     from stsfl.common.config import load_preset, load_schema, without_n4
 
     torch.set_num_threads(args.threads)

@@ -6,12 +6,12 @@ started, as the federation's recipe does, from the clinical Cox model (its fused
 term a ridge Cox fit on the training patients, the rest of the fused head zero);
 the last centre is held out entirely. The baselines, including the cause-specific baseline of death
 before dm / lr (OS log-risk as covariate), come from each training centre's monthly bins added as
-the federation does (stsfl.client.model_export). At the held-out centre, at 3 and 5 years:
+the federation does (stsfl.client.prediction.model_export). At the held-out centre, at 3 and 5 years:
 
 - dm and lr: calibration slope and O/E (cloglog pseudo-value fit against Aalen-Johansen,
   stsfl.common.cif_calibration) of the crude cumulative incidence, of 1 - S (the risk without
   death), of the same after recalibration at the centre without training (cross-fitted,
-  stsfl.client.recalibration) and of the generator's true cumulative incidence; os likewise
+  stsfl.client.prediction.recalibration) and of the generator's true cumulative incidence; os likewise
   (1 - S against Kaplan-Meier);
 - integrated Brier score (IPCW, the held-out centre's own censoring) of the network (incidence for
   dm and lr, 1 - S for os), of 1 - S for dm and lr, of the no-covariate Aalen-Johansen /
@@ -49,8 +49,8 @@ def _truth(cohort: Path, pids: list[str]):
 def true_risk(truth, endpoint: str, competing: str | None, times_days: np.ndarray) -> np.ndarray:
     """The generator's risk [N, T]: crude cumulative incidence of `endpoint` with death (os) competing,
     integrated on a 1-day grid (latent Weibull times, independent given the patient), or 1 - S."""
+    from stsfl.client.lab.synthetic.hazard import ENDPOINTS
     from stsfl.common.competing_risks import cumulative_incidence_on
-    from stsfl.common.synthetic.hazard import ENDPOINTS
 
     grid = np.arange(0.0, float(np.max(times_days)) + 2.0)
 
@@ -115,7 +115,7 @@ def concordance(data, train, scores: dict[str, np.ndarray]) -> dict:
 
 
 def start_from_clinical_cox(net, cohort, penalizer: float = 0.1) -> None:
-    """As the federation's clinical_init phase (stsfl.server.clinical_init_phase), pooled: the fused
+    """As the federation's clinical_init phase (stsfl.server.phases.clinical_init_phase), pooled: the fused
     head's clinical term is a ridge Cox fit (lifelines) on the training patients' clinical vector per
     endpoint, the rest of the fused head zero, so training starts from the clinical Cox model."""
     import pandas as pd
@@ -143,11 +143,11 @@ def train_and_export(args, work: Path):
     centres' bins). Returns (cohort, held-out site, training sites, model, net, stats, seconds)."""
     import torch
 
-    from stsfl.client.baselines import Cohort, network_spec, split_patients
-    from stsfl.client.model_export import export_local_model
-    from stsfl.client.site_dataset import site_collate
-    from stsfl.client.site_prepare import prepare_site
-    from stsfl.client.trainer import make_loader, train_local
+    from stsfl.client.data.site_dataset import site_collate
+    from stsfl.client.data.site_prepare import prepare_site
+    from stsfl.client.lab.baselines import Cohort, network_spec, split_patients
+    from stsfl.client.prediction.model_export import export_local_model
+    from stsfl.client.training.trainer import make_loader, train_local
     from stsfl.common.clinical_features import clinical_dim
     from stsfl.common.clinical_stats import combine_clinical_sums
     from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4
@@ -208,8 +208,8 @@ def _slopes(entry: dict) -> dict[str, float]:
 
 def endpoint_report(k, held_risks, train_risks, truth, clinical, model, args) -> dict:
     """All figures of endpoint k at the held-out centre (see the module docstring)."""
-    from stsfl.client.recalibrate_site import model_risk
-    from stsfl.client.recalibration import RiskModel, cross_fitted_risk, endpoint_data, fit_endpoint
+    from stsfl.client.prediction.recalibrate_site import model_risk
+    from stsfl.client.prediction.recalibration import RiskModel, cross_fitted_risk, endpoint_data, fit_endpoint
     from stsfl.common.absolute_risk import horizons_in_days
     from stsfl.common.baseline_hazard import time_grid
     from stsfl.common.metrics import brier_times
@@ -248,7 +248,7 @@ def endpoint_report(k, held_risks, train_risks, truth, clinical, model, args) ->
 
 
 def _concatenate(parts):
-    from stsfl.client.baseline_site import SiteRisks
+    from stsfl.client.prediction.baseline_site import SiteRisks
 
     stack = {name: np.concatenate([getattr(p, name) for p in parts]) for name in ("time", "event", "observed", "log_risk")}
     return SiteRisks(parts[0].endpoints, **stack, competing=parts[0].competing)
@@ -307,8 +307,8 @@ def main() -> None:
 
     import torch
 
-    from stsfl.client.baselines import fit_clinical_model
-    from stsfl.client.model_export import site_risks
+    from stsfl.client.lab.baselines import fit_clinical_model
+    from stsfl.client.prediction.model_export import site_risks
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -4,7 +4,7 @@ site at a privacy budget of epsilon 8, 3 and 1 (delta 1e-5), on the default synt
 Every run is a real federation of our ServerApp and ClientApp on Flower's simulation engine
 (`sts-server --simulate`), the network with group norm (`model_norm: group`: DP-SGD needs
 per-patient gradients) in all runs, the no-DP one included. A DP site calibrates its noise so that
-the federation's planned epochs spend exactly its budget (stsfl.client.privacy). The last centre is
+the federation's planned epochs spend exactly its budget (stsfl.client.training.privacy). The last centre is
 held out; its C-index per endpoint (Harrell, 95 % percentile bootstrap) is scored here on all its
 usable patients, next to the epsilon each site reports after the last round.
 

@@ -44,9 +44,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from stsfl.client.baselines import PooledDataset, oracle_log_hazard
-from stsfl.client.site_dataset import SiteDataset, site_collate
-from stsfl.client.trainer import evaluate, make_loader, train_local
+from stsfl.client.data.site_dataset import SiteDataset, site_collate
+from stsfl.client.lab.baselines import PooledDataset, oracle_log_hazard
+from stsfl.client.training.trainer import evaluate, make_loader, train_local
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.clinical_stats import GlobalClinicalStats, combine_clinical_sums
 from stsfl.common.config import SiteConfig, load_config, load_preset, load_schema, without_n4

@@ -58,7 +58,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from stsfl.client.tcga_brca import N_REGIONS, write_region_sites
+from stsfl.client.lab.local_certs import make_local_certs, secured_site_yaml
+from stsfl.client.lab.tcga_brca import N_REGIONS, write_region_sites
 from stsfl.common.config import FederationConfig, SiteConfig, load_config
 from stsfl.common.flower_procs import (
     flower_bin,
@@ -71,7 +72,6 @@ from stsfl.common.flower_procs import (
     toml_pairs,
     write_connection,
 )
-from stsfl.common.local_certs import make_local_certs, secured_site_yaml
 from stsfl.server.cli import run_federation, superlink_tls
 
 REPO = Path(__file__).resolve().parents[2]
@@ -319,7 +319,7 @@ def paper_round(cohort: Path, patients: int, workdir: Path, worker: bool = True)
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_pipeline import first_patients
 
-    from stsfl.client.site_prepare import prepare_site
+    from stsfl.client.data.site_prepare import prepare_site
     from stsfl.common.config import SiteConfig, load_config, load_preset, without_n4
 
     preset = without_n4(load_preset("paper"), name="paper-no-n4")

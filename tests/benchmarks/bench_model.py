@@ -35,7 +35,7 @@ def run_one(preset_name: str, size: int, steps: int, batch_size: int, device: st
 
     torch.set_num_threads(threads)
 
-    from stsfl.client.trainer import accumulate_chunk_gradients
+    from stsfl.client.training.trainer import accumulate_chunk_gradients
     from stsfl.common.batch import PatientSample, collate_patients
     from stsfl.common.config import TrainConfig, load_preset
     from stsfl.tasks.multimodal.model import MultimodalCoxNet

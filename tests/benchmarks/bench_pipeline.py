@@ -34,11 +34,11 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from stsfl.client.patch_encoder import PatchEncoder
-from stsfl.client.site_dataset import SiteDataset, site_collate
-from stsfl.client.site_prepare import prepare_site
-from stsfl.client.wsi_bag import slide_bag
-from stsfl.client.wsi_tiles import TileReader, open_slide
+from stsfl.client.data.site_dataset import SiteDataset, site_collate
+from stsfl.client.data.site_prepare import prepare_site
+from stsfl.client.slides.patch_encoder import PatchEncoder
+from stsfl.client.slides.wsi_bag import slide_bag
+from stsfl.client.slides.wsi_tiles import TileReader, open_slide
 from stsfl.common.batch import PatientSample
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.config import ModelPreset, SiteConfig, load_config, load_preset, load_schema

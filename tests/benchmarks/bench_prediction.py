@@ -4,7 +4,7 @@ Training is POOLED (not federated, to keep it cheap): the multimodal network of 
 (gradient blending, Wang) on the training centres' patients (80 % train, 20 % validation for
 epoch selection), with the clinical statistics of the training centres only. The baseline hazard
 is then computed as the federation does it: every training centre bins its own events and risk
-sums on the monthly grid, the server adds the bins (stsfl.client.model_export). The last centre
+sums on the monthly grid, the server adds the bins (stsfl.client.prediction.model_export). The last centre
 is held out entirely. Reported per endpoint on the held-out centre:
 
 - calibration at 1, 3, 5 years: Crowson intercept (log O/E) and slope, KM-observed vs predicted
@@ -58,7 +58,7 @@ def _truth_survival(truth_csv: Path, pids: list[str], endpoint: str, times_days:
     """True S(t | patient) [N, T] of the synthetic model: exp(-(t / s)^k exp(log-hazard)), t in years."""
     import pandas as pd
 
-    from stsfl.common.synthetic.hazard import ENDPOINTS
+    from stsfl.client.lab.synthetic.hazard import ENDPOINTS
 
     truth = pd.read_csv(truth_csv, dtype={"patient_id": str}).set_index("patient_id")
     eta = truth.loc[pids, f"{endpoint}_log_hazard"].to_numpy(float)
@@ -85,12 +85,12 @@ def main() -> None:  # noqa: PLR0915 - a benchmark reads top to bottom
     from rich.console import Console
     from rich.table import Table
 
-    from stsfl.client.baselines import Cohort, fit_clinical_model, network_spec, split_patients
-    from stsfl.client.model_export import export_local_model, site_risks
-    from stsfl.client.predict import predict_patients
-    from stsfl.client.site_dataset import site_collate
-    from stsfl.client.site_prepare import prepare_site
-    from stsfl.client.trainer import make_loader, train_local
+    from stsfl.client.data.site_dataset import site_collate
+    from stsfl.client.data.site_prepare import prepare_site
+    from stsfl.client.lab.baselines import Cohort, fit_clinical_model, network_spec, split_patients
+    from stsfl.client.prediction.model_export import export_local_model, site_risks
+    from stsfl.client.prediction.predict import predict_patients
+    from stsfl.client.training.trainer import make_loader, train_local
     from stsfl.common.absolute_risk import horizons_in_days, predict_absolute
     from stsfl.common.baseline_hazard import BaselineHazard, exact_grid, site_baseline_bins
     from stsfl.common.calibration import (

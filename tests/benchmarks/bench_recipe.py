@@ -43,9 +43,9 @@ from inprocess_grid import InProcessGrid  # noqa: E402
 from stsfl.common.config import FederationConfig, SiteConfig, load_config, load_schema  # noqa: E402
 from stsfl.common.params import load_arrays, numpy_to_arrays  # noqa: E402
 from stsfl.common.tasks import server_side  # noqa: E402
-from stsfl.server.clinical_init_phase import run_clinical_init  # noqa: E402
-from stsfl.server.orchestrator import Federation  # noqa: E402
-from stsfl.server.statistics_phase import run_statistics_phase  # noqa: E402
+from stsfl.server.federation.orchestrator import Federation  # noqa: E402
+from stsfl.server.phases.clinical_init_phase import run_clinical_init  # noqa: E402
+from stsfl.server.phases.statistics_phase import run_statistics_phase  # noqa: E402
 from stsfl.tasks.multimodal.site import MultimodalSite  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "recipe.json"
@@ -70,8 +70,8 @@ def federation_yaml(work: Path, sites: list[Path], holdout: str, seed: int, pres
 
 def head_correlations(scorer: Scorer, model: torch.nn.Module, statistics: dict, truth_csv: Path) -> dict[str, float]:
     """Spearman's rho of each image head's log-risk with the true component of its modality."""
-    from stsfl.client.site_dataset import SiteDataset, site_collate
-    from stsfl.client.trainer import evaluate, make_loader
+    from stsfl.client.data.site_dataset import SiteDataset, site_collate
+    from stsfl.client.training.trainer import evaluate, make_loader
     from stsfl.common.clinical_stats import GlobalClinicalStats
 
     site = scorer.site

@@ -1,5 +1,5 @@
-"""What secure aggregation costs per round: the four SecAgg+ stages of stsfl.server.secure_aggregation
-against Flower's client module (stsfl.client.secure_update -> `secaggplus_mod`), in one process,
+"""What secure aggregation costs per round: the four SecAgg+ stages of stsfl.server.federation.secure_aggregation
+against Flower's client module (stsfl.client.federation.secure_update -> `secaggplus_mod`), in one process,
 for the parameter counts of our models and 2 -> 8 sites. Each site's "training" returns a random
 update, so the figures are the protocol's own: the sites' work (key generation, key shares,
 quantization and masks; summed over sites and per site), the coordinator's (forwarding shares,
@@ -24,11 +24,11 @@ import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from stsfl.client.secure_update import legacy_fit_records, secure_aggregation_mod
+from stsfl.client.federation.secure_update import legacy_fit_records, secure_aggregation_mod
 from stsfl.common.config.federation import SecureAggregationConfig
 from stsfl.common.fed_protocol import ARRAYS, METRICS, NUM_EVENTS
 from stsfl.common.params import numpy_to_arrays
-from stsfl.server.secure_aggregation import secure_round
+from stsfl.server.federation.secure_aggregation import secure_round
 
 RESULTS = Path(__file__).parent / "results" / "secure_aggregation.json"
 # name -> tensor shapes (values): linear Cox on TCGA-BRCA (40), the `paper` multimodal network (~11.4 M)

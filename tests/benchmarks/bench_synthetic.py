@@ -20,9 +20,9 @@ from pathlib import Path
 
 from rich.table import Table
 
+from stsfl.client.lab.synthetic import generate_cohort, load_synth_config
+from stsfl.client.lab.synthetic.summary import summary_table
 from stsfl.common.console import console
-from stsfl.common.synthetic import generate_cohort, load_synth_config
-from stsfl.common.synthetic.summary import summary_table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -60,16 +60,16 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from stsfl.client.site_task import SiteTask
-from stsfl.client.tcga_brca import N_REGIONS, write_region_sites
+from stsfl.client.federation.site_task import SiteTask
+from stsfl.client.lab.tcga_brca import N_REGIONS, write_region_sites
 from stsfl.common.config import FederationConfig
 from stsfl.common.cox import cox_nll
 from stsfl.common.messages import RoundConfig
 from stsfl.common.moments import combine_moments, site_moments
 from stsfl.common.params import arrays_to_state_dict, state_dict_to_arrays
 from stsfl.common.tasks import server_side
-from stsfl.server.run_context import run_config as coordinator_run_config
-from stsfl.server.strategies import Aggregator
+from stsfl.server.federation.run_context import run_config as coordinator_run_config
+from stsfl.server.federation.strategies import Aggregator
 from stsfl.tasks.linear_cox.model import build_linear_cox
 from stsfl.tasks.linear_cox.site import LinearCoxSite, Split
 

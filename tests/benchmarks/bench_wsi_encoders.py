@@ -52,11 +52,11 @@ def encoder_variants(preset):
 
 def throughput(preset, folder: Path, n_tiles: int) -> list[dict]:
     """Tiles/s of reading (OpenSlide) and of encoding, per encoder, on one synthetic slide."""
-    from stsfl.client.patch_encoder import PatchEncoder
-    from stsfl.client.wsi_tiles import TileReader, open_slide, slide_mpp, tissue_map, tissue_tiles
-    from stsfl.common.synthetic import SynthConfig
-    from stsfl.common.synthetic.writer import write_slide
-    from stsfl.common.synthetic.wsi import render_slide
+    from stsfl.client.lab.synthetic import SynthConfig
+    from stsfl.client.lab.synthetic.writer import write_slide
+    from stsfl.client.lab.synthetic.wsi import render_slide
+    from stsfl.client.slides.patch_encoder import PatchEncoder
+    from stsfl.client.slides.wsi_tiles import TileReader, open_slide, slide_mpp, tissue_map, tissue_tiles
 
     config = SynthConfig()
     rgb, _ = render_slide(np.random.default_rng(0), config.wsi, config.profiles[0], 150.0)
@@ -94,7 +94,7 @@ def throughput(preset, folder: Path, n_tiles: int) -> list[dict]:
 
 def wsi_only_cohort(work: Path) -> Path:
     """The default cohort's centres without MRI (per-patient random streams: same slides and outcomes)."""
-    from stsfl.common.synthetic import generate_cohort, load_synth_config
+    from stsfl.client.lab.synthetic import generate_cohort, load_synth_config
 
     cohort = work / "cohort"
     if (cohort / "ground_truth.csv").exists():
@@ -107,7 +107,7 @@ def wsi_only_cohort(work: Path) -> Path:
 
 def prepare(site_yamls, preset, cache_root: Path) -> tuple[list, dict]:
     """Prepared centres (cold, then cached again) and the seconds per slide of both passes."""
-    from stsfl.client.site_prepare import prepare_site
+    from stsfl.client.data.site_prepare import prepare_site
     from stsfl.common.config import SiteConfig, load_config
 
     timings = {}
@@ -128,9 +128,9 @@ def train_and_score(sites, holdout: str, preset, truth, epochs: int | None, n_bo
     import torch
     from scipy.stats import spearmanr
 
-    from stsfl.client.baselines import PooledDataset, split_patients
-    from stsfl.client.site_dataset import SiteDataset, site_collate
-    from stsfl.client.trainer import evaluate, make_loader, train_local
+    from stsfl.client.data.site_dataset import SiteDataset, site_collate
+    from stsfl.client.lab.baselines import PooledDataset, split_patients
+    from stsfl.client.training.trainer import evaluate, make_loader, train_local
     from stsfl.common.bag_stats import combine_bag_sums, set_bag_standardisation, site_bag_sums
     from stsfl.common.clinical_features import clinical_dim
     from stsfl.common.metrics import bootstrap_ci, harrell_c
@@ -198,7 +198,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from stsfl.client.baselines import discover_sites
+    from stsfl.client.lab.baselines import discover_sites
     from stsfl.common.config import load_preset
 
     torch.set_num_threads(args.threads)

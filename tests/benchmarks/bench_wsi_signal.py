@@ -48,7 +48,7 @@ def main() -> None:
     import pandas as pd
     from rich.console import Console
 
-    from stsfl.client.baselines import discover_sites, load_cohort
+    from stsfl.client.lab.baselines import discover_sites, load_cohort
     from stsfl.common.config import load_preset, load_schema, without_n4
 
     preset = load_preset(args.preset)

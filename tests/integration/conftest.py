@@ -21,9 +21,9 @@ import pytest
 import yaml
 from cpu_load import cpu_load
 
-from stsfl.client.tcga_brca import write_region_sites
+from stsfl.client.lab.local_certs import make_local_certs, secured_site_yaml
+from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.flower_procs import FlowerProcess, flower_env, free_port, spawn
-from stsfl.common.local_certs import make_local_certs, secured_site_yaml
 
 # SuperExec polls for work every 1 s by default; tests do not need to wait that long.
 POLL_INTERVAL = 0.05

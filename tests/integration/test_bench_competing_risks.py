@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stsfl.common.synthetic import generate_cohort, load_synth_config
+from stsfl.client.lab.synthetic import generate_cohort, load_synth_config
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from report_browser import assert_report_renders
 
-from stsfl.client.demo_federation import run_demo_federation
-from stsfl.common.synthetic import generate_cohort, load_synth_config
-from stsfl.server.results import read_site_metrics
+from stsfl.client.lab.demo_federation import run_demo_federation
+from stsfl.client.lab.synthetic import generate_cohort, load_synth_config
+from stsfl.server.reports.results import read_site_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,9 +13,9 @@ import time
 import pytest
 from deploy_files import load_compose, service_command, site_services
 
+from stsfl.client.lab.local_certs import make_local_certs
+from stsfl.client.lab.synthetic import generate_cohort, load_synth_config
 from stsfl.common.flower_procs import flower_env, free_port, spawn
-from stsfl.common.local_certs import make_local_certs
-from stsfl.common.synthetic import generate_cohort, load_synth_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

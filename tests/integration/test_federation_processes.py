@@ -20,7 +20,7 @@ import pytest
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 from stsfl.server.cli import run_federation
-from stsfl.server.results import read_site_metrics
+from stsfl.server.reports.results import read_site_metrics
 
 from .conftest import POLL_INTERVAL, LocalFederation, kill_tree, wait_until
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from stsfl.common.synthetic import generate_cohort, load_synth_config
+from stsfl.client.lab.synthetic import generate_cohort, load_synth_config
 from stsfl.server.cli import run_federation
-from stsfl.server.results import read_site_metrics
+from stsfl.server.reports.results import read_site_metrics
 from stsfl.tasks.linear_cox.site import in_validation
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

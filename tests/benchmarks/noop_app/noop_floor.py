@@ -2,7 +2,7 @@
 
 ServerApp: waits for `sites` nodes, then `rounds` times sends every node a train message holding
 `values` float32 numbers and waits for all replies; writes the seconds of each round to `out`
-(JSON), collecting replies as the coordinator does (stsfl.server.prompt_grid). ClientApp: replies
+(JSON), collecting replies as the coordinator does (stsfl.server.federation.prompt_grid). ClientApp: replies
 with the numbers it got. Imports only Flower, numpy and that grid.
 """
 
@@ -17,7 +17,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from stsfl.server.prompt_grid import PromptGrid
+from stsfl.server.federation.prompt_grid import PromptGrid
 
 server = ServerApp()
 client = ClientApp()

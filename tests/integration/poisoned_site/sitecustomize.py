@@ -2,7 +2,7 @@
 on PYTHONPATH, and the SuperNode's ClientApp processes inherit it): in the rounds named by
 STSFL_POISON_ROUNDS (e.g. "2:slow,3:nan,5:huge") this site's train reply comes STSFL_SLOW_S seconds
 late, or carries NaN weights, or weights a million times too large - a stuck, diverged or corrupted
-site on real processes, with no hook in the product. It wraps `SiteTask.train` when the ClientApp first imports stsfl.client.site_task."""
+site on real processes, with no hook in the product. It wraps `SiteTask.train` when the ClientApp first imports stsfl.client.federation.site_task."""
 
 import importlib.abc
 import importlib.util
@@ -36,7 +36,7 @@ def _poison(site_task_class) -> None:
 
 class _WrapSiteTaskOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "stsfl.client.site_task":
+        if name != "stsfl.client.federation.site_task":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

@@ -1,0 +1,1 @@
+"""What a run leaves at the site: risk scores, Grad-CAM overlays and slide attention maps."""

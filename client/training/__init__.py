@@ -1,0 +1,1 @@
+"""Local training: the trainer, its optimiser, DP-SGD and the training plots."""

@@ -1,0 +1,81 @@
+"""What every phase of a federation run works with: the federation's settings, its task's server
+side, the results folder, the messenger and the message configs built from the run's state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from stsfl.common.config import FederationConfig
+from stsfl.common.fed_protocol import NUM_EVENTS
+from stsfl.common.messages import RoundConfig, RunConfig
+from stsfl.common.tasks import ServerModel
+from stsfl.server.federation.checkpoint import ServerState
+from stsfl.server.federation.messenger import SiteMessenger
+from stsfl.server.federation.strategies import Aggregator
+from stsfl.server.reports.results import ResultsFolder
+
+
+def weighted_mean(per_site: dict[str, dict[str, float]], key: str, weight_key: str = NUM_EVENTS) -> float | None:
+    """The sites' `key` weighted by `weight_key` (plain mean when no site has weight); None when no site has it."""
+    pairs = [(m[key], max(float(m.get(weight_key, 0.0)), 0.0)) for m in per_site.values() if key in m]
+    total = sum(w for _, w in pairs)
+    if not pairs:
+        return None
+    if total <= 0:
+        return float(np.mean([v for v, _ in pairs]))
+    return float(sum(v * w for v, w in pairs) / total)
+
+
+@dataclass
+class RunContext:
+    """One federation run's settings and services (the phases' only way to the sites)."""
+
+    fed: FederationConfig
+    hooks: ServerModel  # the task's server side
+    results: ResultsFolder
+    messenger: SiteMessenger
+    aggregator: Aggregator
+    log: Callable[[str], None]
+
+    def run_config(self) -> RunConfig:
+        return run_config(self.fed, self.hooks)
+
+    def round_config(self, state: ServerState, server_round: int) -> RoundConfig:
+        """The config of the global model of `server_round` (train, evaluate and the queries after)."""
+        return RoundConfig(
+            run=self.run_config(),
+            server_round=server_round,
+            seed=self.fed.seed + server_round,
+            schedule_window=self.fed.schedule_window(server_round),
+            statistics=state.meta["statistics"],
+            blend_weights=state.meta.get("blend_weights"),
+            keep_norm_local=self.aggregator.keeps_norm_local,
+            eval_horizons_days=list(self.fed.eval_horizons_days),
+            holdout_sites=list(self.fed.holdout),
+        )
+
+    def warn(self, state: ServerState, text: str) -> None:
+        """A warning on the coordinator's screen, in server.log and in summary.json (and the report)."""
+        state.meta.setdefault("warnings", []).append(text)
+        self.log(f"WARNING: {text}")
+
+
+def run_config(fed: FederationConfig, hooks: ServerModel) -> RunConfig:
+    """What every message of the run carries (the statistics query is this alone)."""
+    return RunConfig(
+        federation=fed.name,
+        task=fed.task,
+        preset=fed.preset,
+        model_norm=fed.model_norm,
+        # what a DP site calibrates its noise to: every local epoch the federation plans to ask for
+        planned_epochs=fed.rounds * fed.recipe.train.epochs_per_round
+        + (fed.cross_site.local_epochs if fed.cross_site.enabled else 0),
+        run_seed=fed.seed,
+        recipe=fed.recipe.train,
+        validation_fraction=fed.validation_fraction,
+        l2_penalty=fed.l2_penalty,
+        schema=hooks.schema_json(),
+    )
