@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCT = ("common", "client", "server", "tasks")
 MAX_FUNCTION_LINES = 80
 DOCUMENT = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w.-]+\.md)\b")
+# a path into the repository's own folders, as comments and docstrings name files
+REPO_PATH = re.compile(r"(?<![\w/.-])((?:common|client|server|tasks|tests|deploy|configs|docs)/[\w/.-]*\w\.(?:py|yaml|yml|md|toml))\b")
 
 
 def _tracked(*suffixes: str) -> list[Path]:
@@ -41,6 +43,16 @@ def test_every_named_document_is_in_the_repository():
             ref = match.group(1)
             if not any((base / ref).exists() for base in (REPO, path.parent, REPO / "docs")):
                 missing.append(f"{path.relative_to(REPO)}: {ref}")
+    assert not missing, "\n".join(missing)
+
+
+def test_every_named_file_of_the_repository_exists():
+    """A comment or page that names one of our files (e.g. after a move) names one that is there."""
+    missing = []
+    for path in _tracked(".py", ".md", ".yaml", ".yml", ".toml"):
+        for match in REPO_PATH.finditer(path.read_text(encoding="utf-8", errors="replace")):
+            if not (REPO / match.group(1)).exists():
+                missing.append(f"{path.relative_to(REPO)}: {match.group(1)}")
     assert not missing, "\n".join(missing)
 
 

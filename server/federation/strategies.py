@@ -22,7 +22,7 @@ negative log partial likelihood averaged over a site's events, and the pooled mo
 match is the Cox model stratified by centre, whose log likelihood is the sum over centres of
 (events_k x mean loss_k). Weighting by events therefore makes one round of FedAvg with one
 full-batch gradient step per site exactly one gradient step on the pooled stratified likelihood
-(tested in tests/integration/test_equivalence.py); weighting by patients over-counts centres with
+(tested in tests/test_fed_equivalence.py); weighting by patients over-counts centres with
 heavy censoring, which carry less information about the hazard.
 """
 
