@@ -13,7 +13,9 @@ PRODUCT = ("common", "client", "server", "tasks")
 MAX_FUNCTION_LINES = 80
 DOCUMENT = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w.-]+\.md)\b")
 # a path into the repository's own folders, as comments and docstrings name files
-REPO_PATH = re.compile(r"(?<![\w/.-])((?:common|client|server|tasks|tests|deploy|configs|docs)/[\w/.-]*\w\.(?:py|yaml|yml|md|toml))\b")
+REPO_PATH = re.compile(
+    r"(?<![\w/.-])((?:common|client|server|tasks|tests|deploy|configs|docs)/[\w/.-]*\w\.(?:py|yaml|yml|md|toml))\b"
+)
 
 
 def _tracked(*suffixes: str) -> list[Path]:
