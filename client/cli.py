@@ -193,9 +193,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     """Check (and preprocess into the cache) the whole site; exit 1 when it cannot train at all."""
     from rich.console import Console
 
-    from stsfl.client.data.problems import SiteUnusableError
     from stsfl.client.data.site_prepare import prepare_site
     from stsfl.client.data.site_report import print_report, problems_table, summarise, training_blockers
+    from stsfl.client.problems import SiteUnusableError
 
     out = Console(soft_wrap=True, width=max(Console().width, 120))
     logging.getLogger("stsfl.site").setLevel(logging.ERROR)  # the problem table below shows them all

@@ -38,6 +38,9 @@ def horizons_in_days(years: Sequence[float]) -> np.ndarray:
     return np.asarray(years, float) * DAYS_PER_YEAR
 
 
+N_BOOT = 200  # Poisson-bootstrap draws of the baseline hazard per prediction (sts-client predict, site outputs)
+
+
 def predict_absolute(
     log_risk: np.ndarray,
     baseline: BaselineHazard,

@@ -206,7 +206,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from stsfl.server.reports.export_model import export_from_results
+    from stsfl.server.export_model import export_from_results
 
     path = export_from_results(Path(args.results), Path(args.out), site_baselines=args.site_baselines)
     console.print(f"model file: {path} (sites predict with: sts-client predict --site site.yaml --model {path} ...)")

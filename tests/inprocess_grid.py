@@ -22,7 +22,7 @@ from stsfl.client.federation.app import app as client_app
 from stsfl.common.config import FederationConfig, load_config
 from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME
 from stsfl.common.tasks import server_side
-from stsfl.server.federation.orchestrator import Federation
+from stsfl.server.orchestrator import Federation
 
 
 class InProcessGrid:

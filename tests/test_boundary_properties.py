@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from site_builder import COLUMNS, clinical_row
 
 from stsfl.client.data.clinical_table import read_clinical_csv
-from stsfl.client.data.problems import BadPatientError, ProblemLog, SiteUnusableError
+from stsfl.client.problems import BadPatientError, ProblemLog, SiteUnusableError
 from stsfl.common.config import (
     ClinicalSchema,
     ConfigError,

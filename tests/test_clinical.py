@@ -9,7 +9,7 @@ from site_builder import COLUMNS, clinical_row, write_csv
 
 from stsfl.client.data.clinical_encoding import apply_global_stats, site_clinical_sums
 from stsfl.client.data.clinical_table import read_clinical_csv
-from stsfl.client.data.problems import BadPatientError, ProblemLog, SiteUnusableError
+from stsfl.client.problems import BadPatientError, ProblemLog, SiteUnusableError
 from stsfl.common.clinical_features import clinical_dim, clinical_feature_names
 from stsfl.common.clinical_stats import ClinicalSums, combine_clinical_sums
 from stsfl.common.config import load_schema

@@ -18,7 +18,7 @@ from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import FederationConfig, load_schema
 from stsfl.common.cox_newton import CoxScore, cox_score, newton_step
 from stsfl.common.tasks import server_side
-from stsfl.server.federation.orchestrator import Federation
+from stsfl.server.orchestrator import Federation
 from stsfl.server.phases.clinical_init_phase import run_clinical_init
 from stsfl.server.phases.statistics_phase import run_statistics_phase
 

@@ -17,8 +17,8 @@ from stsfl.common.baseline_document import baseline_document
 from stsfl.common.baseline_hazard import BaselineHazard, site_baseline_bins, time_grid
 from stsfl.common.cif_calibration import aalen_johansen
 from stsfl.common.config import FederationConfig
+from stsfl.server.export_model import without_site_baselines
 from stsfl.server.phases.calibration_phase import competing_baselines, write_calibration
-from stsfl.server.reports.export_model import without_site_baselines
 
 GRID = {"bin_days": 365.25 / 12, "max_days": 20 * 365.25}
 

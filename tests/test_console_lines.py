@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from stsfl.common.config import FederationConfig
 from stsfl.common.console import CAUSE_MAX_CHARS, console, one_line_cause, print_progress
-from stsfl.server.reports.run_summary import progress_line
+from stsfl.server.phases.run_summary import progress_line
 
 HELD_OUT = {"c-harrell-os": 0.712, "c-uno-os": 0.698, "eval-events-os": 14.0}
 
@@ -43,7 +43,7 @@ def test_a_remote_exception_becomes_its_cause_in_one_line():
         "round 3: site a did not query: RuntimeError: torch.cat(): expected a non-empty list of Tensors"
     )
     unusable = (
-        "<class 'stsfl.client.data.problems.SiteUnusableError'>:<'site cannot be used:\n"
+        "<class 'stsfl.client.problems.SiteUnusableError'>:<'site cannot be used:\n"
         "  file /srv/clinical.csv, column grade: required column missing'>"
     )
     assert one_line_cause(unusable) == (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stsfl.client.federation.app import site_identity
+from stsfl.client.federation.site_identity import site_identity
 from stsfl.common.config import ConfigError, FederationConfig, load_config
 from stsfl.common.console import UserError
 from stsfl.common.fed_protocol import from_json

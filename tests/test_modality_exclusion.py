@@ -10,9 +10,9 @@ import SimpleITK as sitk
 from site_builder import clinical_row, make_site, phantom, to_image, write_csv
 
 from stsfl.client.cli import main as cli_main
-from stsfl.client.data.problems import BadPatientError
 from stsfl.client.data.site_dataset import SiteDataset
 from stsfl.client.data.site_prepare import prepare_site
+from stsfl.client.problems import BadPatientError
 from stsfl.common.config import SiteConfig, load_config, load_preset
 
 PRESET = load_preset("cpu-small")

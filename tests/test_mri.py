@@ -10,9 +10,9 @@ import pytest
 import SimpleITK as sitk
 from site_builder import phantom, to_image, write_dicom_series, write_mri
 
-from stsfl.client.data.problems import PatientDataError
 from stsfl.client.mri.mri_io import MriPaths, find_mri_inputs, read_image
 from stsfl.client.mri.mri_preprocess import mask_crop_box, preprocess_mri
+from stsfl.client.problems import PatientDataError
 from stsfl.common.config import load_preset
 
 CFG = load_preset("cpu-small").preprocessing.mri

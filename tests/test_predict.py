@@ -156,7 +156,7 @@ def test_server_export_of_a_results_folder_gives_the_same_model(exported, tmp_pa
     import numpy as np
     import yaml
 
-    from stsfl.server.reports.export_model import export_from_results
+    from stsfl.server.export_model import export_from_results
 
     _, _, model_path = exported
     local = load_model_file(model_path)

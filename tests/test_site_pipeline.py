@@ -14,10 +14,10 @@ import yaml
 from site_builder import clinical_row, make_site, phantom, to_image, write_csv, write_mri, write_slide
 
 from stsfl.client.cli import main as cli_main
-from stsfl.client.data.problems import BadPatientError
 from stsfl.client.data.site_dataset import SiteDataset, site_collate
 from stsfl.client.data.site_prepare import prepare_site
 from stsfl.client.mri.augment import augment_mri, mri_augmentation
+from stsfl.client.problems import BadPatientError
 from stsfl.common.clinical_features import clinical_dim
 from stsfl.common.config import SiteConfig, load_config, load_preset
 

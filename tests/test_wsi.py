@@ -9,7 +9,7 @@ import pytest
 import torch
 from site_builder import write_slide
 
-from stsfl.client.data.problems import PatientDataError
+from stsfl.client.problems import PatientDataError
 from stsfl.client.slides.patch_encoder import PatchEncoder
 from stsfl.client.slides.stain import REFERENCE_LAB_MEAN, lab_statistics, lab_to_rgb, reinhard, rgb_to_lab
 from stsfl.client.slides.wsi_bag import slide_bag

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stsfl.client.data.problems import Problem, ProblemLog, SiteUnusableError
+from stsfl.client.problems import Problem, ProblemLog, SiteUnusableError
 from stsfl.common.config import ClinicalSchema, ClinicalVariable
 
 MISSING_TOKENS = {"", "na", "n/a", "nan", "null"}

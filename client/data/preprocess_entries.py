@@ -23,7 +23,7 @@ from stsfl.client.mri.mri_io import MriPaths, input_files
 from stsfl.client.mri.mri_preprocess import preprocess_mri
 from stsfl.client.slides.patch_encoder import PatchEncoder
 from stsfl.client.data.preprocess_cache import PreprocessCache
-from stsfl.client.data.problems import PatientDataError
+from stsfl.client.problems import PatientDataError
 from stsfl.client.slides.wsi_bag import slide_bag
 from stsfl.client.slides.wsi_features import read_features
 from stsfl.client.slides.wsi_tiles import sample_tiles

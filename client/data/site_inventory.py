@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stsfl.client.data.clinical_table import ClinicalTable, read_clinical_csv
 from stsfl.client.mri.mri_io import MriPaths, find_mri_inputs
-from stsfl.client.data.problems import PatientDataError, ProblemLog, drop_modality
+from stsfl.client.problems import PatientDataError, ProblemLog, drop_modality
 from stsfl.common.config import ClinicalSchema, SiteConfig, load_schema
 
 

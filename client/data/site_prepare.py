@@ -22,7 +22,7 @@ from stsfl.client.data.clinical_encoding import site_clinical_sums
 from stsfl.client.data.clinical_table import ClinicalRecord
 from stsfl.client.data.preprocess_cache import PreprocessCache
 from stsfl.client.data.preprocess_entries import EntryMaker, Job
-from stsfl.client.data.problems import PatientDataError, Problem, ProblemLog, drop_modality
+from stsfl.client.problems import PatientDataError, Problem, ProblemLog, drop_modality
 from stsfl.client.data.site_inventory import PatientInputs, SiteInventory, scan_site
 from stsfl.common.clinical_stats import ClinicalSums
 from stsfl.common.config import ClinicalSchema, ConfigError, ModelPreset, SiteConfig

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from stsfl.client.data.problems import Problem
+from stsfl.client.problems import Problem
 from stsfl.client.data.site_prepare import PreparedSite
 
 

@@ -3,7 +3,7 @@
 `stsfl.client.federation.app:app` (the component Flower loads) runs these handlers in the site worker of
 `sts-client` (stsfl.client.federation.site_worker), or in its own process where there is no worker: on the
 virtual SuperNodes of `sts-server --simulate` and in the in-process tests (tests/inprocess_grid.py).
-The site is identified by the node-config (`stsfl.client.federation.app.site_identity`), and every reply
+The site is identified by the node-config (`stsfl.client.federation.site_identity`), and every reply
 carries the site name.
 
 Handlers (message types in stsfl.common.fed_protocol):
@@ -25,8 +25,8 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from stsfl.client.federation.app import site_identity
 from stsfl.client.federation.secure_update import is_secure_round, legacy_fit_records, secure_aggregation_mod
+from stsfl.client.federation.site_identity import site_identity
 from stsfl.common.fed_protocol import ARRAYS, CONFIG, MODEL_PREFIX, RUN_SIMULATION_THREADS
 from stsfl.common.messages import (
     BaselineQuery,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from stsfl.client.data.problems import PatientDataError
+from stsfl.client.problems import PatientDataError
 
 MRI_ROLES = ("t1", "t2", "mask")
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from stsfl.client.data.problems import PatientDataError
 from stsfl.client.mri.mri_io import MriPaths, read_image
+from stsfl.client.problems import PatientDataError
 from stsfl.common.config.preset import MriPreprocessingConfig, N4Config
 
 INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stsfl.client.prediction.predict import N_BOOT
-from stsfl.common.absolute_risk import predict_absolute
+from stsfl.common.absolute_risk import N_BOOT, predict_absolute
 from stsfl.common.atomic_file import atomic_path
 from stsfl.common.baseline_hazard import DAYS_PER_YEAR, BaselineBins, BaselineHazard
 from stsfl.common.competing_risks import CompetingBaselines, predict_incidence

@@ -25,7 +25,7 @@ from stsfl.common.figures import pyplot, save_png
 from stsfl.common.model_file import ExportedModel
 
 if TYPE_CHECKING:
-    from stsfl.client.prediction.predict import PatientPrediction
+    from stsfl.client.prediction.patient_prediction import PatientPrediction
 
 
 def save_survival_figure(prediction: PatientPrediction, path: Path) -> Path:

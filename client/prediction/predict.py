@@ -18,7 +18,6 @@ it as the risk in a world without the competing event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,9 @@ import torch
 from stsfl.client.data.site_dataset import SiteDataset, site_collate
 from stsfl.client.data.site_inventory import site_schema
 from stsfl.client.data.site_prepare import PreparedSite, prepare_site, site_cache_dir
+from stsfl.client.prediction.patient_prediction import EndpointPrediction, PatientPrediction
 from stsfl.client.prediction.recalibration import model_from_entry
-from stsfl.common.absolute_risk import AbsoluteRisk, group_survival, horizons_in_days, predict_absolute
+from stsfl.common.absolute_risk import N_BOOT, group_survival, horizons_in_days, predict_absolute
 from stsfl.common.baseline_hazard import BaselineBins, BaselineHazard
 from stsfl.common.batch import MODALITIES, SurvivalBatch
 from stsfl.common.clinical_features import clinical_dim
@@ -41,35 +41,6 @@ from stsfl.common.risk_histogram import centres, percentile_of, risk_halves
 from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
 
 TOP_TILES = 8
-N_BOOT = 200  # Poisson-bootstrap draws of the baseline hazard per prediction
-
-
-@dataclass
-class EndpointPrediction:
-    """One endpoint of one patient: log-risk, absolute risks (one patient's row of AbsoluteRisk),
-    percentile among the training patients, the cohort's low / high-risk mean survival [T]; for an
-    endpoint with a competing event, the crude cumulative incidence (`incidence`, its `survival`
-    fields 1 - F) and the competing endpoint's label (`absolute` is then 1 - S: without it)."""
-
-    name: str
-    label: str
-    log_risk: float
-    absolute: AbsoluteRisk
-    percentile: float
-    cohort_low: np.ndarray
-    cohort_high: np.ndarray
-    incidence: AbsoluteRisk | None = None
-    competing_label: str | None = None
-
-
-@dataclass
-class PatientPrediction:
-    pid: str
-    used: list[str]
-    missing: list[str]
-    warnings: list[str]
-    endpoints: list[EndpointPrediction]
-    figures: dict[str, Path] = field(default_factory=dict)
 
 
 def build_network(model: ExportedModel) -> MultimodalCoxNet:

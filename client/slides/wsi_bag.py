@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stsfl.client.data.problems import PatientDataError
+from stsfl.client.problems import PatientDataError
 from stsfl.client.slides.patch_encoder import PatchEncoder
 from stsfl.client.slides.stain import lab_statistics, reinhard
 from stsfl.client.slides.wsi_tiles import TileReader, open_slide, sample_tiles, slide_mpp, tissue_map, tissue_tiles

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stsfl.client.data.problems import PatientDataError
+from stsfl.client.problems import PatientDataError
 
 
 def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray | None, str | None]:

@@ -11,7 +11,7 @@ import numpy as np
 import openslide
 from PIL import Image
 
-from stsfl.client.data.problems import PatientDataError
+from stsfl.client.problems import PatientDataError
 from stsfl.common.config.preset import WsiPreprocessingConfig
 
 MPP_TOLERANCE = 1.1  # read at most 10 % coarser than asked (scanner calibrations differ slightly)

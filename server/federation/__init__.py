@@ -1,2 +1,2 @@
-"""The coordinator's federation: the ServerApp, the protocol (orchestrator), messaging, sites,
-aggregation strategies, checkpoints, simulation and leave-one-centre-out runs."""
+"""The coordinator's federation machinery: messaging, sites, the run context, aggregation
+strategies, secure aggregation, checkpoints, simulation and leave-one-centre-out runs."""

@@ -1,7 +1,7 @@
 """The coordinator's side of secure aggregation: one training round as Flower's SecAgg+ protocol.
 
 Flower 1.41 ships SecAgg+ as a legacy workflow (`SecAggPlusWorkflow`) bound to the legacy
-Strategy and LegacyContext; our rounds are driven by stsfl.server.federation.orchestrator over the Message
+Strategy and LegacyContext; our rounds are driven by stsfl.server.orchestrator over the Message
 API. So the four server stages are run here, message for message as Flower's workflow runs them,
 against the unchanged client side (`flwr.client.mod.secaggplus_mod`, wrapped by
 stsfl.client.federation.secure_update):

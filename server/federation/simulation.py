@@ -7,7 +7,7 @@ transport differs. `sts-server` starts a SuperLink in simulation mode (`flower-s
 deprecated). The engine creates one virtual SuperNode per site of the federation YAML, in the
 order of `sites`; each has only a `partition-id` in its node-config, so the run config carries
 `simulation-sites`, the list of (site name, site YAML) by partition id, from which our ClientApp
-reads its site (stsfl.client.federation.app.site_identity). ClientApps run in Ray worker processes, at most
+reads its site (stsfl.client.federation.site_identity). ClientApps run in Ray worker processes, at most
 `cpus // cpus_per_site` at a time, each with `threads_per_site` torch threads.
 """
 

@@ -1,7 +1,7 @@
 """Server-side aggregation for FedAvg, FedProx, FedAdam and FedBN, on Flower's message strategies.
 
 We use the aggregation of `flwr.serverapp.strategy` (FedAvg / FedProx / FedAdam `aggregate_train`)
-but drive the rounds ourselves (stsfl.server.federation.orchestrator): only training sites get train
+but drive the rounds ourselves (stsfl.server.orchestrator): only training sites get train
 messages (held-out centres never train), the round config carries blend weights and federated
 statistics, and the whole server state is checkpointed between rounds. What each strategy means
 on the two sides:

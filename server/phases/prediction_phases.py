@@ -1,5 +1,5 @@
 """The two query phases after the last round that make absolute risks possible, run by the
-orchestrator (stsfl.server.federation.orchestrator) after the last round:
+orchestrator (stsfl.server.orchestrator) after the last round:
 
 1. baseline: the training sites' binned events and risk sums under the selected model
    (stsfl.server.phases.baseline_phase) -> baseline_hazard.json;

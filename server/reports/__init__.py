@@ -1,2 +1,1 @@
-"""What a run leaves with the coordinator: the results folder, summary, tracking, the HTML report
-and the exported model file."""
+"""What a run leaves with the coordinator: the results folder, tracking and the HTML report."""

@@ -43,7 +43,7 @@ from inprocess_grid import InProcessGrid  # noqa: E402
 from stsfl.common.config import FederationConfig, SiteConfig, load_config, load_schema  # noqa: E402
 from stsfl.common.params import load_arrays, numpy_to_arrays  # noqa: E402
 from stsfl.common.tasks import server_side  # noqa: E402
-from stsfl.server.federation.orchestrator import Federation  # noqa: E402
+from stsfl.server.orchestrator import Federation  # noqa: E402
 from stsfl.server.phases.clinical_init_phase import run_clinical_init  # noqa: E402
 from stsfl.server.phases.statistics_phase import run_statistics_phase  # noqa: E402
 from stsfl.tasks.multimodal.site import MultimodalSite  # noqa: E402

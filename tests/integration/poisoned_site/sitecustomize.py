@@ -18,7 +18,7 @@ def _poison(site_task_class) -> None:
 
     def poisoned_train(self, arrays, cfg):
         new_arrays, *rest = train(self, arrays, cfg)
-        kind = POISONS.get(int(cfg.get("server-round", 0)))
+        kind = POISONS.get(cfg.server_round)
         if kind == "slow":
             time.sleep(float(os.environ["STSFL_SLOW_S"]))
         elif kind:

@@ -13,7 +13,7 @@ Each phase is a module of its own that talks to the sites through the messenger 
    that dropped out);
 4. every `eval_every` rounds and after the last (stsfl.server.phases.evaluation_phase): all sites evaluate
    the global model; the round with the lowest smoothed validation loss is kept;
-5. after each round: checkpoint (atomic), results files and the round line (stsfl.server.reports.run_summary);
+5. after each round: checkpoint (atomic), results files and the round line (stsfl.server.phases.run_summary);
 6. with `cross_site.enabled`, after the last round: cross-site validation (stsfl.server.phases.cross_site_phase);
 7. after the last round: baseline hazard and calibration of the selected model
    (stsfl.server.phases.prediction_phases) -> baseline_hazard.json, calibration.json;
@@ -44,11 +44,11 @@ from stsfl.server.phases.clinical_init_phase import run_clinical_init, score_cli
 from stsfl.server.phases.cross_site_phase import run_cross_site
 from stsfl.server.phases.evaluation_phase import check_learning, evaluate, select
 from stsfl.server.phases.prediction_phases import run_prediction_phases
+from stsfl.server.phases.run_summary import progress_line, write_summary
 from stsfl.server.phases.site_outputs_phase import run_site_outputs
 from stsfl.server.phases.statistics_phase import run_statistics_phase
 from stsfl.server.phases.training_round import train_round
 from stsfl.server.reports.results import ResultsFolder
-from stsfl.server.reports.run_summary import progress_line, write_summary
 
 
 class Federation:

@@ -1,4 +1,4 @@
-"""Our Flower ServerApp (component `stsfl.server.federation.app:app` in pyproject's [tool.flwr.app]).
+"""Our Flower ServerApp (component `stsfl.server.app:app` in pyproject's [tool.flwr.app]).
 
 `flwr run` (started by `sts-server`) runs it inside the SuperLink's ServerApp process. The run
 config carries only where things are: `federation-config` (the coordinator's YAML),
@@ -31,8 +31,8 @@ def main(grid: Grid, context: Context) -> None:
     """Run one federation (or continue one) as described by the run config."""
     from stsfl.common.config import FederationConfig, load_config
     from stsfl.common.tasks import server_side
-    from stsfl.server.federation.orchestrator import Federation
     from stsfl.server.federation.prompt_grid import PromptGrid
+    from stsfl.server.orchestrator import Federation
     from stsfl.server.reports.results import ResultsFolder
 
     config_path = Path(str(context.run_config["federation-config"]))
