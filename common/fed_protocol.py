@@ -25,6 +25,7 @@ MSG_CROSS_EVALUATE = "evaluate.cross"
 MSG_BASELINE = "query.baseline"  # after the last round: binned events / risk sums for the baseline hazard
 MSG_CALIBRATION = "query.calibration"  # then: calibration and decision curves of the absolute risks
 MSG_CLINICAL_COX = "query.clinical_cox"  # before round 1: score and information of the clinical Cox model at beta
+MSG_RIDGE_CV = "query.ridge_cv"  # before round 1 (`l2_penalty: cv`): Cox score and information per fold and penalty
 MSG_SITE_OUTPUTS = "query.site_outputs"  # last: each site writes its own patients' outputs at the site; counts come back
 
 # Record keys.
@@ -41,6 +42,9 @@ PRIVACY = "privacy"  # train reply of a DP-SGD site (ConfigRecord): dp-epsilon, 
 BLEND_STATS = "blend-stats"  # train reply: per-head pooled-loss statistics (sums, event counts) as JSON
 BASELINE = "baseline"  # baseline reply: per endpoint, bins on the shared grid + log-risk histogram, as JSON
 CALIBRATION = "calibration"  # calibration reply: per endpoint and horizon, decile curves and counts, as JSON
+RIDGE_CV = (
+    "ridge-cv"  # its reply: per (fold, coefficients), the Cox parts without the fold and the log-likelihood of all, as JSON
+)
 CLINICAL_COX = "clinical-cox"  # its reply: per endpoint score, information, events, log-likelihood, as JSON
 
 MODEL_PREFIX = "model/"

@@ -31,6 +31,7 @@ from stsfl.common.fed_protocol import (
     METRICS,
     METRICS_PREFIX,
     PRIVACY,
+    RIDGE_CV,
     SITE,
     STATS,
     from_json,
@@ -123,6 +124,17 @@ class ClinicalCoxQuery(ConfigMessage):
 
 
 @dataclass(frozen=True)
+class RidgeCvQuery(ConfigMessage):
+    """Before round 1 (`l2_penalty: cv`): at each (fold, coefficients) the Cox parts of the training
+    split without that fold, and the log-likelihood of the whole training split."""
+
+    run: RunConfig
+    statistics: dict[str, Any] = entry("statistics", JSON, doc="the federated feature statistics")
+    folds: int = entry("ridge-cv-folds", INT, doc="cross-validation folds (patients by a fixed hash)")
+    betas: list[dict[str, Any]] = entry("ridge-cv-betas", JSON, doc="[{'fold', 'beta': [D]}], one entry per fit")
+
+
+@dataclass(frozen=True)
 class RoundConfig(ConfigMessage):
     """Train or evaluate the global model of one round."""
 
@@ -187,6 +199,7 @@ NESTED: dict[str, type[ConfigMessage]] = {"run": RunConfig, "round": RoundConfig
 CONFIG_MESSAGES: tuple[type[ConfigMessage], ...] = (
     RunConfig,
     ClinicalCoxQuery,
+    RidgeCvQuery,
     RoundConfig,
     CrossEvaluateConfig,
     BaselineQuery,
@@ -308,6 +321,12 @@ class ClinicalCoxReply(DocumentReply):
     """Per endpoint: score, information, events and log-likelihood of the clinical Cox model."""
 
     KEY = CLINICAL_COX
+
+
+class RidgeCvReply(DocumentReply):
+    """{"parts": [{"without": CoxScore of the split without the fold, "all_loglik": float}]} in query order."""
+
+    KEY = RIDGE_CV
 
 
 class BaselineReply(DocumentReply):

@@ -24,6 +24,7 @@ DP_SGD = "dp-sgd"  # per-sample gradients: a site may train with privacy.dp
 CLINICAL_INIT = "clinical-init"  # the clinical Cox query: the network's clinical term starts from a federated Cox fit
 BLENDING = "blending"  # several heads: the coordinator's gradient-blending weights
 SITE_DOCUMENTS = "site-documents"  # Grad-CAM overlays, attention maps and a validation report at the site
+RIDGE_CV = "ridge-cv"  # the ridge penalty chosen by federated cross-validation (`l2_penalty: cv`)
 
 
 @runtime_checkable
@@ -71,7 +72,7 @@ class ServerModel(Protocol):
 
     def initial_blend_weights(self) -> dict[str, float] | None: ...
 
-    def objective(self, pooled_loss: float | None, arrays: dict[str, Any]) -> float | None:
+    def objective(self, pooled_loss: float | None, arrays: dict[str, Any], l2_penalty: float) -> float | None:
         """The penalised objective of a convex task (None otherwise): the round line's convergence."""
 
     def update_blend(self, server_round: int, blend_stats: dict[str, dict], state: dict | None) -> tuple[Any, Any]:
@@ -175,6 +176,7 @@ def register_builtin_tasks() -> None:
             description="clinical-only linear Cox model on tabular sites",
             site="stsfl.tasks.linear_cox.site:LinearCoxSite",
             server="stsfl.tasks.linear_cox.server:LinearCoxServer",
+            abilities=frozenset({RIDGE_CV}),
             recipe_defaults=LINEAR_COX_RECIPE,
             recipe_unused=LINEAR_COX_UNUSED,
         )

@@ -4,9 +4,11 @@ Each phase is a module of its own that talks to the sites through the messenger 
 (stsfl.server.federation.messenger; the run's settings and services: stsfl.server.federation.run_context):
 1. wait for the sites of the config (timeout, names the missing ones);
 2. statistics (stsfl.server.phases.statistics_phase): every site answers the who-are-you query with its
-   clinical sums and counts and its event counts; the server combines them; then (multimodal) the
-   fused head's clinical term starts from a federated clinical Cox fit, scored at the held-out
-   centres (stsfl.server.phases.clinical_init_phase);
+   clinical sums and counts and its event counts; the server combines them; with `l2_penalty: cv`
+   (linear-cox) the ridge penalty is chosen by federated cross-validation
+   (stsfl.server.phases.ridge_cv_phase); then (multimodal) the fused head's clinical term starts
+   from a federated clinical Cox fit, scored at the held-out centres
+   (stsfl.server.phases.clinical_init_phase);
 3. rounds 1..R (stsfl.server.phases.training_round): training sites get the global weights + round config;
    each replies with new weights and aggregates. The round completes when `min_sites` training
    sites replied within `round_timeout_s` (it first waits up to `rejoin_wait_s` for training sites
@@ -38,12 +40,13 @@ from stsfl.common.config import FederationConfig
 from stsfl.common.tasks import ServerModel
 from stsfl.server.federation.checkpoint import ServerState, load_checkpoint, save_checkpoint
 from stsfl.server.federation.messenger import SiteMessenger
-from stsfl.server.federation.run_context import RunContext, run_config
+from stsfl.server.federation.run_context import RunContext, fixed_l2_penalty, run_config
 from stsfl.server.federation.strategies import Aggregator
 from stsfl.server.phases.clinical_init_phase import run_clinical_init, score_clinical_start
 from stsfl.server.phases.cross_site_phase import run_cross_site
 from stsfl.server.phases.evaluation_phase import check_learning, evaluate, select
 from stsfl.server.phases.prediction_phases import run_prediction_phases
+from stsfl.server.phases.ridge_cv_phase import run_ridge_cv
 from stsfl.server.phases.run_summary import progress_line, write_summary
 from stsfl.server.phases.site_outputs_phase import run_site_outputs
 from stsfl.server.phases.statistics_phase import run_statistics_phase
@@ -67,7 +70,7 @@ class Federation:
         self.config_path = Path(config_path)
         self.resume = resume
         messenger = SiteMessenger(grid, fed, run_config(fed, hooks), log)
-        self.ctx = RunContext(fed, hooks, ResultsFolder(results_dir), messenger, Aggregator(fed), log)
+        self.ctx = RunContext(fed, hooks, ResultsFolder(results_dir), messenger, Aggregator(fed), log, fixed_l2_penalty(fed))
 
     def run(self) -> dict[str, Any]:
         ctx, fed = self.ctx, self.ctx.fed
@@ -84,15 +87,18 @@ class Federation:
 
     def _start(self) -> ServerState:
         """The state before the next round: from the checkpoint when resuming, else from the statistics
-        phase and (multimodal) the clinical Cox initialisation, scored at the held-out centres."""
+        phase, the ridge penalty's cross-validation (`l2_penalty: cv`) and (multimodal) the clinical Cox
+        initialisation, scored at the held-out centres."""
         ctx = self.ctx
         if self.resume:
             state = load_checkpoint(ctx.results.root, log=ctx.log)
             ctx.aggregator.load_state(state.strategy_state)
+            ctx.l2_penalty = state.meta.get("l2_penalty", ctx.l2_penalty)
             ctx.log(f"resuming after round {state.round} of {ctx.fed.rounds}")
             return state
         ctx.results.write_status("statistics")
         state = run_statistics_phase(ctx)
+        run_ridge_cv(ctx, state)
         run_clinical_init(ctx, state)
         score_clinical_start(ctx, state)
         save_checkpoint(ctx.results.root, state)

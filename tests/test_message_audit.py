@@ -42,6 +42,9 @@ SECURE_LINEAR_UNREAD = {
 }
 MULTIMODAL_DP_UNREAD = {
     "RunConfig.l2_penalty",  # the linear-cox task's
+    "RidgeCvQuery.statistics",
+    "RidgeCvQuery.folds",
+    "RidgeCvQuery.betas",
     "RoundConfig.aggregation_weight",  # no secure aggregation
     "RoundConfig.clipping_range",
 }
@@ -79,14 +82,17 @@ def test_every_config_field_is_read_by_some_site():
 
 
 def test_nothing_per_patient_leaves_the_sites_under_secure_aggregation(tcga_brca_dir, tmp_path, server_identity, site_reads):
-    """The four SecAgg+ stages replace the train reply (no cross-site validation: it is refused with them)."""
+    """The four SecAgg+ stages replace the train reply (no cross-site validation: it is refused with
+    them); the ridge penalty is cross-validated first (the folds' Cox parts are audited too)."""
     sites = {p.stem: p for p in write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 3])}
     config = tmp_path / "federation.yaml"
     config.write_text(
         "task: linear-cox\nname: audit-secagg\nrounds: 2\ntrain: {epochs_per_round: 5, lr: 0.05, seed: 3}\n"
         "sites: [region_0, region_1, region_3]\nholdout: [region_3]\nsecure_aggregation: {enabled: true}\n"
+        "l2_penalty: cv\nridge_cv: {grid: [0.01, 0.1, 1.0], folds: 3, newton_steps: 3}\n"
     )
-    _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions, SecAgg+", ALL_TYPES - {"evaluate.cross"})
+    types = ALL_TYPES - {"evaluate.cross"} | {"query.ridge_cv"}
+    _run_and_audit(sites, config, tmp_path / "results", "linear-cox TCGA regions, SecAgg+, ridge CV", types)
     assert all_fields() - site_reads == SECURE_LINEAR_UNREAD
 
 

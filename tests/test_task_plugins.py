@@ -52,7 +52,7 @@ class MlpServer(LinearCoxServer):
     def initial_arrays(self, statistics: dict, seed: int) -> dict[str, np.ndarray]:
         return numpy_state(build_mlp(statistics, seed))
 
-    def objective(self, pooled_loss, arrays):
+    def objective(self, pooled_loss, arrays, l2_penalty):
         return None
 
 

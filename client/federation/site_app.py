@@ -14,6 +14,8 @@ Handlers (message types in stsfl.common.fed_protocol):
 - evaluate.cross: several models (cross-site validation) on the same split; reply: their metrics.
 - query.clinical_cox: before round 1, the clinical Cox model's score and information at the
   coefficients sent (stsfl.server.phases.clinical_init_phase);
+- query.ridge_cv: before round 1 with `l2_penalty: cv`, the Cox parts of each cross-validation fit
+  (stsfl.server.phases.ridge_cv_phase);
 - query.baseline: after the last round, binned events and risk sums for the baseline hazard;
 - query.calibration: then, calibration and decision curves of the absolute risks;
 - query.site_outputs: last, risk scores, Grad-CAM overlays and the validation report written at the
@@ -21,6 +23,8 @@ Handlers (message types in stsfl.common.fed_protocol):
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
@@ -38,6 +42,8 @@ from stsfl.common.messages import (
     CrossEvaluateConfig,
     CrossEvaluateReply,
     EvaluateReply,
+    RidgeCvQuery,
+    RidgeCvReply,
     RoundConfig,
     RunConfig,
     SiteOutputsQuery,
@@ -102,25 +108,33 @@ def cross_evaluate(msg: Message, context: Context) -> Message:
     return Message(CrossEvaluateReply(task.name, per_model).to_record(), reply_to=msg)
 
 
+def _document_reply(msg: Message, context: Context, query: type, reply: type, answer: Callable) -> Message:
+    """A query answered with one JSON document: `answer(site task, decoded query)`."""
+    task = _site(context)
+    document = answer(task, query.from_record(msg.content[CONFIG]))
+    return Message(reply(task.name, document).to_record(), reply_to=msg)
+
+
 @site_app.query("baseline")
 def baseline(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    document = task.baseline(msg.content[ARRAYS], BaselineQuery.from_record(msg.content[CONFIG]))
-    return Message(BaselineReply(task.name, document).to_record(), reply_to=msg)
+    return _document_reply(msg, context, BaselineQuery, BaselineReply, lambda task, q: task.baseline(msg.content[ARRAYS], q))
 
 
 @site_app.query("calibration")
 def calibration(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    document = task.calibration(msg.content[ARRAYS], CalibrationQuery.from_record(msg.content[CONFIG]))
-    return Message(CalibrationReply(task.name, document).to_record(), reply_to=msg)
+    return _document_reply(
+        msg, context, CalibrationQuery, CalibrationReply, lambda task, q: task.calibration(msg.content[ARRAYS], q)
+    )
 
 
 @site_app.query("clinical_cox")
 def clinical_cox(msg: Message, context: Context) -> Message:
-    task = _site(context)
-    document = task.clinical_cox(ClinicalCoxQuery.from_record(msg.content[CONFIG]))
-    return Message(ClinicalCoxReply(task.name, document).to_record(), reply_to=msg)
+    return _document_reply(msg, context, ClinicalCoxQuery, ClinicalCoxReply, lambda task, q: task.clinical_cox(q))
+
+
+@site_app.query("ridge_cv")
+def ridge_cv(msg: Message, context: Context) -> Message:
+    return _document_reply(msg, context, RidgeCvQuery, RidgeCvReply, lambda task, q: task.ridge_cv(q))
 
 
 @site_app.query("site_outputs")

@@ -26,13 +26,14 @@ from stsfl.common.messages import (
     CalibrationQuery,
     ClinicalCoxQuery,
     CrossEvaluateConfig,
+    RidgeCvQuery,
     RoundConfig,
     RunConfig,
     SiteOutputsQuery,
 )
 from stsfl.common.params import load_arrays, normalisation_keys, state_dict_to_arrays
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS
-from stsfl.common.tasks import BLENDING, CLINICAL_INIT, DP_SGD, SiteModel, task_spec
+from stsfl.common.tasks import BLENDING, CLINICAL_INIT, DP_SGD, RIDGE_CV, SiteModel, task_spec
 
 # Prepared sites kept between messages by the site worker (stsfl.client.federation.site_worker) while a run
 # lasts, by their settings; None: each message prepares its site (a process per message).
@@ -174,6 +175,12 @@ class SiteTask:
         if not task_spec(query.run.task).can(CLINICAL_INIT):
             raise ValueError(f"site {self.name}: task {query.run.task!r} has no clinical Cox initialisation")
         return self._impl(query.run).clinical_cox(query.statistics, query.beta)
+
+    def ridge_cv(self, query: RidgeCvQuery) -> dict[str, Any]:
+        """The Cox parts of each fold's fit (stsfl.server.phases.ridge_cv_phase): aggregates of the training split."""
+        if not task_spec(query.run.task).can(RIDGE_CV):
+            raise ValueError(f"site {self.name}: task {query.run.task!r} cannot cross-validate a ridge penalty")
+        return self._impl(query.run).ridge_cv_parts(query.statistics, query.folds, query.betas)
 
     def evaluate(self, arrays: ArrayRecord, cfg: RoundConfig) -> dict[str, float]:
         return self._evaluate(self._impl(cfg.run), arrays, cfg, own_norm=True)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from stsfl.common.config.loader import StrictModel
 from stsfl.common.config.prediction import PredictionConfig
@@ -13,7 +22,7 @@ from stsfl.common.config.preset import Norm, load_preset
 from stsfl.common.config.recipe import EffectiveRecipe, resolve_recipe
 from stsfl.common.config.security import FederationSecurity
 from stsfl.common.config.train import ScheduleWindow
-from stsfl.common.tasks import CLINICAL_INIT, task_spec
+from stsfl.common.tasks import CLINICAL_INIT, RIDGE_CV, task_spec
 
 StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedbn"]
 
@@ -101,6 +110,16 @@ class ClinicalInitConfig(StrictModel):
     )
 
 
+class RidgeCvConfig(StrictModel):
+    """`l2_penalty: cv` (task linear-cox): before round 1 the ridge penalty is chosen from `grid` by
+    federated `folds`-fold cross-validation of the stratified Cox partial likelihood (each fit by
+    `newton_steps` Newton steps from aggregates; stsfl.server.phases.ridge_cv_phase)."""
+
+    grid: list[PositiveFloat] = Field([0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0], min_length=2)
+    folds: int = Field(5, ge=2, le=20)
+    newton_steps: PositiveInt = 8
+
+
 class SelectionConfig(StrictModel):
     """Which round's global model the run keeps (model_selected.npz, the baseline hazard, the site
     outputs): the lowest exponentially smoothed, events-weighted fused validation loss of the
@@ -163,11 +182,22 @@ class FederationConfig(StrictModel):
         description="overrides of the training recipe by the names of the preset's `train:` block "
         "(stsfl.common.config.train.TrainConfig); `sts-server check-config` prints the effective recipe",
     )
-    l2_penalty: float = Field(
+    l2_penalty: float | Literal["cv"] = Field(
         0.0,
-        ge=0.0,
-        description="task linear-cox: ridge penalty l2_penalty/2 ||beta||^2 on the Cox coefficients, added to each site's per-event mean loss",
+        description="task linear-cox: ridge penalty l2_penalty/2 ||beta||^2 on the Cox coefficients, added to each site's "
+        "per-event mean loss; cv: chosen before round 1 by federated cross-validation (ridge_cv)",
     )
+    ridge_cv: RidgeCvConfig = RidgeCvConfig()
+
+    @field_validator("l2_penalty", mode="before")
+    @classmethod
+    def _l2_penalty(cls, value: Any) -> Any:
+        if value == "cv":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"expected a number greater than or equal to 0, or cv; got {value!r}")
+        return float(value)
+
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of a training site's patients kept for validation")
     min_sites: PositiveInt = Field(1, description="quorum: a round completes with at least this many training sites")
     max_update_norm_ratio: float = Field(
@@ -288,7 +318,9 @@ class FederationConfig(StrictModel):
         unknown = [s for s in self.holdout if s not in self.sites]
         if unknown:
             raise ValueError(f"holdout site(s) {', '.join(unknown)} are not listed in `sites`")
-        if self.l2_penalty > 0 and self.task != "linear-cox":
+        if self.l2_penalty == "cv" and not task_spec(self.task).can(RIDGE_CV):
+            raise ValueError(f"l2_penalty: cv: task {self.task} cannot choose its ridge penalty by cross-validation")
+        if self.l2_penalty != "cv" and self.l2_penalty > 0 and self.task != "linear-cox":
             raise ValueError(f"l2_penalty applies to task linear-cox only (task is {self.task!r})")
         if not self.training_sites:
             raise ValueError("every site is held out: at least one site must train")

@@ -39,9 +39,11 @@ class RunContext:
     messenger: SiteMessenger
     aggregator: Aggregator
     log: Callable[[str], None]
+    # the ridge penalty the sites train with: the YAML's, or the one `l2_penalty: cv` chose (ridge_cv_phase)
+    l2_penalty: float = 0.0
 
     def run_config(self) -> RunConfig:
-        return run_config(self.fed, self.hooks)
+        return run_config(self.fed, self.hooks, self.l2_penalty)
 
     def round_config(self, state: ServerState, server_round: int) -> RoundConfig:
         """The config of the global model of `server_round` (train, evaluate and the queries after)."""
@@ -63,7 +65,7 @@ class RunContext:
         self.log(f"WARNING: {text}")
 
 
-def run_config(fed: FederationConfig, hooks: ServerModel) -> RunConfig:
+def run_config(fed: FederationConfig, hooks: ServerModel, l2_penalty: float | None = None) -> RunConfig:
     """What every message of the run carries (the statistics query is this alone)."""
     return RunConfig(
         federation=fed.name,
@@ -76,6 +78,11 @@ def run_config(fed: FederationConfig, hooks: ServerModel) -> RunConfig:
         run_seed=fed.seed,
         recipe=fed.recipe.train,
         validation_fraction=fed.validation_fraction,
-        l2_penalty=fed.l2_penalty,
+        l2_penalty=fixed_l2_penalty(fed) if l2_penalty is None else l2_penalty,
         schema=hooks.schema_json(),
     )
+
+
+def fixed_l2_penalty(fed: FederationConfig) -> float:
+    """The YAML's ridge penalty; 0 until cross-validation chose one (`l2_penalty: cv`)."""
+    return 0.0 if fed.l2_penalty == "cv" else float(fed.l2_penalty)

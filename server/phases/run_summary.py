@@ -70,6 +70,7 @@ def write_summary(
         # the federated clinical Cox model the network started from, at the same centres
         "holdout_clinical_cox": state.meta.get("clinical_cox_holdout"),
         "blend_weights": state.meta.get("blend_weights"),
+        "l2_penalty": ctx.l2_penalty,  # the ridge penalty the sites trained with (chosen by ridge_cv.json with `cv`)
         "cross_site": None
         if cross_site is None
         else {"models": cross_site.models, "sites": cross_site.sites, "file": "cross_site.csv"},

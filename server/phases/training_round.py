@@ -53,7 +53,7 @@ def train_round(ctx: RunContext, state: ServerState, server_round: int) -> dict[
     for site in per_site:
         per_site[site]["bytes-down"] = float(bytes_down)
         per_site[site]["bytes-up"] = float(bytes_up[site])
-    objective = ctx.hooks.objective(weighted_mean(per_site, "train-loss-fused-pre"), state.global_arrays)
+    objective = ctx.hooks.objective(weighted_mean(per_site, "train-loss-fused-pre"), state.global_arrays, ctx.l2_penalty)
     blend_stats = {s: reply.blend_stats for s, reply in replies.items()}
     blend, state.meta["blend_state"] = ctx.hooks.update_blend(server_round, blend_stats, state.meta.get("blend_state"))
     if blend is not None:

@@ -46,12 +46,12 @@ class LinearCoxServer:
     def initial_blend_weights(self) -> dict[str, float] | None:
         return None
 
-    def objective(self, pooled_loss: float | None, arrays: dict[str, np.ndarray]) -> float | None:
+    def objective(self, pooled_loss: float | None, arrays: dict[str, np.ndarray], l2_penalty: float) -> float | None:
         """The penalised training objective of the global model `arrays` from the sites' pooled
         loss before local training (events-weighted mean Cox loss + l2/2 ||beta||^2)."""
         if pooled_loss is None:
             return None
-        return pooled_loss + self.fed.l2_penalty / 2 * float((arrays["fc.weight"].astype(np.float64) ** 2).sum())
+        return pooled_loss + l2_penalty / 2 * float((arrays["fc.weight"].astype(np.float64) ** 2).sum())
 
     def update_blend(self, server_round: int, blend_stats: dict[str, dict], state: dict | None) -> tuple[Any, Any]:
         return None, None

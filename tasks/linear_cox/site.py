@@ -28,6 +28,7 @@ import torch
 from stsfl.client.training.optimizer import make_optimizer
 from stsfl.common.config import ScheduleWindow, SiteConfig, TrainConfig, resolve_recipe
 from stsfl.common.cox import cox_loss
+from stsfl.common.cox_newton import cox_score
 from stsfl.common.messages import RunConfig
 from stsfl.common.moments import site_moments
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
@@ -88,6 +89,12 @@ def in_validation(pid: str, seed: int, fraction: float) -> bool:
     return int.from_bytes(digest[:4], "little") / 2**32 < fraction
 
 
+def fold_of(pid: str, seed: int, folds: int) -> int:
+    """A patient's cross-validation fold: a fixed hash of (run seed, patient id), not the validation split's."""
+    digest = hashlib.sha256(f"cv:{seed}:{pid}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % folds
+
+
 def _split(frame: pd.DataFrame, features: list[str]) -> Split:
     return Split(
         x=torch.tensor(frame[features].to_numpy(dtype=np.float64), dtype=torch.float32),
@@ -121,6 +128,8 @@ class LinearCoxSite:
         self.pids = pid.tolist()
         self.row_splits = np.where(fold == "test", "test", np.where(is_val, "validation", "train")).tolist()
         self.train = _split(frame[(fold != "test") & ~is_val], self.features)
+        self.train_pids = pid[(fold != "test") & ~is_val].tolist()
+        self.run_seed = run_seed
         self.val = _split(frame[is_val], self.features)
         self.test = _split(frame[fold == "test"], self.features)
 
@@ -138,6 +147,22 @@ class LinearCoxSite:
             "features": self.features,
             "counts": {"patients": len(self.train), "events": {"os": self.train.events}},
         }
+
+    def ridge_cv_parts(self, statistics: dict, folds: int, betas: list[dict]) -> dict[str, list]:
+        """For each {"fold", "beta"}: the Cox score, information, events and log-likelihood of the
+        training split without that fold at beta (the federated Newton step of that fold's fit), and
+        the log-likelihood of the whole training split at beta (its cross-validated partial
+        likelihood). Sums over patients only."""
+        x = self._standardise(self.train, statistics).double().numpy()
+        time, event = self.train.time.double().numpy(), self.train.event.double().numpy()
+        fold = np.array([fold_of(p, self.run_seed, folds) for p in self.train_pids], dtype=int)
+        parts = []
+        for entry in betas:
+            beta = np.asarray(entry["beta"], float)
+            kept = fold != int(entry["fold"])
+            without = cox_score(x[kept], time[kept], event[kept], beta)
+            parts.append({"without": without.to_dict(), "all_loglik": cox_score(x, time, event, beta).loglik})
+        return {"parts": parts}
 
     @staticmethod
     def build_model(statistics: dict, seed: int) -> torch.nn.Module:

@@ -69,7 +69,7 @@ class MultimodalServer(LinearCoxServer):
 
         return dict(uniform_weights(self._model(0).head_names))
 
-    def objective(self, pooled_loss: float | None, arrays: dict[str, np.ndarray]) -> float | None:
+    def objective(self, pooled_loss: float | None, arrays: dict[str, np.ndarray], l2_penalty: float) -> float | None:
         """None: the network's objective is not convex, its training loss is on the round line already."""
         return None
 
