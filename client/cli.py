@@ -41,13 +41,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from stsfl.client.federation.operator_screen import OperatorScreen
+from stsfl.client.federation.supernode import supernode_command, supernode_refusal
 from stsfl.client.federation.worker_supervisor import WorkerSupervisor, site_worker_dir
 from stsfl.common.certificates import CertificateError, load_site_private_key
 from stsfl.common.config import ConfigError, SiteConfig, load_config, load_preset
 from stsfl.common.config.security import SiteTls, site_tls
 from stsfl.common.console import UserError, console, run_cli
 from stsfl.common.fed_protocol import NODE_SITE_CONFIG, NODE_SITE_NAME, NODE_WORKER_DIR
-from stsfl.common.flower_procs import flower_env, free_port, supernode_command, supernode_refusal, warn_insecure
+from stsfl.common.flower_procs import flower_env, free_port, warn_insecure
 
 RECONNECT_DELAY_S = 2.0
 RECENT_OUTPUT_CHARS = 20_000
@@ -74,7 +75,7 @@ def site_security(site_yaml: Path) -> SiteTls | None:
 
 
 def refusal_message(kind: str, site_yaml: Path, tls: SiteTls, server: str) -> str:
-    """What the operator should do about a refusal (`stsfl.common.flower_procs.supernode_refusal`)."""
+    """What the operator should do about a refusal (`stsfl.client.federation.supernode.supernode_refusal`)."""
     return {
         "expired": f"the SuperLink at {server} presents an expired certificate: the coordinator must renew it "
         "(deploy/make_certs.py server); nothing to change at this site",

@@ -1,7 +1,7 @@
-"""Start and stop the Flower processes of a federation (SuperLink, SuperNode) and submit runs.
-
-Shared by `sts-server` (SuperLink + `flwr run`), `sts-client` (SuperNode), the demo and the
-integration tests, so every launcher uses the same flags. Facts about flwr 1.41 this relies on:
+"""The plumbing both sides' Flower processes share: spawn and stop a process group, free ports,
+the environment, Flower's TOML `key=value` arguments. The SuperLink and `flwr run` are the
+coordinator's (stsfl.server.federation.superlink), the SuperNode the site's
+(stsfl.client.federation.supernode). Facts about flwr 1.41 they rely on:
 
 - a SuperLink serves its Fleet, Control and Runtime APIs over HTTP on one port (`--port`;
   `--fleet-api-address` / `--control-api-address` are ignored), and spawns `flower-superexec`
@@ -16,7 +16,7 @@ integration tests, so every launcher uses the same flags. Facts about flwr 1.41 
   registered through its Control API (`flwr supernode register KEY.pub CONNECTION`; the registry
   lives in the SuperLink's state, so they are registered again at every start); a SuperNode signs
   its requests with `--auth-supernode-private-key` (OpenSSH EC key). A refused SuperNode exits with
-  code 305 after logging why (see `supernode_refusal`).
+  code 305 after logging why (stsfl.client.federation.supernode.supernode_refusal).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stsfl.common.config.security import ServerTls, SiteTls
 from stsfl.common.console import UserError
 
 log = logging.getLogger("stsfl.security")
@@ -213,106 +212,6 @@ def flower_env(flwr_home: Path | None = None, task_poll_interval: float | None =
     return env
 
 
-def start_superlink(
-    host: str,
-    port: int,
-    log_path: Path,
-    env: dict[str, str] | None = None,
-    database: Path | None = None,
-    startup_timeout: float = 60.0,
-    simulation: bool = False,
-    tls: ServerTls | None = None,
-) -> FlowerProcess:
-    """Start a SuperLink on host:port (its Fleet, Control and Runtime APIs share that one HTTP
-    port in flwr 1.41) and wait until it listens: with `tls`, TLS and SuperNode authentication
-    (register the site keys next, `register_site_keys`), without it insecure. `database` keeps
-    its state on disk. `simulation`: runs go to Flower's simulation engine (virtual SuperNodes in
-    this process group)."""
-    cmd = [
-        flower_bin("flower-superlink"),
-        *_superlink_security_args(tls),
-        "--disable-runtime-dependency-installation",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    if database is not None:
-        cmd += ["--database", str(database)]
-    if simulation:
-        cmd.append("--simulation")
-    # A previous SuperLink on this port (e.g. a coordinator that crashed and is being resumed) must
-    # be gone first, or the readiness check below would talk to it.
-    wait_for_free_port(host, port, startup_timeout)
-    link = spawn("superlink", cmd, log_path, env)
-    try:
-        wait_for_port(host, port, startup_timeout, link.proc)
-        time.sleep(0.5)
-        if not link.alive():
-            raise UserError("exited")
-    except UserError:
-        link.stop()
-        raise UserError(f"the SuperLink did not start on {host}:{port}; see its log {log_path}") from None
-    return link
-
-
-def _superlink_security_args(tls: ServerTls | None) -> list[str]:
-    if tls is None:
-        return ["--insecure"]
-    return [
-        "--ssl-ca-certfile",
-        str(tls.ca_cert),
-        "--ssl-certfile",
-        str(tls.server_cert),
-        "--ssl-keyfile",
-        str(tls.server_key),
-        "--enable-supernode-auth",
-    ]
-
-
-def register_site_keys(site_keys: dict[str, Path], connection: str, env: dict[str, str] | None) -> None:
-    """Register every site's public key with the running SuperLink of `connection` (its Control
-    API), all at once: each `flwr` call is seconds of imports, and sites are refused until then."""
-    procs = {
-        site: subprocess.Popen(
-            [flower_bin("flwr"), "supernode", "register", str(key), connection, "--name", site],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-        )  # flwr prints emoji; LANG may be C
-        for site, key in site_keys.items()
-    }
-    failed = []
-    for site, proc in procs.items():
-        out, _ = proc.communicate(timeout=120)
-        if proc.returncode != 0:
-            failed.append(f"{site} ({site_keys[site]}): {out.strip().splitlines()[-1] if out.strip() else proc.returncode}")
-    if failed:
-        raise UserError("the SuperLink did not accept the public key of site(s):\n  " + "\n  ".join(failed))
-
-
-# What a refused SuperNode logs before it exits (flwr 1.41), most specific first.
-REFUSALS = (
-    ("expired", "certificate has expired"),
-    ("wrong-ca", "CERTIFICATE_VERIFY_FAILED"),
-    ("unregistered", "Failed to activate SuperNode"),
-    ("key-invalid", "Unable to parse the private key file"),
-)
-
-
-def supernode_refusal(log_text: str) -> str | None:
-    """Why the SuperLink refused a SuperNode, from its log: 'expired' (the SuperLink's
-    certificate), 'wrong-ca' (the certificate is not from our CA, or names another host),
-    'unregistered' (the site's key is not registered), 'key-invalid'; None when not refused."""
-    for kind, marker in REFUSALS:
-        if marker in log_text:
-            return kind
-    return None
-
-
 def toml_pairs(values: dict[str, str | int | float | bool]) -> str:
     """`--node-config` / `--run-config` value: space-separated TOML `key=value` pairs.
 
@@ -329,87 +228,3 @@ def toml_pairs(values: dict[str, str | int | float | bool]) -> str:
         else:  # a JSON string or number is a valid TOML basic string / number
             parts.append(f"{key}={json.dumps(value)}")
     return " ".join(parts)
-
-
-def supernode_command(
-    superlink: str, node_config: dict[str, str | int | float], port: int, host: str = "127.0.0.1", tls: SiteTls | None = None
-) -> list[str]:
-    """`flower-supernode` command for a SuperNode that connects to the Fleet API at `superlink`
-    (HOST:PORT), with TLS and its authentication key when `tls` is given (insecure otherwise),
-    and serves its ClientApp IO API on host:port."""
-    security = (
-        ["--insecure"]
-        if tls is None
-        else ["--root-certificates", str(tls.ca_cert), "--auth-supernode-private-key", str(tls.auth_key)]
-    )
-    return [
-        flower_bin("flower-supernode"),
-        *security,
-        "--superlink",
-        superlink,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--node-config",
-        toml_pairs(node_config),
-    ]
-
-
-def start_supernode(
-    superlink: str,
-    node_config: dict[str, str | int | float],
-    log_path: Path,
-    env: dict[str, str] | None = None,
-    port: int = 0,
-    host: str = "127.0.0.1",
-    tls: SiteTls | None = None,
-) -> FlowerProcess:
-    """Start a SuperNode in the background (log to `log_path`) and wait until its local API listens."""
-    port = port or free_port(host)
-    node = spawn("supernode", supernode_command(superlink, node_config, port, host, tls), log_path, env)
-    wait_for_port(host, port, 60.0, node.proc)
-    return node
-
-
-def write_connection(flwr_home: Path, name: str, control_address: str, root_certificates: Path | None = None) -> Path:
-    """Write `$FLWR_HOME/config.toml` with one explicit connection `name` (the default): TLS
-    verified with the CA certificate `root_certificates`, insecure without it."""
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    path = flwr_home / "config.toml"
-    security = "insecure = true" if root_certificates is None else f"root-certificates = {json.dumps(str(root_certificates))}"
-    path.write_text(
-        f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{control_address}"\n{security}\n',
-        encoding="utf-8",
-    )
-    return path
-
-
-def app_dir() -> Path:
-    """The Flower App directory (the one holding pyproject.toml with [tool.flwr.app])."""
-    from importlib import resources
-
-    # The distribution ships its pyproject next to the packages only in a source checkout;
-    # the app directory is the repository root (parent of common/).
-    root = Path(str(resources.files("stsfl.common"))).parent
-    if not (root / "pyproject.toml").is_file():
-        raise UserError(f"the Flower App (pyproject.toml with [tool.flwr.app]) is not at {root}")
-    return root
-
-
-def flwr_run_command(
-    connection: str,
-    run_config: dict[str, str | int | float | bool],
-    stream: bool = True,
-    federation_config: dict[str, str | int | float | bool] | None = None,
-) -> list[str]:
-    """`flwr run APP_DIR CONNECTION --run-config ...` for our app; `federation_config` sets the
-    simulation engine's options (num-supernodes, client-resources-num-cpus, init-args-num-cpus, ...)."""
-    cmd = [flower_bin("flwr"), "run", str(app_dir()), connection]
-    if run_config:
-        cmd += ["--run-config", toml_pairs(run_config)]
-    if federation_config:
-        cmd += ["--federation-config", toml_pairs(federation_config)]
-    if stream:
-        cmd.append("--stream")
-    return cmd

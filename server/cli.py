@@ -30,18 +30,11 @@ from stsfl.common.certificates import CertificateError, check_server_certificate
 from stsfl.common.config import ConfigError, FederationConfig, load_config
 from stsfl.common.config.security import ServerTls, server_tls
 from stsfl.common.console import UserError, console, print_progress, run_cli
-from stsfl.common.flower_procs import (
-    flower_env,
-    flwr_run_command,
-    free_port,
-    register_site_keys,
-    start_superlink,
-    warn_insecure,
-    write_connection,
-)
+from stsfl.common.flower_procs import flower_env, free_port, warn_insecure
 from stsfl.common.site_metrics import describe_metrics
 from stsfl.server.federation.loco import run_loco_command
 from stsfl.server.federation.simulation import plan_simulation
+from stsfl.server.federation.superlink import flwr_run_command, register_site_keys, start_superlink, write_connection
 
 CONNECTION = "stsfl"
 PROGRESS_PREFIX = "[stsfl] "

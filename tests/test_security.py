@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.cli.supernode.register import try_load_public_key
 
+from stsfl.client.federation.supernode import supernode_command, supernode_refusal
 from stsfl.client.lab.local_certs import make_local_certs, secured_site_yaml
 from stsfl.common.certificates import (
     CertificateError,
@@ -28,8 +29,8 @@ from stsfl.common.certificates import (
 )
 from stsfl.common.config import ConfigError, FederationConfig, SiteConfig, load_config, parse_config
 from stsfl.common.config.security import server_tls, site_tls
-from stsfl.common.flower_procs import supernode_command, supernode_refusal, write_connection
 from stsfl.server.cli import run_federation, superlink_tls
+from stsfl.server.federation.superlink import write_connection
 
 
 @pytest.fixture(scope="module")

@@ -61,18 +61,9 @@ from rich.table import Table
 from stsfl.client.lab.local_certs import make_local_certs, secured_site_yaml
 from stsfl.client.lab.tcga_brca import N_REGIONS, write_region_sites
 from stsfl.common.config import FederationConfig, SiteConfig, load_config
-from stsfl.common.flower_procs import (
-    flower_bin,
-    flower_env,
-    flwr_run_command,
-    free_port,
-    register_site_keys,
-    spawn,
-    start_superlink,
-    toml_pairs,
-    write_connection,
-)
+from stsfl.common.flower_procs import flower_bin, flower_env, free_port, spawn, toml_pairs
 from stsfl.server.cli import run_federation, superlink_tls
+from stsfl.server.federation.superlink import flwr_run_command, register_site_keys, start_superlink, write_connection
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO / "tests" / "data" / "tcga_brca"

@@ -17,7 +17,8 @@ import yaml
 from stsfl.client.lab.local_certs import make_local_certs
 from stsfl.common.certificates import Validity, make_ca, make_server_certificate
 from stsfl.common.config.security import ServerTls
-from stsfl.common.flower_procs import flower_env, free_port, register_site_keys, start_superlink, write_connection
+from stsfl.common.flower_procs import flower_env, free_port
+from stsfl.server.federation.superlink import register_site_keys, start_superlink, write_connection
 
 from .conftest import wait_until
 
