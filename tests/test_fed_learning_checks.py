@@ -4,11 +4,15 @@ validation events (real orchestrator and ClientApp handlers, in process, TCGA-BR
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 
 from stsfl.client.lab.tcga_brca import write_region_sites
+from stsfl.common.config import FederationConfig
+from stsfl.server.federation.checkpoint import ServerState
+from stsfl.server.phases.evaluation_phase import check_learning
 
 BODY = (
     "task: linear-cox\nsites: [region_0, region_1, region_3]\nholdout: [region_3]\n"
@@ -36,6 +40,22 @@ def test_a_run_that_does_not_learn_is_named_with_its_likely_cause(sites, tmp_pat
     assert "WARNING: the training loss has not fallen" in capsys.readouterr().out
     learning, _ = _run(sites, tmp_path, "learning", "rounds: 5\nstall_rounds: 3\n")  # the task's default recipe
     assert not [w for w in learning["warnings"] if "not fallen" in w]
+
+
+def test_a_run_that_learned_and_levelled_off_is_not_called_stalled():
+    """The warning is for a loss that never fell (rate too low) or rose: 8.1 -> 6.25 then three
+    flat rounds is convergence (seen on a 20-round multimodal run, where it warned at round 16)."""
+    warned: list[str] = []
+    ctx = SimpleNamespace(fed=FederationConfig(sites=["a", "b"], stall_rounds=3), warn=lambda state, text: warned.append(text))
+
+    def state(losses):
+        history = [{"train_sites": {"a": {"train-loss-fused": x, "num-events": 1.0}}} for x in losses]
+        return ServerState(round=len(losses), global_arrays={}, meta={"history": history})
+
+    check_learning(ctx, state([8.1, 7.0, 6.3, 6.25, 6.25, 6.26]))
+    assert warned == []
+    check_learning(ctx, state([8.1, 8.1, 8.1, 8.1, 8.1]))
+    assert len(warned) == 1 and "not learning" in warned[0] and "too low" in warned[0]
 
 
 def test_selection_falls_back_to_the_last_round_below_the_event_minimum(sites, tmp_path, server_identity):

@@ -16,6 +16,8 @@ from stsfl.server.federation.run_context import RunContext, weighted_mean
 
 # Fused-head validation loss reported by training sites at evaluation: the model-selection score.
 SELECTION_METRIC = "val-loss-fused"
+# A run whose training loss fell this far below round 1's has learned: a later plateau is convergence.
+LEARNED_DROP = 0.01
 
 
 def evaluate(
@@ -61,7 +63,8 @@ def select(ctx: RunContext, state: ServerState, record: dict) -> None:
 
 
 def check_learning(ctx: RunContext, state: ServerState) -> None:
-    """Warn once when the training loss has not fallen for `stall_rounds` rounds."""
+    """Warn once when the training loss has not fallen for `stall_rounds` rounds and never fell
+    more than LEARNED_DROP below round 1's (a learning rate too low, or one so high it rose)."""
     window = ctx.fed.stall_rounds
     losses = [weighted_mean(r["train_sites"], "train-loss-fused") for r in state.meta["history"]]
     losses = [x for x in losses if x is not None]
@@ -69,6 +72,8 @@ def check_learning(ctx: RunContext, state: ServerState) -> None:
         return
     before, recent = min(losses[:-window]), min(losses[-window:])
     if recent < before * (1.0 - 1e-3):
+        return
+    if min(losses) < losses[0] * (1.0 - LEARNED_DROP):  # it learned, then levelled off: converging, not stalled
         return
     state.meta["stall_warned"] = True
     recipe = ctx.fed.recipe.train
