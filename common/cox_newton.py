@@ -53,26 +53,43 @@ class CoxScore:
         )
 
 
-def cox_score(x: np.ndarray, time: np.ndarray, event: np.ndarray, beta: np.ndarray) -> CoxScore:
-    """Breslow score and information of one stratum: x [N, D], time [N], event [N] (0/1), beta [D]."""
-    x, time, event = np.asarray(x, float), np.asarray(time, float), np.asarray(event, float) > 0.5
-    dim = x.shape[1]
-    if not event.size or not event.any():
-        return CoxScore(np.zeros(dim), np.zeros((dim, dim)), 0, 0.0)
+def _risk_sets(x: np.ndarray, time: np.ndarray, event: np.ndarray, beta: np.ndarray):
+    """Rows by decreasing time: (x, event, w = exp(eta - max eta), cumulative w, each event's risk-set
+    end, the log-likelihood)."""
     order = np.argsort(-time, kind="stable")
     x, time, event = x[order], time[order], event[order]
     eta = x @ beta
     w = np.exp(eta - eta.max())  # a common factor cancels in every ratio below
     cum_w = np.cumsum(w)
-    cum_wx = np.cumsum(w[:, None] * x, axis=0)
-    cum_wxx = np.cumsum(w[:, None, None] * x[:, :, None] * x[:, None, :], axis=0)
     # The risk set of a time holds everyone with that time or later: the last index of its tie group.
     last = np.searchsorted(-time, -time, side="right") - 1
     idx = last[event]
+    loglik = float((eta[event] - eta.max() - np.log(cum_w[idx])).sum())
+    return x, event, w, cum_w, idx, loglik
+
+
+def _as_arrays(x, time, event) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.asarray(x, float), np.asarray(time, float), np.asarray(event, float) > 0.5
+
+
+def cox_loglik(x: np.ndarray, time: np.ndarray, event: np.ndarray, beta: np.ndarray) -> float:
+    """The Breslow log partial likelihood of one stratum alone (no score or information: O(N D))."""
+    x, time, event = _as_arrays(x, time, event)
+    return _risk_sets(x, time, event, beta)[5] if event.any() else 0.0
+
+
+def cox_score(x: np.ndarray, time: np.ndarray, event: np.ndarray, beta: np.ndarray) -> CoxScore:
+    """Breslow score and information of one stratum: x [N, D], time [N], event [N] (0/1), beta [D]."""
+    x, time, event = _as_arrays(x, time, event)
+    dim = x.shape[1]
+    if not event.size or not event.any():
+        return CoxScore(np.zeros(dim), np.zeros((dim, dim)), 0, 0.0)
+    x, event, w, cum_w, idx, loglik = _risk_sets(x, time, event, beta)
+    cum_wx = np.cumsum(w[:, None] * x, axis=0)
+    cum_wxx = np.cumsum(w[:, None, None] * x[:, :, None] * x[:, None, :], axis=0)
     mean = cum_wx[idx] / cum_w[idx, None]
     score = (x[event] - mean).sum(axis=0)
     information = (cum_wxx[idx] / cum_w[idx, None, None] - mean[:, :, None] * mean[:, None, :]).sum(axis=0)
-    loglik = float((eta[event] - eta.max() - np.log(cum_w[idx])).sum())
     return CoxScore(score, information, int(event.sum()), loglik)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from stsfl.common.fed_protocol import NUM_EVENTS
 from stsfl.common.metrics import harrell_c, integrated_brier, time_dependent_auc, uno_c
 
 DEFAULT_HORIZONS_DAYS = (365.0, 730.0, 1825.0)
@@ -97,3 +98,20 @@ def describe_metrics(metrics: Mapping[str, float]) -> str:
         shown.append(f"{metrics[f'eval-events-{endpoint}']:.0f} events")
         parts.append(f"{endpoint}: " + ", ".join(shown))
     return "; ".join(parts)
+
+
+def events_weighted_mean(sites: dict[str, dict[str, float]], key: str, skip_zero: bool = False) -> float | None:
+    """Mean of `key` over the sites that report it, weighted by their `num-events` (floored at 0;
+    a plain mean when every weight is 0). `skip_zero` leaves out sites reporting exactly 0 (a site
+    without a validation split reports validation losses of 0)."""
+    pairs = [
+        (float(m[key]), max(float(m.get(NUM_EVENTS, 0.0)), 0.0))
+        for m in sites.values()
+        if key in m and not (skip_zero and m[key] == 0.0)
+    ]
+    if not pairs:
+        return None
+    total = sum(w for _, w in pairs)
+    if total <= 0:
+        return sum(v for v, _ in pairs) / len(pairs)
+    return sum(v * w for v, w in pairs) / total

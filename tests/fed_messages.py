@@ -8,6 +8,7 @@ from typing import Any
 from stsfl.common.config import FederationConfig
 from stsfl.common.messages import RoundConfig, RunConfig
 from stsfl.common.tasks import server_side
+from stsfl.server.federation.run_context import round_config as coordinator_round_config
 from stsfl.server.federation.run_context import run_config as coordinator_run_config
 
 
@@ -17,14 +18,5 @@ def run_config(fed: FederationConfig, **changes: Any) -> RunConfig:
 
 
 def round_config(fed: FederationConfig, statistics: dict, server_round: int = 1, **changes: Any) -> RoundConfig:
-    """The config of round `server_round` of `fed` (seed = run seed + round, as the coordinator sends it)."""
-    cfg = RoundConfig(
-        run=run_config(fed),
-        server_round=server_round,
-        seed=fed.seed + server_round,
-        schedule_window=fed.schedule_window(server_round),
-        statistics=statistics,
-        eval_horizons_days=list(fed.eval_horizons_days),
-        holdout_sites=list(fed.holdout),
-    )
-    return dataclasses.replace(cfg, **changes)
+    """The config of round `server_round` of `fed` as the coordinator builds it (with `changes`)."""
+    return dataclasses.replace(coordinator_round_config(fed, run_config(fed), statistics, server_round), **changes)

@@ -81,11 +81,11 @@ def train(msg: Message, context: Context) -> Message:
     task = _site(context)
     cfg = RoundConfig.from_record(msg.content[CONFIG])
     arrays, metrics, blend_stats, privacy = task.train(from_transfer(msg.content[ARRAYS], cfg.transfer_dtype), cfg)
-    reply = TrainReply(task.name, metrics, blend_stats, privacy, to_transfer(arrays, cfg.transfer_dtype))
     if is_secure_round(msg):  # SecAgg+: the mod masks the update; no weights leave in the clear
         weight = metrics[str(cfg.aggregation_weight)]
         secure = legacy_fit_records(msg.content[ARRAYS], arrays, weight, float(cfg.clipping_range), task.name)
-        return Message(reply.to_record(secure_records=secure), reply_to=msg)
+        return Message(TrainReply(task.name, metrics, blend_stats, privacy).to_record(secure_records=secure), reply_to=msg)
+    reply = TrainReply(task.name, metrics, blend_stats, privacy, to_transfer(arrays, cfg.transfer_dtype))
     return Message(reply.to_record(), reply_to=msg)
 
 

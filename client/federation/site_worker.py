@@ -47,7 +47,7 @@ from stsfl.client.federation.worker_channel import (
 from stsfl.common.atomic_file import write_bytes_atomic
 from stsfl.common.config import SiteConfig, load_config
 from stsfl.common.fed_protocol import CONFIG, METRICS, MSG_SITE_OUTPUTS, MSG_TRAIN
-from stsfl.common.messages import RoundConfig
+from stsfl.common.messages import RoundConfig, RunConfig, record_key
 
 ACCEPT_POLL_S = 1.0  # how often the idle worker checks its parent and the idle clearing
 REQUEST_READ_TIMEOUT_S = 120.0  # a ClientApp that connected sends its message at once
@@ -197,7 +197,7 @@ def _listening(path: Path) -> bool:
 
 def _federation(message: Message) -> str:
     cfg = message.content.config_records.get(CONFIG) if message.has_content() else None
-    return str(cfg.get("federation", "?")) if cfg is not None else "?"
+    return str(cfg.get(record_key(RunConfig, "federation"), "?")) if cfg is not None else "?"
 
 
 def _training_line(message: Message, reply: Message, seconds: float) -> str:

@@ -6,27 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from stsfl.common.config import FederationConfig
-from stsfl.common.fed_protocol import NUM_EVENTS
 from stsfl.common.messages import RoundConfig, RunConfig
 from stsfl.common.tasks import ServerModel
 from stsfl.server.federation.checkpoint import ServerState
 from stsfl.server.federation.messenger import SiteMessenger
 from stsfl.server.federation.strategies import Aggregator
 from stsfl.server.reports.results import ResultsFolder
-
-
-def weighted_mean(per_site: dict[str, dict[str, float]], key: str, weight_key: str = NUM_EVENTS) -> float | None:
-    """The sites' `key` weighted by `weight_key` (plain mean when no site has weight); None when no site has it."""
-    pairs = [(m[key], max(float(m.get(weight_key, 0.0)), 0.0)) for m in per_site.values() if key in m]
-    total = sum(w for _, w in pairs)
-    if not pairs:
-        return None
-    if total <= 0:
-        return float(np.mean([v for v, _ in pairs]))
-    return float(sum(v * w for v, w in pairs) / total)
 
 
 @dataclass
@@ -47,22 +33,42 @@ class RunContext:
 
     def round_config(self, state: ServerState, server_round: int) -> RoundConfig:
         """The config of the global model of `server_round` (train, evaluate and the queries after)."""
-        return RoundConfig(
-            run=self.run_config(),
-            server_round=server_round,
-            seed=self.fed.seed + server_round,
-            schedule_window=self.fed.schedule_window(server_round),
-            statistics=state.meta["statistics"],
+        return round_config(
+            self.fed,
+            self.run_config(),
+            state.meta["statistics"],
+            server_round,
             blend_weights=state.meta.get("blend_weights"),
             keep_norm_local=self.aggregator.keeps_norm_local,
-            eval_horizons_days=list(self.fed.eval_horizons_days),
-            holdout_sites=list(self.fed.holdout),
         )
 
     def warn(self, state: ServerState, text: str) -> None:
         """A warning on the coordinator's screen, in server.log and in summary.json (and the report)."""
         state.meta.setdefault("warnings", []).append(text)
         self.log(f"WARNING: {text}")
+
+
+def round_config(
+    fed: FederationConfig,
+    run: RunConfig,
+    statistics: dict,
+    server_round: int,
+    blend_weights: dict | None = None,
+    keep_norm_local: bool = False,
+) -> RoundConfig:
+    """The round config of `fed`'s run: the round's seed (run seed + round) and schedule window, the
+    evaluation horizons and the held-out centres."""
+    return RoundConfig(
+        run=run,
+        server_round=server_round,
+        seed=fed.seed + server_round,
+        schedule_window=fed.schedule_window(server_round),
+        statistics=statistics,
+        blend_weights=blend_weights,
+        keep_norm_local=keep_norm_local,
+        eval_horizons_days=list(fed.eval_horizons_days),
+        holdout_sites=list(fed.holdout),
+    )
 
 
 def run_config(fed: FederationConfig, hooks: ServerModel, l2_penalty: float | None = None) -> RunConfig:

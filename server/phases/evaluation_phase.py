@@ -11,8 +11,9 @@ from __future__ import annotations
 from stsfl.common.fed_protocol import ARRAYS, MSG_EVALUATE
 from stsfl.common.messages import EvaluateReply
 from stsfl.common.params import numpy_to_arrays
+from stsfl.common.site_metrics import events_weighted_mean
 from stsfl.server.federation.checkpoint import ServerState
-from stsfl.server.federation.run_context import RunContext, weighted_mean
+from stsfl.server.federation.run_context import RunContext
 
 # Fused-head validation loss reported by training sites at evaluation: the model-selection score.
 SELECTION_METRIC = "val-loss-fused"
@@ -36,7 +37,7 @@ def select(ctx: RunContext, state: ServerState, record: dict) -> None:
     """Keep the global model with the lowest smoothed fused-head validation loss of the training
     sites (FederationConfig.selection), unless they hold too few validation events."""
     train_eval = {s: m for s, m in record["evaluate_sites"].items() if s in ctx.fed.training_sites}
-    score = weighted_mean(train_eval, SELECTION_METRIC)
+    score = events_weighted_mean(train_eval, SELECTION_METRIC)
     events = sum(v for m in train_eval.values() for k, v in m.items() if k.startswith("eval-events-"))
     record["selection_score"], record["validation_events"] = score, events
     rule = ctx.fed.selection
@@ -66,7 +67,7 @@ def check_learning(ctx: RunContext, state: ServerState) -> None:
     """Warn once when the training loss has not fallen for `stall_rounds` rounds and never fell
     more than LEARNED_DROP below round 1's (a learning rate too low, or one so high it rose)."""
     window = ctx.fed.stall_rounds
-    losses = [weighted_mean(r["train_sites"], "train-loss-fused") for r in state.meta["history"]]
+    losses = [events_weighted_mean(r["train_sites"], "train-loss-fused") for r in state.meta["history"]]
     losses = [x for x in losses if x is not None]
     if not window or len(losses) <= window or state.meta.get("stall_warned"):
         return

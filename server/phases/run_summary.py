@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from stsfl.common.config import FederationConfig
-from stsfl.common.site_metrics import describe_metrics
+from stsfl.common.site_metrics import describe_metrics, events_weighted_mean
 from stsfl.server.federation.checkpoint import ServerState
-from stsfl.server.federation.run_context import RunContext, weighted_mean
+from stsfl.server.federation.run_context import RunContext
 from stsfl.server.phases.cross_site import CrossSiteMatrix
 from stsfl.server.phases.evaluation_phase import SELECTION_METRIC
 
@@ -24,7 +24,7 @@ def progress_line(fed: FederationConfig, record: dict[str, Any]) -> str:
     if record.get("time_round_s") is not None:  # a rough time to go: this round's time for each one left
         seconds, left = record["time_round_s"], fed.rounds - record["round"]
         parts.insert(1, f"{seconds:.0f} s" + (f", ~{seconds * left:.0f} s to go" if left else ""))
-    loss = weighted_mean(record["train_sites"], "train-loss-fused")
+    loss = events_weighted_mean(record["train_sites"], "train-loss-fused")
     if loss is not None:
         parts.append(f"train loss {loss:.4f}")
     if record.get("objective") is not None:  # convex tasks: how far from converged the run still moves

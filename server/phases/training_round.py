@@ -16,8 +16,9 @@ from flwr.app import MetricRecord, RecordDict
 from stsfl.common.fed_protocol import ARRAYS, METRICS, MSG_TRAIN, NUM_EVENTS
 from stsfl.common.messages import RoundConfig, TrainReply
 from stsfl.common.params import arrays_nbytes, arrays_to_numpy, float32_nbytes, from_transfer, numpy_to_arrays, to_transfer
+from stsfl.common.site_metrics import events_weighted_mean
 from stsfl.server.federation.checkpoint import ServerState
-from stsfl.server.federation.run_context import RunContext, weighted_mean
+from stsfl.server.federation.run_context import RunContext
 from stsfl.server.federation.strategies import screen_updates
 
 
@@ -53,7 +54,7 @@ def train_round(ctx: RunContext, state: ServerState, server_round: int) -> dict[
     for site in per_site:
         per_site[site]["bytes-down"] = float(bytes_down)
         per_site[site]["bytes-up"] = float(bytes_up[site])
-    objective = ctx.hooks.objective(weighted_mean(per_site, "train-loss-fused-pre"), state.global_arrays, ctx.l2_penalty)
+    objective = ctx.hooks.objective(events_weighted_mean(per_site, "train-loss-fused-pre"), state.global_arrays, ctx.l2_penalty)
     blend_stats = {s: reply.blend_stats for s, reply in replies.items()}
     blend, state.meta["blend_state"] = ctx.hooks.update_blend(server_round, blend_stats, state.meta.get("blend_state"))
     if blend is not None:

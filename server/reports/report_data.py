@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from stsfl.common.console import UserError
+from stsfl.common.site_metrics import events_weighted_mean
 
 HEADS = ("fused", "mri", "wsi", "clinical")
 MODALITIES = ("mri", "wsi", "clinical")
@@ -176,23 +177,6 @@ def calibration_rows(run: RunResults) -> list[dict[str, Any]]:
                     {"site": site, "role": run.role(site), "endpoint": endpoint, "years": float(horizon) / 365.25, **entry}
                 )
     return rows
-
-
-def events_weighted_mean(sites: dict[str, dict[str, float]], key: str, skip_zero: bool = False) -> float | None:
-    """Mean of `key` over the sites that report it, weighted by their `num-events` (floored at 0;
-    a plain mean when every weight is 0). `skip_zero` leaves out sites reporting exactly 0 (a site
-    without a validation split reports validation losses of 0)."""
-    pairs = [
-        (float(m[key]), max(float(m.get("num-events", 0.0)), 0.0))
-        for m in sites.values()
-        if key in m and not (skip_zero and m[key] == 0.0)
-    ]
-    if not pairs:
-        return None
-    total = sum(w for _, w in pairs)
-    if total <= 0:
-        return sum(v for v, _ in pairs) / len(pairs)
-    return sum(v * w for v, w in pairs) / total
 
 
 def head_losses(run: RunResults) -> dict[str, dict[str, list[tuple[int, float]]]]:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stsfl.server.reports.report_data import events_weighted_mean
+from stsfl.common.site_metrics import events_weighted_mean
 
 TRACKING_DIR = "tensorboard"
 # Per-site metrics that are bookkeeping, not results: left out of the store (as are the km-* points

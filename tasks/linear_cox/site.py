@@ -28,7 +28,7 @@ import torch
 from stsfl.client.training.optimizer import make_optimizer
 from stsfl.common.config import ScheduleWindow, SiteConfig, TrainConfig, resolve_recipe
 from stsfl.common.cox import cox_loss
-from stsfl.common.cox_newton import cox_score
+from stsfl.common.cox_newton import cox_loglik, cox_score
 from stsfl.common.messages import RunConfig
 from stsfl.common.moments import site_moments
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
@@ -83,16 +83,19 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns[1:] if c not in (EVENT, TIME, FOLD)]
 
 
+def _hash32(text: str) -> int:
+    """A fixed 32-bit hash of `text` (the same on every machine and Python run)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
 def in_validation(pid: str, seed: int, fraction: float) -> bool:
     """Whether a patient is in the validation split: a fixed hash of (run seed, patient id)."""
-    digest = hashlib.sha256(f"{seed}:{pid}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") / 2**32 < fraction
+    return _hash32(f"{seed}:{pid}") / 2**32 < fraction
 
 
 def fold_of(pid: str, seed: int, folds: int) -> int:
     """A patient's cross-validation fold: a fixed hash of (run seed, patient id), not the validation split's."""
-    digest = hashlib.sha256(f"cv:{seed}:{pid}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") % folds
+    return _hash32(f"cv:{seed}:{pid}") % folds
 
 
 def _split(frame: pd.DataFrame, features: list[str]) -> Split:
@@ -161,7 +164,7 @@ class LinearCoxSite:
             beta = np.asarray(entry["beta"], float)
             kept = fold != int(entry["fold"])
             without = cox_score(x[kept], time[kept], event[kept], beta)
-            parts.append({"without": without.to_dict(), "all_loglik": cox_score(x, time, event, beta).loglik})
+            parts.append({"without": without.to_dict(), "all_loglik": cox_loglik(x, time, event, beta)})
         return {"parts": parts}
 
     @staticmethod
