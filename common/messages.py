@@ -37,6 +37,7 @@ from stsfl.common.fed_protocol import (
     from_json,
     to_json,
 )
+from stsfl.common.validation_split import MAX_FRACTION, MIN_SITE_EVENTS
 
 M = TypeVar("M", bound="ConfigMessage")
 
@@ -107,6 +108,10 @@ class RunConfig(ConfigMessage):
     recipe: TrainConfig = entry("recipe", pydantic_json(TrainConfig), doc="the effective training recipe")
     run_seed: int = entry("run-seed", INT, doc="seed of the validation split and of model initialisation")
     validation_fraction: float = entry("validation-fraction", FLOAT, doc="share of a training site's patients validated")
+    min_site_validation_events: int = entry(
+        "min-site-validation-events", INT, MIN_SITE_EVENTS, doc="a site with fewer validation events validates more patients"
+    )
+    max_validation_fraction: float = entry("max-validation-fraction", FLOAT, MAX_FRACTION, doc="the most a site's share grows to")
     preset: str = entry("preset", STR, "", doc="multimodal: the model and preprocessing preset")
     schema: dict[str, Any] = entry("schema", JSON, {}, doc="multimodal: the federation's clinical schema")
     model_norm: str | None = entry("model-norm", OPTIONAL_STR, None, doc="multimodal: normalisation layers override")

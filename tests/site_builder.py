@@ -159,3 +159,16 @@ def make_site(root: Path, n: int = 3, slides: bool = True, policy: str = "skip")
     site_yaml = root / "site.yaml"
     site_yaml.write_text(yaml.safe_dump({"name": "test_site", "root": ".", "bad_patient_policy": policy, "cache_dir": "cache"}))
     return site_yaml
+
+
+def expected_validation(clinical_csv: Path, pids: list[str], seed: int, fraction: float) -> set[str]:
+    """The validation patients of a site whose usable patients are `pids`, under the federation's
+    default selection settings (each patient's events summed over the endpoints of its CSV row)."""
+    from stsfl.common.config.federation import SelectionConfig
+    from stsfl.common.validation_split import validation_pids
+
+    with open(clinical_csv, newline="") as handle:
+        rows = {row["patient_id"]: row for row in csv.DictReader(handle)}
+    events = [sum(rows[p][f"{e}_event"] == "1" for e in ("os", "dm", "lr") if f"{e}_event" in rows[p]) for p in pids]
+    rule = SelectionConfig()
+    return validation_pids(pids, events, seed, fraction, rule.min_site_validation_events, rule.max_validation_fraction)

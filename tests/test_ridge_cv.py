@@ -17,8 +17,9 @@ from stsfl.client.lab.tcga_brca import write_region_sites
 from stsfl.common.config import ConfigError, FederationConfig, load_config
 from stsfl.common.cox_newton import cox_score
 from stsfl.common.moments import combine_moments
+from stsfl.common.validation_split import fold_of
 from stsfl.tasks.linear_cox.model import build_linear_cox
-from stsfl.tasks.linear_cox.site import LinearCoxSite, fold_of
+from stsfl.tasks.linear_cox.site import LinearCoxSite
 
 GRID, FOLDS, SEED = [0.003, 0.03, 0.3, 3.0], 3, 0
 

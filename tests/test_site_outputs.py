@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import yaml
 from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
-from site_builder import clinical_row, make_site, write_csv
+from site_builder import clinical_row, expected_validation, make_site, write_csv
 
 from stsfl.common.fed_protocol import METRICS, MSG_SITE_OUTPUTS, SITE
-from stsfl.tasks.linear_cox.site import in_validation
 
 N = 6
 FEDERATION = """name: outputs-test
@@ -80,11 +79,12 @@ def test_sites_write_their_outputs_and_send_counts_only(sites, tmp_path, server_
     for site, folder in folders.items():
         rows = _rows(folder / "risk_scores.csv")
         assert sorted(r["pid"] for r in rows) == [f"p{i}" for i in range(N)], "one row per usable patient"
+        validating = expected_validation(sites[site].parent / "clinical.csv", [r["pid"] for r in rows], 0, 0.34)
         for r in rows:
             if site == "held_out":
                 assert r["split"] == "external"
             else:
-                assert r["split"] == ("validation" if in_validation(r["pid"], 0, 0.34) else "train")
+                assert r["split"] == ("validation" if r["pid"] in validating else "train")
             assert r["modalities"] == "+".join(
                 (["mri"] if r["pid"] in with_mri[site] else []) + (["wsi"] if site != "b" else []) + ["clinical"]
             )

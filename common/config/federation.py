@@ -23,6 +23,7 @@ from stsfl.common.config.recipe import EffectiveRecipe, resolve_recipe
 from stsfl.common.config.security import FederationSecurity
 from stsfl.common.config.train import ScheduleWindow
 from stsfl.common.tasks import CLINICAL_INIT, RIDGE_CV, task_spec
+from stsfl.common.validation_split import MAX_FRACTION, MIN_SITE_EVENTS
 
 StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedbn"]
 
@@ -126,10 +127,17 @@ class SelectionConfig(StrictModel):
     training sites. A dozen validation patients give a noisy loss whose minimum is mostly chance, so
     it is smoothed over the evaluated rounds (`smoothing` x previous + (1 - smoothing) x new), and
     below `min_validation_events` (all training sites' validation events, all endpoints) the run keeps
-    its last round and says why instead."""
+    its last round and says why instead.
+
+    A small site's `validation_fraction` share holds a handful of events: a site whose validation
+    patients hold fewer than `min_site_validation_events` events (all endpoints) validates the next
+    patients in its hash order until they do, up to `max_validation_fraction` of its patients
+    (stsfl.common.validation_split)."""
 
     smoothing: float = Field(0.5, ge=0.0, lt=1.0)
     min_validation_events: NonNegativeInt = 20
+    min_site_validation_events: NonNegativeInt = MIN_SITE_EVENTS
+    max_validation_fraction: float = Field(MAX_FRACTION, ge=0.0, lt=1.0)
 
 
 class SimulationConfig(StrictModel):

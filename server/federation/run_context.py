@@ -84,6 +84,8 @@ def run_config(fed: FederationConfig, hooks: ServerModel, l2_penalty: float | No
         run_seed=fed.seed,
         recipe=fed.recipe.train,
         validation_fraction=fed.validation_fraction,
+        min_site_validation_events=fed.selection.min_site_validation_events,
+        max_validation_fraction=fed.selection.max_validation_fraction,
         l2_penalty=fixed_l2_penalty(fed) if l2_penalty is None else l2_penalty,
         schema=hooks.schema_json(),
     )

@@ -16,7 +16,6 @@ penalty on the likelihood / patients: penalizer = l2 x events / patients).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from stsfl.common.cox_newton import cox_loglik, cox_score
 from stsfl.common.messages import RunConfig
 from stsfl.common.moments import site_moments
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
+from stsfl.common.validation_split import MAX_FRACTION, MIN_SITE_EVENTS, fold_of, validation_pids
 from stsfl.tasks.linear_cox.model import build_linear_cox
 
 EVENT, TIME, FOLD = "E", "T", "fold"
@@ -83,21 +83,6 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns[1:] if c not in (EVENT, TIME, FOLD)]
 
 
-def _hash32(text: str) -> int:
-    """A fixed 32-bit hash of `text` (the same on every machine and Python run)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-
-
-def in_validation(pid: str, seed: int, fraction: float) -> bool:
-    """Whether a patient is in the validation split: a fixed hash of (run seed, patient id)."""
-    return _hash32(f"{seed}:{pid}") / 2**32 < fraction
-
-
-def fold_of(pid: str, seed: int, folds: int) -> int:
-    """A patient's cross-validation fold: a fixed hash of (run seed, patient id), not the validation split's."""
-    return _hash32(f"cv:{seed}:{pid}") % folds
-
-
 def _split(frame: pd.DataFrame, features: list[str]) -> Split:
     return Split(
         x=torch.tensor(frame[features].to_numpy(dtype=np.float64), dtype=torch.float32),
@@ -116,6 +101,8 @@ class LinearCoxSite:
         validation_fraction: float = VALIDATION_FRACTION,
         l2_penalty: float = 0.0,
         recipe: TrainConfig | None = None,
+        min_validation_events: int = MIN_SITE_EVENTS,
+        max_validation_fraction: float = MAX_FRACTION,
     ):
         if l2_penalty < 0:
             raise ValueError(f"{csv_path}: l2-penalty must be >= 0, got {l2_penalty}")
@@ -125,7 +112,16 @@ class LinearCoxSite:
         self.features = feature_columns(frame)
         fold = frame[FOLD].astype(str) if FOLD in frame.columns else pd.Series("train", index=frame.index)
         pid = frame.iloc[:, 0].astype(str)
-        is_val = pid.map(lambda p: in_validation(p, run_seed, validation_fraction)) & (fold != "test")
+        candidates = fold != "test"
+        validating = validation_pids(
+            pid[candidates].tolist(),
+            frame.loc[candidates, EVENT].tolist(),
+            run_seed,
+            validation_fraction,
+            min_validation_events,
+            max_validation_fraction,
+        )
+        is_val = pid.isin(validating) & candidates
         self.all = _split(frame, self.features)
         # Each row's patient id and split, in the order of `all` (the site's risk_scores.csv).
         self.pids = pid.tolist()
@@ -140,7 +136,13 @@ class LinearCoxSite:
     def from_run(cls, site: SiteConfig, site_yaml: Path, run: RunConfig) -> LinearCoxSite:
         """The site's table (site YAML's clinical.csv) with the run's split, penalty and recipe."""
         return cls(
-            site.root_dir(site_yaml) / site.layout.clinical_csv, run.run_seed, run.validation_fraction, run.l2_penalty, run.recipe
+            site.root_dir(site_yaml) / site.layout.clinical_csv,
+            run.run_seed,
+            run.validation_fraction,
+            run.l2_penalty,
+            run.recipe,
+            run.min_site_validation_events,
+            run.max_validation_fraction,
         )
 
     def statistics(self) -> dict:

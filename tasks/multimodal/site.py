@@ -35,8 +35,8 @@ from stsfl.common.cox_newton import cox_score
 from stsfl.common.messages import RunConfig
 from stsfl.common.risk_group_km import MIN_GROUP_SIZE
 from stsfl.common.site_metrics import DEFAULT_HORIZONS_DAYS, site_metrics
+from stsfl.common.validation_split import MAX_FRACTION, MIN_SITE_EVENTS, validation_pids
 from stsfl.common.wsi_encoder import site_encoder
-from stsfl.tasks.linear_cox.site import in_validation
 from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
 
 
@@ -53,6 +53,8 @@ class MultimodalSite:
         validation_fraction: float,
         norm: str | None = None,
         recipe: TrainConfig | None = None,
+        min_validation_events: int = MIN_SITE_EVENTS,
+        max_validation_fraction: float = MAX_FRACTION,
     ):
         # The federation's recipe replaces the preset's `train:` block (None: the preset's own).
         loaded = load_preset(preset, norm)
@@ -62,15 +64,30 @@ class MultimodalSite:
         self.policy = site.bad_patient_policy
         self.prepared = prepare_site(site, site_yaml, self.preset, schema=schema, progress=False)
         pids = [p.pid for p in self.prepared.patients]
-        self.val_pids = [p for p in pids if in_validation(p, run_seed, validation_fraction)]
-        self.train_pids = [p for p in pids if p not in set(self.val_pids)]
+        events = [
+            sum(o and e > 0.5 for o, e in zip(p.record.observed, p.record.event, strict=True)) for p in self.prepared.patients
+        ]
+        validating = validation_pids(pids, events, run_seed, validation_fraction, min_validation_events, max_validation_fraction)
+        self.val_pids = [p for p in pids if p in validating]
+        self.train_pids = [p for p in pids if p not in validating]
 
     @classmethod
     def from_run(cls, site: SiteConfig, site_yaml: Path, run: RunConfig) -> MultimodalSite:
         """The site's prepared patients for the run: its preset, the federation's schema (the one every
         site encodes with), split, normalisation layers and recipe."""
         schema = ClinicalSchema.model_validate(run.schema)
-        return cls(site, site_yaml, run.preset, schema, run.run_seed, run.validation_fraction, run.model_norm, run.recipe)
+        return cls(
+            site,
+            site_yaml,
+            run.preset,
+            schema,
+            run.run_seed,
+            run.validation_fraction,
+            run.model_norm,
+            run.recipe,
+            run.min_site_validation_events,
+            run.max_validation_fraction,
+        )
 
     def _events(self, pids: list[str]) -> dict[str, int]:
         by_pid = {p.pid: p.record for p in self.prepared.patients}

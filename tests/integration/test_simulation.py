@@ -11,11 +11,11 @@ import json
 import pandas as pd
 import pytest
 import yaml
+from site_builder import expected_validation
 
 from stsfl.client.lab.synthetic import generate_cohort, load_synth_config
 from stsfl.server.cli import run_federation
 from stsfl.server.reports.results import read_site_metrics
-from stsfl.tasks.linear_cox.site import in_validation
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -87,6 +87,7 @@ def test_simulated_federation_writes_the_same_results_folder(tmp_path, monkeypat
     # Each virtual node read its own centre: its training-split size is that centre's.
     counts = statistics["per_site_counts"]
     for centre in CENTRES:
-        pids = pd.read_csv(cohort / centre / "clinical.csv", dtype={"patient_id": str})["patient_id"]
-        assert counts[centre]["patients"] == sum(not in_validation(p, 0, 0.2) for p in pids), centre
+        pids = pd.read_csv(cohort / centre / "clinical.csv", dtype={"patient_id": str})["patient_id"].tolist()
+        validating = expected_validation(cohort / centre / "clinical.csv", pids, 0, 0.2)
+        assert counts[centre]["patients"] == len(pids) - len(validating), centre
     assert json.loads((results / "status.json").read_text())["phase"] == "done"
