@@ -329,7 +329,8 @@ class ClinicalCoxReply(DocumentReply):
 
 
 class RidgeCvReply(DocumentReply):
-    """{"parts": [{"without": CoxScore of the split without the fold, "all_loglik": float}]} in query order."""
+    """{"parts": [{"without": CoxScore of the split without the fold, "all_loglik": float}]} in query order,
+    or {"parts": [], "declined": why} from a site too small to take part."""
 
     KEY = RIDGE_CV
 

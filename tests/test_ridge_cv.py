@@ -84,3 +84,23 @@ def test_cross_validating_the_penalty_is_a_linear_cox_option(tmp_path):
     config.write_text("task: linear-cox\nsites: [a, b]\nl2_penalty: cv\nridge_cv: {folds: 1}\n")
     with pytest.raises(ConfigError, match="ridge_cv.folds"):
         load_config(config, FederationConfig)
+
+
+def test_a_site_too_small_for_the_folds_sits_the_cross_validation_out(tcga_brca_dir, tmp_path, server_identity, capsys):
+    yamls = write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 2])
+    small = yamls[2].parent / "region_2" / "clinical.csv"
+    small.write_text("".join(small.read_text().splitlines(keepends=True)[:25]))  # 24 patients: folds of ~8
+    config = tmp_path / "federation.yaml"
+    config.write_text(
+        "task: linear-cox\nname: ridge-cv-small\nrounds: 1\nsites: [region_0, region_1, region_2]\nl2_penalty: cv\n"
+        f"ridge_cv: {{grid: {GRID}, folds: {FOLDS}, newton_steps: 4}}\n"
+        "cross_site: {enabled: false}\nsite_outputs: {enabled: false}\nprediction: {baseline: false}\n"
+    )
+    summary = run_in_process(InProcessGrid({p.stem: p for p in yamls}), config, tmp_path / "results")
+    document = json.loads((tmp_path / "results" / "ridge_cv.json").read_text())
+    assert document["sites"] == ["region_0", "region_1"]
+    assert set(document["declined"]) == {"region_2"} and "fewer than 10" in document["declined"]["region_2"]
+    assert "ridge cross-validation without site region_2" in capsys.readouterr().out
+    rounds = json.loads((tmp_path / "results" / "rounds.jsonl").read_text().splitlines()[0])
+    assert "region_2" in rounds["train_sites"], "the small site still trains, with the chosen penalty"
+    assert summary["l2_penalty"] == document["chosen"]

@@ -34,10 +34,16 @@ def run_ridge_cv(ctx: RunContext, state: ServerState) -> None:
     fits = [(l2, fold) for l2 in settings.grid for fold in range(settings.folds)]
     betas = np.zeros((len(fits), len(state.meta["statistics"]["mean"])))
     present = ctx.messenger.connected(ctx.fed.training_sites)
+    declined: dict[str, str] = {}
     for step in range(settings.newton_steps + 1):  # the last exchange scores the final fits
-        parts = _exchange(ctx, state, present, fits, betas, settings.folds)
+        parts = _exchange(ctx, state, present, fits, betas, settings.folds, declined)
         if parts is None:
-            raise RuntimeError("ridge cross-validation: no training site replied; set l2_penalty to a number to go on")
+            raise RuntimeError(
+                "ridge cross-validation: no training site took part"
+                + "".join(f"; {site}: {why}" for site, why in sorted(declined.items()))
+                + "; set l2_penalty to a number to go on"
+            )
+        present = [site for site in present if site not in declined]
         if step < settings.newton_steps:
             betas = np.stack([newton_step(parts[i][0], betas[i], l2) for i, (l2, _) in enumerate(fits)])
     cvpl = {l2: sum(parts[i][1] - parts[i][0].loglik for i, (g, _) in enumerate(fits) if g == l2) for l2 in settings.grid}
@@ -47,11 +53,14 @@ def run_ridge_cv(ctx: RunContext, state: ServerState) -> None:
         "grid": settings.grid,
         "folds": settings.folds,
         "sites": sorted(present),
+        "declined": declined,
         "cvpl": [cvpl[g] for g in settings.grid],
     }
     state.meta["ridge_cv"] = document | {"chosen": chosen}
     ctx.results.write_json(RIDGE_CV_FILE, state.meta["ridge_cv"])
     plot_cvpl(state.meta["ridge_cv"], ctx.results.root / "ridge_cv.png")
+    for site, why in sorted(declined.items()):
+        ctx.log(f"ridge cross-validation without site {site}: {why}")
     ctx.log(
         f"ridge cross-validation ({settings.folds} folds, {len(present)} sites): l2_penalty {chosen:g} "
         "(cross-validated partial log-likelihood " + ", ".join(f"{g:g}: {cvpl[g]:.2f}" for g in settings.grid) + ")"
@@ -59,9 +68,10 @@ def run_ridge_cv(ctx: RunContext, state: ServerState) -> None:
 
 
 def _exchange(
-    ctx: RunContext, state: ServerState, sites: list[str], fits: list, betas: np.ndarray, folds: int
+    ctx: RunContext, state: ServerState, sites: list[str], fits: list, betas: np.ndarray, folds: int, declined: dict
 ) -> list[tuple[CoxScore, float]] | None:
-    """Per fit: (the summed Cox parts without its fold, the summed log-likelihood of all rows)."""
+    """Per fit: (the summed Cox parts without its fold, the summed log-likelihood of all rows) over
+    the sites that took part (None: none did); a site that declined goes into `declined` with its reason."""
     query = RidgeCvQuery(
         run=ctx.run_config(),
         statistics=state.meta["statistics"],
@@ -71,7 +81,11 @@ def _exchange(
     ok, _ = ctx.messenger.send(MSG_RIDGE_CV, sites, {}, query, 0)
     if not ok:
         return None
-    replies = [RidgeCvReply.from_record(r.content).document["parts"] for _, r in sorted(ok.items())]
+    documents = {site: RidgeCvReply.from_record(r.content).document for site, r in sorted(ok.items())}
+    declined.update({site: d["declined"] for site, d in documents.items() if "declined" in d})
+    replies = [d["parts"] for site, d in documents.items() if site not in declined]
+    if not replies:
+        return None
     return [
         (
             CoxScore.total(CoxScore.from_dict(site[i]["without"]) for site in replies),

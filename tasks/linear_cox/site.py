@@ -35,6 +35,7 @@ from stsfl.common.validation_split import MAX_FRACTION, MIN_SITE_EVENTS, fold_of
 from stsfl.tasks.linear_cox.model import build_linear_cox
 
 EVENT, TIME, FOLD = "E", "T", "fold"
+MIN_CV_FOLD_PATIENTS = 10  # a site sits ridge cross-validation out below it
 VALIDATION_FRACTION = 0.2
 
 
@@ -157,10 +158,19 @@ class LinearCoxSite:
         """For each {"fold", "beta"}: the Cox score, information, events and log-likelihood of the
         training split without that fold at beta (the federated Newton step of that fold's fit), and
         the log-likelihood of the whole training split at beta (its cross-validated partial
-        likelihood). Sums over patients only."""
+        likelihood). Sums over patients only; a site with a fold of fewer than MIN_CV_FOLD_PATIENTS
+        patients sends none and says why ("declined")."""
+        fold = np.array([fold_of(p, self.run_seed, folds) for p in self.train_pids], dtype=int)
+        sizes = np.bincount(fold, minlength=folds)
+        if sizes.min() < MIN_CV_FOLD_PATIENTS:
+            # the difference between a fit's all-rows and without-fold sums is an aggregate over the fold
+            return {
+                "parts": [],
+                "declined": f"a fold of {int(sizes.min())} training patients (fewer than {MIN_CV_FOLD_PATIENTS}): "
+                "its sums would describe too few patients",
+            }
         x = self._standardise(self.train, statistics).double().numpy()
         time, event = self.train.time.double().numpy(), self.train.event.double().numpy()
-        fold = np.array([fold_of(p, self.run_seed, folds) for p in self.train_pids], dtype=int)
         parts = []
         for entry in betas:
             beta = np.asarray(entry["beta"], float)
