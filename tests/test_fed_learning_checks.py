@@ -42,20 +42,42 @@ def test_a_run_that_does_not_learn_is_named_with_its_likely_cause(sites, tmp_pat
     assert not [w for w in learning["warnings"] if "not fallen" in w]
 
 
+def _state(losses):
+    history = [{"train_sites": {"a": {"train-loss-fused": x, "num-events": 1.0}}} for x in losses]
+    return ServerState(round=len(losses), global_arrays={}, meta={"history": history})
+
+
+def _checker(**fed) -> tuple[SimpleNamespace, list[str]]:
+    warned: list[str] = []
+    ctx = SimpleNamespace(
+        fed=FederationConfig(sites=["a", "b"], stall_rounds=3, **fed), warn=lambda state, text: warned.append(text)
+    )
+    return ctx, warned
+
+
 def test_a_run_that_learned_and_levelled_off_is_not_called_stalled():
     """The warning is for a loss that never fell (rate too low) or rose: 8.1 -> 6.25 then three
     flat rounds is convergence (seen on a 20-round multimodal run, where it warned at round 16)."""
-    warned: list[str] = []
-    ctx = SimpleNamespace(fed=FederationConfig(sites=["a", "b"], stall_rounds=3), warn=lambda state, text: warned.append(text))
-
-    def state(losses):
-        history = [{"train_sites": {"a": {"train-loss-fused": x, "num-events": 1.0}}} for x in losses]
-        return ServerState(round=len(losses), global_arrays={}, meta={"history": history})
-
-    check_learning(ctx, state([8.1, 7.0, 6.3, 6.25, 6.25, 6.26]))
+    ctx, warned = _checker(train={"schedule": "constant"})
+    check_learning(ctx, _state([8.1, 7.0, 6.3, 6.25, 6.25, 6.26]))
     assert warned == []
-    check_learning(ctx, state([8.1, 8.1, 8.1, 8.1, 8.1]))
+    check_learning(ctx, _state([8.1, 8.1, 8.1, 8.1, 8.1]))
     assert len(warned) == 1 and "not learning" in warned[0] and "too low" in warned[0]
+
+
+def test_a_run_still_warming_up_is_not_called_stalled():
+    """OneCycle warms up from lr/25 over 30 % of a 20-round run: a 20-round multimodal run whose loss
+    stayed at 8.00 for rounds 1-4 and fell to 6.16 from round 6 on was told at round 4 that it was
+    not learning. The rounds count only after the warm-up (6 rounds here)."""
+    ctx, warned = _checker(rounds=20, train={"schedule": "onecycle", "warmup_fraction": 0.3})
+    for rounds in range(1, 10):
+        check_learning(ctx, _state([8.0] * rounds))
+    assert warned == [], "rounds 1-6 warm up; 3 flat rounds after them make 9"
+    check_learning(ctx, _state([8.0] * 10))
+    assert len(warned) == 1 and "not learning" in warned[0]
+    ctx, warned = _checker(rounds=20, train={"schedule": "onecycle", "warmup_fraction": 0.3})
+    check_learning(ctx, _state([8.0081, 8.0043, 8.0044, 8.0031, 7.9984, 7.9799, 7.925, 7.7609, 7.4432, 6.8445]))
+    assert warned == []
 
 
 def test_selection_falls_back_to_the_last_round_below_the_event_minimum(sites, tmp_path, server_identity):

@@ -8,6 +8,9 @@ validation loss, and warns when the training loss stops falling.
 
 from __future__ import annotations
 
+import math
+
+from stsfl.common.config import FederationConfig
 from stsfl.common.fed_protocol import ARRAYS, MSG_EVALUATE
 from stsfl.common.messages import EvaluateReply
 from stsfl.common.params import numpy_to_arrays
@@ -63,13 +66,19 @@ def select(ctx: RunContext, state: ServerState, record: dict) -> None:
         state.best_arrays = {k: v.copy() for k, v in state.global_arrays.items()}
 
 
+def warmup_rounds(fed: FederationConfig) -> int:
+    """The rounds of the schedule's warm-up, whose small rates need not move the loss."""
+    recipe = fed.recipe.train
+    return 0 if recipe.schedule == "constant" else math.ceil(recipe.warmup_fraction * fed.rounds)
+
+
 def check_learning(ctx: RunContext, state: ServerState) -> None:
-    """Warn once when the training loss has not fallen for `stall_rounds` rounds and never fell
-    more than LEARNED_DROP below round 1's (a learning rate too low, or one so high it rose)."""
+    """Warn once when, after the warm-up, the training loss has not fallen for `stall_rounds` rounds
+    and never fell more than LEARNED_DROP below round 1's (a learning rate too low, or one so high it rose)."""
     window = ctx.fed.stall_rounds
     losses = [events_weighted_mean(r["train_sites"], "train-loss-fused") for r in state.meta["history"]]
     losses = [x for x in losses if x is not None]
-    if not window or len(losses) <= window or state.meta.get("stall_warned"):
+    if not window or len(losses) <= warmup_rounds(ctx.fed) + window or state.meta.get("stall_warned"):
         return
     before, recent = min(losses[:-window]), min(losses[-window:])
     if recent < before * (1.0 - 1e-3):
