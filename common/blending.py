@@ -10,6 +10,10 @@ checkpoint N and the current one N+n (both measured on the checkpoint's model):
 O is the gap's increase (Wang's Delta O), not the gap itself, as in Wang et al. and MMNN_STS; the
 fused head is one of the blended heads (Wang's multi-modal head; MMNN_STS's head 0).
 
+The fused head is the one the network predicts with, and blending decides how hard the other heads'
+losses pull on their own branches: the fused head keeps at least `fused_min_weight` (0.25 by default,
+its share without blending), so blending never trains the prediction less than no blending would.
+
 Guards: a head whose validation loss did not fall (G_k <= 0) gets weight 0; when no head generalised
 the previous weights stay. |O_k| is floored at `overfit_floor` x (the heads' mean |O|), and at
 `min_overfit` in any case. Why the relative floor: O_k is a difference of four losses, each
@@ -106,6 +110,7 @@ def uniform_weights(heads: Iterable[str]) -> dict[str, float]:
 
 
 DEFAULT_OVERFIT_FLOOR = 1.0
+FUSED_HEAD = "fused"  # the head the network predicts with (stsfl.tasks.multimodal.model.FUSED)
 
 
 def wang_weights(
@@ -173,6 +178,7 @@ class BlendState:
     smoothing: float = 0.0
     max_change: float = 1.0
     min_weight: float = 0.0
+    fused_min_weight: float = 0.0
     weights: dict[str, float] = field(default_factory=dict)
     raw_weights: dict[str, float] = field(default_factory=dict)
     last: Checkpoint | None = None
@@ -186,6 +192,11 @@ class BlendState:
             )
         if not 0.0 <= self.min_weight * len(self.heads) < 1.0:
             raise ValueError(f"blend min_weight {self.min_weight} x {len(self.heads)} heads must stay below 1")
+        if not 0.0 <= self.fused_min_weight + self.min_weight * (len(self.heads) - 1) < 1.0:
+            raise ValueError(
+                f"blend fused_min_weight {self.fused_min_weight} + min_weight {self.min_weight} x the other "
+                f"{len(self.heads) - 1} heads must stay below 1"
+            )
         if not self.weights:
             self.weights = uniform_weights(self.heads)
         if not self.raw_weights:
@@ -203,20 +214,24 @@ class BlendState:
             smoothing=recipe.blend_smoothing,
             max_change=recipe.blend_max_change,
             min_weight=recipe.blend_min_weight,
+            fused_min_weight=recipe.blend_fused_min_weight,
         )
 
     def update(self, epoch: int, checkpoint: Checkpoint) -> dict[str, float]:
         """Take the checkpoint (exponentially smoothed with the previous ones by `smoothing`: G and O
         of a few dozen validation events jump from one update to the next) and, from the second
         call on, move the weights towards the rule's target by at most `max_change` per head; each
-        head keeps at least `min_weight`, so a head whose weight fell can still learn and come back."""
+        head keeps at least `min_weight`, so a head whose weight fell can still learn and come back,
+        and the fused head (FUSED_HEAD, the one the model predicts with) at least `fused_min_weight`."""
         if self.last is not None and self.smoothing > 0:
             checkpoint = _smoothed(self.last, checkpoint, self.smoothing)
         if self.last is not None:
             target = blend_weights(self.last, checkpoint, self.mode, self.raw_weights, self.min_overfit, self.overfit_floor)
             self.raw_weights = _bounded_step(self.raw_weights, target, self.max_change)
             spare = 1.0 - self.min_weight * len(self.heads)
-            self.weights = {h: self.min_weight + spare * w for h, w in self.raw_weights.items()}
+            self.weights = _fused_floor(
+                {h: self.min_weight + spare * w for h, w in self.raw_weights.items()}, self.fused_min_weight, self.min_weight
+            )
             self.history.append((epoch, dict(self.weights)))
             if self.mode != "off":
                 self.stats_history.append((epoch, generalisation_and_overfitting(self.last, checkpoint)))
@@ -233,6 +248,7 @@ class BlendState:
             "smoothing": self.smoothing,
             "max_change": self.max_change,
             "min_weight": self.min_weight,
+            "fused_min_weight": self.fused_min_weight,
             "weights": self.weights,
             "raw_weights": self.raw_weights,
             "last": None if self.last is None else {"train": dict(self.last.train), "val": dict(self.last.val)},
@@ -254,6 +270,7 @@ class BlendState:
             smoothing=float(data.get("smoothing", 0.0)),
             max_change=float(data.get("max_change", 1.0)),
             min_weight=float(data.get("min_weight", 0.0)),
+            fused_min_weight=float(data.get("fused_min_weight", 0.0)),
             weights=weights,
             raw_weights={h: float(w) for h, w in data.get("raw_weights", weights).items()},
             last=None if last is None else Checkpoint(train=last["train"], val=last["val"]),
@@ -262,6 +279,17 @@ class BlendState:
                 (int(e), {h: (float(g), float(o)) for h, (g, o) in s.items()}) for e, s in data.get("stats_history", [])
             ],
         )
+
+
+def _fused_floor(weights: dict[str, float], floor: float, min_weight: float) -> dict[str, float]:
+    """`weights` with the fused head raised to `floor`, the other heads' shares above `min_weight`
+    scaled down so the weights still sum to 1 (unchanged when the fused head is above it or absent)."""
+    if FUSED_HEAD not in weights or weights[FUSED_HEAD] >= floor:
+        return weights
+    others = [h for h in weights if h != FUSED_HEAD]
+    above = sum(weights[h] - min_weight for h in others)
+    scale = (1.0 - floor - min_weight * len(others)) / above if above > 0 else 0.0
+    return {h: floor if h == FUSED_HEAD else min_weight + scale * (weights[h] - min_weight) for h in weights}
 
 
 def _smoothed(previous: Checkpoint, current: Checkpoint, smoothing: float) -> Checkpoint:

@@ -153,6 +153,7 @@ LINEAR_COX_UNUSED = frozenset(
         "blend_smoothing",
         "blend_max_change",
         "blend_min_weight",
+        "blend_fused_min_weight",
         "min_steps_per_round",
         "amp",
     }

@@ -172,3 +172,25 @@ def test_blend_state_round_trips_with_its_smoothing():
         state.update(t, Checkpoint(train={h: c.train[h] for h in ("fused", "mri")}, val={h: c.val[h] for h in ("fused", "mri")}))
     again = BlendState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again == state
+
+
+def test_the_fused_head_never_trains_less_than_without_blending():
+    """The fused head is the prediction: under the oscillating statistics (where the raw rule hands
+    fused <-> mri all the weight by turns) it keeps at least its unblended share, the other heads
+    share the rest above their floor, and the weights still sum to 1."""
+    heads = ("fused", "mri", "wsi", "clinical")
+    free = BlendState(heads=heads, smoothing=0.5, max_change=0.25, min_weight=0.02)
+    anchored = BlendState(heads=heads, smoothing=0.5, max_change=0.25, min_weight=0.02, fused_min_weight=0.25)
+    for t, c in enumerate(_oscillating(24)):
+        extended = Checkpoint(train={**c.train, "clinical": 1.0 - 0.01 * t}, val={**c.val, "clinical": 1.2 - 0.005 * t})
+        free.update(t, extended)
+        anchored.update(t, extended)
+    assert min(w["fused"] for _, w in free.history) < 0.2, "without the floor the fused head sinks"
+    for (_, w), (_, w_free) in zip(anchored.history, free.history):
+        assert w["fused"] >= 0.25 - 1e-12 and sum(w.values()) == pytest.approx(1.0)
+        assert min(w.values()) >= 0.02 - 1e-12
+        if w_free["fused"] < 0.25:  # the others keep their order, scaled into what is left
+            others = [h for h in heads if h != "fused"]
+            assert sorted(others, key=w.get) == sorted(others, key=w_free.get)
+    with pytest.raises(ValueError, match="fused_min_weight"):
+        BlendState(heads=heads, min_weight=0.1, fused_min_weight=0.8)

@@ -69,6 +69,9 @@ class TrainConfig(StrictModel):
     )
     blend_max_change: float = Field(0.25, gt=0.0, le=1.0, description="most a head's blend weight moves in one update")
     blend_min_weight: float = Field(0.02, ge=0.0, lt=0.25, description="least blend weight of a head, so it can come back")
+    blend_fused_min_weight: float = Field(
+        0.25, ge=0.0, lt=1.0, description="least blend weight of the fused head, the one the model predicts with"
+    )
     prox_mu: NonNegativeFloat = Field(0.0, description="FedProx proximal weight mu; 0 = plain local SGD")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     seed: int = 0

@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from stsfl.common.batch import MODALITIES, SurvivalBatch
+from stsfl.common.blending import FUSED_HEAD
 from stsfl.common.clinical_net import clinical_mlp
 from stsfl.common.config.preset import ModelPreset
 from stsfl.common.mri_net import MriEncoder
 from stsfl.common.wsi_net import GatedAttentionMil
 
-FUSED = "fused"
+FUSED = FUSED_HEAD
 
 
 class MultimodalCoxNet(nn.Module):
