@@ -11,11 +11,14 @@ component (ground_truth.csv os_mri, os_wsi, ...). The federation runs in process
 orchestrator and ClientApp handlers over an in-process grid), so the times are the computation's.
 
     python tests/benchmarks/bench_recipe.py COHORT [--holdout center_2 ...] [--seeds 0 1] [--no-n4]
-        [--cache-dir DIR] [--out tests/benchmarks/results/recipe.json]
+        [--arms blended unblended] [--threads 1] [--cache-dir DIR] [--out tests/benchmarks/results/recipe.json]
 
 --no-n4 turns off N4 bias correction in preprocessing (speed); it does not touch the recipe.
+--arms: `blended` is the shipped defaults; `unblended` is the same federation with
+`train.blend_mode: off` (the one setting changed), for the blended-vs-unblended comparison.
 A run whose results folder (under --work) holds summary.json is scored again without training.
-Prints one table and writes the JSON.
+Each run's held-out risks go to heldout_risks.npz in its results folder (for
+summarise_recipe_loco.py). Prints one table and writes the JSON.
 """
 
 from __future__ import annotations
@@ -51,19 +54,28 @@ from stsfl.tasks.multimodal.site import MultimodalSite  # noqa: E402
 RESULTS = Path(__file__).parent / "results" / "recipe.json"
 
 
-def federation_yaml(work: Path, sites: list[Path], holdout: str, seed: int, preset: Path) -> Path:
-    """The federation a new consortium writes: sites, the held-out centre, the seed; nothing tuned."""
+ARMS = {"blended": {}, "unblended": {"blend_mode": "off"}}
+
+
+def run_tag(holdout: str, seed: int, arm: str) -> str:
+    return f"{holdout}-seed{seed}" + ("" if arm == "blended" else f"-{arm}")
+
+
+def federation_yaml(work: Path, sites: list[Path], holdout: str, seed: int, preset: Path, arm: str) -> Path:
+    """The federation a new consortium writes: sites, the held-out centre, the seed; nothing tuned
+    (the unblended arm also turns blending off)."""
     names = [p.stem for p in sites]
+    tag = run_tag(holdout, seed, arm)
     body = {
-        "name": f"recipe-{holdout}-seed{seed}",
+        "name": f"recipe-{tag}",
         "preset": str(preset),
         "sites": names,
         "holdout": [holdout],
-        "train": {"seed": seed},
+        "train": {"seed": seed, **ARMS[arm]},
         "site_outputs": {"enabled": False},
         "prediction": {"baseline": False},
     }
-    path = work / f"federation-{holdout}-seed{seed}.yaml"
+    path = work / f"federation-{tag}.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
 
@@ -89,11 +101,27 @@ def head_correlations(scorer: Scorer, model: torch.nn.Module, statistics: dict, 
     return out
 
 
-def one_run(cohort: Path, sites: list[Path], preset: Path, holdout: str, seed: int, work: Path, n_boot: int) -> dict:
-    config = federation_yaml(work, sites, holdout, seed, preset)
+def save_risks(path: Path, scorer: Scorer) -> None:
+    """The held-out patients' outcomes and fused log-risks [N, K] of every scored model, and the oracle's."""
+    arrays = {f"risk_{method}": risk for method, risk in scorer.risks.items()}
+    if scorer.truth is not None:
+        arrays["risk_oracle"] = scorer.truth
+    np.savez(
+        path,
+        pids=np.asarray(scorer.pids),
+        endpoints=np.asarray(scorer.endpoints),
+        time=scorer.time,
+        event=scorer.event,
+        observed=scorer.observed,
+        **arrays,
+    )
+
+
+def one_run(cohort: Path, sites: list[Path], preset: Path, holdout: str, seed: int, arm: str, work: Path, n_boot: int) -> dict:
+    config = federation_yaml(work, sites, holdout, seed, preset, arm)
     fed = load_config(config, FederationConfig)
     grid = InProcessGrid({p.stem: p for p in sites})
-    results = work / f"results-{holdout}-seed{seed}"
+    results = work / f"results-{run_tag(holdout, seed, arm)}"
     t0 = time.monotonic()
     run = Federation(grid, fed, config, results, server_side(fed), log=log)
     run.ctx.messenger.sites.wait_for(fed.sites, 600, 600)
@@ -116,9 +144,12 @@ def one_run(cohort: Path, sites: list[Path], preset: Path, holdout: str, seed: i
     with np.load(results / "model_selected.npz") as selected:
         load_arrays(network, numpy_to_arrays({k: selected[k] for k in selected.files}))
     scores["network"] = scorer.risk("network", network, statistics)
+    save_risks(results / "heldout_risks.npz", scorer)
     return {
         "holdout": holdout,
         "seed": seed,
+        "arm": arm,
+        "risks": str((results / "heldout_risks.npz").resolve()),
         "seconds": seconds,
         "selected_round": summary["selected_round"],
         "warnings": summary.get("warnings", []),
@@ -135,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("cohort", type=Path)
     parser.add_argument("--holdout", nargs="+", help="held-out centres (default: each centre in turn)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=["blended"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     parser.add_argument("--no-n4", action="store_true")
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--work", type=Path, default=Path("benchmarks/out/recipe"))
@@ -143,19 +176,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # Messages made outside a Flower process need the identity a ServerApp process has.
     TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = 1, 1, 0
+    torch.set_num_threads(args.threads)
     sites, preset = write_inputs(args.cohort, args.work, "cpu-small", args.no_n4, args.cache_dir)
     holdouts = args.holdout or [p.stem for p in sites]
     runs = []
     for holdout in holdouts:
         for seed in args.seeds:
-            log(f"held out {holdout}, seed {seed}")
-            runs.append(one_run(args.cohort, sites, preset, holdout, seed, args.work, args.n_boot))
+            for arm in args.arms:
+                log(f"held out {holdout}, seed {seed}, {arm}")
+                runs.append(one_run(args.cohort, sites, preset, holdout, seed, arm, args.work, args.n_boot))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"cohort": str(args.cohort), "n4": not args.no_n4, "runs": runs}, indent=1))
     table = Table(title=f"shipped defaults, held-out Harrell's C ({args.cohort.name})")
     for column in (
         "held out",
         "seed",
+        "arm",
         "endpoint",
         "network",
         "clinical Cox",
@@ -173,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             table.add_row(
                 run["holdout"],
                 str(run["seed"]),
+                run["arm"],
                 endpoint,
                 f"{net['c']:.3f}",
                 f"{run['scores']['clinical_cox'][endpoint]['c']:.3f}",

@@ -1,0 +1,179 @@
+"""Leave-one-centre-out summary of bench_recipe.py runs: the shipped defaults against the federated
+clinical Cox model, blended against unblended, the gap to the oracle, per-head rho, wall times.
+
+    python tests/benchmarks/summarise_recipe_loco.py RESULTS.json [RESULTS.json ...]
+        [--n-boot 1000] [--out tests/benchmarks/results/recipe_loco.json]
+
+Every fold is one (held-out centre, seed) with both arms (`bench_recipe.py --arms blended
+unblended`). Harrell's C is averaged over the folds; the 95 % interval of a difference is a
+paired bootstrap over the pooled held-out patients: each draw resamples every centre's patients
+(the same draw for every seed of that centre), scores both models of every fold on it and
+averages the per-fold differences. Prints the tables and writes the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from stsfl.common.metrics import harrell_c
+
+RESULTS = Path(__file__).parent / "results" / "recipe_loco.json"
+COMPARISONS = (("network", "clinical_cox"), ("network", "unblended"))
+
+
+def load_folds(paths: list[Path]) -> dict[tuple[str, int], dict]:
+    """(held-out centre, seed) -> {"blended": run, "unblended": run, "risks": {method: [N, K]}, ...}."""
+    folds: dict[tuple[str, int], dict] = defaultdict(dict)
+    for path in paths:
+        for run in json.loads(path.read_text())["runs"]:
+            fold = folds[(run["holdout"], run["seed"])]
+            fold[run["arm"]] = run
+            with np.load(run["risks"]) as saved:
+                arrays = {k: saved[k] for k in saved.files}
+            risks = fold.setdefault("risks", {})
+            prefix = "" if run["arm"] == "blended" else "un"
+            risks[f"{prefix}blended" if prefix else "network"] = arrays["risk_network"]
+            if run["arm"] == "blended":
+                risks["clinical_cox"] = arrays["risk_clinical_cox"]
+                risks["oracle"] = arrays.get("risk_oracle")
+                fold.update(time=arrays["time"], event=arrays["event"], observed=arrays["observed"])
+                fold["endpoints"] = [str(e) for e in arrays["endpoints"]]
+    incomplete = [key for key, fold in folds.items() if not {"blended", "unblended"} <= fold.keys()]
+    if incomplete:
+        raise SystemExit(f"folds without both arms: {incomplete}")
+    return dict(folds)
+
+
+def fold_c(fold: dict, method: str, k: int, idx: np.ndarray | None = None) -> float:
+    m = fold["observed"][:, k]
+    t, e, r = fold["time"][m, k], fold["event"][m, k], fold["risks"][method][m, k]
+    if idx is not None:
+        t, e, r = t[idx], e[idx], r[idx]
+    return harrell_c(t, e, r)
+
+
+def pooled_difference(folds: dict, a: str, b: str, k: int, n_boot: int, seed: int = 0) -> dict:
+    """Mean over folds of C(a) - C(b) on endpoint k, with the centre-stratified paired bootstrap."""
+    estimate = float(np.mean([fold_c(f, a, k) - fold_c(f, b, k) for f in folds.values()]))
+    rng = np.random.default_rng(seed)
+    sizes = {centre: int(f["observed"][:, k].sum()) for (centre, _), f in folds.items()}
+    draws = []
+    for _ in range(n_boot):
+        idx = {centre: rng.integers(0, n, n) for centre, n in sizes.items()}
+        try:
+            draws.append(np.mean([fold_c(f, a, k, idx[c]) - fold_c(f, b, k, idx[c]) for (c, _), f in folds.items()]))
+        except (ValueError, ZeroDivisionError):  # a draw without a comparable pair
+            continue
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"estimate": estimate, "low": float(low), "high": float(high), "draws": len(draws)}
+
+
+def summarise(folds: dict, n_boot: int) -> dict:
+    endpoints = next(iter(folds.values()))["endpoints"]
+    rows = []
+    for (centre, seed), fold in sorted(folds.items()):
+        blended, unblended = fold["blended"], fold["unblended"]
+        for k, endpoint in enumerate(endpoints):
+            c = {method: fold_c(fold, method, k) for method in ("network", "unblended", "clinical_cox")}
+            oracle = fold_c(fold, "oracle", k) if fold["risks"]["oracle"] is not None else float("nan")
+            rows.append(
+                {
+                    "holdout": centre,
+                    "seed": seed,
+                    "endpoint": endpoint,
+                    "events": int(fold["event"][fold["observed"][:, k], k].sum()),
+                    "blended": c["network"],
+                    "unblended": c["unblended"],
+                    "clinical_cox": c["clinical_cox"],
+                    "oracle": oracle,
+                    "oracle_gap": oracle - c["network"],
+                    "rho_mri": blended["head_rho"].get(f"{endpoint}_mri"),
+                    "rho_wsi": blended["head_rho"].get(f"{endpoint}_wsi"),
+                    "selected_round": blended["selected_round"],
+                    "minutes_blended": None if blended["seconds"] is None else blended["seconds"] / 60,
+                    "minutes_unblended": None if unblended["seconds"] is None else unblended["seconds"] / 60,
+                    "blend_weights": blended["blend_weights"],
+                }
+            )
+    means = {}
+    for k, endpoint in enumerate(endpoints):
+        mine = [r for r in rows if r["endpoint"] == endpoint]
+        means[endpoint] = {
+            key: float(np.mean([r[key] for r in mine]))
+            for key in ("blended", "unblended", "clinical_cox", "oracle", "oracle_gap", "rho_mri", "rho_wsi")
+            if all(r[key] is not None for r in mine)
+        }
+        for a, b in COMPARISONS:
+            name = "blended - clinical_cox" if b == "clinical_cox" else "blended - unblended"
+            means[endpoint][name] = pooled_difference(folds, a, b, k, n_boot)
+    return {"folds": len(folds), "n_boot": n_boot, "rows": rows, "means": means}
+
+
+def print_tables(summary: dict) -> None:
+    per_fold = Table(title="leave one centre out, per fold: held-out Harrell's C")
+    for column in (
+        "held out",
+        "seed",
+        "endpoint",
+        "events",
+        "blended",
+        "unblended",
+        "clinical Cox",
+        "oracle",
+        "gap to oracle",
+        "rho mri / wsi",
+        "minutes",
+    ):
+        per_fold.add_column(column)
+    for r in summary["rows"]:
+        minutes = " / ".join("-" if m is None else f"{m:.1f}" for m in (r["minutes_blended"], r["minutes_unblended"]))
+        rho = " / ".join("-" if x is None else f"{x:.2f}" for x in (r["rho_mri"], r["rho_wsi"]))
+        per_fold.add_row(
+            r["holdout"], str(r["seed"]), r["endpoint"], str(r["events"]), f"{r['blended']:.3f}", f"{r['unblended']:.3f}",
+            f"{r['clinical_cox']:.3f}", f"{r['oracle']:.3f}", f"{r['oracle_gap']:+.3f}", rho, minutes,
+        )  # fmt: skip
+    Console(width=200).print(per_fold)
+    means = Table(title=f"mean over {summary['folds']} folds (paired bootstrap over the pooled held-out patients)")
+    for column in (
+        "endpoint",
+        "blended",
+        "unblended",
+        "clinical Cox",
+        "oracle",
+        "blended - Cox [95% CI]",
+        "blended - unblended [95% CI]",
+        "rho mri / wsi",
+    ):
+        means.add_column(column)
+    for endpoint, m in summary["means"].items():
+        d1, d2 = m["blended - clinical_cox"], m["blended - unblended"]
+        means.add_row(
+            endpoint, f"{m['blended']:.3f}", f"{m['unblended']:.3f}", f"{m['clinical_cox']:.3f}", f"{m['oracle']:.3f}",
+            f"{d1['estimate']:+.3f} [{d1['low']:+.3f}, {d1['high']:+.3f}]",
+            f"{d2['estimate']:+.3f} [{d2['low']:+.3f}, {d2['high']:+.3f}]",
+            f"{m.get('rho_mri', float('nan')):.2f} / {m.get('rho_wsi', float('nan')):.2f}",
+        )  # fmt: skip
+    Console(width=200).print(means)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, nargs="+")
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    summary = summarise(load_folds(args.results), args.n_boot)
+    print_tables(summary)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"inputs": [str(p) for p in args.results], **summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
