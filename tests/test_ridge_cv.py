@@ -50,16 +50,21 @@ def _pooled_cvpl(yamls, l2: float) -> float:
     return total
 
 
-def test_the_federation_chooses_its_ridge_penalty_by_cross_validation(tcga_brca_dir, tmp_path, server_identity):
-    yamls = write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 2])
+def _run(yamls, tmp_path, rounds: int, newton_steps: int) -> tuple[dict, dict]:
+    """A linear-cox federation of the region sites with `l2_penalty: cv` -> (summary, ridge_cv.json)."""
     config = tmp_path / "federation.yaml"
     config.write_text(
-        "task: linear-cox\nname: ridge-cv\nrounds: 2\nsites: [region_0, region_1, region_2]\nl2_penalty: cv\n"
-        f"ridge_cv: {{grid: {GRID}, folds: {FOLDS}, newton_steps: 8}}\n"
+        f"task: linear-cox\nname: ridge-cv\nrounds: {rounds}\nsites: [region_0, region_1, region_2]\nl2_penalty: cv\n"
+        f"ridge_cv: {{grid: {GRID}, folds: {FOLDS}, newton_steps: {newton_steps}}}\n"
         "cross_site: {enabled: false}\nsite_outputs: {enabled: false}\nprediction: {baseline: false}\n"
     )
     summary = run_in_process(InProcessGrid({p.stem: p for p in yamls}), config, tmp_path / "results")
-    document = json.loads((tmp_path / "results" / "ridge_cv.json").read_text())
+    return summary, json.loads((tmp_path / "results" / "ridge_cv.json").read_text())
+
+
+def test_the_federation_chooses_its_ridge_penalty_by_cross_validation(tcga_brca_dir, tmp_path, server_identity):
+    yamls = write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 2])
+    summary, document = _run(yamls, tmp_path, rounds=2, newton_steps=8)
     cvpl = document["cvpl"]
     assert document["grid"] == GRID and document["chosen"] == GRID[int(np.argmax(cvpl))]
     assert max(cvpl) - min(cvpl) > 1.0, "the penalties must be told apart"
@@ -90,14 +95,7 @@ def test_a_site_too_small_for_the_folds_sits_the_cross_validation_out(tcga_brca_
     yamls = write_region_sites(tcga_brca_dir, tmp_path / "regions", regions=[0, 1, 2])
     small = yamls[2].parent / "region_2" / "clinical.csv"
     small.write_text("".join(small.read_text().splitlines(keepends=True)[:25]))  # 24 patients: folds of ~8
-    config = tmp_path / "federation.yaml"
-    config.write_text(
-        "task: linear-cox\nname: ridge-cv-small\nrounds: 1\nsites: [region_0, region_1, region_2]\nl2_penalty: cv\n"
-        f"ridge_cv: {{grid: {GRID}, folds: {FOLDS}, newton_steps: 4}}\n"
-        "cross_site: {enabled: false}\nsite_outputs: {enabled: false}\nprediction: {baseline: false}\n"
-    )
-    summary = run_in_process(InProcessGrid({p.stem: p for p in yamls}), config, tmp_path / "results")
-    document = json.loads((tmp_path / "results" / "ridge_cv.json").read_text())
+    summary, document = _run(yamls, tmp_path, rounds=1, newton_steps=4)
     assert document["sites"] == ["region_0", "region_1"]
     assert set(document["declined"]) == {"region_2"} and "fewer than 10" in document["declined"]["region_2"]
     assert "ridge cross-validation without site region_2" in capsys.readouterr().out
