@@ -40,6 +40,11 @@ from stsfl.common.wsi_encoder import site_encoder
 from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
 
 
+def _event_flags(record) -> list[bool]:
+    """Per endpoint: whether the patient's event was observed [K]."""
+    return [bool(o and e > 0.5) for o, e in zip(record.observed, record.event, strict=True)]
+
+
 class MultimodalSite:
     """The site's prepared data and the multimodal network's local train / evaluate steps."""
 
@@ -64,9 +69,7 @@ class MultimodalSite:
         self.policy = site.bad_patient_policy
         self.prepared = prepare_site(site, site_yaml, self.preset, schema=schema, progress=False)
         pids = [p.pid for p in self.prepared.patients]
-        events = [
-            sum(o and e > 0.5 for o, e in zip(p.record.observed, p.record.event, strict=True)) for p in self.prepared.patients
-        ]
+        events = [sum(_event_flags(p.record)) for p in self.prepared.patients]
         validating = validation_pids(pids, events, run_seed, validation_fraction, min_validation_events, max_validation_fraction)
         self.val_pids = [p for p in pids if p in validating]
         self.train_pids = [p for p in pids if p not in validating]
@@ -91,10 +94,8 @@ class MultimodalSite:
 
     def _events(self, pids: list[str]) -> dict[str, int]:
         by_pid = {p.pid: p.record for p in self.prepared.patients}
-        counts = {}
-        for k, endpoint in enumerate(self.schema.endpoint_names):
-            counts[endpoint] = int(sum(1 for pid in pids if by_pid[pid].observed[k] and by_pid[pid].event[k] > 0.5))
-        return counts
+        flags = [_event_flags(by_pid[pid]) for pid in pids]
+        return {endpoint: int(sum(f[k] for f in flags)) for k, endpoint in enumerate(self.schema.endpoint_names)}
 
     def statistics(self) -> dict:
         """Clinical sums of the usable patients; patients and events per endpoint of the training split;

@@ -38,8 +38,7 @@ def load_folds(paths: list[Path]) -> dict[tuple[str, int], dict]:
             with np.load(run["risks"]) as saved:
                 arrays = {k: saved[k] for k in saved.files}
             risks = fold.setdefault("risks", {})
-            prefix = "" if run["arm"] == "blended" else "un"
-            risks[f"{prefix}blended" if prefix else "network"] = arrays["risk_network"]
+            risks["network" if run["arm"] == "blended" else "unblended"] = arrays["risk_network"]
             if run["arm"] == "blended":
                 risks["clinical_cox"] = arrays["risk_clinical_cox"]
                 risks["oracle"] = arrays.get("risk_oracle")
