@@ -14,7 +14,9 @@ Each phase is a module of its own that talks to the sites through the messenger 
    sites replied within `round_timeout_s` (it first waits up to `rejoin_wait_s` for training sites
    that dropped out);
 4. every `eval_every` rounds and after the last (stsfl.server.phases.evaluation_phase): all sites evaluate
-   the global model; the round with the lowest smoothed validation loss is kept;
+   the global model; the round with the lowest smoothed validation loss is kept; after the last
+   round, per endpoint, the clinical Cox model it started from where the kept network's validation
+   loss is not lower (stsfl.server.phases.clinical_fallback);
 5. after each round: checkpoint (atomic), results files and the round line (stsfl.server.phases.run_summary);
 6. with `cross_site.enabled`, after the last round: cross-site validation (stsfl.server.phases.cross_site_phase);
 7. after the last round: baseline hazard and calibration of the selected model
@@ -42,6 +44,7 @@ from stsfl.server.federation.checkpoint import ServerState, load_checkpoint, sav
 from stsfl.server.federation.messenger import SiteMessenger
 from stsfl.server.federation.run_context import RunContext, fixed_l2_penalty, run_config
 from stsfl.server.federation.strategies import Aggregator
+from stsfl.server.phases.clinical_fallback import run_clinical_fallback
 from stsfl.server.phases.clinical_init_phase import run_clinical_init, score_clinical_start
 from stsfl.server.phases.cross_site_phase import run_cross_site
 from stsfl.server.phases.evaluation_phase import check_learning, evaluate, select
@@ -80,6 +83,7 @@ class Federation:
         state = self._start()
         for server_round in range(state.round + 1, fed.rounds + 1):
             self._round(state, server_round)
+        run_clinical_fallback(ctx, state)
         cross_site = run_cross_site(ctx, state) if fed.cross_site.enabled else None
         baseline = run_prediction_phases(ctx, state) if fed.prediction.baseline else None
         site_outputs = run_site_outputs(ctx, state, baseline) if fed.site_outputs.enabled else None

@@ -1,14 +1,17 @@
 """The network starts where a clinical Cox model ends: Newton steps from site aggregates reach
-lifelines' stratified Cox fit, and the initialisation phase puts that fit into the fused head."""
+lifelines' stratified Cox fit, and the initialisation phase puts that fit into the fused head; after
+the last round, an endpoint whose validation loss the network does not lower gets that model back."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
-from inprocess_grid import InProcessGrid, server_identity  # noqa: F401 (fixture)
+from inprocess_grid import InProcessGrid, run_in_process, server_identity  # noqa: F401 (fixture)
 from lifelines import CoxPHFitter
+from model_fixtures import N_CLINICAL, N_ENDPOINTS, make_batch, tiny_preset
 from site_builder import write_csv
 
 from stsfl.client.data.clinical_encoding import encode_record
@@ -17,10 +20,14 @@ from stsfl.common.clinical_features import clinical_feature_names
 from stsfl.common.clinical_stats import GlobalClinicalStats
 from stsfl.common.config import FederationConfig, load_schema
 from stsfl.common.cox_newton import CoxScore, cox_score, newton_step
+from stsfl.common.params import load_arrays, numpy_to_arrays
 from stsfl.common.tasks import server_side
 from stsfl.server.orchestrator import Federation
+from stsfl.server.phases.clinical_fallback import choose_per_endpoint, without_rows
 from stsfl.server.phases.clinical_init_phase import run_clinical_init
 from stsfl.server.phases.statistics_phase import run_statistics_phase
+from stsfl.server.reports.report import build_report
+from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
 
 
 def _strata(rng, sizes=(150, 120), beta=(0.6, -0.4, 0.3), ties=False):
@@ -139,3 +146,73 @@ def _encoded(task: SiteTask, run: Federation, state) -> np.ndarray:
     impl = task._impl(run.ctx.run_config())
     stats = GlobalClinicalStats.from_dict(state.meta["statistics"])
     return np.stack([encode_record(p.record, stats, impl.schema) for p in impl.prepared.patients])
+
+
+def test_each_endpoint_keeps_the_lower_validation_loss_pooled_by_events():
+    network = {"a": {"val-loss-fused-os": 3.0, "eval-events-os": 30.0}, "b": {"val-loss-fused-os": 0.5, "eval-events-os": 10.0}}
+    clinical = {"a": {"val-loss-fused-os": 2.0, "eval-events-os": 30.0}, "b": {"val-loss-fused-os": 2.0, "eval-events-os": 10.0}}
+    network["a"] |= {"val-loss-fused-dm": 1.0, "eval-events-dm": 5.0}
+    clinical["a"] |= {"val-loss-fused-dm": 1.2, "eval-events-dm": 5.0}
+    choice = choose_per_endpoint(network, clinical, ["os", "dm", "lr"])
+    # os by events: 2.375 against 2.0 (a plain mean over the sites would favour the network: 1.75 against 2.0)
+    assert choice["os"] == {"kept": "clinical_cox", "network": 2.375, "clinical_cox": 2.0, "events": 40.0}
+    assert choice["dm"]["kept"] == "network" and choice["dm"]["events"] == 5.0
+    assert choice["lr"] == {"kept": "network", "network": None, "clinical_cox": None, "events": 0}
+
+
+def test_a_zeroed_fused_row_predicts_the_clinical_cox_log_risk_for_that_endpoint_only():
+    preset = tiny_preset()
+    torch.manual_seed(0)
+    model = MultimodalCoxNet(preset, N_CLINICAL, N_ENDPOINTS).eval()
+    arrays = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    arrays["clinical_linear.weight"] = np.random.default_rng(0).normal(size=(N_ENDPOINTS, N_CLINICAL)).astype(np.float32)
+    batch = make_batch(6, preset)
+    load_arrays(model, numpy_to_arrays(arrays))
+    with torch.no_grad():
+        before = model(batch)[FUSED]
+        load_arrays(model, numpy_to_arrays(without_rows(arrays, [1])))
+        after = model(batch)[FUSED]
+        clinical = model.clinical_linear(batch.clinical)
+    torch.testing.assert_close(after[:, 1], clinical[:, 1])
+    torch.testing.assert_close(after[:, 0], before[:, 0])
+    assert not torch.allclose(before[:, 1], clinical[:, 1])
+    assert arrays["fused_head.weight"][1].any(), "the caller's arrays are left as they were"
+
+
+def _fallback_run(tmp_path, sites: dict, name: str, fallback: bool) -> tuple[dict, dict]:
+    config = tmp_path / f"{name}.yaml"
+    body = {
+        "name": name,
+        "sites": list(sites),
+        "holdout": ["c"],
+        "rounds": 2,
+        "validation_fraction": 0.3,
+        # a rate far too high: the network ends worse than the clinical Cox model it started from
+        "train": {"lr": 20.0, "epochs_per_round": 1, "min_steps_per_round": 4},
+        "selection": {"min_validation_events": 5, "clinical_fallback": fallback},
+        "cross_site": {"enabled": False},
+        "prediction": {"baseline": False},
+        "site_outputs": {"enabled": False},
+    }
+    config.write_text(yaml.safe_dump(body))
+    summary = run_in_process(InProcessGrid(sites), config, tmp_path / name)
+    with np.load(tmp_path / name / "model_selected.npz") as kept:
+        return summary, {k: kept[k] for k in kept.files}
+
+
+def test_a_network_worse_than_its_clinical_start_on_validation_is_replaced_for_that_endpoint(tmp_path, server_identity):
+    sites = {name: _clinical_site(tmp_path, name, n, seed=k)[0] for k, (name, n) in enumerate((("a", 70), ("b", 60), ("c", 50)))}
+    summary, kept = _fallback_run(tmp_path, sites, "fallback", True)
+    os_choice = summary["clinical_fallback"]["os"]
+    assert os_choice["network"] > os_choice["clinical_cox"] and os_choice["kept"] == "clinical_cox"
+    assert not kept["fused_head.weight"][0].any() and not kept["fused_head.bias"][0].any()
+    assert kept["clinical_linear.weight"][0].any()
+    assert summary["clinical_fallback"]["dm"]["kept"] == "network"  # no DM events: nothing to compare
+    # the held-out centre sees the kept model: on OS exactly the clinical Cox model
+    held_out, start = summary["holdout_selected"]["c"], summary["holdout_clinical_cox"]["c"]
+    assert held_out["c-harrell-os"] == pytest.approx(start["c-harrell-os"])
+    assert "clinical Cox model kept for</td><td>os (validation loss" in build_report(tmp_path / "fallback").read_text()
+
+    summary, kept = _fallback_run(tmp_path, sites, "no-fallback", False)
+    assert summary["clinical_fallback"] is None and kept["fused_head.weight"][0].any()
+    assert summary["holdout_selected"]["c"]["c-harrell-os"] != pytest.approx(start["c-harrell-os"])

@@ -132,12 +132,21 @@ class SelectionConfig(StrictModel):
     A small site's `validation_fraction` share holds a handful of events: a site whose validation
     patients hold fewer than `min_site_validation_events` events (all endpoints) validates the next
     patients in its hash order until they do, up to `max_validation_fraction` of its patients
-    (stsfl.common.validation_split)."""
+    (stsfl.common.validation_split).
+
+    `clinical_fallback`: after the last round, an endpoint whose validation loss the kept network
+    does not lower below the clinical Cox model's it started from gets that model's log-risk
+    (stsfl.server.phases.clinical_fallback)."""
 
     smoothing: float = Field(0.5, ge=0.0, lt=1.0)
     min_validation_events: NonNegativeInt = 20
     min_site_validation_events: NonNegativeInt = MIN_SITE_EVENTS
     max_validation_fraction: float = Field(MAX_FRACTION, ge=0.0, lt=1.0)
+    clinical_fallback: bool = Field(
+        True,
+        description="per endpoint, keep the clinical Cox model the network started from where the kept network's "
+        "pooled validation loss is not lower (multimodal task)",
+    )
 
 
 class SimulationConfig(StrictModel):

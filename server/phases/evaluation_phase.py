@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from stsfl.common.config import FederationConfig
 from stsfl.common.fed_protocol import ARRAYS, MSG_EVALUATE
 from stsfl.common.messages import EvaluateReply
@@ -25,14 +27,21 @@ LEARNED_DROP = 0.01
 
 
 def evaluate(
-    ctx: RunContext, state: ServerState, server_round: int, sites: list[str] | None = None, group: int | None = None
+    ctx: RunContext,
+    state: ServerState,
+    server_round: int,
+    sites: list[str] | None = None,
+    group: int | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """`sites` (default: every site of the federation) that are connected evaluate the current global
-    model with the config of `server_round` (message group `group`, default the round); site -> metrics."""
+    """`sites` (default: every site of the federation) that are connected evaluate `arrays` (default the
+    current global model) with the config of `server_round` (message group `group`, default the
+    round); site -> metrics."""
     present = ctx.messenger.connected(ctx.fed.sites if sites is None else sites)
     cfg = ctx.round_config(state, server_round)
     group = server_round if group is None else group
-    ok, _ = ctx.messenger.send(MSG_EVALUATE, present, {ARRAYS: numpy_to_arrays(state.global_arrays)}, cfg, group)
+    model = state.global_arrays if arrays is None else arrays
+    ok, _ = ctx.messenger.send(MSG_EVALUATE, present, {ARRAYS: numpy_to_arrays(model)}, cfg, group)
     return {s: EvaluateReply.from_record(r.content).metrics for s, r in sorted(ok.items())}
 
 

@@ -282,7 +282,8 @@ class MultimodalSite:
         from the fused head: the aggregate metrics of `stsfl.common.site_metrics` (Harrell's and
         Uno's C, td-AUC at `horizons`, IBS, events), Kaplan-Meier of the predicted low / high risk
         halves on a fixed grid (stsfl.common.risk_group_km, the report's panels); for training sites
-        also the fused validation loss."""
+        also the fused validation loss, summed over endpoints and per endpoint (`val-loss-fused-os`: mean
+        per event of that endpoint's partial likelihood over the validation split, endpoints with events)."""
         from stsfl.common.risk_group_km import risk_group_km
 
         pids = [p.pid for p in self.prepared.patients] if holdout else self.val_pids
@@ -292,6 +293,8 @@ class MultimodalSite:
         result = evaluate(model, self._loader(statistics, pids, False, self.run_seed), self.preset.train.ties)
         if not holdout:
             metrics["val-loss-fused"] = result.stats.mean_losses()[FUSED]
+            sums, events = result.stats.loss_sums[FUSED], result.stats.events[FUSED]
+            metrics.update({f"val-loss-fused-{e}": s / n for e, s, n in zip(self.schema.endpoint_names, sums, events) if n > 0})
         per_endpoint = {}
         for k, endpoint in enumerate(self.schema.endpoint_names):
             observed = result.observed[:, k].astype(bool)
