@@ -1,5 +1,6 @@
 """Leave-one-centre-out summary of bench_recipe.py runs: the shipped defaults against the federated
-clinical Cox model, blended against unblended, the gap to the oracle, per-head rho, wall times.
+clinical Cox model, blended against unblended, the gap to the oracle, per-head rho, which model each
+run kept per endpoint (selection.clinical_fallback), wall times.
 
     python tests/benchmarks/summarise_recipe_loco.py RESULTS.json [RESULTS.json ...]
         [--n-boot 1000] [--out tests/benchmarks/results/recipe_loco.json]
@@ -99,6 +100,9 @@ def summarise(folds: dict, n_boot: int) -> dict:
                     "minutes_blended": None if blended["seconds"] is None else blended["seconds"] / 60,
                     "minutes_unblended": None if unblended["seconds"] is None else unblended["seconds"] / 60,
                     "blend_weights": blended["blend_weights"],
+                    # which model each arm kept for the endpoint (selection.clinical_fallback): network or clinical_cox
+                    "kept_blended": blended.get("kept", {}).get(endpoint),
+                    "kept_unblended": unblended.get("kept", {}).get(endpoint),
                 }
             )
     means = {}
@@ -109,6 +113,8 @@ def summarise(folds: dict, n_boot: int) -> dict:
             for key in ("blended", "unblended", "clinical_cox", "oracle", "oracle_gap", "rho_mri", "rho_wsi")
             if all(r[key] is not None for r in mine)
         }
+        for arm in ("blended", "unblended"):
+            means[endpoint][f"clinical_cox_kept_{arm}"] = sum(r[f"kept_{arm}"] == "clinical_cox" for r in mine)
         for a, b in COMPARISONS:
             name = "blended - clinical_cox" if b == "clinical_cox" else "blended - unblended"
             means[endpoint][name] = pooled_difference(folds, a, b, k, n_boot)
@@ -128,6 +134,7 @@ def print_tables(summary: dict) -> None:
         "oracle",
         "gap to oracle",
         "rho mri / wsi",
+        "kept (blended / unblended)",
         "minutes",
     ):
         per_fold.add_column(column)
@@ -136,7 +143,8 @@ def print_tables(summary: dict) -> None:
         rho = " / ".join("-" if x is None else f"{x:.2f}" for x in (r["rho_mri"], r["rho_wsi"]))
         per_fold.add_row(
             r["holdout"], str(r["seed"]), r["endpoint"], str(r["events"]), f"{r['blended']:.3f}", f"{r['unblended']:.3f}",
-            f"{r['clinical_cox']:.3f}", f"{r['oracle']:.3f}", f"{r['oracle_gap']:+.3f}", rho, minutes,
+            f"{r['clinical_cox']:.3f}", f"{r['oracle']:.3f}", f"{r['oracle_gap']:+.3f}", rho,
+            f"{r['kept_blended'] or '-'} / {r['kept_unblended'] or '-'}", minutes,
         )  # fmt: skip
     Console(width=200).print(per_fold)
     means = Table(title=f"mean over {summary['folds']} folds (paired bootstrap over the pooled held-out patients)")
@@ -149,6 +157,7 @@ def print_tables(summary: dict) -> None:
         "blended - Cox [95% CI]",
         "blended - unblended [95% CI]",
         "rho mri / wsi",
+        "folds at the clinical Cox model (blended / unblended)",
     ):
         means.add_column(column)
     for endpoint, m in summary["means"].items():
@@ -158,6 +167,7 @@ def print_tables(summary: dict) -> None:
             f"{d1['estimate']:+.3f} [{d1['low']:+.3f}, {d1['high']:+.3f}]",
             f"{d2['estimate']:+.3f} [{d2['low']:+.3f}, {d2['high']:+.3f}]",
             f"{m.get('rho_mri', float('nan')):.2f} / {m.get('rho_wsi', float('nan')):.2f}",
+            f"{m['clinical_cox_kept_blended']} / {m['clinical_cox_kept_unblended']}",
         )  # fmt: skip
     Console(width=200).print(means)
 
