@@ -15,8 +15,8 @@ Each phase is a module of its own that talks to the sites through the messenger 
    that dropped out);
 4. every `eval_every` rounds and after the last (stsfl.server.phases.evaluation_phase): all sites evaluate
    the global model; the round with the lowest smoothed validation loss is kept; after the last
-   round, per endpoint, the clinical Cox model it started from where the kept network's validation
-   loss is not lower (stsfl.server.phases.clinical_fallback);
+   round, per endpoint, the share of the network's own part of the log-risk (over the clinical Cox
+   model it started from) with the lowest validation loss (stsfl.server.phases.network_share);
 5. after each round: checkpoint (atomic), results files and the round line (stsfl.server.phases.run_summary);
 6. with `cross_site.enabled`, after the last round: cross-site validation (stsfl.server.phases.cross_site_phase);
 7. after the last round: baseline hazard and calibration of the selected model
@@ -44,10 +44,10 @@ from stsfl.server.federation.checkpoint import ServerState, load_checkpoint, sav
 from stsfl.server.federation.messenger import SiteMessenger
 from stsfl.server.federation.run_context import RunContext, fixed_l2_penalty, run_config
 from stsfl.server.federation.strategies import Aggregator
-from stsfl.server.phases.clinical_fallback import run_clinical_fallback
 from stsfl.server.phases.clinical_init_phase import run_clinical_init, score_clinical_start
 from stsfl.server.phases.cross_site_phase import run_cross_site
 from stsfl.server.phases.evaluation_phase import check_learning, evaluate, select
+from stsfl.server.phases.network_share import run_network_share
 from stsfl.server.phases.prediction_phases import run_prediction_phases
 from stsfl.server.phases.ridge_cv_phase import run_ridge_cv
 from stsfl.server.phases.run_summary import progress_line, write_summary
@@ -83,7 +83,7 @@ class Federation:
         state = self._start()
         for server_round in range(state.round + 1, fed.rounds + 1):
             self._round(state, server_round)
-        run_clinical_fallback(ctx, state)
+        run_network_share(ctx, state)
         cross_site = run_cross_site(ctx, state) if fed.cross_site.enabled else None
         baseline = run_prediction_phases(ctx, state) if fed.prediction.baseline else None
         site_outputs = run_site_outputs(ctx, state, baseline) if fed.site_outputs.enabled else None

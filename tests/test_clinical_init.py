@@ -1,6 +1,6 @@
 """The network starts where a clinical Cox model ends: Newton steps from site aggregates reach
 lifelines' stratified Cox fit, and the initialisation phase puts that fit into the fused head; after
-the last round, an endpoint whose validation loss the network does not lower gets that model back."""
+the last round, each endpoint keeps the share of the network's part that the validation prefers."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from stsfl.common.cox_newton import CoxScore, cox_score, newton_step
 from stsfl.common.params import load_arrays, numpy_to_arrays
 from stsfl.common.tasks import server_side
 from stsfl.server.orchestrator import Federation
-from stsfl.server.phases.clinical_fallback import choose_per_endpoint, without_rows
 from stsfl.server.phases.clinical_init_phase import run_clinical_init
+from stsfl.server.phases.network_share import choose_shares, with_shares
 from stsfl.server.phases.statistics_phase import run_statistics_phase
 from stsfl.server.reports.report import build_report
 from stsfl.tasks.multimodal.model import FUSED, MultimodalCoxNet
@@ -148,38 +148,51 @@ def _encoded(task: SiteTask, run: Federation, state) -> np.ndarray:
     return np.stack([encode_record(p.record, stats, impl.schema) for p in impl.prepared.patients])
 
 
-def test_each_endpoint_keeps_the_lower_validation_loss_pooled_by_events():
-    network = {"a": {"val-loss-fused-os": 3.0, "eval-events-os": 30.0}, "b": {"val-loss-fused-os": 0.5, "eval-events-os": 10.0}}
-    clinical = {"a": {"val-loss-fused-os": 2.0, "eval-events-os": 30.0}, "b": {"val-loss-fused-os": 2.0, "eval-events-os": 10.0}}
-    network["a"] |= {"val-loss-fused-dm": 1.0, "eval-events-dm": 5.0}
-    clinical["a"] |= {"val-loss-fused-dm": 1.2, "eval-events-dm": 5.0}
-    choice = choose_per_endpoint(network, clinical, ["os", "dm", "lr"])
-    # os by events: 2.375 against 2.0 (a plain mean over the sites would favour the network: 1.75 against 2.0)
-    assert choice["os"] == {"kept": "clinical_cox", "network": 2.375, "clinical_cox": 2.0, "events": 40.0}
-    assert choice["dm"]["kept"] == "network" and choice["dm"]["events"] == 5.0
-    assert choice["lr"] == {"kept": "network", "network": None, "clinical_cox": None, "events": 0}
+def test_each_endpoint_keeps_the_share_with_the_lowest_validation_loss_pooled_by_events():
+    def site(loss: float, events: float, endpoint: str = "os") -> dict[str, float]:
+        return {f"val-loss-fused-{endpoint}": loss, f"eval-events-{endpoint}": events}
+
+    by_share = {
+        0.0: {"a": site(2.0, 30) | site(1.2, 5, "dm"), "b": site(2.0, 10)},
+        0.5: {"a": site(2.2, 30) | site(1.1, 5, "dm"), "b": site(1.0, 10)},
+        1.0: {"a": site(3.0, 30) | site(1.0, 5, "dm"), "b": site(0.5, 10), "c": site(0.1, 90)},
+    }
+    choice = choose_shares(by_share, ["os", "dm", "lr"])
+    # os by events: 2.0, 1.9, 2.375 (a plain mean over the sites would prefer share 1: 1.75);
+    # site c did not answer every evaluation and is left out of all of them
+    assert choice["os"]["share"] == 0.5 and choice["os"]["events"] == 40.0
+    assert choice["os"]["validation_loss"] == {"0.0": 2.0, "0.5": 1.9, "1.0": 2.375}
+    assert choice["dm"]["share"] == 1.0
+    assert choice["lr"] == {"share": 1.0, "validation_loss": {"0.0": None, "0.5": None, "1.0": None}, "events": 0}
+    tie = {0.0: {"a": site(1.0, 5)}, 1.0: {"a": site(1.0, 5)}}
+    assert choose_shares(tie, ["os"])["os"]["share"] == 1.0, "a tie keeps the network as trained"
 
 
-def test_a_zeroed_fused_row_predicts_the_clinical_cox_log_risk_for_that_endpoint_only():
+def test_a_shared_fused_row_moves_its_endpoint_from_the_clinical_cox_log_risk_to_the_network():
     preset = tiny_preset()
     torch.manual_seed(0)
     model = MultimodalCoxNet(preset, N_CLINICAL, N_ENDPOINTS).eval()
     arrays = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     arrays["clinical_linear.weight"] = np.random.default_rng(0).normal(size=(N_ENDPOINTS, N_CLINICAL)).astype(np.float32)
     batch = make_batch(6, preset)
-    load_arrays(model, numpy_to_arrays(arrays))
     with torch.no_grad():
-        before = model(batch)[FUSED]
-        load_arrays(model, numpy_to_arrays(without_rows(arrays, [1])))
-        after = model(batch)[FUSED]
+        load_arrays(model, numpy_to_arrays(arrays))
+        network = model(batch)[FUSED]
         clinical = model.clinical_linear(batch.clinical)
-    torch.testing.assert_close(after[:, 1], clinical[:, 1])
-    torch.testing.assert_close(after[:, 0], before[:, 0])
-    assert not torch.allclose(before[:, 1], clinical[:, 1])
+        load_arrays(model, numpy_to_arrays(with_shares(arrays, [1.0, 0.0])))
+        zero = model(batch)[FUSED]
+        load_arrays(model, numpy_to_arrays(with_shares(arrays, [1.0, 0.25])))
+        quarter = model(batch)[FUSED]
+    torch.testing.assert_close(zero[:, 1], clinical[:, 1])
+    torch.testing.assert_close(quarter[:, 1], clinical[:, 1] + 0.25 * (network[:, 1] - clinical[:, 1]))
+    torch.testing.assert_close(zero[:, 0], network[:, 0])
+    assert not torch.allclose(network[:, 1], clinical[:, 1])
     assert arrays["fused_head.weight"][1].any(), "the caller's arrays are left as they were"
 
 
-def _fallback_run(tmp_path, sites: dict, name: str, fallback: bool) -> tuple[dict, dict]:
+def _share_run(tmp_path, sites: dict, name: str, shares: list[float]) -> tuple[dict, dict, dict]:
+    """(summary, kept model, the selected network before the shares) of a 2-round run whose rate is
+    far too high: the network ends worse than the clinical Cox model it started from."""
     config = tmp_path / f"{name}.yaml"
     body = {
         "name": name,
@@ -187,32 +200,40 @@ def _fallback_run(tmp_path, sites: dict, name: str, fallback: bool) -> tuple[dic
         "holdout": ["c"],
         "rounds": 2,
         "validation_fraction": 0.3,
-        # a rate far too high: the network ends worse than the clinical Cox model it started from
         "train": {"lr": 20.0, "epochs_per_round": 1, "min_steps_per_round": 4},
-        "selection": {"min_validation_events": 5, "clinical_fallback": fallback},
+        "selection": {"min_validation_events": 5, "network_shares": shares},
         "cross_site": {"enabled": False},
         "prediction": {"baseline": False},
         "site_outputs": {"enabled": False},
     }
     config.write_text(yaml.safe_dump(body))
     summary = run_in_process(InProcessGrid(sites), config, tmp_path / name)
-    with np.load(tmp_path / name / "model_selected.npz") as kept:
-        return summary, {k: kept[k] for k in kept.files}
+    with np.load(tmp_path / name / "model_selected.npz") as kept, np.load(tmp_path / name / "checkpoint.npz") as checkpoint:
+        selected = {k.removeprefix("best/"): checkpoint[k] for k in checkpoint.files if k.startswith("best/")}
+        return summary, {k: kept[k] for k in kept.files}, selected
 
 
-def test_a_network_worse_than_its_clinical_start_on_validation_is_replaced_for_that_endpoint(tmp_path, server_identity):
+def test_a_network_worse_than_its_clinical_start_on_validation_gives_way_for_that_endpoint(tmp_path, server_identity):
     sites = {name: _clinical_site(tmp_path, name, n, seed=k)[0] for k, (name, n) in enumerate((("a", 70), ("b", 60), ("c", 50)))}
-    summary, kept = _fallback_run(tmp_path, sites, "fallback", True)
-    os_choice = summary["clinical_fallback"]["os"]
-    assert os_choice["network"] > os_choice["clinical_cox"] and os_choice["kept"] == "clinical_cox"
+    summary, kept, selected = _share_run(tmp_path, sites, "either", [0.0, 1.0])
+    os_choice = summary["network_share"]["os"]
+    assert os_choice["share"] == 0.0 and os_choice["validation_loss"]["1.0"] > os_choice["validation_loss"]["0.0"]
     assert not kept["fused_head.weight"][0].any() and not kept["fused_head.bias"][0].any()
     assert kept["clinical_linear.weight"][0].any()
-    assert summary["clinical_fallback"]["dm"]["kept"] == "network"  # no DM events: nothing to compare
+    assert summary["network_share"]["dm"]["share"] == 1.0  # no DM events: nothing to compare
+    np.testing.assert_array_equal(kept["fused_head.weight"][1], selected["fused_head.weight"][1])
     # the held-out centre sees the kept model: on OS exactly the clinical Cox model
     held_out, start = summary["holdout_selected"]["c"], summary["holdout_clinical_cox"]["c"]
     assert held_out["c-harrell-os"] == pytest.approx(start["c-harrell-os"])
-    assert "clinical Cox model kept for</td><td>os (validation loss" in build_report(tmp_path / "fallback").read_text()
+    assert "share of the log-risk</td><td>dm 1, lr 1, os 0 (0: the clinical" in build_report(tmp_path / "either").read_text()
 
-    summary, kept = _fallback_run(tmp_path, sites, "no-fallback", False)
-    assert summary["clinical_fallback"] is None and kept["fused_head.weight"][0].any()
+    summary, kept, selected = _share_run(tmp_path, sites, "grid", [0.0, 0.25, 0.5, 0.75, 1.0])
+    os_choice = summary["network_share"]["os"]
+    losses = {float(s): v for s, v in os_choice["validation_loss"].items()}
+    assert len(losses) == 5 and os_choice["share"] == min(losses, key=losses.get) < 1.0
+    np.testing.assert_allclose(kept["fused_head.weight"][0], os_choice["share"] * selected["fused_head.weight"][0], rtol=1e-6)
+
+    summary, kept, selected = _share_run(tmp_path, sites, "as-trained", [1.0])
+    assert summary["network_share"] is None
+    np.testing.assert_array_equal(kept["fused_head.weight"], selected["fused_head.weight"])
     assert summary["holdout_selected"]["c"]["c-harrell-os"] != pytest.approx(start["c-harrell-os"])

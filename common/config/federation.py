@@ -134,19 +134,28 @@ class SelectionConfig(StrictModel):
     patients in its hash order until they do, up to `max_validation_fraction` of its patients
     (stsfl.common.validation_split).
 
-    `clinical_fallback`: after the last round, an endpoint whose validation loss the kept network
-    does not lower below the clinical Cox model's it started from gets that model's log-risk
-    (stsfl.server.phases.clinical_fallback)."""
+    `network_shares`: after the last round, per endpoint, the share of the network's own part of the
+    log-risk (what it adds to the clinical Cox model it started from; 0: that model alone) with the
+    lowest pooled validation loss among these is kept (stsfl.server.phases.network_share); [1.0]
+    keeps the network as trained."""
 
     smoothing: float = Field(0.5, ge=0.0, lt=1.0)
     min_validation_events: NonNegativeInt = 20
     min_site_validation_events: NonNegativeInt = MIN_SITE_EVENTS
     max_validation_fraction: float = Field(MAX_FRACTION, ge=0.0, lt=1.0)
-    clinical_fallback: bool = Field(
-        True,
-        description="per endpoint, keep the clinical Cox model the network started from where the kept network's "
-        "pooled validation loss is not lower (multimodal task)",
+    network_shares: list[float] = Field(
+        [0.0, 0.25, 0.5, 0.75, 1.0],
+        min_length=1,
+        description="shares of the network's part of each endpoint's log-risk tried on the validation split "
+        "after the last round (multimodal task; [1.0]: the network as trained)",
     )
+
+    @field_validator("network_shares")
+    @classmethod
+    def _shares_in_unit_interval(cls, shares: list[float]) -> list[float]:
+        if any(not 0.0 <= s <= 1.0 for s in shares):
+            raise ValueError(f"every share must lie in [0, 1], got {shares}")
+        return shares
 
 
 class SimulationConfig(StrictModel):

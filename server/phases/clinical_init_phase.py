@@ -10,10 +10,9 @@ network that started from random fused weights first had to relearn what the cli
 knows, and on small consortia ended below it.
 
 A phase that no site answers is logged and skipped: the network then starts from zero there.
-`score_clinical_start` has every site evaluate that starting model: at the held-out centres the
+With held-out centres, `score_clinical_start` has them evaluate that starting model: the
 federated clinical Cox model's held-out C, the figure the trained network has to beat
-(summary.json `holdout_clinical_cox`); at the training sites its validation loss per endpoint,
-against which the run checks the network it keeps (stsfl.server.phases.clinical_fallback).
+(summary.json `holdout_clinical_cox`).
 """
 
 from __future__ import annotations
@@ -73,18 +72,15 @@ def run_clinical_init(ctx: RunContext, state: ServerState) -> None:
 
 
 def score_clinical_start(ctx: RunContext, state: ServerState) -> None:
-    """Every site evaluates the model the network starts from (after `run_clinical_init`), with round
-    1's config, before round 1 (message group 0): the held-out centres on all their patients (the
-    figure the trained network has to beat), the training sites on their validation split (the
-    per-endpoint losses `stsfl.server.phases.clinical_fallback` compares the selected network with)."""
-    if "clinical_init" not in state.meta:
+    """The held-out centres evaluate the model the network starts from (after `run_clinical_init`),
+    with round 1's config, before round 1 (message group 0)."""
+    if "clinical_init" not in state.meta or not ctx.fed.holdout:
         return
-    scores = evaluate(ctx, state, 1, group=0)
-    held_out = {s: m for s, m in scores.items() if s in ctx.fed.holdout}
-    state.meta["clinical_cox_validation"] = {s: m for s, m in scores.items() if s in ctx.fed.training_sites}
-    if held_out:
-        state.meta["clinical_cox_holdout"] = held_out
-    for site, metrics in held_out.items():
+    scores = evaluate(ctx, state, 1, sites=ctx.fed.holdout, group=0)
+    if not scores:
+        return
+    state.meta["clinical_cox_holdout"] = scores
+    for site, metrics in scores.items():
         ctx.log(f"held-out {site}, the clinical Cox model the network starts from: {describe_metrics(metrics)}")
 
 

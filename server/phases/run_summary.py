@@ -65,14 +65,14 @@ def write_summary(
             f"({selected.get('validation_events', 0):.0f} validation events)"
         ),
         "warnings": state.meta.get("warnings", []),
-        # the kept model: the selected round's, with clinical_fallback's endpoints at the clinical Cox model
+        # the kept model: the selected round's, with each endpoint's network share applied
         "holdout_selected": state.meta["holdout_kept"]
         if "holdout_kept" in state.meta
         else {s: selected.get("evaluate_sites", {}).get(s) for s in fed.holdout},
         "holdout_final": {s: history[-1].get("evaluate_sites", {}).get(s) for s in fed.holdout},
         # the federated clinical Cox model the network started from, at the same centres
         "holdout_clinical_cox": state.meta.get("clinical_cox_holdout"),
-        "clinical_fallback": state.meta.get("clinical_fallback"),
+        "network_share": state.meta.get("network_share"),
         "blend_weights": state.meta.get("blend_weights"),
         "l2_penalty": ctx.l2_penalty,  # the ridge penalty the sites trained with (chosen by ridge_cv.json with `cv`)
         "cross_site": None

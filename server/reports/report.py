@@ -95,9 +95,10 @@ def run_section(run: RunResults) -> Section:
         ["held-out centres", _fmt(", ".join(run.holdout) or "none")],
         ["selected round", _fmt(f"{run.selected_round} ({s.get('selection', 'last round')})")],
     ]
-    fallback = [e for e, c in (s.get("clinical_fallback") or {}).items() if c["kept"] == "clinical_cox"]
-    if fallback:
-        rows.append(["clinical Cox model kept for", _fmt(", ".join(fallback) + " (validation loss not lowered by the network)")])
+    shares = s.get("network_share") or {}
+    if any(c["share"] != 1.0 for c in shares.values()):
+        text = ", ".join(f"{e} {c['share']:g}" for e, c in shares.items())
+        rows.append(["network's share of the log-risk", _fmt(f"{text} (0: the clinical Cox model it started from)")])
     body = [_table(["", ""], rows, "kv")]
     clinical = s.get("holdout_clinical_cox") or {}
     for site, metrics in (s.get("holdout_selected") or {}).items():

@@ -158,7 +158,7 @@ def one_run(cohort: Path, sites: list[Path], preset: Path, holdout: str, seed: i
         "difference": scorer.difference("network", "clinical_cox"),
         "head_rho": head_correlations(scorer, network, statistics, cohort / "ground_truth.csv"),
         "blend_weights": summary.get("blend_weights"),
-        "kept": {e: c["kept"] for e, c in (summary.get("clinical_fallback") or {}).items()},
+        "network_share": {e: c["share"] for e, c in (summary.get("network_share") or {}).items()},
     }
 
 

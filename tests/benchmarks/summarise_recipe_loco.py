@@ -1,6 +1,6 @@
 """Leave-one-centre-out summary of bench_recipe.py runs: the shipped defaults against the federated
-clinical Cox model, blended against unblended, the gap to the oracle, per-head rho, which model each
-run kept per endpoint (selection.clinical_fallback), wall times.
+clinical Cox model, blended against unblended, the gap to the oracle, per-head rho, the share of the
+network's part each run kept per endpoint (selection.network_shares), wall times.
 
     python tests/benchmarks/summarise_recipe_loco.py RESULTS.json [RESULTS.json ...]
         [--n-boot 1000] [--out tests/benchmarks/results/recipe_loco.json]
@@ -100,9 +100,9 @@ def summarise(folds: dict, n_boot: int) -> dict:
                     "minutes_blended": None if blended["seconds"] is None else blended["seconds"] / 60,
                     "minutes_unblended": None if unblended["seconds"] is None else unblended["seconds"] / 60,
                     "blend_weights": blended["blend_weights"],
-                    # which model each arm kept for the endpoint (selection.clinical_fallback): network or clinical_cox
-                    "kept_blended": blended.get("kept", {}).get(endpoint),
-                    "kept_unblended": unblended.get("kept", {}).get(endpoint),
+                    # the share of the network's part of the log-risk each arm kept (selection.network_shares)
+                    "share_blended": blended.get("network_share", {}).get(endpoint),
+                    "share_unblended": unblended.get("network_share", {}).get(endpoint),
                 }
             )
     means = {}
@@ -114,7 +114,8 @@ def summarise(folds: dict, n_boot: int) -> dict:
             if all(r[key] is not None for r in mine)
         }
         for arm in ("blended", "unblended"):
-            means[endpoint][f"clinical_cox_kept_{arm}"] = sum(r[f"kept_{arm}"] == "clinical_cox" for r in mine)
+            shares = [r[f"share_{arm}"] for r in mine if r[f"share_{arm}"] is not None]
+            means[endpoint][f"share_{arm}"] = float(np.mean(shares)) if shares else None
         for a, b in COMPARISONS:
             name = "blended - clinical_cox" if b == "clinical_cox" else "blended - unblended"
             means[endpoint][name] = pooled_difference(folds, a, b, k, n_boot)
@@ -134,7 +135,7 @@ def print_tables(summary: dict) -> None:
         "oracle",
         "gap to oracle",
         "rho mri / wsi",
-        "kept (blended / unblended)",
+        "network share (blended / unblended)",
         "minutes",
     ):
         per_fold.add_column(column)
@@ -144,7 +145,7 @@ def print_tables(summary: dict) -> None:
         per_fold.add_row(
             r["holdout"], str(r["seed"]), r["endpoint"], str(r["events"]), f"{r['blended']:.3f}", f"{r['unblended']:.3f}",
             f"{r['clinical_cox']:.3f}", f"{r['oracle']:.3f}", f"{r['oracle_gap']:+.3f}", rho,
-            f"{r['kept_blended'] or '-'} / {r['kept_unblended'] or '-'}", minutes,
+            " / ".join("-" if x is None else f"{x:g}" for x in (r["share_blended"], r["share_unblended"])), minutes,
         )  # fmt: skip
     Console(width=200).print(per_fold)
     means = Table(title=f"mean over {summary['folds']} folds (paired bootstrap over the pooled held-out patients)")
@@ -157,7 +158,7 @@ def print_tables(summary: dict) -> None:
         "blended - Cox [95% CI]",
         "blended - unblended [95% CI]",
         "rho mri / wsi",
-        "folds at the clinical Cox model (blended / unblended)",
+        "mean network share (blended / unblended)",
     ):
         means.add_column(column)
     for endpoint, m in summary["means"].items():
@@ -167,7 +168,7 @@ def print_tables(summary: dict) -> None:
             f"{d1['estimate']:+.3f} [{d1['low']:+.3f}, {d1['high']:+.3f}]",
             f"{d2['estimate']:+.3f} [{d2['low']:+.3f}, {d2['high']:+.3f}]",
             f"{m.get('rho_mri', float('nan')):.2f} / {m.get('rho_wsi', float('nan')):.2f}",
-            f"{m['clinical_cox_kept_blended']} / {m['clinical_cox_kept_unblended']}",
+            " / ".join("-" if m[f"share_{arm}"] is None else f"{m[f'share_{arm}']:.2f}" for arm in ("blended", "unblended")),
         )  # fmt: skip
     Console(width=200).print(means)
 
