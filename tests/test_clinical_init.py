@@ -148,7 +148,7 @@ def _encoded(task: SiteTask, run: Federation, state) -> np.ndarray:
     return np.stack([encode_record(p.record, stats, impl.schema) for p in impl.prepared.patients])
 
 
-def test_each_endpoint_keeps_the_share_with_the_lowest_validation_loss_pooled_by_events():
+def test_each_endpoint_keeps_the_share_with_the_lowest_validation_loss_pooled_by_events_given_enough_of_them():
     def site(loss: float, events: float, endpoint: str = "os") -> dict[str, float]:
         return {f"val-loss-fused-{endpoint}": loss, f"eval-events-{endpoint}": events}
 
@@ -164,6 +164,7 @@ def test_each_endpoint_keeps_the_share_with_the_lowest_validation_loss_pooled_by
     assert choice["os"]["validation_loss"] == {"0.0": 2.0, "0.5": 1.9, "1.0": 2.375}
     assert choice["dm"]["share"] == 1.0
     assert choice["lr"] == {"share": 1.0, "validation_loss": {"0.0": None, "0.5": None, "1.0": None}, "events": 0}
+    assert choose_shares(by_share, ["os"], min_events=41)["os"]["share"] == 1.0, "40 events are too few for 41"
     tie = {0.0: {"a": site(1.0, 5)}, 1.0: {"a": site(1.0, 5)}}
     assert choose_shares(tie, ["os"])["os"]["share"] == 1.0, "a tie keeps the network as trained"
 

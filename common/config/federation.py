@@ -136,8 +136,8 @@ class SelectionConfig(StrictModel):
 
     `network_shares`: after the last round, per endpoint, the share of the network's own part of the
     log-risk (what it adds to the clinical Cox model it started from; 0: that model alone) with the
-    lowest pooled validation loss among these is kept (stsfl.server.phases.network_share); [1.0]
-    keeps the network as trained."""
+    lowest pooled validation loss among these is kept (stsfl.server.phases.network_share), given
+    `min_share_events` validation events of that endpoint; [1.0] keeps the network as trained."""
 
     smoothing: float = Field(0.5, ge=0.0, lt=1.0)
     min_validation_events: NonNegativeInt = 20
@@ -148,6 +148,10 @@ class SelectionConfig(StrictModel):
         min_length=1,
         description="shares of the network's part of each endpoint's log-risk tried on the validation split "
         "after the last round (multimodal task; [1.0]: the network as trained)",
+    )
+
+    min_share_events: NonNegativeInt = Field(
+        10, description="an endpoint with fewer validation events (all training sites) keeps the network as trained"
     )
 
     @field_validator("network_shares")

@@ -8,7 +8,8 @@ model (s = 0) to the trained network (s = 1). The images carry little for some e
 consortium has too few of their events), and a network fitted on a few hundred patients is too
 sure of what it adds, so the run tries `selection.network_shares` on the training sites'
 validation split (s = 1 is the selected round's own evaluation; every other share costs one
-evaluation) and keeps, per endpoint, the share with the lowest pooled validation loss. The encoders are shared, the rows are not, so each endpoint's
+evaluation) and keeps, per endpoint, the share with the lowest pooled validation loss (given
+`selection.min_share_events` validation events of that endpoint; below them, the network as trained). The encoders are shared, the rows are not, so each endpoint's
 choice leaves the others alone. The held-out centres evaluate the model kept. `[1.0]` keeps the
 network as trained; `[0.0, 1.0]` chooses between the network and the clinical Cox model.
 """
@@ -36,10 +37,13 @@ def pooled_endpoint_loss(sites: dict[str, dict[str, float]], endpoint: str) -> t
     return (sum(v * n for v, n in pairs) / events if events > 0 else None), events
 
 
-def choose_shares(by_share: dict[float, dict[str, dict[str, float]]], endpoints: list[str]) -> dict[str, dict]:
+def choose_shares(
+    by_share: dict[float, dict[str, dict[str, float]]], endpoints: list[str], min_events: int = 1
+) -> dict[str, dict]:
     """{endpoint: {share, validation_loss: {share: loss}, events}} from each share's validation
     metrics {share: {site: metrics}}, pooled over the sites present in every evaluation. An endpoint
-    without validation events keeps the network as trained (share 1)."""
+    with fewer than `min_events` validation events keeps the network as trained (share 1): the
+    minimum over shares of a handful of events' loss is mostly chance, as for the round itself."""
     sites = set.intersection(*(set(m) for m in by_share.values()))
     choice = {}
     for endpoint in endpoints:
@@ -47,7 +51,8 @@ def choose_shares(by_share: dict[float, dict[str, dict[str, float]]], endpoints:
         losses = {s: loss for s, (loss, _) in pooled.items() if loss is not None}
         events = max((n for _, n in pooled.values()), default=0.0)
         # ties go to the larger share: the network the run trained, unless the validation says otherwise
-        share = min(losses, key=lambda s: (losses[s], -s)) if len(losses) == len(by_share) else 1.0
+        enough = len(losses) == len(by_share) and events >= max(min_events, 1)
+        share = min(losses, key=lambda s: (losses[s], -s)) if enough else 1.0
         choice[endpoint] = {"share": share, "validation_loss": {str(s): losses.get(s) for s in by_share}, "events": events}
     return choice
 
@@ -83,13 +88,16 @@ def run_network_share(ctx: RunContext, state: ServerState) -> None:
         else:
             arrays = with_shares(network, [share] * len(endpoints))
             by_share[share] = evaluate(ctx, state, record["round"], sites=training, arrays=arrays)
-    choice = choose_shares(by_share, endpoints)
+    choice = choose_shares(by_share, endpoints, ctx.fed.selection.min_share_events)
     state.meta["network_share"] = choice
     for endpoint, c in choice.items():
-        losses = ", ".join(f"{s} {'-' if v is None else f'{v:.4f}'}" for s, v in c["validation_loss"].items())
+        losses = ", ".join(f"{float(s):g}: {'-' if v is None else f'{v:.4f}'}" for s, v in c["validation_loss"].items())
+        few = c["events"] < ctx.fed.selection.min_share_events
         ctx.log(
             f"{endpoint}: validation loss by the network's share of the log-risk (0: the clinical Cox model it "
-            f"started from) {losses} ({c['events']:.0f} events): share {c['share']:g} kept"
+            f"started from) {losses} ({c['events']:.0f} events"
+            + (f", fewer than selection.min_share_events {ctx.fed.selection.min_share_events}" if few else "")
+            + f"): share {c['share']:g} kept"
         )
     kept = [choice[e]["share"] for e in endpoints]
     if all(s == 1.0 for s in kept):

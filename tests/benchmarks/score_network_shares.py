@@ -28,12 +28,14 @@ from rich.console import Console
 from rich.table import Table
 
 from stsfl.common.config import SiteConfig, load_config, load_schema
+from stsfl.common.config.federation import SelectionConfig
 from stsfl.common.params import load_arrays, numpy_to_arrays
 from stsfl.server.phases.network_share import choose_shares, with_shares
 from stsfl.tasks.multimodal.site import MultimodalSite
 
 RESULTS = Path(__file__).parent / "results" / "network_shares.json"
 VALIDATION_FRACTION = 0.2  # FederationConfig's default, which bench_recipe.py's runs keep
+MIN_EVENTS = SelectionConfig().min_share_events
 
 
 def selected_network(results: Path) -> dict[str, np.ndarray]:
@@ -81,8 +83,8 @@ def score_run(results: Path, sites: Sites, shares: list[float]) -> dict:
     return {
         "run": results.name,
         "arm": "unblended" if results.name.endswith("-unblended") else "blended",
-        "choice": choose_shares(validation, endpoints),
-        "either": choose_shares({s: validation[s] for s in (0.0, 1.0) if s in validation}, endpoints),
+        "choice": choose_shares(validation, endpoints, MIN_EVENTS),
+        "either": choose_shares({s: validation[s] for s in (0.0, 1.0)}, endpoints, MIN_EVENTS),
         "held_out_c": {str(s): c for s, c in held_out.items()},
     }
 
