@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 ROWS = (
-    ("federated network (selected round)", "holdout_selected"),
+    ("federated network (selected round, network shares)", "holdout_selected"),
     ("clinical Cox model (federated, where the network started)", "holdout_clinical_cox"),
 )
 

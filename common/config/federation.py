@@ -149,7 +149,6 @@ class SelectionConfig(StrictModel):
         description="shares of the network's part of each endpoint's log-risk tried on the validation split "
         "after the last round (multimodal task; [1.0]: the network as trained)",
     )
-
     min_share_events: NonNegativeInt = Field(
         10, description="an endpoint with fewer validation events (all training sites) keeps the network as trained"
     )

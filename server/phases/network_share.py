@@ -9,9 +9,10 @@ consortium has too few of their events), and a network fitted on a few hundred p
 sure of what it adds, so the run tries `selection.network_shares` on the training sites'
 validation split (s = 1 is the selected round's own evaluation; every other share costs one
 evaluation) and keeps, per endpoint, the share with the lowest pooled validation loss (given
-`selection.min_share_events` validation events of that endpoint; below them, the network as trained). The encoders are shared, the rows are not, so each endpoint's
-choice leaves the others alone. The held-out centres evaluate the model kept. `[1.0]` keeps the
-network as trained; `[0.0, 1.0]` chooses between the network and the clinical Cox model.
+`selection.min_share_events` validation events of that endpoint; below them, the network as
+trained). The encoders are shared, the rows are not, so each endpoint's choice leaves the others
+alone. The held-out centres evaluate the model kept. `[1.0]` keeps the network as trained;
+`[0.0, 1.0]` chooses between the network and the clinical Cox model.
 """
 
 from __future__ import annotations
