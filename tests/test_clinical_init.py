@@ -22,6 +22,7 @@ from stsfl.common.config import FederationConfig, load_schema
 from stsfl.common.cox_newton import CoxScore, cox_score, newton_step
 from stsfl.common.params import load_arrays, numpy_to_arrays
 from stsfl.common.tasks import server_side
+from stsfl.server.federation.checkpoint import load_checkpoint
 from stsfl.server.orchestrator import Federation
 from stsfl.server.phases.clinical_init_phase import run_clinical_init
 from stsfl.server.phases.network_share import choose_shares, with_shares
@@ -209,9 +210,8 @@ def _share_run(tmp_path, sites: dict, name: str, shares: list[float]) -> tuple[d
     }
     config.write_text(yaml.safe_dump(body))
     summary = run_in_process(InProcessGrid(sites), config, tmp_path / name)
-    with np.load(tmp_path / name / "model_selected.npz") as kept, np.load(tmp_path / name / "checkpoint.npz") as checkpoint:
-        selected = {k.removeprefix("best/"): checkpoint[k] for k in checkpoint.files if k.startswith("best/")}
-        return summary, {k: kept[k] for k in kept.files}, selected
+    with np.load(tmp_path / name / "model_selected.npz") as kept:
+        return summary, {k: kept[k] for k in kept.files}, load_checkpoint(tmp_path / name).best_arrays
 
 
 def test_a_network_worse_than_its_clinical_start_on_validation_gives_way_for_that_endpoint(tmp_path, server_identity):

@@ -2,9 +2,10 @@
 
 `selection.network_shares` keeps, per endpoint, the share with the lowest validation loss at the
 training sites (stsfl.server.phases.network_share). This takes each run's selected network before
-the shares (checkpoint.npz, `best/`), scales its fused-head rows by each share, and evaluates it
-with the product's site code: the pooled validation loss at the training sites (the split of the
-run: validation fraction, seed, per-site minimum) and Harrell's C at the held-out centre. Then it
+the shares (its checkpoint), scales its fused-head rows by each share, and evaluates it with the
+product's site code: the pooled validation loss at the training sites (the split of the run, from
+its federation.yaml: validation fraction, seed, per-site minimum) and Harrell's C at the held-out
+centre. Then it
 compares the rules that could choose the share: the network as trained (1), the clinical Cox model
 (0), the choice between the two ({0, 1}) and the grid (lowest validation loss among the shares),
 as the mean held-out C over the runs of each arm.
@@ -27,64 +28,64 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from stsfl.common.config import SiteConfig, load_config, load_schema
-from stsfl.common.config.federation import SelectionConfig
+from stsfl.common.config import FederationConfig, SiteConfig, load_config, load_schema
 from stsfl.common.params import load_arrays, numpy_to_arrays
+from stsfl.server.federation.checkpoint import load_checkpoint
 from stsfl.server.phases.network_share import choose_shares, with_shares
 from stsfl.tasks.multimodal.site import MultimodalSite
 
 RESULTS = Path(__file__).parent / "results" / "network_shares.json"
-VALIDATION_FRACTION = 0.2  # FederationConfig's default, which bench_recipe.py's runs keep
-MIN_EVENTS = SelectionConfig().min_share_events
-
-
-def selected_network(results: Path) -> dict[str, np.ndarray]:
-    """The selected round's global model as the run saved it before the shares."""
-    with np.load(results / "checkpoint.npz") as saved:
-        best = {k.removeprefix("best/"): saved[k] for k in saved.files if k.startswith("best/")}
-        return best or {k.removeprefix("global/"): saved[k] for k in saved.files if k.startswith("global/")}
 
 
 class Sites:
-    """The work folder's sites, prepared once per (site, seed, validation fraction)."""
+    """The work folder's sites, prepared once per (site, seed, validation split)."""
 
     def __init__(self, work: Path):
         self.preset, self.schema = str(work / "preset.yaml"), load_schema()
         self.yamls = {p.stem: p for p in sorted((work / "sites").glob("*.yaml"))}
         self._sites: dict[tuple, MultimodalSite] = {}
 
-    def get(self, name: str, seed: int, fraction: float) -> MultimodalSite:
-        key = (name, seed, fraction)
+    def get(self, name: str, fed: FederationConfig, holdout: bool) -> MultimodalSite:
+        """The site as the run `fed` split it (a held-out centre: every patient)."""
+        rule = fed.selection
+        split = {
+            "validation_fraction": 0.0 if holdout else fed.validation_fraction,
+            "min_validation_events": rule.min_site_validation_events,
+            "max_validation_fraction": rule.max_validation_fraction,
+        }
+        key = (name, fed.recipe.train.seed, *split.values())
         if key not in self._sites:
             path = self.yamls[name]
-            self._sites[key] = MultimodalSite(load_config(path, SiteConfig), path, self.preset, self.schema, seed, fraction)
+            site = load_config(path, SiteConfig)
+            self._sites[key] = MultimodalSite(site, path, self.preset, self.schema, fed.recipe.train.seed, **split)
         return self._sites[key]
 
-    def evaluate(self, name: str, seed: int, arrays: dict, statistics: dict, holdout: bool) -> dict[str, float]:
-        site = self.get(name, seed, 0.0 if holdout else VALIDATION_FRACTION)
-        model = site.build_model(statistics, seed)
+    def evaluate(self, name: str, fed: FederationConfig, arrays: dict, statistics: dict, holdout: bool) -> dict[str, float]:
+        site = self.get(name, fed, holdout)
+        model = site.build_model(statistics, fed.recipe.train.seed)
         load_arrays(model, numpy_to_arrays(arrays))
         return site.evaluate(model, statistics, holdout=holdout)
 
 
 def score_run(results: Path, sites: Sites, shares: list[float]) -> dict:
-    summary = json.loads((results / "summary.json").read_text())
-    seed = int(results.name.split("-seed")[1].split("-")[0])
+    fed = load_config(results / "federation.yaml", FederationConfig)
     statistics = json.loads((results / "statistics.json").read_text())["global"]
-    network = selected_network(results)
+    checkpoint = load_checkpoint(results)  # saved after the last round, before the shares
+    network = checkpoint.best_arrays or checkpoint.global_arrays
     endpoints = sites.schema.endpoint_names
     validation, held_out = {}, {}
     for share in shares:
         arrays = with_shares(network, [share] * len(endpoints))
-        validation[share] = {s: sites.evaluate(s, seed, arrays, statistics, False) for s in summary["training_sites"]}
-        (centre,) = summary["holdout_sites"]
-        metrics = sites.evaluate(centre, seed, arrays, statistics, True)
+        validation[share] = {s: sites.evaluate(s, fed, arrays, statistics, False) for s in fed.training_sites}
+        (centre,) = fed.holdout
+        metrics = sites.evaluate(centre, fed, arrays, statistics, True)
         held_out[share] = {e: metrics.get(f"c-harrell-{e}") for e in endpoints}
+    minimum = fed.selection.min_share_events
     return {
         "run": results.name,
-        "arm": "unblended" if results.name.endswith("-unblended") else "blended",
-        "choice": choose_shares(validation, endpoints, MIN_EVENTS),
-        "either": choose_shares({s: validation[s] for s in (0.0, 1.0)}, endpoints, MIN_EVENTS),
+        "arm": "unblended" if fed.recipe.train.blend_mode == "off" else "blended",
+        "choice": choose_shares(validation, endpoints, minimum),
+        "either": choose_shares({s: validation[s] for s in (0.0, 1.0)}, endpoints, minimum),
         "held_out_c": {str(s): c for s, c in held_out.items()},
     }
 
