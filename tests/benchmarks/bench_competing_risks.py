@@ -1,6 +1,9 @@
 """Competing risks at a synthetic cohort's held-out centre: crude cumulative incidence vs 1 - S, IBS, C.
 
-Training is POOLED (not federated, as bench_prediction): the preset's multimodal network
+Either the kept models of finished federations (`--federation RESULTS...`, bench_recipe.py's
+results-<centre>-seed<k> folders: model_selected.npz with the selected round and its network shares,
+the run's preset, clinical statistics and held-out centre; no training), or, without it, a POOLED
+training (not federated, as bench_prediction): the preset's multimodal network
 (gradient blending) on the training centres (80 % train, 20 % validation for epoch selection),
 started, as the federation's recipe does, from the clinical Cox model (its fused head's clinical
 term a ridge Cox fit on the training patients, the rest of the fused head zero);
@@ -16,13 +19,18 @@ the federation does (stsfl.client.prediction.model_export). At the held-out cent
 - integrated Brier score (IPCW, the held-out centre's own censoring) of the network (incidence for
   dm and lr, 1 - S for os), of 1 - S for dm and lr, of the no-covariate Aalen-Johansen /
   Kaplan-Meier curve of the training centres, and of the truth;
-- Harrell's and Uno's C of the network, of the clinical Cox model (lifelines, L2 0.1) and of the
-  true log-hazard (oracle).
+- Harrell's and Uno's C of the network, of the clinical Cox model (lifelines, L2 0.1), of the
+  true log-hazard (oracle) and of its clinical part alone (what a perfect clinical model ranks).
 
     stsfl synth --out /tmp/synth-default        (or a smaller cohort: --centers 3 --patients-min 60 ...)
     python tests/benchmarks/bench_competing_risks.py /tmp/synth-default [--epochs 20] [--no-n4] [--threads 1]
     python tests/benchmarks/bench_competing_risks.py COHORT --smoke     (the test suite's run: 1 epoch)
-writes tests/benchmarks/results/competing_risks.json (or --out) and prints the table.
+    python tests/benchmarks/bench_competing_risks.py COHORT --federation WORK/results-center_{0,1,2,3}-seed0
+writes tests/benchmarks/results/competing_risks.json (or --out) and prints the table. With several
+federations (leave one centre out, each centre held out in turn) the JSON has each run's report and
+`pooled`: the calibration of all the runs' held-out patients together (each scored by the run that
+held it out: a few hundred patients instead of one centre's hundred, whose slopes are mostly noise),
+the mean IBS and C over the runs, and in how many runs the network's IBS is below AJ / KM's.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -146,7 +155,6 @@ def train_and_export(args, work: Path):
     from stsfl.client.data.site_dataset import site_collate
     from stsfl.client.data.site_prepare import prepare_site
     from stsfl.client.lab.baselines import Cohort, network_spec, split_patients
-    from stsfl.client.prediction.model_export import export_local_model
     from stsfl.client.training.trainer import make_loader, train_local
     from stsfl.common.clinical_features import clinical_dim
     from stsfl.common.clinical_stats import combine_clinical_sums
@@ -187,17 +195,54 @@ def train_and_export(args, work: Path):
     )
     t_train = time.perf_counter() - t0
     net.eval()
-    work.mkdir(parents=True, exist_ok=True)
-    model = export_local_model(
-        work / "model.stsfl.zip",
-        net,
-        preset,
-        schema,
-        stats,
-        {s.name: (s, None) for s in train_sites},
-        source={"training": f"pooled, {args.epochs} epochs", "holdout": held.name},
-    )
+    model = export_model(work, net, stats, train_sites, {"training": f"pooled, {args.epochs} epochs", "holdout": held.name})
     seconds = {"prepare": round(t_prepare, 1), "train": round(t_train, 1), "best_epoch": result.best_epoch}
+    return cohort, held, train_sites, model, net, stats, seconds
+
+
+def export_model(work: Path, net, stats, train_sites: list, source: dict):
+    """work/model.stsfl.zip of `net`, its baselines from the training centres' monthly bins."""
+    from stsfl.client.prediction.model_export import export_local_model
+
+    work.mkdir(parents=True, exist_ok=True)
+    first = train_sites[0]
+    return export_local_model(
+        work / "model.stsfl.zip", net, first.preset, first.schema, stats, {s.name: (s, None) for s in train_sites}, source=source
+    )
+
+
+def load_federated(args, results: Path, work: Path):
+    """A finished federation's kept model (results/model_selected.npz: the selected round with its
+    network shares) on the run's own preset, clinical statistics and held-out centre; the model file's
+    baselines from the training centres' bins. Returns what train_and_export returns."""
+    import torch
+
+    from stsfl.client.data.site_prepare import prepare_site
+    from stsfl.client.lab.baselines import Cohort
+    from stsfl.common.clinical_features import clinical_dim
+    from stsfl.common.clinical_stats import GlobalClinicalStats
+    from stsfl.common.config import FederationConfig, SiteConfig, load_config, load_preset, load_schema
+    from stsfl.tasks.multimodal.model import MultimodalCoxNet
+
+    start = time.perf_counter()
+    fed = load_config(results / "federation.yaml", FederationConfig)
+    (holdout,) = fed.holdout
+    preset, schema = load_preset(fed.preset, fed.model_norm), load_schema()
+    yamls = {y.parent.name: y for y in sorted(args.cohort.glob("*/site.yaml"))}
+    prepared = {n: prepare_site(load_config(y, SiteConfig), y, preset, schema=schema) for n, y in yamls.items()}
+    held, train_sites = prepared[holdout], [prepared[n] for n in fed.training_sites]
+    # the comparison Cox model is fitted on every patient of the training centres
+    splits = {s.name: {"train": sorted(p.pid for p in s.patients), "val": [], "test": []} for s in train_sites}
+    splits[held.name] = {"train": [], "val": [], "test": sorted(p.pid for p in held.patients)}
+    stats = GlobalClinicalStats.from_dict(json.loads((results / "statistics.json").read_text())["global"])
+    cohort = Cohort(schema, preset, [*train_sites, held], splits, stats, fed.recipe.train.seed)
+    net = MultimodalCoxNet(preset, clinical_dim(schema), len(schema.endpoints))
+    with np.load(results / "model_selected.npz") as kept:
+        net.load_state_dict({k: torch.from_numpy(kept[k]) for k in net.state_dict()})
+    net.eval()
+    model = export_model(work, net, stats, train_sites, {"training": f"federation {results}", "holdout": held.name})
+    summary = json.loads((results / "summary.json").read_text())
+    seconds = {"prepare": round(time.perf_counter() - start, 1), "selected_round": summary["selected_round"]}
     return cohort, held, train_sites, model, net, stats, seconds
 
 
@@ -206,8 +251,9 @@ def _slopes(entry: dict) -> dict[str, float]:
     return {"event": entry["slope"]} | ({"competing": entry["competing"]["slope"]} if "competing" in entry else {})
 
 
-def endpoint_report(k, held_risks, train_risks, truth, clinical, model, args) -> dict:
-    """All figures of endpoint k at the held-out centre (see the module docstring)."""
+def endpoint_report(k, held_risks, train_risks, truth, clinical, model, args) -> tuple[dict, dict]:
+    """All figures of endpoint k at the held-out centre (see the module docstring), and the held-out
+    patients' {"data", "risks": {method: [n, H]}} at the horizons (pooled over runs by pooled_report)."""
     from stsfl.client.prediction.recalibrate_site import model_risk
     from stsfl.client.prediction.recalibration import RiskModel, cross_fitted_risk, endpoint_data, fit_endpoint
     from stsfl.common.absolute_risk import horizons_in_days
@@ -235,7 +281,7 @@ def endpoint_report(k, held_risks, train_risks, truth, clinical, model, args) ->
     }
     times = brier_times(train.time, data.time)
     true_eta = truth[seen][f"{endpoint}_log_hazard"].to_numpy(float)
-    return {
+    report = {
         "patients": int(len(data.time)),
         "events": int(np.sum(data.status == 1)),
         "competing_events": int(np.sum(data.status == 2)),
@@ -243,8 +289,52 @@ def endpoint_report(k, held_risks, train_risks, truth, clinical, model, args) ->
         "recalibration_slopes": _slopes(fit_endpoint(data, edges)[1]),
         "calibration": calibration_rows(data, at_horizons, horizons, args.min_events),
         "integrated_brier": brier_rows(data, train, on(times), times),
-        "concordance": concordance(data, train, {"network": data.eta, "cox_clinical": clinical[seen, k], "oracle": true_eta}),
+        "concordance": concordance(
+            data,
+            train,
+            {
+                "network": data.eta,
+                "cox_clinical": clinical[seen, k],
+                "oracle": true_eta,
+                "oracle_clinical": truth[seen][f"{endpoint}_clinical"].to_numpy(float),
+            },
+        ),
     }
+    return report, {"data": data, "risks": at_horizons}
+
+
+def pooled_report(runs: dict[str, dict], held_out: dict[str, dict], min_events: int) -> dict:
+    """Per endpoint over the runs (each a different held-out centre or seed): calibration of the
+    held-out patients of all runs together (each patient scored by the run that held it out), the
+    mean IBS and C over the runs, and in how many runs the network's IBS is below AJ / KM's."""
+    from stsfl.common.absolute_risk import horizons_in_days
+
+    horizons = horizons_in_days(HORIZONS_YEARS)
+    out = {}
+    for endpoint in next(iter(runs.values()))["endpoints"]:
+        parts = [held_out[name][endpoint] for name in runs]
+        data = SimpleNamespace(
+            time=np.concatenate([p["data"].time for p in parts]), status=np.concatenate([p["data"].status for p in parts])
+        )
+        risks = {m: np.concatenate([p["risks"][m] for p in parts]) for m in parts[0]["risks"]}
+        reports = [r["endpoints"][endpoint] for r in runs.values()]
+        brier = {m: float(np.mean([r["integrated_brier"][m] for r in reports])) for m in reports[0]["integrated_brier"]}
+        concordance_mean = {
+            m: {c: float(np.mean([r["concordance"][m][c] for r in reports])) for c in ("harrell", "uno")}
+            for m in reports[0]["concordance"]
+        }
+        below = sum(r["integrated_brier"]["network"] < r["integrated_brier"]["aalen_johansen_or_km"] for r in reports)
+        out[endpoint] = {
+            "patients": int(len(data.time)),
+            "events": int(np.sum(data.status == 1)),
+            "competing_events": int(np.sum(data.status == 2)),
+            "risk": reports[0]["risk"],
+            "calibration": calibration_rows(data, risks, horizons, min_events),
+            "integrated_brier_mean": brier,
+            "runs_ibs_below_aalen_johansen_or_km": f"{below} of {len(reports)}",
+            "concordance_mean": concordance_mean,
+        }
+    return out
 
 
 def _concatenate(parts):
@@ -252,6 +342,16 @@ def _concatenate(parts):
 
     stack = {name: np.concatenate([getattr(p, name) for p in parts]) for name in ("time", "event", "observed", "log_risk")}
     return SiteRisks(parts[0].endpoints, **stack, competing=parts[0].competing)
+
+
+def _brier_cells(b: dict) -> list[str]:
+    """IBS of the network, 1 - S (competing endpoints), AJ / KM and the truth."""
+    one_minus_s = f"{b['network_one_minus_s']:.4f}" if "network_one_minus_s" in b else "-"
+    return [f"{b['network']:.4f}", one_minus_s, f"{b['aalen_johansen_or_km']:.4f}", f"{b['truth']:.4f}"]
+
+
+def _concordance_cells(c: dict) -> list[str]:
+    return [f"{c[m]['harrell']:.3f} / {c[m]['uno']:.3f}" for m in ("network", "cox_clinical", "oracle")]
 
 
 def print_table(report: dict) -> None:
@@ -276,15 +376,45 @@ def print_table(report: dict) -> None:
     for col in ("endpoint", "IBS net", "IBS 1 - S", "IBS AJ/KM", "IBS truth", "C net", "C clinical Cox", "C oracle"):
         ibs.add_column(col)
     for endpoint, r in report["endpoints"].items():
-        b, c = r["integrated_brier"], r["concordance"]
-        ibs.add_row(
-            endpoint,
-            f"{b['network']:.4f}",
-            f"{b['network_one_minus_s']:.4f}" if "network_one_minus_s" in b else "-",
-            f"{b['aalen_johansen_or_km']:.4f}",
-            f"{b['truth']:.4f}",
-            *(f"{c[m]['harrell']:.3f} / {c[m]['uno']:.3f}" for m in ("network", "cox_clinical", "oracle")),
-        )
+        brier, c = _brier_cells(r["integrated_brier"]), _concordance_cells(r["concordance"])
+        ibs.add_row(endpoint, *brier, *c)
+    Console().print(ibs)
+
+
+def print_pooled(pooled: dict, runs: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"pooled over {runs} runs' held-out patients: calibration slope / O/E")
+    for col in ("endpoint", "horizon", "observed", "network", "1 - S", "recalibrated", "truth"):
+        table.add_column(col)
+    for endpoint, r in pooled.items():
+        for key, row in r["calibration"].items():
+            if "skipped" in row:
+                table.add_row(endpoint, key, "skipped")
+                continue
+            cells = [
+                f"{row[m]['slope']:.2f} / {row[m]['observed_expected']:.2f}" if m in row else "-"
+                for m in ("network", "network_one_minus_s", "recalibrated_cross_fitted", "truth")
+            ]
+            table.add_row(endpoint, key, f"{row['observed']:.3f} ({row['events']} ev.)", *cells)
+    Console().print(table)
+    ibs = Table(title=f"mean over the {runs} runs: IBS (IPCW) and C (Harrell / Uno)")
+    for col in (
+        "endpoint",
+        "IBS net",
+        "IBS 1 - S",
+        "IBS AJ/KM",
+        "IBS truth",
+        "runs net < AJ/KM",
+        "C net",
+        "C clinical Cox",
+        "C oracle",
+    ):
+        ibs.add_column(col)
+    for endpoint, r in pooled.items():
+        brier, c = _brier_cells(r["integrated_brier_mean"]), _concordance_cells(r["concordance_mean"])
+        ibs.add_row(endpoint, *brier, r["runs_ibs_below_aalen_johansen_or_km"], *c)
     Console().print(ibs)
 
 
@@ -299,6 +429,13 @@ def main() -> None:
     parser.add_argument("--min-events", type=int, default=10, help="fewer events before a horizon: no calibration there")
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias correction (time-boxed preprocessing)")
     parser.add_argument("--smoke", action="store_true", help="the test suite's run: 1 epoch, 2 folds, 1 event suffices")
+    parser.add_argument(
+        "--federation",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="finished federations' results folders: their kept models, no training (several: pooled over them)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/stsfl-bench-competing"), help="model file")
     parser.add_argument("--out", type=Path, default=RESULTS / "competing_risks.json")
     args = parser.parse_args()
@@ -307,32 +444,57 @@ def main() -> None:
 
     import torch
 
+    torch.set_num_threads(args.threads)
+    if len(args.federation) <= 1:
+        report, _ = score_run(args, args.federation[0] if args.federation else None)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print_table(report)
+        return
+    runs, held_out = {}, {}
+    for results in args.federation:
+        runs[results.name], held_out[results.name] = score_run(args, results)
+        print_table(runs[results.name])
+    report = {"pooled": pooled_report(runs, held_out, args.min_events), "runs": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_pooled(report["pooled"], len(runs))
+
+
+def score_run(args, federation: Path | None) -> tuple[dict, dict]:
+    """The report of one held-out centre (a pooled training, or a finished federation's kept model) and
+    its held-out patients' horizon risks per endpoint."""
     from stsfl.client.lab.baselines import fit_clinical_model
     from stsfl.client.prediction.model_export import site_risks
 
-    torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    cohort, held, train_sites, model, net, stats, seconds = train_and_export(args, args.work)
+    if federation:
+        cohort, held, train_sites, model, net, stats, seconds = load_federated(args, federation, args.work)
+    else:
+        cohort, held, train_sites, model, net, stats, seconds = train_and_export(args, args.work)
     train_risks = _concatenate([site_risks(net, s, stats)[1] for s in train_sites])
     held_pids, held_risks = site_risks(net, held, stats, cohort.splits[held.name]["test"])
     clinical = fit_clinical_model(cohort, "cox_clinical", seed=args.seed).risk  # rows: the held-out patients
     truth = _truth(args.cohort, held_pids)
-    report = {
-        "endpoints": {
-            e: endpoint_report(k, held_risks, train_risks, truth, clinical, model, args)
-            for k, e in enumerate(held_risks.endpoints)
-        }
+    scored = {
+        e: endpoint_report(k, held_risks, train_risks, truth, clinical, model, args) for k, e in enumerate(held_risks.endpoints)
     }
+    training = (
+        f"federation {federation}: its kept model (model_selected.npz, selected round and network shares)"
+        if federation
+        else "pooled (not federated): mmnn_blended started from the clinical Cox fit; baselines from per-centre monthly bins (as the federation)"
+    )
+    report = {"endpoints": {e: r for e, (r, _) in scored.items()}}
     report["meta"] = {
         "cohort": str(args.cohort),
         "held_out": held.name,
         "training_centres": [s.name for s in train_sites],
-        "training": "pooled (not federated): mmnn_blended started from the clinical Cox fit; baselines from per-centre monthly bins (as the federation)",
+        "training": training,
         "competing_baseline": "death before the event: federated binned Breslow baseline, OS log-risk as covariate",
         "calibration": "cloglog pseudo-value intercept / slope and O/E against Aalen-Johansen (Kaplan-Meier for os)",
         "brier": "IPCW with the held-out centre's own censoring (Kaplan-Meier), Brier times of stsfl.common.metrics",
-        "preset": args.preset,
-        "epochs": args.epochs,
+        "preset": args.preset if not federation else "the federation's",
+        "epochs": args.epochs if not federation else None,
         "folds": args.folds,
         "n4": not args.no_n4,
         "seed": args.seed,
@@ -340,9 +502,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "seconds": seconds | {"total": round(time.perf_counter() - start, 1)},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print_table(report)
+    return report, {e: arrays for e, (_, arrays) in scored.items()}
 
 
 if __name__ == "__main__":
