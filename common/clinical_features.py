@@ -37,3 +37,8 @@ def clinical_feature_names(schema: ClinicalSchema) -> list[str]:
 def clinical_dim(schema: ClinicalSchema) -> int:
     """C, the size of the encoded clinical vector (the clinical network's input size)."""
     return len(clinical_feature_names(schema))
+
+
+def feature_sources(schema: ClinicalSchema) -> list[str]:
+    """The source of each of the C encoded features: "table" (clinical.csv) or "mri" (radiomics)."""
+    return [var.source for var in schema.variables for _ in variable_feature_names(var)]

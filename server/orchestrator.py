@@ -6,8 +6,9 @@ Each phase is a module of its own that talks to the sites through the messenger 
 2. statistics (stsfl.server.phases.statistics_phase): every site answers the who-are-you query with its
    clinical sums and counts and its event counts; the server combines them; with `l2_penalty: cv`
    (linear-cox) the ridge penalty is chosen by federated cross-validation
-   (stsfl.server.phases.ridge_cv_phase); then (multimodal) the fused head's clinical term starts
-   from a federated clinical Cox fit, scored at the held-out centres
+   (stsfl.server.phases.ridge_cv_phase); then (multimodal) the fused head's linear term starts
+   from a federated Cox fit of the encoded clinical vector (clinical variables and the schema's MRI
+   radiomics), scored with the clinical-only Cox model at the held-out centres
    (stsfl.server.phases.clinical_init_phase);
 3. rounds 1..R (stsfl.server.phases.training_round): training sites get the global weights + round config;
    each replies with new weights and aggregates. The round completes when `min_sites` training
@@ -15,7 +16,7 @@ Each phase is a module of its own that talks to the sites through the messenger 
    that dropped out);
 4. every `eval_every` rounds and after the last (stsfl.server.phases.evaluation_phase): all sites evaluate
    the global model; the round with the lowest smoothed validation loss is kept; after the last
-   round, per endpoint, the share of the network's own part of the log-risk (over the clinical Cox
+   round, per endpoint, the share of the network's own part of the log-risk (over the linear Cox
    model it started from) with the lowest validation loss (stsfl.server.phases.network_share);
 5. after each round: checkpoint (atomic), results files and the round line (stsfl.server.phases.run_summary);
 6. with `cross_site.enabled`, after the last round: cross-site validation (stsfl.server.phases.cross_site_phase);
@@ -91,7 +92,7 @@ class Federation:
 
     def _start(self) -> ServerState:
         """The state before the next round: from the checkpoint when resuming, else from the statistics
-        phase, the ridge penalty's cross-validation (`l2_penalty: cv`) and (multimodal) the clinical Cox
+        phase, the ridge penalty's cross-validation (`l2_penalty: cv`) and (multimodal) the linear Cox
         initialisation, scored at the held-out centres."""
         ctx = self.ctx
         if self.resume:

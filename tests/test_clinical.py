@@ -90,7 +90,9 @@ def test_missing_cells_are_data_and_categories_ignore_case(tmp_path):
 
 def test_feature_layout_is_fixed_by_schema():
     names = clinical_feature_names(SCHEMA)
-    assert clinical_dim(SCHEMA) == len(names) == 37  # 4 numeric x2 + 2 binary x2 + categories + indicators
+    # 4 numeric x2 + 2 binary x2 + categories + indicators, then 7 MRI radiomics x2
+    assert clinical_dim(SCHEMA) == len(names) == 37 + 14
+    assert names[37:39] == ["mri_t1_p10", "mri_t1_p10__missing"]
     assert names[:5] == ["age", "age__missing", "sex=female", "sex=male", "sex__missing"]
     assert "histology=mpnst" in names and "radiotherapy__missing" in names
 
@@ -103,7 +105,7 @@ def test_encoding_with_missing_values_follows_the_rule(tmp_path):
     stats = combine_clinical_sums([site_clinical_sums(records, SCHEMA)], SCHEMA)
     x = apply_global_stats(records, stats, SCHEMA)
     col = {n: i for i, n in enumerate(clinical_feature_names(SCHEMA))}
-    assert x.shape == (3, 37) and x.dtype == np.float32
+    assert x.shape == (3, 51) and x.dtype == np.float32
     assert x[0, col["age"]] == 0.0 and x[0, col["age__missing"]] == 1.0
     assert x[0, col["sex=female"]] == x[0, col["sex=male"]] == 0.0 and x[0, col["sex__missing"]] == 1.0
     assert x[0, col["neoadjuvant_chemo"]] == pytest.approx(stats.mean["neoadjuvant_chemo"])  # imputed prevalence

@@ -16,9 +16,10 @@ from site_builder import write_csv
 
 from stsfl.client.data.clinical_encoding import encode_record
 from stsfl.client.federation.site_task import SiteTask
-from stsfl.common.clinical_features import clinical_feature_names
+from stsfl.client.lab.synthetic import generate_cohort, load_synth_config
+from stsfl.common.clinical_features import clinical_feature_names, feature_sources
 from stsfl.common.clinical_stats import GlobalClinicalStats
-from stsfl.common.config import FederationConfig, load_schema
+from stsfl.common.config import FederationConfig, load_preset, load_schema, without_n4
 from stsfl.common.cox_newton import CoxScore, cox_score, newton_step
 from stsfl.common.params import load_arrays, numpy_to_arrays
 from stsfl.common.tasks import server_side
@@ -224,9 +225,9 @@ def test_a_network_worse_than_its_clinical_start_on_validation_gives_way_for_tha
     assert summary["network_share"]["dm"]["share"] == 1.0  # no DM events: nothing to compare
     np.testing.assert_array_equal(kept["fused_head.weight"][1], selected["fused_head.weight"][1])
     # the held-out centre sees the kept model: on OS exactly the clinical Cox model
-    held_out, start = summary["holdout_selected"]["c"], summary["holdout_clinical_cox"]["c"]
+    held_out, start = summary["holdout_selected"]["c"], summary["holdout_start"]["c"]
     assert held_out["c-harrell-os"] == pytest.approx(start["c-harrell-os"])
-    assert "share of the log-risk</td><td>dm 1, lr 1, os 0 (0: the clinical" in build_report(tmp_path / "either").read_text()
+    assert "share of the log-risk</td><td>dm 1, lr 1, os 0 (0: the linear Cox" in build_report(tmp_path / "either").read_text()
 
     summary, kept, selected = _share_run(tmp_path, sites, "grid", [0.0, 0.25, 0.5, 0.75, 1.0])
     os_choice = summary["network_share"]["os"]
@@ -238,3 +239,44 @@ def test_a_network_worse_than_its_clinical_start_on_validation_gives_way_for_tha
     assert summary["network_share"] is None
     np.testing.assert_array_equal(kept["fused_head.weight"], selected["fused_head.weight"])
     assert summary["holdout_selected"]["c"]["c-harrell-os"] != pytest.approx(start["c-harrell-os"])
+
+
+def _init_only(tmp_path, cohort, tag: str, schema_file=None):
+    """The statistics and clinical_init phases of a federation over the cohort's centres (l2 0.1)."""
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump(without_n4(load_preset("cpu-small")).model_dump(mode="json")))
+    sites = {}
+    for site_yaml in sorted(cohort.glob("*/site.yaml")):
+        body = yaml.safe_load(site_yaml.read_text()) | ({"schema_file": str(schema_file)} if schema_file else {})
+        sites[site_yaml.parent.name] = tmp_path / f"{site_yaml.parent.name}-{tag}.yaml"
+        sites[site_yaml.parent.name].write_text(yaml.safe_dump(body))
+    fed = FederationConfig(
+        sites=list(sites),
+        preset=str(preset),
+        schema_file=schema_file,
+        validation_fraction=0.0,
+        clinical_init={"steps": 4, "l2_penalty": 0.1},
+    )
+    run = Federation(InProcessGrid(sites), fed, tmp_path / f"{tag}.yaml", tmp_path / tag, server_side(fed), log=lambda _: None)
+    run.ctx.messenger.sites.wait_for(fed.sites, 120, 120)
+    state = run_statistics_phase(run.ctx)
+    run_clinical_init(run.ctx, state)
+    return state
+
+
+def test_with_mri_radiomics_the_start_uses_them_and_the_comparator_is_the_clinical_only_fit(tmp_path, server_identity):
+    cohort = tmp_path / "cohort"
+    generate_cohort(load_synth_config(tiny=True).model_copy(update={"workers": 1}), cohort, show_progress=False)
+    schema = load_schema()
+    radiomics = np.array([source == "mri" for source in feature_sources(schema)])
+    state = _init_only(tmp_path, cohort, "with")
+    start = state.global_arrays["clinical_linear.weight"]
+    clinical = np.asarray(state.meta["clinical_init"]["clinical_only"]["beta"])
+    assert np.abs(start[:, radiomics]).max() > 0.05, "the start uses the radiomics"
+    assert not clinical[:, radiomics].any() and np.abs(clinical).max() > 0.05
+    # the comparator is what a federation whose schema has no radiomics fits on the same patients
+    table_only = tmp_path / "schema-table.yaml"
+    table_only.write_text(yaml.safe_dump(schema.model_copy(update={"variables": schema.table_variables}).model_dump(mode="json")))
+    without = _init_only(tmp_path, cohort, "without", table_only)
+    assert "clinical_only" not in without.meta["clinical_init"]
+    np.testing.assert_allclose(clinical[:, ~radiomics], without.global_arrays["clinical_linear.weight"], atol=1e-5)

@@ -36,3 +36,17 @@ def test_a_model_without_scores_is_shown_as_missing():
     lines = _rendered({"holdout_sites": ["center_2"], "holdout_selected": {"center_2": {"c-harrell-os": 0.7}}})
     clinical = next(line for line in lines if line.startswith("│ clinical"))
     assert clinical.count(" - ") == 2
+
+
+def test_the_linear_start_with_radiomics_gets_its_own_row_only_when_it_differs():
+    clinical = {"center_2": {"c-harrell-os": 0.642, "c-harrell-dm": 0.603}}
+    summary = {
+        "holdout_sites": ["center_2"],
+        "holdout_selected": {"center_2": {"c-harrell-os": 0.712, "c-harrell-dm": 0.724}},
+        "holdout_clinical_cox": clinical,
+        "holdout_start": {"center_2": {"c-harrell-os": 0.690, "c-harrell-dm": 0.650}},
+    }
+    start = next(line for line in _rendered(summary) if line.startswith("│ linear Cox"))
+    assert [c.strip() for c in start.split("│")[2:4]] == ["0.650", "0.690"]
+    same = _rendered(summary | {"holdout_start": clinical})
+    assert not any(line.startswith("│ linear Cox") for line in same)

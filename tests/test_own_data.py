@@ -38,12 +38,14 @@ def test_schema_draft_guesses_every_column_and_marks_each_guess(tmp_path):
     draft = draft_schema(_write_rows(tmp_path / "clinical.csv", ROWS), max_categories=2)
     schema = ClinicalSchema.model_validate(draft.data)
     assert schema.patient_id_column == "pid"
-    assert {v.name: v.kind for v in schema.variables} == {
+    assert {v.name: v.kind for v in schema.table_variables} == {
         "age": "continuous",
         "sex": "categorical",
         "grade": "continuous",
         "chemo": "binary",
     }
+    # the radiomics every site computes from its MRI crops follow, as the bundled schema has them
+    assert [v.name for v in schema.mri_variables] == [v.name for v in load_schema().mri_variables]
     assert [c.lower() for c in schema.variable("sex").categories] == ["female", "male"]  # one category per spelling
     assert [(e.name, e.time_column, e.event_column) for e in schema.endpoints] == [("os", "os_time", "os_event")]
     assert "notes" in draft.left_out and "3 different values" in draft.left_out["notes"]

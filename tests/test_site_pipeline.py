@@ -215,3 +215,30 @@ def test_validate_under_fail_policy_refuses_a_site_with_bad_patients(tmp_path, c
     proc = _validate(site_yaml, capsys, monkeypatch)
     assert proc.returncode == 1 and "bad_patient_policy is 'fail'" in proc.stdout
     assert yaml.safe_load(site_yaml.read_text())["bad_patient_policy"] == "fail"
+
+
+def test_radiomics_come_from_the_cached_crop_and_are_missing_without_a_usable_mri(messy):
+    """The schema's `source: mri` variables: computed from each patient's cached crop, missing (and
+    flagged missing in the encoded vector) for a patient whose MRI was left out or absent."""
+    from stsfl.client.data.clinical_encoding import local_clinical_stats
+    from stsfl.common.clinical_features import clinical_feature_names
+    from stsfl.common.radiomics import first_order_radiomics
+
+    _, _, prepared = messy
+    names = [v.name for v in prepared.schema.mri_variables]
+    assert names  # the default schema carries them
+    by_pid = {p.pid: p for p in prepared.patients}
+    assert by_pid["p3"].mri_key is None and by_pid["p6"].mri_key is None
+    for pid in ("p3", "p6"):
+        assert all(by_pid[pid].record.values[n] is None for n in names)
+    for pid in ("p0", "p1", "p5"):
+        volume = prepared.cache.load("mri", by_pid[pid].mri_key, ["volume"])["volume"]
+        expected = first_order_radiomics(volume)
+        assert [by_pid[pid].record.values[n] for n in names] == [expected[n] for n in names]
+    stats = local_clinical_stats([p.record for p in prepared.patients], prepared.schema)
+    ds = SiteDataset(prepared, stats, pids=["p0", "p6"])
+    columns = clinical_feature_names(prepared.schema)
+    flag = columns.index("mri_t2_skewness__missing")
+    assert ds[0].clinical[flag] == 0 and ds[1].clinical[flag] == 1
+    value = columns.index("mri_t2_skewness")
+    assert ds[1].clinical[value] == 0  # imputed with the mean (0 after z-scoring)

@@ -106,7 +106,7 @@ def endpoint_columns(schema: ClinicalSchema) -> list[str]:
 
 
 def required_columns(schema: ClinicalSchema, outcomes: bool = True) -> list[str]:
-    cols = [schema.patient_id_column] + [v.name for v in schema.variables]
+    cols = [schema.patient_id_column] + [v.name for v in schema.table_variables]
     return cols + (endpoint_columns(schema) if outcomes else [])
 
 
@@ -159,8 +159,8 @@ def read_clinical_csv(path: Path, schema: ClinicalSchema, problems: ProblemLog, 
 
 def _parse_row(row, pid: str, line: int, where: str, schema: ClinicalSchema, problems: ProblemLog) -> ClinicalRecord | None:
     ok = True
-    values: dict[str, Value] = {}
-    for var in schema.variables:
+    values: dict[str, Value] = {v.name: None for v in schema.mri_variables}  # set from the MRI crop (site_prepare)
+    for var in schema.table_variables:
         try:
             values[var.name] = parse_variable(var, row[var.name])
         except ValueError as err:

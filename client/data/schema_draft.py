@@ -9,7 +9,9 @@ saying what was seen, for a person to confirm before the schema is shared with t
 - continuous: every cell a number (the range seen is noted, no `min` / `max` is set: they are
   validity limits, and a later patient may lie outside what one hospital has seen so far);
 - categorical: anything else with at most `max_categories` values (the categories seen);
-- columns with more values than that (free text, dates) are left out and listed.
+- columns with more values than that (free text, dates) are left out and listed;
+- the MRI radiomics every site computes from its crops (stsfl.common.radiomics, `source: mri`)
+  follow the table's variables (delete them for a federation without MRI).
 Missing cells (empty, NA, N/A, NaN, null) are ignored when guessing.
 """
 
@@ -27,6 +29,7 @@ from stsfl.client.data.clinical_table import BINARY_TOKENS, _is_missing
 from stsfl.client.data.clinical_table import _parse_number as _number
 from stsfl.common.config import ClinicalSchema, parse_config
 from stsfl.common.console import UserError
+from stsfl.common.radiomics import RADIOMICS_FEATURES
 
 ID_NAMES = ("patient_id", "patientid", "patient", "pid", "id", "subject_id", "case_id")
 ENDPOINT_PAIRS = (
@@ -136,6 +139,11 @@ def draft_schema(csv_path: Path, max_categories: int = 20) -> SchemaDraft:
         else:
             draft.data["variables"].append(variable)
             draft.notes[column] = note
+    names = {v["name"] for v in draft.data["variables"]}
+    for name in RADIOMICS_FEATURES:
+        if name not in names and name not in frame.columns:
+            draft.data["variables"].append({"name": name, "kind": "continuous", "source": "mri"})
+            draft.notes[name] = "MRI radiomics the site computes from each patient's crop (not a column); delete without MRI"
     parse_config(draft.data, ClinicalSchema, f"schema draft of {csv_path}")  # a draft that does not load helps nobody
     return draft
 

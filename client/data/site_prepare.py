@@ -25,6 +25,7 @@ from stsfl.client.data.preprocess_entries import EntryMaker, Job
 from stsfl.client.problems import PatientDataError, Problem, ProblemLog, drop_modality
 from stsfl.client.data.site_inventory import PatientInputs, SiteInventory, scan_site
 from stsfl.common.clinical_stats import ClinicalSums
+from stsfl.common.radiomics import first_order_radiomics
 from stsfl.common.config import ClinicalSchema, ConfigError, ModelPreset, SiteConfig
 from stsfl.common.console import console
 
@@ -113,6 +114,12 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def set_radiomics(record: ClinicalRecord, cache: PreprocessCache, mri_key: str, schema: ClinicalSchema) -> None:
+    """The schema's `source: mri` variables of `record`, from its cached MRI crop."""
+    features = first_order_radiomics(cache.load("mri", mri_key, ["volume"])["volume"])
+    record.values.update({v.name: features[v.name] for v in schema.mri_variables})
+
+
 def _missing_entries(worker: EntryMaker, todo: list[tuple[str, PatientInputs]]) -> list[Job]:
     """The entries of these patients that are neither cached nor known to fail (decoding work)."""
     jobs: list[Job] = []
@@ -178,7 +185,10 @@ def prepare_site(
                     except PatientDataError as err:
                         drop_modality(problems, kind, err, pid)
                 slide = inputs.wsi if "wsi" in keys and features_dir is None else None
-                patients.append(PreparedPatient(inventory.table.records[pid], keys.get("mri"), keys.get("wsi"), slide))
+                record = inventory.table.records[pid]
+                if "mri" in keys and inventory.schema.mri_variables:
+                    set_radiomics(record, cache, keys["mri"], inventory.schema)
+                patients.append(PreparedPatient(record, keys.get("mri"), keys.get("wsi"), slide))
                 bar.advance(task)
     finally:
         cache.hashes.save()

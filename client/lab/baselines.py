@@ -155,7 +155,8 @@ class TestRisks:
 
 def _feature_columns(schema: ClinicalSchema, sarculator_only: bool) -> list[int]:
     names = clinical_feature_names(schema)
-    keep = {v.name for v in schema.variables if v.sarculator or not sarculator_only}
+    # the clinical baselines use the clinical variables only, not the radiomics the sites compute from the MRI
+    keep = {v.name for v in schema.table_variables if v.sarculator or not sarculator_only}
     return [i for i, n in enumerate(names) if n.split("=")[0].removesuffix("__missing") in keep]
 
 

@@ -135,7 +135,7 @@ class SelectionConfig(StrictModel):
     (stsfl.common.validation_split).
 
     `network_shares`: after the last round, per endpoint, the share of the network's own part of the
-    log-risk (what it adds to the clinical Cox model it started from; 0: that model alone) with the
+    log-risk (what it adds to the linear Cox model it started from; 0: that model alone) with the
     lowest pooled validation loss among these is kept (stsfl.server.phases.network_share), given
     `min_share_events` validation events of that endpoint; [1.0] keeps the network as trained."""
 

@@ -41,8 +41,9 @@ class WsiNetConfig(StrictModel):
 
 class ClinicalNetConfig(StrictModel):
     """MLP over the encoded clinical vector. linear_skip: the fused log-risk also gets a linear term
-    of the clinical vector, set (not trained) from a federated ridge clinical Cox fit before round 1
-    (stsfl.server.phases.clinical_init_phase), so the network begins where a clinical Cox model ends."""
+    of the encoded clinical vector (the schema's variables, MRI radiomics included), set (not trained)
+    from a federated ridge Cox fit before round 1 (stsfl.server.phases.clinical_init_phase), so the
+    network begins where that linear Cox model ends."""
 
     hidden: tuple[PositiveInt, ...] = (64, 32)
     out_features: PositiveInt = 12

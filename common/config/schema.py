@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from stsfl.common.config.loader import StrictModel
+from stsfl.common.radiomics import RADIOMICS_FEATURES
 
 
 class ClinicalVariable(StrictModel):
@@ -22,6 +23,20 @@ class ClinicalVariable(StrictModel):
     min: float | None = None
     max: float | None = None
     sarculator: bool = Field(False, description="one of the 4 Sarculator nomogram variables")
+    source: Literal["table", "mri"] = Field(
+        "table",
+        description="table: a column of clinical.csv; mri: computed by the site from the patient's preprocessed "
+        "MRI crop (a first-order radiomics feature of stsfl.common.radiomics, missing without a usable MRI)",
+    )
+
+    @model_validator(mode="after")
+    def _derived_from_mri(self) -> ClinicalVariable:
+        if self.source == "mri" and (self.kind != "continuous" or self.name not in RADIOMICS_FEATURES):
+            raise ValueError(
+                f"variable {self.name!r} with source mri must be a continuous variable named after one of the "
+                f"radiomics features the sites compute: {', '.join(RADIOMICS_FEATURES)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _categories_match_kind(self) -> ClinicalVariable:
@@ -81,6 +96,16 @@ class ClinicalSchema(StrictModel):
         raise KeyError(name)
 
     @property
+    def table_variables(self) -> list[ClinicalVariable]:
+        """The variables read from clinical.csv (not those the site computes from the MRI)."""
+        return [v for v in self.variables if v.source == "table"]
+
+    @property
+    def mri_variables(self) -> list[ClinicalVariable]:
+        """The variables the site computes from each patient's preprocessed MRI crop."""
+        return [v for v in self.variables if v.source == "mri"]
+
+    @property
     def endpoint_names(self) -> list[str]:
         return [e.name for e in self.endpoints]
 
@@ -97,7 +122,10 @@ class ClinicalSchema(StrictModel):
         categories in order, unit, range, Sarculator flag; not descriptions or labels. Holds no data."""
         parts: dict[str, object] = {self.patient_id_column: "patient id"}
         for var in self.variables:
-            parts[var.name] = var.model_dump(mode="json", exclude={"name", "description"})
+            # a column of clinical.csv keeps the digest it had before variables could come from the MRI
+            parts[var.name] = var.model_dump(
+                mode="json", exclude={"name", "description"} | ({"source"} if var.source == "table" else set())
+            )
         for endpoint in self.endpoints:
             parts[endpoint.time_column] = {"endpoint": endpoint.name, "role": "time in days"}
             parts[endpoint.event_column] = {"endpoint": endpoint.name, "role": "event 0/1"}

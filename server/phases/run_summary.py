@@ -70,8 +70,10 @@ def write_summary(
         if "holdout_kept" in state.meta
         else {s: selected.get("evaluate_sites", {}).get(s) for s in fed.holdout},
         "holdout_final": {s: history[-1].get("evaluate_sites", {}).get(s) for s in fed.holdout},
-        # the federated clinical Cox model the network started from, at the same centres
+        # at the same centres: the federated clinical Cox model (the comparator) and the linear Cox
+        # model the network started from (with the schema's MRI radiomics; the same without them)
         "holdout_clinical_cox": state.meta.get("clinical_cox_holdout"),
+        "holdout_start": state.meta.get("start_holdout"),
         "network_share": state.meta.get("network_share"),
         "blend_weights": state.meta.get("blend_weights"),
         "l2_penalty": ctx.l2_penalty,  # the ridge penalty the sites trained with (chosen by ridge_cv.json with `cv`)

@@ -98,11 +98,14 @@ def run_section(run: RunResults) -> Section:
     shares = s.get("network_share") or {}
     if any(c["share"] != 1.0 for c in shares.values()):
         text = ", ".join(f"{e} {c['share']:g}" for e, c in shares.items())
-        rows.append(["network's share of the log-risk", _fmt(f"{text} (0: the clinical Cox model it started from)")])
+        rows.append(["network's share of the log-risk", _fmt(f"{text} (0: the linear Cox model it started from)")])
     body = [_table(["", ""], rows, "kv")]
-    clinical = s.get("holdout_clinical_cox") or {}
+    clinical, start = s.get("holdout_clinical_cox") or {}, s.get("holdout_start") or {}
     for site, metrics in (s.get("holdout_selected") or {}).items():
-        for model, scores in (("selected model", metrics), ("the clinical Cox model it started from", clinical.get(site))):
+        compared = [("selected model", metrics), ("the clinical Cox model", clinical.get(site))]
+        if start.get(site) is not None and start.get(site) != clinical.get(site):
+            compared.append(("the linear Cox model it started from (clinical variables and MRI radiomics)", start.get(site)))
+        for model, scores in compared:
             shown = [
                 f"{k.removeprefix('c-harrell-')} {v:.3f}" for k, v in sorted((scores or {}).items()) if k.startswith("c-harrell-")
             ]

@@ -3,10 +3,11 @@
 For each held-out centre and seed, one multimodal federation over the other centres with nothing
 but the sites, the held-out centre and the seed set (FederationConfig's defaults, the preset's
 recipe: 20 rounds, the clinical Cox initialisation, blending, selection). Scored at the held-out
-centre: Harrell's C of the selected network, of the federated clinical Cox model it started from
-(the initial global model after the clinical_init phase: the same Newton fit a clinical-only
-federation would make), the oracle (the generator's true log-hazard) and the paired bootstrap
-difference network - clinical Cox; Spearman's rho of each image head's log-risk with its true
+centre: Harrell's C of the selected network, of the federated clinical Cox model (the clinical_init
+phase's fit on the clinical variables alone: the same Newton fit a clinical-only federation would
+make), of the linear Cox model the network started from (the clinical variables and the MRI
+radiomics of the schema: "start"), the oracle (the generator's true log-hazard) and the paired
+bootstrap differences network - clinical Cox and network - start; Spearman's rho of each image head's log-risk with its true
 component (ground_truth.csv os_mri, os_wsi, ...). The federation runs in process (the real
 orchestrator and ClientApp handlers over an in-process grid), so the times are the computation's.
 
@@ -47,7 +48,7 @@ from stsfl.common.config import FederationConfig, SiteConfig, load_config, load_
 from stsfl.common.params import load_arrays, numpy_to_arrays  # noqa: E402
 from stsfl.common.tasks import server_side  # noqa: E402
 from stsfl.server.orchestrator import Federation  # noqa: E402
-from stsfl.server.phases.clinical_init_phase import run_clinical_init  # noqa: E402
+from stsfl.server.phases.clinical_init_phase import clinical_only_arrays, run_clinical_init  # noqa: E402
 from stsfl.server.phases.statistics_phase import run_statistics_phase  # noqa: E402
 from stsfl.tasks.multimodal.site import MultimodalSite  # noqa: E402
 
@@ -137,9 +138,12 @@ def one_run(cohort: Path, sites: list[Path], preset: Path, holdout: str, seed: i
     held_out = MultimodalSite(load_config(site_yaml, SiteConfig), site_yaml, str(preset), load_schema(), seed, 0.0)
     scorer = Scorer(held_out, cohort / "ground_truth.csv", n_boot, seed)
     statistics = start.meta["statistics"]
-    clinical = held_out.build_model(statistics, seed)
-    load_arrays(clinical, numpy_to_arrays(start.global_arrays))
-    scores = {"clinical_cox": scorer.risk("clinical_cox", clinical, statistics)}
+    scores = {}
+    # the clinical-only Cox model (the comparator) and, with radiomics in the schema, the linear start
+    for name, arrays in (("clinical_cox", clinical_only_arrays(start) or start.global_arrays), ("start", start.global_arrays)):
+        model = held_out.build_model(statistics, seed)
+        load_arrays(model, numpy_to_arrays(arrays))
+        scores[name] = scorer.risk(name, model, statistics)
     network = held_out.build_model(statistics, seed)
     with np.load(results / "model_selected.npz") as selected:
         load_arrays(network, numpy_to_arrays({k: selected[k] for k in selected.files}))
@@ -156,6 +160,7 @@ def one_run(cohort: Path, sites: list[Path], preset: Path, holdout: str, seed: i
         "scores": scores,
         "oracle": scorer.oracle(),
         "difference": scorer.difference("network", "clinical_cox"),
+        "difference_start": scorer.difference("network", "start"),
         "head_rho": head_correlations(scorer, network, statistics, cohort / "ground_truth.csv"),
         "blend_weights": summary.get("blend_weights"),
         "network_share": {e: c["share"] for e, c in (summary.get("network_share") or {}).items()},
