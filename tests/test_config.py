@@ -19,6 +19,7 @@ from stsfl.common.config import (
     load_schema,
 )
 from stsfl.common.config.schema import schema_differences
+from stsfl.common.radiomics import RADIOMICS_FEATURES
 
 
 def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
@@ -27,9 +28,10 @@ def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
     return path
 
 
-def test_bundled_schema_has_the_eleven_mmnn_variables_and_three_endpoints():
+def test_bundled_schema_has_the_eleven_mmnn_variables_the_mri_radiomics_and_three_endpoints():
     schema = load_schema()
-    assert len(schema.variables) == 11
+    assert len(schema.table_variables) == 11
+    assert [v.name for v in schema.mri_variables] == list(RADIOMICS_FEATURES)
     assert schema.endpoint_names == ["os", "dm", "lr"]
     # death competes with distant metastasis and local recurrence, nothing competes with death
     assert [schema.competing_of(e) for e in schema.endpoint_names] == [None, "os", "os"]
