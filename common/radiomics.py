@@ -44,3 +44,10 @@ def first_order_radiomics(volume: np.ndarray) -> dict[str, float]:
     norm = float(np.sqrt(np.sum(t1**2) * np.sum(t2**2)))
     out["mri_t1_t2_correlation"] = float(np.sum(t1 * t2) / norm) if norm > 1e-12 else 0.0
     return out
+
+
+def radiomics_vector(volume: np.ndarray) -> np.ndarray:
+    """first_order_radiomics of `volume` as [len(RADIOMICS_FEATURES)] float64, in that order (the
+    preprocessing cache stores it beside the crop, so a warm site reads 7 numbers, not the crop)."""
+    features = first_order_radiomics(volume)
+    return np.array([features[name] for name in RADIOMICS_FEATURES])

@@ -4,6 +4,7 @@ samples and batches, the preprocessing cache (warm runs, exact invalidation), au
 
 from __future__ import annotations
 
+import copy
 import shutil
 from dataclasses import dataclass
 
@@ -242,3 +243,20 @@ def test_radiomics_come_from_the_cached_crop_and_are_missing_without_a_usable_mr
     assert ds[0].clinical[flag] == 0 and ds[1].clinical[flag] == 1
     value = columns.index("mri_t2_skewness")
     assert ds[1].clinical[value] == 0  # imputed with the mean (0 after z-scoring)
+
+
+def test_an_entry_cached_before_the_radiomics_gets_them_from_its_crop(messy, tmp_path):
+    """set_radiomics reads the 7 numbers stored with the crop; an older entry without them is computed."""
+    from stsfl.client.data.preprocess_cache import PreprocessCache
+    from stsfl.client.data.site_prepare import set_radiomics
+
+    _, _, prepared = messy
+    patient = next(p for p in prepared.patients if p.pid == "p0")
+    stored = prepared.cache.load("mri", patient.mri_key)
+    assert stored["radiomics"].shape == (7,)
+    old = PreprocessCache(tmp_path / "old-cache")
+    old.store("mri", patient.mri_key, {k: v for k, v in stored.items() if k != "radiomics"})
+    record = copy.deepcopy(patient.record)
+    record.values.update({v.name: None for v in prepared.schema.mri_variables})
+    set_radiomics(record, old, patient.mri_key, prepared.schema)
+    assert record.values == patient.record.values

@@ -28,6 +28,7 @@ from stsfl.client.slides.wsi_bag import slide_bag
 from stsfl.client.slides.wsi_features import read_features
 from stsfl.client.slides.wsi_tiles import sample_tiles
 from stsfl.common.config import ModelPreset
+from stsfl.common.radiomics import radiomics_vector
 
 Job = tuple[str, str, object]  # (cache kind "mri" | "wsi", key, MriPaths | slide or features path)
 
@@ -76,7 +77,7 @@ class EntryMaker:
             result = preprocess_mri(source, self.preset.preprocessing.mri, self.preset.mri.input_size)
             for step, sec in result.seconds.items():
                 self.seconds[f"mri_{step}"] += sec
-            return {"volume": result.volume, "mask": result.mask}
+            return {"volume": result.volume, "mask": result.mask, "radiomics": radiomics_vector(result.volume)}
         cfg = self.preset.preprocessing.wsi
         if self.extractor:
             bag, coords = read_features(source, self.extractor)

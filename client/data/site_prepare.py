@@ -25,7 +25,7 @@ from stsfl.client.data.preprocess_entries import EntryMaker, Job
 from stsfl.client.problems import PatientDataError, Problem, ProblemLog, drop_modality
 from stsfl.client.data.site_inventory import PatientInputs, SiteInventory, scan_site
 from stsfl.common.clinical_stats import ClinicalSums
-from stsfl.common.radiomics import first_order_radiomics
+from stsfl.common.radiomics import RADIOMICS_FEATURES, radiomics_vector
 from stsfl.common.config import ClinicalSchema, ConfigError, ModelPreset, SiteConfig
 from stsfl.common.console import console
 
@@ -115,8 +115,12 @@ def _cores() -> int:
 
 
 def set_radiomics(record: ClinicalRecord, cache: PreprocessCache, mri_key: str, schema: ClinicalSchema) -> None:
-    """The schema's `source: mri` variables of `record`, from its cached MRI crop."""
-    features = first_order_radiomics(cache.load("mri", mri_key, ["volume"])["volume"])
+    """The schema's `source: mri` variables of `record`, from its cached MRI entry."""
+    try:
+        values = cache.load("mri", mri_key, ["radiomics"])["radiomics"]
+    except KeyError:  # an entry cached before the radiomics were: from its crop
+        values = radiomics_vector(cache.load("mri", mri_key, ["volume"])["volume"])
+    features = dict(zip(RADIOMICS_FEATURES, values.tolist()))
     record.values.update({v.name: features[v.name] for v in schema.mri_variables})
 
 

@@ -33,10 +33,10 @@ def demo_table(summary: dict, cohort: dict, results: Path) -> Table:
         events = (centre.get("events") or {}).get(endpoint)
         table.add_column(endpoint + (f" ({events} events)" if events is not None else ""), justify="right")
     for label, key in ROWS:
-        start = (summary.get(key) or {}).get(site)
-        if key == "holdout_start" and start in (None, (summary.get("holdout_clinical_cox") or {}).get(site)):
+        metrics = (summary.get(key) or {}).get(site)
+        if key == "holdout_start" and metrics is None:
             continue  # no radiomics in the schema: the start is the clinical Cox model
-        metrics = (summary.get(key) or {}).get(site) or {}
+        metrics = metrics or {}
         table.add_row(label, *(_c(metrics.get(f"c-harrell-{e}")) for e in endpoints))
     table.add_row("oracle (the true log-hazard)", *(_c(oracle.get(e)) for e in endpoints))
     return table

@@ -15,9 +15,10 @@ the clinical Cox model a hospital already has, which the network is judged again
 in the run's meta (`clinical_init.clinical_only`), never trained.
 
 A phase that no site answers is logged and skipped: the network then starts from zero there.
-With held-out centres, `score_clinical_start` has them evaluate the starting model (summary.json
-`holdout_start`) and the clinical Cox model (`holdout_clinical_cox`; the start itself when the
-schema has no radiomics), the figure the trained network has to beat.
+With held-out centres, `score_clinical_start` has them evaluate the clinical Cox model
+(summary.json `holdout_clinical_cox`), the figure the trained network has to beat, and, with
+radiomics in the schema, the starting model (`holdout_start`; without them the start is the
+clinical Cox model and `holdout_start` is null).
 """
 
 from __future__ import annotations
@@ -123,12 +124,13 @@ def score_clinical_start(ctx: RunContext, state: ServerState) -> None:
     scores = evaluate(ctx, state, 1, sites=ctx.fed.holdout, group=0)
     if not scores:
         return
-    state.meta["start_holdout"] = state.meta["clinical_cox_holdout"] = scores
+    state.meta["clinical_cox_holdout"] = scores
     for site, metrics in scores.items():
         ctx.log(f"held-out {site}, the linear Cox model the network starts from: {describe_metrics(metrics)}")
     clinical = clinical_only_arrays(state)
     if clinical is None:
         return
+    state.meta["start_holdout"] = scores
     state.meta["clinical_cox_holdout"] = evaluate(ctx, state, 1, sites=ctx.fed.holdout, group=0, arrays=clinical)
     for site, metrics in state.meta["clinical_cox_holdout"].items():
         ctx.log(f"held-out {site}, the clinical Cox model (no radiomics; the comparator): {describe_metrics(metrics)}")

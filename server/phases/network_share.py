@@ -4,15 +4,15 @@ The fused log-risk of endpoint k is clinical_linear[k](x) + fused_head[k](image 
 and before round 1 the fused head is zero (stsfl.server.phases.clinical_init_phase): the starting
 model *is* the federated linear Cox model (clinical variables and the schema's MRI radiomics), and
 the fused head's row k is everything the network adds to it. Scaling that row by a share s in
-[0, 1] moves the prediction from that linear Cox model (s = 0) to the trained network (s = 1). The images carry little for some endpoints (or the
-consortium has too few of their events), and a network fitted on a few hundred patients is too
-sure of what it adds, so the run tries `selection.network_shares` on the training sites'
-validation split (s = 1 is the selected round's own evaluation; every other share costs one
-evaluation) and keeps, per endpoint, the share with the lowest pooled validation loss (given
-`selection.min_share_events` validation events of that endpoint; below them, the network as
-trained). The encoders are shared, the rows are not, so each endpoint's choice leaves the others
-alone. The held-out centres evaluate the model kept. `[1.0]` keeps the network as trained;
-`[0.0, 1.0]` chooses between the network and the linear Cox model.
+[0, 1] moves the prediction from that linear Cox model (s = 0) to the trained network (s = 1).
+The images carry little for some endpoints (or the consortium has too few of their events), and a
+network fitted on a few hundred patients is too sure of what it adds, so the run tries
+`selection.network_shares` on the training sites' validation split (s = 1 is the selected round's
+own evaluation; every other share costs one evaluation) and keeps, per endpoint, the share with the
+lowest pooled validation loss (given `selection.min_share_events` validation events of that
+endpoint; below them, the network as trained). The encoders are shared, the rows are not, so each
+endpoint's choice leaves the others alone. The held-out centres evaluate the model kept. `[1.0]`
+keeps the network as trained; `[0.0, 1.0]` chooses between the network and the linear Cox model.
 """
 
 from __future__ import annotations

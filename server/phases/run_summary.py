@@ -70,8 +70,8 @@ def write_summary(
         if "holdout_kept" in state.meta
         else {s: selected.get("evaluate_sites", {}).get(s) for s in fed.holdout},
         "holdout_final": {s: history[-1].get("evaluate_sites", {}).get(s) for s in fed.holdout},
-        # at the same centres: the federated clinical Cox model (the comparator) and the linear Cox
-        # model the network started from (with the schema's MRI radiomics; the same without them)
+        # at the same centres: the federated clinical Cox model (the comparator) and, with the schema's
+        # MRI radiomics, the linear Cox model the network started from (null without them)
         "holdout_clinical_cox": state.meta.get("clinical_cox_holdout"),
         "holdout_start": state.meta.get("start_holdout"),
         "network_share": state.meta.get("network_share"),

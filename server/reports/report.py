@@ -103,7 +103,7 @@ def run_section(run: RunResults) -> Section:
     clinical, start = s.get("holdout_clinical_cox") or {}, s.get("holdout_start") or {}
     for site, metrics in (s.get("holdout_selected") or {}).items():
         compared = [("selected model", metrics), ("the clinical Cox model", clinical.get(site))]
-        if start.get(site) is not None and start.get(site) != clinical.get(site):
+        if start.get(site) is not None:
             compared.append(("the linear Cox model it started from (clinical variables and MRI radiomics)", start.get(site)))
         for model, scores in compared:
             shown = [
